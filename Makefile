@@ -1,0 +1,63 @@
+# dingdee — make help lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+PACKAGES := -e shared -e services/sandbox -e services/extractor -e services/transformer -e services/loader
+DEV_TOOLS := pytest pytest-asyncio pytest-timeout hypothesis ruff mypy types-PyYAML kubernetes-validate kingdee-cdp-webapi-sdk
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help install run test test-unit test-integration check lint format typecheck bench clean dlq-replay promtool
+
+help: ## Show this help
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): constraints.txt shared/pyproject.toml services/*/pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt $(PACKAGES) $(DEV_TOOLS)
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install every package with pinned versions
+
+run: install ## Run the whole pipeline locally (embedded broker + sandboxes) with live progress
+	$(BIN)/dingdee-dev run
+
+test: install promtool ## Install everything and run the whole suite (unit → contract → integration → fault)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: install ## Unit tests only (no network)
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: install ## Integration and fault tests (embedded broker)
+	$(BIN)/pytest tests/integration tests/fault $(PYTEST_ARGS)
+
+check: lint typecheck ## ruff + mypy
+
+lint: install ## ruff
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install ## ruff format + autofix
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck: install ## mypy (strict)
+	$(BIN)/mypy shared/src services/extractor/src services/transformer/src services/loader/src services/sandbox/src
+
+bench: install ## Benchmarks: ratios against baselines measured in the same run
+	$(PY) -m bench
+
+promtool: ## Install Prometheus (promtool + server) from Debian when missing
+	@command -v promtool >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
+	  else echo "promtool missing: apt-get install prometheus"; fi; }
+
+dlq-replay: install ## Dry-run a DLQ replay: make dlq-replay ARGS="--stage loader"
+	$(BIN)/dingdee dlq replay $(ARGS)
+
+clean: ## Remove the virtualenv and caches
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .run

@@ -1,0 +1,1 @@
+"""dingdee loader."""

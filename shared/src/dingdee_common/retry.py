@@ -1,0 +1,62 @@
+"""Exponential backoff with full jitter, bounded by both an attempt cap and a deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from dingdee_common.errors import TransientError
+from dingdee_common.settings import RetrySettings
+
+__all__ = ["RetryExhaustedError", "backoff_delay", "retry_transient"]
+
+T = TypeVar("T")
+
+
+class RetryExhaustedError(TransientError):
+    """A transient error outlived its retry budget; the record becomes ``exhausted``."""
+
+    def __init__(self, last: TransientError, attempts: int) -> None:
+        super().__init__(
+            f"gave up after {attempts} attempts: {last}", code=last.error_type, field=last.field
+        )
+        self.last = last
+        self.attempts = attempts
+
+
+def backoff_delay(attempt: int, policy: RetrySettings, rng: random.Random | None = None) -> float:
+    """Full-jitter delay before retry number ``attempt`` (1-based)."""
+    cap = min(policy.max_backoff_seconds, policy.initial_backoff_seconds * (2 ** (attempt - 1)))
+    return (rng or random).uniform(0, cap)
+
+
+async def retry_transient(
+    call: Callable[[], Awaitable[T]],
+    policy: RetrySettings,
+    *,
+    on_retry: Callable[[TransientError, int, float], None] | None = None,
+) -> T:
+    """Run ``call``; retry it on :class:`TransientError` until the budget is spent.
+
+    Raises:
+        RetryExhaustedError: the attempt cap or the deadline was reached.
+        Any non-transient exception from ``call`` unchanged.
+    """
+    deadline = time.monotonic() + policy.deadline_seconds
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return await call()
+        except TransientError as exc:
+            delay = backoff_delay(attempt, policy)
+            if exc.retry_after is not None:
+                delay = max(delay, exc.retry_after)
+            if attempt >= policy.max_attempts or time.monotonic() + delay > deadline:
+                raise RetryExhaustedError(exc, attempt) from exc
+            if on_retry is not None:
+                on_retry(exc, attempt, delay)
+            await asyncio.sleep(delay)
