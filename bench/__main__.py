@@ -1,4 +1,4 @@
-"""Run every ``bench/bench_*.py`` module's ``main()`` in turn (or the ones named on the command line)."""
+"""Run every ``bench/bench_*.py`` module's ``main()`` (or those named on the command line)."""
 
 from __future__ import annotations
 

@@ -6,7 +6,6 @@ which case the same suite runs against it unchanged.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -50,7 +49,9 @@ def kafka_factory(kafka_bootstrap: str) -> Callable[..., Awaitable[KafkaSettings
 
 
 @pytest.fixture
-async def kafka(kafka_factory: Callable[..., Awaitable[KafkaSettings]]) -> AsyncIterator[KafkaSettings]:
+async def kafka(
+    kafka_factory: Callable[..., Awaitable[KafkaSettings]],
+) -> AsyncIterator[KafkaSettings]:
     yield await kafka_factory()
 
 

@@ -36,7 +36,11 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 async def wait_for_kafka(bootstrap: str, timeout: float = 30.0) -> None:
-    """Return once ``bootstrap`` answers a metadata request; raise :class:`BrokerError` otherwise."""
+    """Return once ``bootstrap`` answers a metadata request.
+
+    Raises:
+        BrokerError: no answer within ``timeout`` seconds.
+    """
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
@@ -121,7 +125,7 @@ class EmbeddedBroker:
 def main(argv: list[str] | None = None) -> int:
     """``dingdee-broker``: run the embedded broker in the foreground until SIGINT/SIGTERM."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=int(os.environ.get("DINGDEE_BROKER_PORT", 0)))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("DINGDEE_BROKER_PORT", "0")))
     args = parser.parse_args(argv)
     broker = EmbeddedBroker(args.port or None)
     broker.start()
@@ -135,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     try:
-        while not stop and broker._proc is not None and broker._proc.poll() is None:  # noqa: SLF001
+        while not stop and broker._proc is not None and broker._proc.poll() is None:
             time.sleep(0.2)
     finally:
         broker.stop()

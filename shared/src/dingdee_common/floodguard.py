@@ -39,7 +39,10 @@ class FloodGuard:
         s = self._settings
         if self._consecutive >= s.max_consecutive:
             self.tripped_reason = f"{self._consecutive} consecutive records dead-lettered"
-        elif len(self._window) >= s.min_records and self._dead / len(self._window) > s.max_dead_letter_ratio:
+        elif (
+            len(self._window) >= s.min_records
+            and self._dead / len(self._window) > s.max_dead_letter_ratio
+        ):
             self.tripped_reason = (
                 f"{self._dead} of the last {len(self._window)} records dead-lettered "
                 f"(limit {s.max_dead_letter_ratio:.0%})"

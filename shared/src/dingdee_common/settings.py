@@ -41,7 +41,9 @@ class KafkaSettings(_Block):
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
     topic_prefix: str = "dingdee."
-    partitions: int = Field(default=3, ge=1, description="partitions for data topics at provisioning")
+    partitions: int = Field(
+        default=3, ge=1, description="partitions for data topics at provisioning"
+    )
     replication_factor: int = Field(default=1, ge=1)
     enable_idempotence: bool = Field(
         default=False,
@@ -76,7 +78,9 @@ class HttpServerSettings(_Block):
     host: str = "0.0.0.0"  # noqa: S104 - pods must be scrapeable; local runs override with 127.0.0.1
     port: int = Field(default=9400, ge=0, le=65535)
     ready_stale_seconds: float = Field(
-        default=120.0, gt=0, description="/readyz fails when the main loop made no progress this long"
+        default=120.0,
+        gt=0,
+        description="/readyz fails when the main loop made no progress this long",
     )
 
 

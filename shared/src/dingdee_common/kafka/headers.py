@@ -10,8 +10,8 @@ from opentelemetry.context import Context
 
 __all__ = [
     "FLOW",
-    "Headers",
     "SOURCE_ID",
+    "Headers",
     "as_dict",
     "build",
     "extract_context",

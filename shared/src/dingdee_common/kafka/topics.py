@@ -1,7 +1,7 @@
 """The topic registry of DESIGN §2 and idempotent provisioning.
 
-No service relies on broker auto-creation: ``provision`` creates every topic with its partition count
-and configs, and is shared by ``make run``, the tests and ``dingdee topics create``.
+No service relies on broker auto-creation: ``provision`` creates every topic with its partition
+count and configs, and is shared by ``make run``, the tests and ``dingdee topics create``.
 """
 
 from __future__ import annotations

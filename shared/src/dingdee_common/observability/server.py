@@ -67,11 +67,15 @@ class OpsServer:
 
     async def _healthz(self, _: web.Request) -> web.Response:
         ok, why = self._health.alive()
-        return web.json_response({"status": "ok" if ok else "fail", "reason": why}, status=200 if ok else 503)
+        return web.json_response(
+            {"status": "ok" if ok else "fail", "reason": why}, status=200 if ok else 503
+        )
 
     async def _readyz(self, _: web.Request) -> web.Response:
         ok, why = self._health.ready()
-        return web.json_response({"status": "ok" if ok else "fail", "reason": why}, status=200 if ok else 503)
+        return web.json_response(
+            {"status": "ok" if ok else "fail", "reason": why}, status=200 if ok else 503
+        )
 
     async def start(self) -> None:
         app = web.Application()
@@ -82,9 +86,9 @@ class OpsServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._settings.host, self._settings.port)
         await site.start()
-        server = site._server  # noqa: SLF001 - aiohttp exposes the bound port nowhere else
-        if server is not None and server.sockets:
-            self.port = server.sockets[0].getsockname()[1]
+        sockets = getattr(site._server, "sockets", None)  # the bound port is exposed nowhere else
+        if sockets:
+            self.port = int(sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -30,7 +30,11 @@ _provider: TracerProvider | None = None
 def configure_tracing(
     service: str, *, enabled: bool = True, extra_processors: Sequence[SpanProcessor] = ()
 ) -> TracerProvider | None:
-    """Install the SDK tracer provider once; OTLP export when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set."""
+    """Install the SDK tracer provider once.
+
+    Spans are exported over OTLP/HTTP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set; tests pass an
+    in-memory exporter through ``extra_processors``.
+    """
     global _provider  # noqa: PLW0603 - the OTel global provider can be set exactly once
     if not enabled:
         return None
@@ -73,7 +77,9 @@ def publish_span(topic: str, key: str | None = None) -> Iterator[Span]:
     """A PRODUCER span ``"<topic> publish"``; inject its context into the outgoing headers."""
     extra: dict[str, str | int] = {"messaging.kafka.message.key": key} if key else {}
     with tracer().start_as_current_span(
-        f"{topic} publish", kind=SpanKind.PRODUCER, attributes=_attributes(topic, "publish", **extra)
+        f"{topic} publish",
+        kind=SpanKind.PRODUCER,
+        attributes=_attributes(topic, "publish", **extra),
     ) as span:
         yield span
 
@@ -93,15 +99,12 @@ def consume_span(
         f"{topic} process",
         context=parent,
         kind=SpanKind.CONSUMER,
-        attributes=_attributes(
-            topic,
-            "process",
-            **{
-                "messaging.destination.partition.id": str(partition),
-                "messaging.kafka.offset": offset,
-                "messaging.consumer.group.name": group,
-            },
-        ),
+        attributes={
+            **_attributes(topic, "process"),
+            "messaging.destination.partition.id": str(partition),
+            "messaging.kafka.offset": offset,
+            "messaging.consumer.group.name": group,
+        },
     ) as span:
         yield span
 

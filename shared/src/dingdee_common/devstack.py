@@ -1,0 +1,257 @@
+"""The local stack: embedded broker, both sandboxes and the three services as separate processes.
+
+``make run`` (``dingdee-dev run``) uses it to run the real pipeline on the embedded default and show
+live progress; the end-to-end and fault tests use it to get the same stack they can kill parts of.
+Nothing here is a mock: every service is the production entry point talking TCP and HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from dingdee_common.broker import ENV_BOOTSTRAP, EmbeddedBroker, free_port
+from dingdee_common.kafka.topics import Topics, provision
+from dingdee_common.procs import ManagedProcess, wait_http_ok
+from dingdee_common.settings import KafkaSettings
+
+__all__ = ["SERVICES", "Stack", "StackConfig"]
+
+SERVICES = ("extractor", "transformer", "loader")
+
+# Demo credentials of the sandboxes (dingdee_sandbox.demo_org and the Kingdee sandbox defaults):
+# public sample values, not secrets.
+_KINGDEE_DEMO = {
+    "ACCT_ID": "5db25ac8d2b819",
+    "USERNAME": "webapi",
+    "APP_ID": "204399_72epSbtEQMC92Vwt2d3LRa9LRqSc1tqJ",
+    "APP_SECRET": "fb7d46647ac346dbb5fcd45b65512a45",
+    "AUTH_MODE": "signature",
+}
+
+
+@dataclass
+class StackConfig:
+    """What to start. Defaults give the ``make run`` demo."""
+
+    workdir: Path
+    flows_file: Path
+    demo: int = 300
+    seed: int = 7
+    kafka_bootstrap: str | None = None
+    topic_prefix: str = "dingdee."
+    partitions: int = 3
+    services: tuple[str, ...] = SERVICES
+    env: dict[str, str] = field(default_factory=dict)
+    service_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    dingtalk_args: tuple[str, ...] = ()
+    kingdee_args: tuple[str, ...] = ()
+
+
+class Stack:
+    """Start and stop the whole local pipeline; every part is a :class:`ManagedProcess`."""
+
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.workdir = config.workdir.absolute()
+        self.flows_file = config.flows_file.absolute()
+        self.broker: EmbeddedBroker | None = None
+        self.bootstrap = config.kafka_bootstrap or os.environ.get(ENV_BOOTSTRAP) or ""
+        self.processes: dict[str, ManagedProcess] = {}
+        self.ops_ports: dict[str, int] = {}
+        self.dingtalk_url = ""
+        self.kingdee_url = ""
+        self.topics = Topics(config.topic_prefix)
+
+    @property
+    def kafka(self) -> KafkaSettings:
+        return KafkaSettings(
+            bootstrap_servers=self.bootstrap,
+            topic_prefix=self.config.topic_prefix,
+            partitions=self.config.partitions,
+        )
+
+    async def start(self) -> None:
+        """Broker → topics → sandboxes → services; returns once every process answers HTTP."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if not self.bootstrap:
+            self.broker = EmbeddedBroker(log_path=self.workdir / "broker.log")
+            await asyncio.to_thread(self.broker.start)
+            self.bootstrap = self.broker.bootstrap_servers
+        await provision(self.kafka)
+        self.dingtalk_url = await self._start_sandbox(
+            "dingtalk",
+            "--demo",
+            str(self.config.demo),
+            "--seed",
+            str(self.config.seed),
+            *self.config.dingtalk_args,
+        )
+        self.kingdee_url = await self._start_sandbox("kingdee", *self.config.kingdee_args)
+        for name in self.config.services:
+            self.start_service(name)
+        await asyncio.gather(*(self.wait_alive(name) for name in self.config.services))
+
+    async def _start_sandbox(self, name: str, *args: str) -> str:
+        port_file = self.workdir / f"sandbox-{name}.port"
+        port_file.unlink(missing_ok=True)
+        proc = ManagedProcess.python_module(
+            f"sandbox-{name}",
+            f"dingdee_sandbox.{name}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--port-file",
+            str(port_file),
+            *args,
+            log_path=self.workdir / f"sandbox-{name}.log",
+        )
+        proc.start()
+        self.processes[proc.name] = proc
+        deadline = time.monotonic() + 60
+        while not (port_file.exists() and port_file.read_text().strip()):
+            if not proc.alive or time.monotonic() > deadline:
+                raise RuntimeError(f"{proc.name} did not start:\n{proc.tail()}")
+            await asyncio.sleep(0.1)
+        return f"http://127.0.0.1:{int(port_file.read_text().strip())}"
+
+    def service_env(self, name: str) -> dict[str, str]:
+        """The environment a service process is started with (settings only, as in Kubernetes)."""
+        port = self.ops_ports.setdefault(name, free_port())
+        env = {
+            "DINGDEE_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap,
+            "DINGDEE_KAFKA__TOPIC_PREFIX": self.config.topic_prefix,
+            "DINGDEE_KAFKA__PARTITIONS": str(self.config.partitions),
+            "DINGDEE_FLOWS_FILE": str(self.flows_file),
+            "DINGDEE_HTTP__HOST": "127.0.0.1",
+            "DINGDEE_HTTP__PORT": str(port),
+            "DINGDEE_TELEMETRY__LOG_FORMAT": "json",
+            "OTEL_SERVICE_NAME": f"dingdee-{name}",
+        }
+        if name == "extractor":
+            from dingdee_sandbox.demo_org import DEMO_APP
+
+            env["DINGDEE_DINGTALK__BASE_URL"] = self.dingtalk_url
+            env["DINGDEE_DINGTALK__APPS"] = json.dumps(
+                {DEMO_APP.name: {"app_key": DEMO_APP.app_key, "app_secret": DEMO_APP.app_secret}}
+            )
+        if name == "loader":
+            env["DINGDEE_KINGDEE__SERVER_URL"] = f"{self.kingdee_url}/k3cloud"
+            env.update({f"DINGDEE_KINGDEE__{k}": v for k, v in _KINGDEE_DEMO.items()})
+        if name == "transformer":
+            env["DINGDEE_TRANSFORMER__DATA_DIR"] = str(self.workdir / "transformer-data")
+        env.update(self.config.env)
+        env.update(self.config.service_env.get(name, {}))
+        return env
+
+    def start_service(self, name: str) -> ManagedProcess:
+        """Start (or restart) one service as ``python -m dingdee_<name>``."""
+        proc = self.processes.get(name)
+        if proc is None:
+            proc = ManagedProcess.python_module(
+                name,
+                f"dingdee_{name}",
+                env=self.service_env(name),
+                log_path=self.workdir / f"{name}.log",
+                cwd=self.workdir,
+            )
+            self.processes[name] = proc
+        proc.start()
+        return proc
+
+    async def wait_alive(self, name: str, timeout: float = 90.0) -> None:
+        await wait_http_ok(
+            f"http://127.0.0.1:{self.ops_ports[name]}/healthz",
+            timeout=timeout,
+            process=self.processes[name],
+            what=f"{name} /healthz",
+        )
+
+    async def wait_ready(self, name: str, timeout: float = 120.0) -> None:
+        await wait_http_ok(
+            f"http://127.0.0.1:{self.ops_ports[name]}/readyz",
+            timeout=timeout,
+            process=self.processes[name],
+            what=f"{name} /readyz",
+        )
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one process, as a crashed pod dies."""
+        self.processes[name].kill()
+
+    async def stop(self) -> None:
+        """Stop services first (SIGTERM, then SIGKILL), then sandboxes, then the broker."""
+        order = [*reversed(self.config.services), "sandbox-kingdee", "sandbox-dingtalk"]
+        for name in order:
+            proc = self.processes.get(name)
+            if proc is not None:
+                await asyncio.to_thread(proc.stop)
+        if self.broker is not None:
+            await asyncio.to_thread(self.broker.stop)
+            self.broker = None
+
+    async def __aenter__(self) -> Stack:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # ---- observation -------------------------------------------------------------------------
+
+    async def sandbox_json(self, base: str, path: str, **params: Any) -> Any:
+        async with httpx.AsyncClient(timeout=10.0) as client:
+            response = await client.get(f"{base}{path}", params=params)
+            response.raise_for_status()
+            return response.json()
+
+    async def expected_approvals(self) -> list[dict[str, Any]]:
+        """The DingTalk sandbox's approved instances (COMPLETED + agree, biz_action NONE)."""
+        data = await self.sandbox_json(self.dingtalk_url, "/_sandbox/expected")
+        return list(data["expected"] if isinstance(data, dict) else data)
+
+    async def kingdee_bills(self, form_id: str) -> list[dict[str, Any]]:
+        data = await self.sandbox_json(self.kingdee_url, "/_sandbox/bills", form_id=form_id)
+        return list(data["bills"])
+
+    async def topic_counts(self) -> dict[str, int]:
+        """Records written to each pipeline topic so far (sum of partition end offsets)."""
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        t = self.topics
+        names = {
+            "extracted": t.approvals_raw,
+            "transformed": t.bills_ready,
+            "results": t.bills_result,
+            "dlq.extractor": t.dlq("extractor"),
+            "dlq.transformer": t.dlq("transformer"),
+            "dlq.loader": t.dlq("loader"),
+        }
+        consumer = AIOKafkaConsumer(**self.kafka.client_kwargs())
+        await consumer.start()
+        try:
+            counts: dict[str, int] = {}
+            for label, topic in names.items():
+                parts = consumer.partitions_for_topic(topic)
+                if parts is None:
+                    await consumer._client.force_metadata_update()
+                    parts = consumer.partitions_for_topic(topic) or set()
+                tps = [TopicPartition(topic, p) for p in parts]
+                ends: Mapping[TopicPartition, int] = await consumer.end_offsets(tps) if tps else {}
+                counts[label] = sum(ends.values())
+            return counts
+        finally:
+            await consumer.stop()
