@@ -31,8 +31,8 @@ def decode_model(data: bytes | None, model: type[M], *, supported_versions: froz
     """Decode ``data`` into ``model``.
 
     Raises:
-        PoisonMessageError: empty value, undecodable JSON, unknown ``schema_version`` or a value that
-            breaks the contract; the message says which.
+        PoisonMessageError: empty value, undecodable JSON, unknown ``schema_version`` or a value
+            that breaks the contract; the message says which.
     """
     if not data:
         raise PoisonMessageError("empty message value", code="empty_value")
