@@ -39,7 +39,7 @@ async def test_dead_letter_keeps_bytes_and_adds_headers(
         topic=topics.bills_ready,
         partition=1,
         offset=7,
-        key="BYJ202611010930000000001".encode(),
+        key=b"BYJ202611010930000000001",
         value='{"schema_version":1,"备注":"原样"}'.encode(),
         headers=((hdr.FLOW, b"petty-cash"),),
     )

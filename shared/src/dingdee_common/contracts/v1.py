@@ -21,7 +21,7 @@ __all__ = [
     "utcnow",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 
 
 def utcnow() -> datetime:
@@ -137,3 +137,7 @@ class ReplayAudit(_Message):
     filters: dict[str, Any]
     counts: dict[str, int]
     outcome: str
+    handled: dict[str, list[tuple[int, int]]] = Field(
+        default_factory=dict,
+        description="DLQ 'topic:partition' -> [first, last] offset ranges this run copied or parked",
+    )
