@@ -6,6 +6,10 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
+from aiokafka import ConsumerRecord, TopicPartition
+
+from dingdee_common.kafka.clients import make_consumer
+from dingdee_common.settings import KafkaSettings
 
 
 async def poll_until(
@@ -27,3 +31,26 @@ async def poll_until(
         if loop.time() > deadline:
             pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+async def read_topic(settings: KafkaSettings, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record currently in ``topic`` (all partitions, from the start to the end offsets)."""
+    consumer = make_consumer(settings, group_id=None)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if partitions is None:
+            await consumer.topics()
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        records: list[ConsumerRecord[bytes, bytes]] = []
+        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+            batches = await consumer.getmany(*tps, timeout_ms=1000)
+            for msgs in batches.values():
+                records.extend(msgs)
+        return records
+    finally:
+        await consumer.stop()

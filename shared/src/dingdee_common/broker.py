@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import signal
 import socket
@@ -29,6 +30,18 @@ class BrokerError(RuntimeError):
     """The embedded broker could not be started or did not answer in time."""
 
 
+class _Quiet:
+    """Silence aiokafka's connection errors while we expect them (the broker is still starting)."""
+
+    def __init__(self) -> None:
+        self._logger = logging.getLogger("aiokafka")
+        self._level = self._logger.level
+        self._logger.setLevel(logging.CRITICAL)
+
+    def restore(self) -> None:
+        self._logger.setLevel(self._level)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
@@ -43,17 +56,21 @@ async def wait_for_kafka(bootstrap: str, timeout: float = 30.0) -> None:
     """
     deadline = time.monotonic() + timeout
     last: Exception | None = None
-    while time.monotonic() < deadline:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
-        try:
-            await admin.start()
-            await admin.list_topics()
-            return
-        except Exception as exc:  # noqa: BLE001 - any failure here means "not ready yet"
-            last = exc
-            await asyncio.sleep(0.2)
-        finally:
-            await admin.close()
+    quiet = _Quiet()
+    try:
+        while time.monotonic() < deadline:
+            admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+            try:
+                await admin.start()
+                await admin.list_topics()
+                return
+            except Exception as exc:  # noqa: BLE001 - any failure here means "not ready yet"
+                last = exc
+                await asyncio.sleep(0.2)
+            finally:
+                await admin.close()
+    finally:
+        quiet.restore()
     raise BrokerError(f"Kafka at {bootstrap} did not answer within {timeout:.0f}s: {last}")
 
 
