@@ -1,0 +1,14 @@
+"""Dead-letter inspection and replay (DESIGN §6): the engine behind ``dingdee dlq``."""
+
+from dingdee_common.dlq.records import DeadLetter, Selection, parse_time
+from dingdee_common.dlq.replay import Action, ReplayEngine, ReplayOptions, ReplayReport
+
+__all__ = [
+    "Action",
+    "DeadLetter",
+    "ReplayEngine",
+    "ReplayOptions",
+    "ReplayReport",
+    "Selection",
+    "parse_time",
+]
