@@ -1,0 +1,287 @@
+"""The faust-streaming app: ``approvals.raw`` → :class:`Processor` → ``bills.ready`` or the DLQ.
+
+At-least-once: the agent takes records in small batches with manual acks (``noack_take``), publishes
+every bill and dead letter of the batch, waits until the broker acknowledged all of them, records
+the emitted fingerprints in the dedup table, and only then acks the batch's events — faust commits
+acked offsets only. A batch that cannot be published is never acked: the worker stops instead, and
+the records are read again after the restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from typing import Any, cast
+
+import faust
+from faust.streams import Stream
+from faust.types import EventT, StreamT
+
+from dingdee_common.errors import ErrorClass, FatalError, TransientError
+from dingdee_common.floodguard import FloodGuard
+from dingdee_common.kafka.dlq import DeadLetterPublisher, SourceRecord
+from dingdee_common.kafka.topics import Topics
+from dingdee_common.observability.logging import get_logger
+from dingdee_common.observability.server import Health
+from dingdee_common.retry import retry_transient
+from dingdee_common.settings import KafkaSettings
+from dingdee_transformer.flowspec import CompiledFlow
+from dingdee_transformer.metrics import STAGE, TransformerMetrics
+from dingdee_transformer.pipeline import DeadLetter, Emit, Outcome, Processor, Seen
+from dingdee_transformer.settings import TransformerSettings
+
+__all__ = ["TransformerApp", "faust_broker"]
+
+log = get_logger(__name__)
+
+
+def faust_broker(kafka: KafkaSettings) -> tuple[list[str], Any]:
+    """faust broker URLs and credentials from the shared Kafka settings."""
+    urls = [
+        f"kafka://{host.strip()}" for host in kafka.bootstrap_servers.split(",") if host.strip()
+    ]
+    kwargs = kafka.client_kwargs()
+    credentials: Any = None
+    if kafka.sasl_mechanism:
+        credentials = faust.SASLCredentials(
+            username=kafka.sasl_username,
+            password=kwargs.get("sasl_plain_password"),
+            mechanism=kafka.sasl_mechanism,
+            ssl_context=kwargs.get("ssl_context"),
+        )
+    elif "ssl_context" in kwargs:
+        credentials = faust.SSLCredentials(kwargs["ssl_context"])
+    return urls, credentials
+
+
+def _headers(raw: Any) -> tuple[tuple[str, bytes], ...]:
+    items: Iterable[Any] = raw.items() if isinstance(raw, Mapping) else (raw or ())
+    return tuple((str(k), v if isinstance(v, bytes) else str(v).encode()) for k, v in items)
+
+
+class _FaustSender:
+    """Adapts faust's producer to the ``send_and_wait`` the shared DLQ publisher expects."""
+
+    def __init__(self, app: faust.App) -> None:
+        self._app = app
+
+    async def send_and_wait(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> object:
+        return await self._app.producer.send_and_wait(
+            topic, key, value, partition, timestamp_ms, headers
+        )
+
+
+class TransformerApp:
+    """Builds the faust app, its topics, the dedup table and the agent; ``__main__`` runs it."""
+
+    def __init__(
+        self,
+        settings: TransformerSettings,
+        flows: Mapping[str, CompiledFlow],
+        metrics: TransformerMetrics,
+        health: Health,
+    ) -> None:
+        self.settings = settings
+        self.topics = Topics(settings.kafka.topic_prefix)
+        self.metrics = metrics
+        self.health = health
+        self.guard = FloodGuard(settings.flood_guard)
+        self.processor = Processor(
+            flows,
+            metrics,
+            source_topic=self.topics.approvals_raw,
+            bills_topic=self.topics.bills_ready,
+            group=settings.group_id,
+        )
+        self.app = self._make_app()
+        self.dlq = DeadLetterPublisher(_FaustSender(self.app), self.topics, STAGE)
+        self.stopped = asyncio.Event()
+
+    def _make_app(self) -> faust.App:
+        s = self.settings
+        urls, credentials = faust_broker(s.kafka)
+        app = faust.App(
+            s.group_id,
+            broker=urls,
+            broker_credentials=credentials,
+            web_enabled=False,
+            autodiscover=False,
+            topic_partitions=s.kafka.partitions,
+            topic_replication_factor=s.kafka.replication_factor,
+            topic_disable_leader=True,
+            producer_acks=-1,
+            consumer_auto_offset_reset="earliest",
+            broker_commit_interval=1.0,
+            table_cleanup_interval=3600.0,
+            store="memory://",
+        )
+        source = app.topic(
+            self.topics.approvals_raw, key_serializer="raw", value_serializer="raw", internal=False
+        )
+        changelog = app.topic(
+            f"{s.kafka.topic_prefix}transformer.seen-changelog",
+            key_serializer="raw",
+            value_serializer="json",
+            partitions=s.kafka.partitions,
+            internal=True,
+        )
+        # use_partitioner: the changelog key (the instance id) hashes to the same partition as the
+        # approvals.raw record, so the table can be written after the bill's ack, outside the event.
+        self.seen_table = app.Table(
+            "seen",
+            default=None,
+            changelog_topic=changelog,
+            use_partitioner=True,
+            key_type=bytes,
+            value_type=None,
+            partitions=s.kafka.partitions,
+        )
+        app.agent(source, name="transform")(self._agent)
+        app.timer(interval=5.0)(self._heartbeat)
+        app.on_rebalance_complete.connect(self._on_assigned)
+        return app
+
+    async def _on_assigned(self, *_: Any, **__: Any) -> None:
+        if not self.guard.tripped:
+            self.health.set_ready()
+            self.metrics.stage.ready.labels(STAGE).set(1)
+
+    async def _heartbeat(self) -> None:
+        # Liveness while idle: the consumer loop is faust's; this proves the event loop turns.
+        if not self.guard.tripped:
+            self.health.progress()
+
+    def _seen(self, pid: str) -> Seen | None:
+        return Seen.from_value(self.seen_table.get(pid.encode()))
+
+    async def _agent(self, stream: StreamT[Any]) -> None:
+        s = self.settings
+        faust_stream = cast("Stream[bytes]", stream)
+        # noack_take yields the events themselves (typed as values by faust) and leaves acks to us.
+        batches = faust_stream.noack_take(s.batch_max_records, within=s.batch_linger_seconds)
+        async for batch in batches:
+            events = cast("Sequence[EventT[bytes]]", batch)
+            await self._handle_batch(faust_stream, events)
+            if self.guard.tripped:
+                await self._halt()
+
+    async def _halt(self) -> None:
+        """Stop consuming after the flood guard tripped; only a restart resumes (DESIGN §4)."""
+        self.health.set_not_ready(f"flood guard tripped: {self.guard.tripped_reason}")
+        self.metrics.stage.flood_guard_tripped.labels(STAGE).set(1)
+        self.metrics.stage.ready.labels(STAGE).set(0)
+        log.error("transformer.floodguard.tripped", reason=self.guard.tripped_reason)
+        await self.stopped.wait()
+
+    async def _handle_batch(self, stream: Stream[bytes], events: Sequence[EventT[bytes]]) -> None:
+        with self.metrics.stage.processing.labels(STAGE).time():
+            records = [self._record(e) for e in events]
+            outcomes = self._process_all(records)
+            await self._publish(records, outcomes)
+            for event in events:
+                await stream.ack(event)
+        self.health.progress()
+
+    def _record(self, event: EventT[bytes]) -> SourceRecord:
+        msg = event.message
+        return SourceRecord(
+            topic=msg.topic,
+            partition=msg.partition,
+            offset=msg.offset,
+            key=msg.key,
+            value=msg.value,
+            headers=_headers(msg.headers),
+        )
+
+    def _process_all(self, records: Sequence[SourceRecord]) -> list[Outcome]:
+        batch_seen: dict[str, Seen] = {}
+
+        def seen(pid: str) -> Seen | None:
+            return batch_seen.get(pid) or self._seen(pid)
+
+        outcomes: list[Outcome] = []
+        for record in records:
+            outcome = self.processor.process(record, seen)
+            if isinstance(outcome, Emit):
+                batch_seen[outcome.process_instance_id] = outcome.seen
+            outcomes.append(outcome)
+        return outcomes
+
+    async def _publish(self, records: Sequence[SourceRecord], outcomes: Sequence[Outcome]) -> None:
+        pending: list[tuple[Emit, Awaitable[Any]]] = []
+        for record, outcome in zip(records, outcomes, strict=True):
+            if isinstance(outcome, Emit):
+                pending.append((outcome, await self._send(outcome)))
+            elif isinstance(outcome, DeadLetter):
+                await self._dead_letter(record, outcome)
+            else:
+                self._count(outcome.flow, "skipped", dead=False)
+                self.metrics.skipped.labels(outcome.flow, outcome.reason).inc()
+        for emit, future in pending:
+            await self._confirm(emit, future)
+            self.seen_table[emit.process_instance_id.encode()] = emit.seen.as_dict()
+            self._count(emit.flow, "bill", dead=False)
+
+    async def _send(self, emit: Emit) -> Awaitable[Any]:
+        fut: Awaitable[Any] = await self.app.producer.send(
+            self.topics.bills_ready, emit.key, emit.value, None, None, emit.headers
+        )
+        return fut
+
+    async def _confirm(self, emit: Emit, future: Awaitable[Any]) -> None:
+        """Wait for the broker's ack of one bill; re-send on failure within the retry budget.
+
+        Raises:
+            FatalError: the bill could not be published within the budget; the batch stays unacked.
+        """
+        try:
+            await future
+            return
+        except Exception as exc:  # noqa: BLE001 - any send failure is retried below
+            log.warning("transformer.bill.send_failed", error=type(exc).__name__)
+
+        async def resend() -> None:
+            try:
+                await self.app.producer.send_and_wait(
+                    self.topics.bills_ready, emit.key, emit.value, None, None, emit.headers
+                )
+            except Exception as exc:
+                raise TransientError(f"bills.ready send failed: {type(exc).__name__}") from exc
+
+        try:
+            await retry_transient(resend, self.settings.retry)
+        except TransientError as exc:
+            raise FatalError(
+                f"could not publish to {self.topics.bills_ready}: {exc}; check the broker and "
+                "DINGDEE_KAFKA__BOOTSTRAP_SERVERS",
+                code="publish_failed",
+            ) from exc
+
+    async def _dead_letter(self, record: SourceRecord, outcome: DeadLetter) -> None:
+        verdict = outcome.verdict
+        error_class = verdict.error_class or ErrorClass.POISON
+        await self.dlq.publish(
+            record, error_class=error_class, error_type=verdict.error_type, message=verdict.message
+        )
+        self.metrics.stage.dead_letters.labels(STAGE, outcome.flow, error_class.value).inc()
+        log.warning(
+            "transformer.record.dead_lettered",
+            flow=outcome.flow,
+            error_class=error_class.value,
+            error_type=verdict.error_type,
+            reason=verdict.message[:500],
+            **{"kafka.partition": record.partition, "kafka.offset": record.offset},
+        )
+        self._count(outcome.flow, "dead_letter", dead=True)
+
+    def _count(self, flow: str, outcome: str, *, dead: bool) -> None:
+        self.metrics.stage.records_out.labels(STAGE, flow, outcome).inc()
+        self.guard.record(dead)

@@ -1,0 +1,140 @@
+"""Value conversions of the mapping language: money, numbers, dates, booleans, text.
+
+Each converter takes a raw value (usually a DingTalk string) and returns the Kingdee value, or
+raises :class:`ConversionError` with a reason a finance-IT reader understands
+(``'12,3a' is not a number``).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, time
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
+from zoneinfo import ZoneInfo
+
+__all__ = ["ConversionError", "convert", "to_bool", "to_datetime", "to_decimal"]
+
+_MONEY_NOISE = re.compile(r"[\s,，¥￥元]|^CNY|^RMB", re.IGNORECASE)
+_MONEY_SHAPE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
+_GROUPED = re.compile(r"^[+-]?\d{1,3}(,\d{3})+(\.\d*)?$")
+_DATE_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d", "%Y/%m/%d %H:%M:%S", "%Y/%m/%d")
+_TRUE = {"true", "1", "yes", "y", "是", "on", "√"}
+_FALSE = {"false", "0", "no", "n", "否", "off", ""}
+KINGDEE_DATETIME = "%Y-%m-%d %H:%M:%S"
+
+
+class ConversionError(ValueError):
+    """A value does not fit the conversion its rule asks for."""
+
+
+def to_decimal(raw: Any, *, precision: int | None, money: bool) -> Decimal:
+    """``"1,234.50"``, ``"¥1234.5"`` or ``1234.5`` → ``Decimal('1234.50')`` at ``precision`` places.
+
+    Raises:
+        ConversionError: the text is not a number (thousands separators must group by three).
+    """
+    if isinstance(raw, bool):
+        raise ConversionError(f"{raw!r} is not a number")
+    if isinstance(raw, (int, float, Decimal)):
+        text = str(raw)
+    else:
+        text = str(raw).strip()
+        if "," in text and not _GROUPED.match(re.sub(r"[¥￥\s元]", "", text)):
+            raise ConversionError(f"{raw!r} is not a number")
+        text = _MONEY_NOISE.sub("", text) if money else text.replace(",", "")
+    if not _MONEY_SHAPE.match(text):
+        raise ConversionError(f"{raw!r} is not a number")
+    try:
+        value = Decimal(text)
+    except InvalidOperation as exc:  # pragma: no cover - the regex already rules these out
+        raise ConversionError(f"{raw!r} is not a number") from exc
+    if precision is None:
+        return value
+    quantum = Decimal(1).scaleb(-precision)
+    if money and value != value.quantize(quantum, rounding=ROUND_HALF_UP):
+        raise ConversionError(f"{raw!r} has more than {precision} decimal places")
+    return value.quantize(quantum, rounding=ROUND_HALF_UP)
+
+
+def to_datetime(raw: Any, tz: ZoneInfo) -> datetime:
+    """A DingTalk date/time (CST text, ISO with offset, or epoch ms) as naive local time in ``tz``.
+
+    Raises:
+        ConversionError: the value is not a date this converter recognises.
+    """
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        return datetime.fromtimestamp(raw / 1000, tz).replace(tzinfo=None)
+    text = str(raw).strip()
+    for fmt in _DATE_FORMATS:
+        try:
+            return datetime.strptime(text, fmt)
+        except ValueError:
+            continue
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ConversionError(f"{raw!r} is not a date (expected yyyy-MM-dd[ HH:mm[:ss]])") from exc
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(tz).replace(tzinfo=None)
+    return parsed
+
+
+def to_bool(raw: Any) -> bool:
+    """``true``/``是``/``1``/``yes`` → True, ``false``/``否``/``0``/``no``/empty → False.
+
+    Raises:
+        ConversionError: any other text.
+    """
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConversionError(f"{raw!r} is not a yes/no value")
+
+
+def _to_int(raw: Any) -> int:
+    value = to_decimal(raw, precision=None, money=False)
+    if value != value.to_integral_value():
+        raise ConversionError(f"{raw!r} is not a whole number")
+    return int(value)
+
+
+def _date(raw: Any, tz: ZoneInfo) -> str:
+    return datetime.combine(to_datetime(raw, tz).date(), time()).strftime(KINGDEE_DATETIME)
+
+
+def _datetime(raw: Any, tz: ZoneInfo) -> str:
+    return to_datetime(raw, tz).strftime(KINGDEE_DATETIME)
+
+
+def convert(raw: Any, kind: str, *, precision: int, tz: ZoneInfo) -> Any:
+    """Apply conversion ``kind`` to ``raw``.
+
+    Money and decimals come back as ``float`` of the rounded decimal (JSON numbers in the Kingdee
+    Model; a float's shortest repr of a 2-place decimal is exact), dates as ``yyyy-MM-dd HH:mm:ss``.
+
+    Raises:
+        ConversionError: ``raw`` does not fit ``kind``.
+    """
+    if kind in ("money", "decimal"):
+        return float(to_decimal(raw, precision=precision, money=kind == "money"))
+    if kind in ("date", "datetime"):
+        return _date(raw, tz) if kind == "date" else _datetime(raw, tz)
+    if kind == "text":
+        return raw if isinstance(raw, str) else _text(raw)
+    simple = {"int": _to_int, "bool": to_bool}.get(kind)
+    return simple(raw) if simple else raw
+
+
+def _text(raw: Any) -> str:
+    if isinstance(raw, datetime):
+        return raw.strftime(KINGDEE_DATETIME)
+    if isinstance(raw, date):
+        return raw.isoformat()
+    if isinstance(raw, (list, dict)):
+        raise ConversionError("is a list or object, not text; use pick or convert: raw")
+    return str(raw)

@@ -1,0 +1,218 @@
+"""The mapping engine: one approval snapshot → one Kingdee bill, or a skip, or field-level errors.
+
+Pure functions: no I/O, no clocks except ``BillReady.mapped_at``. The faust agent only calls
+:func:`map_snapshot`; ``dingdee mapping preview`` calls the same function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from dingdee_common.contracts.v1 import ApprovalSnapshot, BillReady, SourceRef
+from dingdee_common.errors import PermanentError
+from dingdee_transformer.encodings import Form, parse_form
+from dingdee_transformer.flowspec import CompiledFlow
+from dingdee_transformer.rules import OMIT, Context, FieldError, evaluate, render_template
+
+__all__ = [
+    "LINKED_ACTIONS",
+    "LinkedChangeError",
+    "MappingError",
+    "Skip",
+    "map_snapshot",
+]
+
+LINKED_ACTIONS = frozenset({"MODIFY", "REVOKE"})
+_MAX_ERRORS_IN_MESSAGE = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """The snapshot makes no bill (yet): still running, refused, terminated, or configured so."""
+
+    flow: str
+    process_instance_id: str
+    reason: str
+
+
+def _summary(errors: list[FieldError]) -> str:
+    """Errors as one line; the same problem hitting several targets is said once."""
+    grouped: dict[tuple[str, str, str], list[str]] = {}
+    for err in errors:
+        grouped.setdefault((err.label, err.problem, err.rule), []).append(err.target)
+    parts = [
+        f"{label} {problem} [{', '.join(targets)}: {rule}]"
+        for (label, problem, rule), targets in grouped.items()
+    ]
+    shown = "; ".join(parts[:_MAX_ERRORS_IN_MESSAGE])
+    if len(parts) > _MAX_ERRORS_IN_MESSAGE:
+        shown += f"; … and {len(parts) - _MAX_ERRORS_IN_MESSAGE} more"
+    return shown
+
+
+class MappingError(PermanentError):
+    """The approval cannot become a valid bill; ``errors`` lists every field-level problem."""
+
+    def __init__(self, flow: str, business_id: str, errors: list[FieldError]) -> None:
+        super().__init__(
+            f"flow {flow!r} approval {business_id}: {_summary(errors)}",
+            field=errors[0].target if errors else None,
+            code="mapping_invalid",
+        )
+        self.flow = flow
+        self.business_id = business_id
+        self.errors = errors
+
+
+class LinkedChangeError(PermanentError):
+    """A MODIFY/REVOKE instance of an already approved approval: a finance decision is needed."""
+
+
+def _attrs(snapshot: ApprovalSnapshot) -> dict[str, Any]:
+    attrs: dict[str, Any] = dict(snapshot.instance)
+    attrs.update(
+        flow=snapshot.flow,
+        process_code=snapshot.process_code,
+        process_instance_id=snapshot.process_instance_id,
+        status=snapshot.status,
+        result=snapshot.result,
+        biz_action=snapshot.biz_action,
+        fetched_at=snapshot.fetched_at.isoformat(),
+    )
+    if snapshot.business_id:
+        attrs["business_id"] = snapshot.business_id
+    return attrs
+
+
+def _business_id(snapshot: ApprovalSnapshot) -> str:
+    value = snapshot.business_id or snapshot.instance.get("business_id")
+    return str(value) if value else f"(no business_id; instance {snapshot.process_instance_id})"
+
+
+def _qualifies(flow: CompiledFlow, snapshot: ApprovalSnapshot) -> str | None:
+    q = flow.mapping.qualify
+    if snapshot.status not in q.status:
+        return f"status {snapshot.status} is not one of {q.status}"
+    if (snapshot.result or "") not in q.result:
+        return f"result {snapshot.result or '(none)'} is not one of {q.result}"
+    return None
+
+
+def _linked_change(
+    flow: CompiledFlow,
+    snapshot: ApprovalSnapshot,
+    bill_key_of: Callable[[str], str | None] | None,
+) -> Skip | None:
+    action = flow.mapping.on_linked_change
+    if action == "map":
+        return None
+    if action == "skip":
+        return Skip(flow.id, snapshot.process_instance_id, f"biz_action {snapshot.biz_action}")
+    original = str(snapshot.instance.get("main_process_instance_id") or "(not given)")
+    known = bill_key_of(original) if bill_key_of and original != "(not given)" else None
+    bill = f"bill {known}" if known else "its bill (bill key unknown to the transformer)"
+    verb = "modified" if snapshot.biz_action == "MODIFY" else "revoked"
+    raise LinkedChangeError(
+        f"flow {flow.id!r} approval {_business_id(snapshot)} {verb} the already approved "
+        f"approval {original}; {bill} stays as it is in Kingdee and no second bill is made: "
+        "a finance decision is needed (adjust or reverse the bill by hand, then discard this "
+        "dead letter)",
+        field="biz_action",
+        code=f"linked_{snapshot.biz_action.lower()}",
+    )
+
+
+def _bill_key(flow: CompiledFlow, ctx: Context, errors: list[FieldError]) -> str:
+    key, problem = render_template(flow.target.bill_key, ctx)
+    if problem or not key.strip():
+        errors.append(FieldError("bill_key", "bill key", problem or "is empty", "template"))
+        return ""
+    return key.strip()
+
+
+def _with_number(model: dict[str, Any], number_field: str, bill_key: str) -> dict[str, Any]:
+    """``model`` with the bill key in ``number_field``, placed right after the primary key.
+
+    Kingdee replays Model fields in order, so the number goes early, as in its own templates.
+    """
+    out: dict[str, Any] = {}
+    items = list(model.items())
+    if items and items[0][1] == 0 and items[0][0] != number_field:
+        out[items[0][0]] = 0
+        items = items[1:]
+    out[number_field] = bill_key
+    out.update((k, v) for k, v in items if k != number_field)
+    return out
+
+
+def _build_model(
+    flow: CompiledFlow, ctx: Context, bill_key: str
+) -> tuple[dict[str, Any], list[FieldError]]:
+    errors: list[FieldError] = []
+    model: dict[str, Any] = {}
+    for target, rule in flow.mapping.fields.items():
+        value = evaluate(target, rule, ctx, errors)
+        if value is not OMIT:
+            model[target] = value
+    number_field = flow.target.number_field
+    given = model.get(number_field)
+    if bill_key and given is not None and given != bill_key:
+        problem = f"{given!r} differs from the bill key {bill_key!r}"
+        errors.append(FieldError(number_field, number_field, problem, "bill_key"))
+    if bill_key and number_field not in flow.mapping.fields:
+        model = _with_number(model, number_field, bill_key)
+    return model, errors
+
+
+def map_snapshot(
+    flow: CompiledFlow,
+    snapshot: ApprovalSnapshot,
+    *,
+    bill_key_of: Callable[[str], str | None] | None = None,
+) -> BillReady | Skip:
+    """Map one approval snapshot of ``flow``.
+
+    Args:
+        flow: the compiled flow the snapshot belongs to.
+        snapshot: the approval as the extractor fetched it.
+        bill_key_of: optional lookup of the bill key emitted for an earlier instance id, used to
+            name the original bill in a MODIFY/REVOKE dead letter.
+
+    Returns:
+        The bill to save, or a :class:`Skip` when the approval does not qualify.
+
+    Raises:
+        MappingError: one or more fields break their rules; the message names flow, approval,
+            field and rule.
+        LinkedChangeError: a MODIFY/REVOKE instance and the flow says dead-letter (the default).
+    """
+    not_qualified = _qualifies(flow, snapshot)
+    if not_qualified:
+        return Skip(flow.id, snapshot.process_instance_id, not_qualified)
+    if snapshot.biz_action in LINKED_ACTIONS:
+        skip = _linked_change(flow, snapshot, bill_key_of)
+        if skip is not None:
+            return skip
+    form: Form = parse_form(snapshot.instance.get("form_component_values"))
+    ctx = Context(form=form, attrs=_attrs(snapshot), tables=flow.tables, tz=flow.tz)
+    errors: list[FieldError] = []
+    bill_key = _bill_key(flow, ctx, errors)
+    model, field_errors = _build_model(flow, ctx, bill_key)
+    errors += field_errors
+    if errors:
+        raise MappingError(flow.id, _business_id(snapshot), errors)
+    return BillReady(
+        flow=flow.id,
+        bill_key=bill_key,
+        form_id=flow.target.form_id,
+        number_field=flow.target.number_field,
+        save_options=dict(flow.target.save_options),
+        model=model,
+        source=SourceRef(
+            process_instance_id=snapshot.process_instance_id,
+            business_id=snapshot.business_id,
+            fingerprint=snapshot.fingerprint,
+        ),
+    )

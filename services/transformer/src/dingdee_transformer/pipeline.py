@@ -1,0 +1,169 @@
+"""One ``approvals.raw`` record → one outcome: a bill to publish, a skip, or a dead letter.
+
+No Kafka I/O here: the faust agent (``app.py``) feeds records in and acts on the outcomes. This is
+the one place per service that calls :func:`dingdee_common.errors.classify`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from dingdee_common.codec import decode_model, encode_model
+from dingdee_common.contracts.v1 import SCHEMA_VERSION, ApprovalSnapshot, BillReady
+from dingdee_common.errors import Decision, ErrorClass, PermanentError, Verdict, classify
+from dingdee_common.kafka import headers as hdr
+from dingdee_common.kafka.dlq import SourceRecord
+from dingdee_common.observability.logging import get_logger
+from dingdee_common.observability.tracing import consume_span, publish_span, record_error
+from dingdee_transformer.flowspec import CompiledFlow
+from dingdee_transformer.mapping import MappingError, Skip, map_snapshot
+from dingdee_transformer.metrics import STAGE, TransformerMetrics
+
+__all__ = ["DeadLetter", "Emit", "Outcome", "Processor", "Seen", "Skipped"]
+
+log = get_logger(__name__)
+SUPPORTED_VERSIONS = frozenset({SCHEMA_VERSION})
+SeenLookup = Callable[[str], "Seen | None"]
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """What the dedup table remembers per process instance: the last emitted snapshot."""
+
+    fingerprint: str
+    bill_key: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"fp": self.fingerprint, "bill_key": self.bill_key}
+
+    @classmethod
+    def from_value(cls, value: Any) -> Seen | None:
+        if isinstance(value, Mapping) and "fp" in value and "bill_key" in value:
+            return cls(str(value["fp"]), str(value["bill_key"]))
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Emit:
+    """Publish ``value`` to ``bills.ready`` under ``key``; remember ``seen`` once acked."""
+
+    flow: str
+    process_instance_id: str
+    key: bytes
+    value: bytes
+    headers: hdr.Headers
+    seen: Seen
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    flow: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    flow: str
+    verdict: Verdict
+
+
+Outcome = Emit | Skipped | DeadLetter
+
+
+def _dead_letter_verdict(exc: BaseException) -> Verdict:
+    verdict = classify(exc)
+    if verdict.decision is Decision.DEAD_LETTER and verdict.error_class is not None:
+        return verdict
+    # Mapping is pure: a "transient" or "fatal" verdict here can only be a bug for this record, and
+    # retrying or crashing would block the partition forever.
+    return Verdict(Decision.DEAD_LETTER, ErrorClass.POISON, verdict.error_type, verdict.message)
+
+
+class Processor:
+    """Maps records of every configured flow; called by the faust agent, one record at a time."""
+
+    def __init__(
+        self,
+        flows: Mapping[str, CompiledFlow],
+        metrics: TransformerMetrics,
+        *,
+        source_topic: str,
+        bills_topic: str,
+        group: str,
+    ) -> None:
+        self._flows = flows
+        self._metrics = metrics
+        self._source_topic = source_topic
+        self._bills_topic = bills_topic
+        self._group = group
+
+    def flow_label(self, flow: str | None) -> str:
+        """A bounded metric label: the flow id if configured, else ``unknown``."""
+        return flow if flow is not None and flow in self._flows else "unknown"
+
+    def process(self, record: SourceRecord, seen: SeenLookup) -> Outcome:
+        """Decode, dedup and map one record (never raises; failures become :class:`DeadLetter`)."""
+        with consume_span(
+            self._source_topic,
+            record.headers,
+            partition=record.partition,
+            offset=record.offset,
+            group=self._group,
+        ) as span:
+            flow_id = hdr.get(record.headers, hdr.FLOW)
+            try:
+                snapshot = decode_model(
+                    record.value, ApprovalSnapshot, supported_versions=SUPPORTED_VERSIONS
+                )
+                flow_id = snapshot.flow
+                self._metrics.stage.records_in.labels(STAGE, self.flow_label(flow_id)).inc()
+                return self._map(snapshot, seen)
+            except Exception as exc:  # noqa: BLE001 - the one classify() call of this service
+                verdict = _dead_letter_verdict(exc)
+                record_error(span, exc, verdict.error_type)
+                self._count_field_errors(exc)
+                return DeadLetter(self.flow_label(flow_id), verdict)
+
+    def _count_field_errors(self, exc: BaseException) -> None:
+        if isinstance(exc, MappingError):
+            for err in exc.errors:
+                rule = err.rule.split(" ", 1)[0]
+                self._metrics.field_errors.labels(self.flow_label(exc.flow), rule).inc()
+
+    def _map(self, snapshot: ApprovalSnapshot, seen: SeenLookup) -> Outcome:
+        flow = self._flows.get(snapshot.flow)
+        if flow is None:
+            raise PermanentError(
+                f"approval {snapshot.business_id or snapshot.process_instance_id}: flow "
+                f"{snapshot.flow!r} is not configured in this transformer's flows.yaml (or is "
+                "disabled); add it, then replay this dead letter",
+                field="flow",
+                code="unknown_flow",
+            )
+        previous = seen(snapshot.process_instance_id)
+        if previous is not None and previous.fingerprint == snapshot.fingerprint:
+            return Skipped(flow.id, "duplicate")
+
+        def bill_key_of(pid: str) -> str | None:
+            found = seen(pid)
+            return found.bill_key if found else None
+
+        result = map_snapshot(flow, snapshot, bill_key_of=bill_key_of)
+        if isinstance(result, Skip):
+            reason = "linked_change" if snapshot.biz_action != "NONE" else "not_qualified"
+            return Skipped(flow.id, reason)
+        return self._emit(result, snapshot)
+
+    def _emit(self, bill: BillReady, snapshot: ApprovalSnapshot) -> Emit:
+        with publish_span(self._bills_topic, bill.bill_key):
+            headers = hdr.build(bill.flow, snapshot.process_instance_id)
+        return Emit(
+            flow=bill.flow,
+            process_instance_id=snapshot.process_instance_id,
+            key=bill.bill_key.encode(),
+            value=encode_model(bill),
+            headers=headers,
+            seen=Seen(snapshot.fingerprint, bill.bill_key),
+        )

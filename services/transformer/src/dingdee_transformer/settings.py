@@ -1,0 +1,36 @@
+"""``TransformerSettings``: everything the transformer reads from the environment (STYLE §3)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from dingdee_common.settings import (
+    FloodGuardSettings,
+    HttpServerSettings,
+    RetrySettings,
+    ServiceSettings,
+)
+
+__all__ = ["TransformerSettings"]
+
+
+class TransformerSettings(ServiceSettings):
+    """Built once by ``__main__`` from ``DINGDEE_*`` variables and passed to every component."""
+
+    flows_file: Path = Field(
+        default=Path("config/flows.yaml"), description="DINGDEE_FLOWS_FILE: the flows to map"
+    )
+    http: HttpServerSettings = HttpServerSettings(port=9402)
+    group_id: str = Field(
+        default="transformer", min_length=1, description="consumer group / app id"
+    )
+    batch_max_records: int = Field(
+        default=500, ge=1, description="records mapped per batch before their bills are awaited"
+    )
+    batch_linger_seconds: float = Field(
+        default=0.05, gt=0, description="how long a batch waits for more records"
+    )
+    retry: RetrySettings = RetrySettings()
+    flood_guard: FloodGuardSettings = FloodGuardSettings()

@@ -1,0 +1,190 @@
+"""The transformer as its own process against the real broker: good approvals become bills, bad ones
+dead letters with the DESIGN §3 headers and readable reasons, skips go nowhere, and duplicates of an
+already emitted snapshot are not emitted twice."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
+
+from dingdee_common.broker import free_port
+from dingdee_common.codec import encode_model, loads
+from dingdee_common.contracts.v1 import ApprovalSnapshot
+from dingdee_common.kafka import headers as hdr
+from dingdee_common.kafka.clients import make_consumer, make_producer
+from dingdee_common.kafka.dlq import DLQ_HEADERS
+from dingdee_common.kafka.topics import Topics
+from dingdee_common.procs import ManagedProcess
+from dingdee_common.settings import KafkaSettings
+from tests.helpers import poll_until
+from tests.unit.transformer.samples import dept_form, petty_form, petty_row, snapshot
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def _transformer(kafka: KafkaSettings, tmp_path: Path, group: str) -> ManagedProcess:
+    port = free_port()
+    proc = ManagedProcess.python_module(
+        "transformer",
+        "dingdee_transformer",
+        env={
+            "DINGDEE_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "DINGDEE_KAFKA__TOPIC_PREFIX": kafka.topic_prefix,
+            "DINGDEE_KAFKA__PARTITIONS": str(kafka.partitions),
+            "DINGDEE_FLOWS_FILE": str(ROOT / "config" / "flows.yaml"),
+            "DINGDEE_HTTP__PORT": str(port),
+            "DINGDEE_HTTP__HOST": "127.0.0.1",
+            "DINGDEE_GROUP_ID": group,
+            "DINGDEE_TELEMETRY__LOG_FORMAT": "json",
+        },
+        log_path=tmp_path / "transformer.log",
+        cwd=ROOT,
+    )
+    proc.port = port  # type: ignore[attr-defined]
+    return proc
+
+
+@pytest.fixture
+def running(kafka: KafkaSettings, tmp_path: Path) -> Iterator[ManagedProcess]:
+    proc = _transformer(kafka, tmp_path, f"transformer-{uuid.uuid4().hex[:8]}")
+    proc.start()
+    try:
+        yield proc
+    finally:
+        code = proc.stop()
+        log = (tmp_path / "transformer.log").read_text(errors="replace")
+        print(log[-4000:])
+        assert code == 0, f"transformer exited with {code}"
+
+
+def _good(i: int) -> ApprovalSnapshot:
+    return snapshot(business_id=f"2026110312000000{i:05d}", pid=f"pi-good-{i}", fingerprint=f"f{i}")
+
+
+def _cases() -> tuple[list[ApprovalSnapshot], list[ApprovalSnapshot], list[ApprovalSnapshot]]:
+    good = [_good(i) for i in range(8)]
+    good.append(
+        snapshot("department-sync", dept_form(code="BM009001"), business_id="D1", pid="pi-dept-1")
+    )
+    bad = [
+        snapshot(
+            form=petty_form([petty_row("a", "办公用品", "10"), petty_row("b", "差旅费", "12,3a")]),
+            business_id="202611031200000099001",
+            pid="pi-bad-money",
+        ),
+        snapshot(userid="nobody", business_id="202611031200000099002", pid="pi-bad-staff"),
+        snapshot(
+            biz_action="REVOKE",
+            business_id="202611031200000099003",
+            pid="pi-bad-revoke",
+            main_process_instance_id="pi-good-0",
+        ),
+    ]
+    skipped = [
+        snapshot(status="RUNNING", result=None, business_id="S1", pid="pi-run"),
+        snapshot(result="refuse", business_id="S2", pid="pi-refused"),
+        snapshot(status="TERMINATED", result=None, business_id="S3", pid="pi-term"),
+    ]
+    return good, bad, skipped
+
+
+async def _read_all(
+    kafka: KafkaSettings, topic: str, want: int, what: str
+) -> list[ConsumerRecord[bytes, bytes]]:
+    consumer: AIOKafkaConsumer = make_consumer(kafka, topic, group_id=None)
+    await consumer.start()
+    got: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+
+        async def enough() -> bool:
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                got.extend(records)
+            return len(got) >= want
+
+        await poll_until(enough, timeout=120, what=what, interval=0.1)
+        # Anything beyond ``want`` would be a duplicate: read a little longer to catch it.
+        await asyncio.sleep(3)
+        for records in (await consumer.getmany(timeout_ms=1000)).values():
+            got.extend(records)
+    finally:
+        await consumer.stop()
+    return got
+
+
+async def _produce(kafka: KafkaSettings, topic: str, items: list[tuple[bytes, bytes]]) -> None:
+    producer = make_producer(kafka)
+    await producer.start()
+    try:
+        for key, value in items:
+            headers = [("traceparent", TRACEPARENT.encode()), (hdr.FLOW, b"petty-cash")]
+            await producer.send_and_wait(topic, value=value, key=key, headers=headers)
+    finally:
+        await producer.stop()
+
+
+def _decoded(records: list[ConsumerRecord[bytes, bytes]]) -> list[dict[str, Any]]:
+    return [loads(r.value) for r in records if r.value is not None]
+
+
+async def test_good_bills_bad_dead_letters_skips_nothing(
+    kafka: KafkaSettings, running: ManagedProcess
+) -> None:
+    topics = Topics(kafka.topic_prefix)
+    good, bad, skipped = _cases()
+    items = [(s.process_instance_id.encode(), encode_model(s)) for s in good + bad + skipped]
+    poison = [(b"pi-poison-1", b"\xff not json"), (b"pi-poison-2", b'{"schema_version": 9}')]
+    duplicate = [(good[0].process_instance_id.encode(), encode_model(good[0]))]
+    await _produce(kafka, topics.approvals_raw, items + poison + duplicate)
+
+    bills = await _read_all(kafka, topics.bills_ready, len(good), "bills of the good approvals")
+    dead = await _read_all(kafka, topics.dlq("transformer"), len(bad) + 2, "dead letters")
+
+    want_keys = {f"BYJ{s.business_id}" for s in good[:-1]} | {"BM009001"}
+    assert sorted(r.key.decode() for r in bills if r.key) == sorted(want_keys)
+    assert {d["source"]["process_instance_id"] for d in _decoded(bills)} == {
+        s.process_instance_id for s in good
+    }
+    trace_id = TRACEPARENT.split("-")[1]
+    for record in bills:
+        headers = hdr.as_dict(record.headers)
+        assert headers["traceparent"].split("-")[1] == trace_id
+        assert headers["traceparent"] != TRACEPARENT  # a new span of the same trace
+        assert headers[hdr.FLOW] in {"petty-cash", "department-sync"}
+        assert headers[hdr.SOURCE_ID].startswith("pi-")
+
+    by_key = {r.key: hdr.as_dict(r.headers) for r in dead}
+    assert set(by_key) == {s.process_instance_id.encode() for s in bad} | {k for k, _ in poison}
+    for headers in by_key.values():
+        assert set(DLQ_HEADERS) <= set(headers)
+        assert headers["dlq-original-topic"] == topics.approvals_raw
+        assert headers["dlq-stage"] == "transformer"
+    money = by_key[b"pi-bad-money"]
+    assert money["dlq-error-class"] == "permanent"
+    assert "费用明细第2行 金额 '12,3a' is not a number" in money["dlq-error-message"]
+    assert "202611031200000099001" in money["dlq-error-message"]
+    assert "reference table 'staff'" in by_key[b"pi-bad-staff"]["dlq-error-message"]
+    revoke = by_key[b"pi-bad-revoke"]["dlq-error-message"]
+    assert "pi-good-0" in revoke and "BYJ202611031200000000000" in revoke
+    assert "finance decision" in revoke
+    assert by_key[b"pi-poison-1"]["dlq-error-class"] == "poison"
+    assert by_key[b"pi-poison-2"]["dlq-error-type"] == "unknown_schema_version"
+    original = {k: v for k, v in poison}
+    assert {r.value for r in dead if r.key in original} == set(original.values())
+
+    port = running.port  # type: ignore[attr-defined]
+    async with httpx.AsyncClient() as client:
+        metrics = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+        ready = await client.get(f"http://127.0.0.1:{port}/readyz")
+    assert ready.status_code == 200
+    assert 'dingdee_transformer_skipped_total{flow="petty-cash",reason="duplicate"} 1.0' in metrics
