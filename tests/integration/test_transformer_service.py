@@ -179,7 +179,7 @@ async def test_good_bills_bad_dead_letters_skips_nothing(
     assert "finance decision" in revoke
     assert by_key[b"pi-poison-1"]["dlq-error-class"] == "poison"
     assert by_key[b"pi-poison-2"]["dlq-error-type"] == "unknown_schema_version"
-    original = {k: v for k, v in poison}
+    original = dict(poison)
     assert {r.value for r in dead if r.key in original} == set(original.values())
 
     port = running.port  # type: ignore[attr-defined]

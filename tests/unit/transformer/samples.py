@@ -1,4 +1,4 @@
-"""Approval snapshots shaped like the DingTalk sandbox's demo forms (/tmp/forms.md, dingtalk.md §3.4)."""
+"""Approval snapshots shaped like the demo forms of the DingTalk sandbox (dingtalk.md §3.4)."""
 
 from __future__ import annotations
 

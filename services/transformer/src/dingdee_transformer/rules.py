@@ -129,6 +129,17 @@ def _cell(rule: FieldRule, ctx: Context) -> tuple[str, Any]:
     return label, value
 
 
+def _placeholder(name: str, ctx: Context) -> Any:
+    if name == "row":
+        return ctx.row.number if ctx.row else None
+    if name.startswith("form:"):
+        comp = ctx.form.find(name[5:])
+        return comp.value if comp else None
+    if name.startswith("cell:"):
+        return ctx.row.cell(name[5:])[1] if ctx.row else None
+    return ctx.attrs.get(name)
+
+
 def render_template(template: str, ctx: Context) -> tuple[str, str | None]:
     """Fill ``{business_id}``, ``{form:补单事由}``, ``{cell:金额}``, ``{row}`` placeholders.
 
@@ -138,16 +149,11 @@ def render_template(template: str, ctx: Context) -> tuple[str, str | None]:
 
     def fill(match: re.Match[str]) -> str:
         name = match.group(1).strip()
-        value: Any
-        if name == "row":
-            value = ctx.row.number if ctx.row else None
-        elif name.startswith("form:"):
-            comp = ctx.form.find(name[5:])
-            value = comp.value if comp else None
-        elif name.startswith("cell:"):
-            value = ctx.row.cell(name[5:])[1] if ctx.row else None
-        else:
-            value = ctx.attrs.get(name)
+        try:
+            value = _placeholder(name, ctx)
+        except FormError as exc:
+            problems.append(f"placeholder {{{name}}}: {exc}")
+            return ""
         if is_empty(value) or isinstance(value, (dict, list)):
             problems.append(f"placeholder {{{name}}} is empty")
             return ""
@@ -251,6 +257,8 @@ def evaluate(target: str, rule: FieldRule, ctx: Context, errors: list[FieldError
 
 
 def _label(target: str, rule: FieldRule, ctx: Context) -> str:
+    if rule.rows is not None:
+        return rule.rows.table
     if rule.component:
         return rule.component
     if rule.cell:
