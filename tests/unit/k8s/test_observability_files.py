@@ -1,0 +1,121 @@
+"""Alert rules (promtool), the PrometheusRule twin, dashboards and probe paths."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+from types import ModuleType
+
+import httpx
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry
+
+from dingdee_common.observability.server import Health, OpsServer
+from dingdee_common.settings import HttpServerSettings
+from tests.unit.k8s.conftest import K8S, ROOT
+
+OBS = K8S / "observability"
+RULES = OBS / "rules" / "dingdee.rules.yml"
+ALERTS = {
+    "DingdeeDeadLettersGrowing",
+    "DingdeeFloodGuardTripped",
+    "DingdeeErrorRatioHigh",
+    "DingdeeConsumerLagHigh",
+    "DingdeeExtractorStale",
+    "DingdeeServiceNotReady",
+    "DingdeeTargetDown",
+}
+
+
+def promtool() -> str:
+    found = shutil.which("promtool")
+    if found:
+        return found
+    if os.geteuid() != 0 and not os.environ.get("CI"):
+        pytest.skip("promtool missing and not root: apt-get install prometheus (make promtool)")
+    pytest.fail("promtool missing: run `make promtool` (Debian package prometheus)")
+
+
+def build_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("dingdee_k8s_build", OBS / "build.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class TestAlertRules:
+    def test_promtool_check_rules(self) -> None:
+        done = subprocess.run(  # noqa: S603 - fixed argv
+            [promtool(), "check", "rules", str(RULES)], capture_output=True, text=True, check=False
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    def test_promtool_unit_tests(self) -> None:
+        done = subprocess.run(  # noqa: S603 - fixed argv
+            [promtool(), "test", "rules", "dingdee.rules.test.yml"],
+            cwd=RULES.parent,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    def test_every_alert_has_a_runbook_paragraph_and_a_test(self) -> None:
+        groups = yaml.safe_load(RULES.read_text(encoding="utf-8"))["groups"]
+        rules = [r for g in groups for r in g["rules"]]
+        assert {r["alert"] for r in rules} == ALERTS
+        runbooks = (ROOT / "docs" / "runbooks.md").read_text(encoding="utf-8").lower()
+        tests = (RULES.parent / "dingdee.rules.test.yml").read_text(encoding="utf-8")
+        for rule in rules:
+            anchor = rule["annotations"]["runbook_url"].split("#", 1)[1]
+            assert f"## {anchor}" in runbooks, f"docs/runbooks.md has no section for {anchor}"
+            assert f"alertname: {rule['alert']}" in tests, f"no promtool test for {rule['alert']}"
+
+    def test_prometheus_rule_carries_the_same_groups(self) -> None:
+        generated = yaml.safe_load((OBS / "prometheusrule.yaml").read_text(encoding="utf-8"))
+        plain = yaml.safe_load(RULES.read_text(encoding="utf-8"))
+        assert generated["spec"]["groups"] == plain["groups"], (
+            "regenerate: .venv/bin/python k8s/observability/build.py"
+        )
+        assert (OBS / "prometheusrule.yaml").read_text(
+            encoding="utf-8"
+        ) == build_module().prometheus_rule()
+
+
+class TestDashboards:
+    def test_committed_json_is_what_build_py_makes(self) -> None:
+        for name, text in build_module().render().items():
+            path = OBS / "dashboards" / name
+            assert path.read_text(encoding="utf-8") == text, (
+                f"regenerate {name}: python k8s/observability/build.py"
+            )
+
+    @pytest.mark.parametrize("name", ["pipeline.json", "dingtalk.json", "kingdee.json"])
+    def test_pinned_datasource_and_flow_variable(self, name: str) -> None:
+        board = json.loads((OBS / "dashboards" / name).read_text(encoding="utf-8"))
+        assert [v["name"] for v in board["templating"]["list"]] == ["flow"]
+        assert board["panels"], f"{name} has no panels"
+        for panel in board["panels"]:
+            assert panel["datasource"] == {"type": "prometheus", "uid": "dingdee-prometheus"}
+            assert panel["targets"] and all(t["expr"] for t in panel["targets"])
+
+
+class TestProbePaths:
+    async def test_probe_paths_are_served_by_the_ops_server(self) -> None:
+        """The paths the Deployments probe exist on the ops port (never a 404)."""
+        server = OpsServer(
+            HttpServerSettings(host="127.0.0.1", port=0), CollectorRegistry(), Health()
+        )
+        await server.start()
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client:
+                for path in ("/healthz", "/readyz", "/metrics"):
+                    response = await client.get(path)
+                    assert response.status_code in (200, 503), path
+        finally:
+            await server.stop()
