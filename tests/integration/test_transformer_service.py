@@ -32,7 +32,10 @@ ROOT = Path(__file__).resolve().parents[2]
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
-def _transformer(kafka: KafkaSettings, tmp_path: Path, group: str) -> ManagedProcess:
+def transformer_process(
+    kafka: KafkaSettings, tmp_path: Path, group: str, **extra_env: str
+) -> ManagedProcess:
+    """The transformer as ``python -m dingdee_transformer`` on a fresh ops port."""
     port = free_port()
     proc = ManagedProcess.python_module(
         "transformer",
@@ -46,6 +49,7 @@ def _transformer(kafka: KafkaSettings, tmp_path: Path, group: str) -> ManagedPro
             "DINGDEE_HTTP__HOST": "127.0.0.1",
             "DINGDEE_GROUP_ID": group,
             "DINGDEE_TELEMETRY__LOG_FORMAT": "json",
+            **extra_env,
         },
         log_path=tmp_path / "transformer.log",
         cwd=ROOT,
@@ -56,7 +60,7 @@ def _transformer(kafka: KafkaSettings, tmp_path: Path, group: str) -> ManagedPro
 
 @pytest.fixture
 def running(kafka: KafkaSettings, tmp_path: Path) -> Iterator[ManagedProcess]:
-    proc = _transformer(kafka, tmp_path, f"transformer-{uuid.uuid4().hex[:8]}")
+    proc = transformer_process(kafka, tmp_path, f"transformer-{uuid.uuid4().hex[:8]}")
     proc.start()
     try:
         yield proc
@@ -98,7 +102,7 @@ def _cases() -> tuple[list[ApprovalSnapshot], list[ApprovalSnapshot], list[Appro
     return good, bad, skipped
 
 
-async def _read_all(
+async def read_all(
     kafka: KafkaSettings, topic: str, want: int, what: str
 ) -> list[ConsumerRecord[bytes, bytes]]:
     consumer: AIOKafkaConsumer = make_consumer(kafka, topic, group_id=None)
@@ -122,7 +126,7 @@ async def _read_all(
     return got
 
 
-async def _produce(kafka: KafkaSettings, topic: str, items: list[tuple[bytes, bytes]]) -> None:
+async def produce(kafka: KafkaSettings, topic: str, items: list[tuple[bytes, bytes]]) -> None:
     producer = make_producer(kafka)
     await producer.start()
     try:
@@ -145,16 +149,20 @@ async def test_good_bills_bad_dead_letters_skips_nothing(
     items = [(s.process_instance_id.encode(), encode_model(s)) for s in good + bad + skipped]
     poison = [(b"pi-poison-1", b"\xff not json"), (b"pi-poison-2", b'{"schema_version": 9}')]
     duplicate = [(good[0].process_instance_id.encode(), encode_model(good[0]))]
-    await _produce(kafka, topics.approvals_raw, items + poison + duplicate)
+    changed_snap = good[1].model_copy(update={"fingerprint": "f1-changed"})
+    changed = [(changed_snap.process_instance_id.encode(), encode_model(changed_snap))]
+    await produce(kafka, topics.approvals_raw, items + poison + duplicate + changed)
 
-    bills = await _read_all(kafka, topics.bills_ready, len(good), "bills of the good approvals")
-    dead = await _read_all(kafka, topics.dlq("transformer"), len(bad) + 2, "dead letters")
+    bills = await read_all(kafka, topics.bills_ready, len(good) + 1, "bills of the good approvals")
+    dead = await read_all(kafka, topics.dlq("transformer"), len(bad) + 2, "dead letters")
 
     want_keys = {f"BYJ{s.business_id}" for s in good[:-1]} | {"BM009001"}
-    assert sorted(r.key.decode() for r in bills if r.key) == sorted(want_keys)
-    assert {d["source"]["process_instance_id"] for d in _decoded(bills)} == {
-        s.process_instance_id for s in good
-    }
+    # every good approval once, plus the changed snapshot of good[1] again; the duplicate never
+    assert sorted(r.key.decode() for r in bills if r.key) == sorted(
+        [*want_keys, f"BYJ{good[1].business_id}"]
+    )
+    fingerprints = sorted(d["source"]["fingerprint"] for d in _decoded(bills))
+    assert fingerprints == sorted([s.fingerprint for s in good] + ["f1-changed"])
     trace_id = TRACEPARENT.split("-")[1]
     for record in bills:
         headers = hdr.as_dict(record.headers)

@@ -50,12 +50,15 @@ def main() -> int:
     worker = faust.Worker(
         service.app, loop=loop, loglevel="WARNING", quiet=True, redirect_stdouts=False
     )
+    worker.spinner = None  # no terminal escape codes in the JSON log stream
     code = 0
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     finally:
+        if service.fatal is not None:
+            code = 1
         service.stopped.set()
         if not loop.is_closed():
             loop.run_until_complete(ops.stop())

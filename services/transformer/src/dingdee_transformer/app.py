@@ -10,6 +10,8 @@ the records are read again after the restart.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
@@ -104,6 +106,7 @@ class TransformerApp:
         self.app = self._make_app()
         self.dlq = DeadLetterPublisher(_FaustSender(self.app), self.topics, STAGE)
         self.stopped = asyncio.Event()
+        self.fatal: BaseException | None = None
 
     def _make_app(self) -> faust.App:
         s = self.settings
@@ -120,6 +123,9 @@ class TransformerApp:
             producer_acks=-1,
             consumer_auto_offset_reset="earliest",
             broker_commit_interval=1.0,
+            # Acks are ours (noack_take): a batch halted by the flood guard or a failed publish is
+            # never acked, so waiting for "all acked" would block shutdown and rebalances forever.
+            stream_wait_empty=False,
             table_cleanup_interval=3600.0,
             store="memory://",
         )
@@ -167,11 +173,26 @@ class TransformerApp:
         faust_stream = cast("Stream[bytes]", stream)
         # noack_take yields the events themselves (typed as values by faust) and leaves acks to us.
         batches = faust_stream.noack_take(s.batch_max_records, within=s.batch_linger_seconds)
-        async for batch in batches:
-            events = cast("Sequence[EventT[bytes]]", batch)
-            await self._handle_batch(faust_stream, events)
-            if self.guard.tripped:
-                await self._halt()
+        try:
+            async for batch in batches:
+                events = cast("Sequence[EventT[bytes]]", batch)
+                await self._handle_batch(faust_stream, events)
+                if self.guard.tripped:
+                    await self._halt()
+        except Exception as exc:  # noqa: BLE001 - a bug or a fatal error must stop the worker
+            self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        """Stop the worker without acking the current batch; ``__main__`` exits non-zero.
+
+        A restarted pod reads the unacked records again, so nothing is lost; faust's own agent
+        restart would instead go on with the next records and leave a gap behind.
+        """
+        self.fatal = exc
+        self.health.set_not_ready(f"fatal: {type(exc).__name__}")
+        self.metrics.stage.ready.labels(STAGE).set(0)
+        log.error("transformer.agent.failed", error_type=type(exc).__name__, error=str(exc)[:500])
+        os.kill(os.getpid(), signal.SIGTERM)
 
     async def _halt(self) -> None:
         """Stop consuming after the flood guard tripped; only a restart resumes (DESIGN §4)."""
@@ -186,7 +207,9 @@ class TransformerApp:
             records = [self._record(e) for e in events]
             outcomes = self._process_all(records)
             await self._publish(records, outcomes)
-            for event in events:
+            # Only the records processed before the flood guard tripped are acked; the rest are read
+            # again after the restart that resumes the stage.
+            for event in events[: len(outcomes)]:
                 await stream.ack(event)
         self.health.progress()
 
@@ -209,26 +232,29 @@ class TransformerApp:
 
         outcomes: list[Outcome] = []
         for record in records:
+            if self.guard.tripped:
+                break
             outcome = self.processor.process(record, seen)
             if isinstance(outcome, Emit):
                 batch_seen[outcome.process_instance_id] = outcome.seen
             outcomes.append(outcome)
+            self.guard.record(isinstance(outcome, DeadLetter))
         return outcomes
 
     async def _publish(self, records: Sequence[SourceRecord], outcomes: Sequence[Outcome]) -> None:
         pending: list[tuple[Emit, Awaitable[Any]]] = []
-        for record, outcome in zip(records, outcomes, strict=True):
+        for record, outcome in zip(records[: len(outcomes)], outcomes, strict=True):
             if isinstance(outcome, Emit):
                 pending.append((outcome, await self._send(outcome)))
             elif isinstance(outcome, DeadLetter):
                 await self._dead_letter(record, outcome)
             else:
-                self._count(outcome.flow, "skipped", dead=False)
+                self._count(outcome.flow, "skipped")
                 self.metrics.skipped.labels(outcome.flow, outcome.reason).inc()
         for emit, future in pending:
             await self._confirm(emit, future)
             self.seen_table[emit.process_instance_id.encode()] = emit.seen.as_dict()
-            self._count(emit.flow, "bill", dead=False)
+            self._count(emit.flow, "bill")
 
     async def _send(self, emit: Emit) -> Awaitable[Any]:
         fut: Awaitable[Any] = await self.app.producer.send(
@@ -280,8 +306,7 @@ class TransformerApp:
             reason=verdict.message[:500],
             **{"kafka.partition": record.partition, "kafka.offset": record.offset},
         )
-        self._count(outcome.flow, "dead_letter", dead=True)
+        self._count(outcome.flow, "dead_letter")
 
-    def _count(self, flow: str, outcome: str, *, dead: bool) -> None:
+    def _count(self, flow: str, outcome: str) -> None:
         self.metrics.stage.records_out.labels(STAGE, flow, outcome).inc()
-        self.guard.record(dead)
