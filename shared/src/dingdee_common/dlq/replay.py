@@ -265,46 +265,64 @@ class ReplayEngine:
         await producer.start()
         pacer = _Pacer(options.rate_per_second)
         total = len(plan)
+        inflight: list[tuple[PlannedRecord, asyncio.Future[Any]]] = []
         if progress:
             progress(0, total)
         try:
             for first in range(0, total, options.chunk_size):
                 chunk = plan[first : first + options.chunk_size]
-                await self._copy_chunk(producer, chunk, pacer, report, options.who)
-                for item in chunk:
-                    tp = TopicPartition(item.letter.topic, item.letter.partition)
-                    positions[tp].handled.add(item.letter.offset)
-                await _commit(consumer, positions)
+                await self._send_chunk(producer, chunk, pacer, report, options.who, inflight)
+                await asyncio.gather(*(future for _, future in inflight))
+                await self._acknowledge(consumer, positions, report, inflight)
                 if progress:
                     progress(min(first + len(chunk), total), total)
         finally:
+            # stop() flushes what the producer already holds; whatever the broker acked on the
+            # way out (Ctrl-C mid-chunk) is recorded too, so a re-run does not copy it again
             await producer.stop()
+            await asyncio.shield(self._acknowledge(consumer, positions, report, inflight))
 
-    async def _copy_chunk(
-        self,
+    @staticmethod
+    async def _send_chunk(
         producer: AIOKafkaProducer,
         chunk: list[PlannedRecord],
         pacer: _Pacer,
         report: ReplayReport,
         who: str,
+        inflight: list[tuple[PlannedRecord, asyncio.Future[Any]]],
     ) -> None:
-        """Send every record of ``chunk`` and return once the broker acked all of them."""
-        futures = []
+        """Hand every record of ``chunk`` to the producer (paced); acks arrive in ``inflight``."""
         for item in chunk:
             await pacer.wait()
             headers = _copy_headers(item, report.run_id, who)
             assert item.target is not None  # noqa: S101 - REPLAY and PARK always carry a target
-            futures.append(
-                await producer.send(
-                    item.target, value=item.letter.value, key=item.letter.key, headers=headers
-                )
+            future = await producer.send(
+                item.target, value=item.letter.value, key=item.letter.key, headers=headers
             )
-        await asyncio.gather(*futures)
-        for item in chunk:
+            inflight.append((item, future))
+
+    @staticmethod
+    async def _acknowledge(
+        consumer: AIOKafkaConsumer,
+        positions: dict[TopicPartition, _Position],
+        report: ReplayReport,
+        inflight: list[tuple[PlannedRecord, asyncio.Future[Any]]],
+    ) -> None:
+        """Mark the copies the broker acked as handled and commit the DLQ offsets past them."""
+        acked = [
+            item for item, f in inflight if f.done() and not f.cancelled() and not f.exception()
+        ]
+        inflight.clear()
+        if not acked:
+            return
+        for item in acked:
             report.done[item.action] += 1
             name = f"{item.letter.topic}:{item.letter.partition}"
             report.copied.setdefault(name, set()).add(item.letter.offset)
-        log.info("dlq.replay.chunk_acked", run_id=report.run_id, records=len(chunk))
+            tp = TopicPartition(item.letter.topic, item.letter.partition)
+            positions[tp].handled.add(item.letter.offset)
+        await _commit(consumer, positions)
+        log.info("dlq.replay.chunk_acked", run_id=report.run_id, records=len(acked))
 
     async def _write_audit(self, report: ReplayReport, who: str) -> None:
         producer = make_producer(self._settings)
