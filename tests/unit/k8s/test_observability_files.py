@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 from types import ModuleType
@@ -119,3 +120,31 @@ class TestProbePaths:
                     assert response.status_code in (200, 503), path
         finally:
             await server.stop()
+
+
+def _used_metrics(text: str) -> set[str]:
+    names = set(re.findall(r"\bdingdee_[a-z0-9_]+", text))
+    return {re.sub(r"_(bucket|sum|count)$", "", n) for n in names}
+
+
+def _catalogued() -> set[str]:
+    doc = (ROOT / "docs" / "metrics.md").read_text(encoding="utf-8")
+    return set(re.findall(r"^\|\s*`(dingdee_[a-z0-9_]+)`", doc, flags=re.MULTILINE))
+
+
+class TestRealMetricNames:
+    """Queries may only use catalogued metrics; the catalogue test ties those to the registries."""
+
+    def test_alert_rules_use_real_metrics(self) -> None:
+        groups = yaml.safe_load(RULES.read_text(encoding="utf-8"))["groups"]
+        exprs = " ".join(r["expr"] for g in groups for r in g["rules"])
+        unknown = _used_metrics(exprs) - _catalogued()
+        assert not unknown, f"alert rules use metrics no service registers: {sorted(unknown)}"
+
+    @pytest.mark.parametrize("name", ["pipeline.json", "dingtalk.json", "kingdee.json"])
+    def test_dashboards_use_real_metrics(self, name: str) -> None:
+        board = json.loads((OBS / "dashboards" / name).read_text(encoding="utf-8"))
+        exprs = " ".join(t["expr"] for p in board["panels"] for t in p["targets"])
+        exprs += " " + board["templating"]["list"][0]["definition"]
+        unknown = _used_metrics(exprs) - _catalogued()
+        assert not unknown, f"{name} uses metrics no service registers: {sorted(unknown)}"
