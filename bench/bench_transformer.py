@@ -1,0 +1,171 @@
+"""Transformer throughput against a raw aiokafka consume→produce pass-through on the same data.
+
+Both read the same backlog of N approval snapshots from one ``approvals.raw`` and write one record
+per input; both commit offsets only after their output was acked. Throughput is measured on the
+output side as N / (last − first output timestamp), so start-up (faust's ~30 s group join on Tansu)
+does not count. Also prints the transformer process's peak RSS (VmHWM).
+
+Run: ``.venv/bin/python -m bench transformer`` (``BENCH_TRANSFORMER_N`` records, default 5000).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer
+from tests.unit.transformer.samples import petty_form, petty_row, snapshot
+
+from dingdee_common.broker import ENV_BOOTSTRAP, EmbeddedBroker, free_port
+from dingdee_common.codec import encode_model
+from dingdee_common.kafka.clients import make_consumer, make_producer
+from dingdee_common.kafka.topics import Topics, provision
+from dingdee_common.procs import ManagedProcess
+from dingdee_common.settings import KafkaSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+GOAL = 0.3
+
+
+def _snapshots(n: int) -> list[tuple[bytes, bytes]]:
+    rows = [petty_row("打印纸", "办公用品", "320.00"), petty_row("高铁票", "差旅费", "1,204.50")]
+    form = petty_form(rows, total="1524.50")
+    out = []
+    for i in range(n):
+        snap = snapshot(
+            form=form, business_id=f"2026110312{i:011d}", pid=f"bench-{i}", fingerprint=f"fp{i}"
+        )
+        out.append((snap.process_instance_id.encode(), encode_model(snap)))
+    return out
+
+
+async def _produce(kafka: KafkaSettings, topic: str, items: list[tuple[bytes, bytes]]) -> None:
+    producer = make_producer(kafka)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value=v, key=k) for k, v in items]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def _passthrough(kafka: KafkaSettings, source: str, sink: str, n: int) -> None:
+    """The baseline: consume, produce the same bytes, wait for the acks, commit; until n records."""
+    consumer = make_consumer(kafka, source, group_id=f"bench-{uuid.uuid4().hex[:8]}")
+    producer = make_producer(kafka)
+    await consumer.start()
+    await producer.start()
+    done = 0
+    try:
+        while done < n:
+            batch = await consumer.getmany(timeout_ms=500, max_records=500)
+            futures = []
+            for records in batch.values():
+                for r in records:
+                    futures.append(await producer.send(sink, value=r.value, key=r.key))  # noqa: PERF401
+            await asyncio.gather(*futures)
+            if futures:
+                await consumer.commit()
+            done += len(futures)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+async def _output_rate(kafka: KafkaSettings, topic: str, n: int, timeout: float) -> float:
+    """Records per second on ``topic``, from its first to its n-th record's timestamp."""
+    consumer: AIOKafkaConsumer = make_consumer(kafka, topic, group_id=None)
+    await consumer.start()
+    stamps: list[int] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(stamps) < n:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {len(stamps)} of {n} records arrived on {topic}")
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                stamps.extend(r.timestamp for r in records)
+    finally:
+        await consumer.stop()
+    stamps.sort()
+    span = max((stamps[n - 1] - stamps[0]) / 1000, 1e-3)
+    return (n - 1) / span
+
+
+def _peak_rss_mb(pid: int | None) -> float:
+    if pid is None:
+        return float("nan")
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def _transformer_rate(kafka: KafkaSettings, n: int, logs: Path) -> tuple[float, float]:
+    proc = ManagedProcess.python_module(
+        "transformer",
+        "dingdee_transformer",
+        env={
+            "DINGDEE_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "DINGDEE_KAFKA__TOPIC_PREFIX": kafka.topic_prefix,
+            "DINGDEE_KAFKA__PARTITIONS": str(kafka.partitions),
+            "DINGDEE_FLOWS_FILE": str(ROOT / "config" / "flows.yaml"),
+            "DINGDEE_HTTP__PORT": str(free_port()),
+            "DINGDEE_HTTP__HOST": "127.0.0.1",
+            "DINGDEE_GROUP_ID": f"bench-transformer-{uuid.uuid4().hex[:6]}",
+            "DINGDEE_TELEMETRY__LOG_LEVEL": "WARNING",
+            "DINGDEE_FLOOD_GUARD__ENABLED": "false",
+        },
+        log_path=logs / "transformer.log",
+        cwd=ROOT,
+    )
+    proc.start()
+    try:
+        rate = await _output_rate(kafka, Topics(kafka.topic_prefix).bills_ready, n, timeout=300)
+        return rate, _peak_rss_mb(proc.pid)
+    finally:
+        proc.stop()
+
+
+async def _run(bootstrap: str, n: int, logs: Path) -> None:
+    kafka = KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=f"b{uuid.uuid4().hex[:8]}.")
+    sink = KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=f"p{uuid.uuid4().hex[:8]}.")
+    await provision(kafka)
+    await provision(sink)
+    source = Topics(kafka.topic_prefix).approvals_raw
+    print(f"producing {n} petty-cash snapshots to {source} …", flush=True)
+    await _produce(kafka, source, _snapshots(n))
+
+    passthrough = asyncio.create_task(
+        _passthrough(kafka, source, Topics(sink.topic_prefix).bills_ready, n)
+    )
+    baseline = await _output_rate(sink, Topics(sink.topic_prefix).bills_ready, n, timeout=300)
+    await passthrough
+    print(f"baseline  aiokafka pass-through : {baseline:8.0f} records/s", flush=True)
+
+    rate, rss = await _transformer_rate(kafka, n, logs)
+    print(f"transformer (faust, mapping)    : {rate:8.0f} records/s", flush=True)
+    ratio = rate / baseline
+    verdict = "meets" if ratio >= GOAL else "BELOW"
+    print(f"ratio transformer / baseline    : {ratio:8.2f}  ({verdict} the {GOAL} goal)")
+    print(f"transformer peak RSS            : {rss:8.1f} MiB")
+    bench_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"bench process peak RSS          : {bench_rss:8.1f} MiB (baseline ran in here)")
+
+
+def main() -> None:
+    """Run the benchmark once on the embedded broker (or ``DINGDEE_KAFKA__BOOTSTRAP_SERVERS``)."""
+    n = int(os.environ.get("BENCH_TRANSFORMER_N", "5000"))
+    logs = Path(tempfile.mkdtemp(prefix="bench-transformer-"))
+    external = os.environ.get(ENV_BOOTSTRAP)
+    if external:
+        asyncio.run(_run(external, n, logs))
+        return
+    with EmbeddedBroker(log_path=logs / "tansu.log") as broker:
+        asyncio.run(_run(broker.bootstrap_servers, n, logs))
+    print(f"(logs in {logs})", file=sys.stderr)
