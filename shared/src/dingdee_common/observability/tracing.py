@@ -58,8 +58,15 @@ def shutdown_tracing() -> None:
         _provider.shutdown()
 
 
+_tracer: trace.Tracer | None = None
+
+
 def tracer() -> trace.Tracer:
-    return trace.get_tracer("dingdee")
+    """The ``dingdee`` tracer, looked up once (a proxy until a provider is set, then delegating)."""
+    global _tracer  # noqa: PLW0603 - one process-wide tracer, like the OTel provider itself
+    if _tracer is None:
+        _tracer = trace.get_tracer("dingdee")
+    return _tracer
 
 
 def _attributes(topic: str, operation: str, **extra: str | int) -> dict[str, str | int]:
