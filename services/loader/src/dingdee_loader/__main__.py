@@ -1,0 +1,77 @@
+"""``python -m dingdee_loader``: settings, observability, Kafka clients, then the consume loop."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+__all__ = ["main"]
+
+SERVICE = "loader"
+
+
+async def _run() -> int:
+    from prometheus_client import CollectorRegistry
+
+    from dingdee_common.errors import FatalError
+    from dingdee_common.kafka.clients import make_consumer, make_producer
+    from dingdee_common.kafka.topics import Topics
+    from dingdee_common.observability.logging import configure_logging, get_logger
+    from dingdee_common.observability.server import Health, OpsServer
+    from dingdee_common.observability.tracing import configure_tracing, shutdown_tracing
+    from dingdee_common.runtime import install_stop_handlers, settings_or_exit
+    from dingdee_common.settings import masked
+    from dingdee_loader.app import LoaderApp
+    from dingdee_loader.kingdee.client import KingdeeClient
+    from dingdee_loader.metrics import LoaderMetrics
+    from dingdee_loader.settings import LoaderSettings
+
+    settings = settings_or_exit(LoaderSettings, SERVICE)
+    configure_logging(SERVICE, settings.telemetry)
+    log = get_logger(__name__)
+    configure_tracing(SERVICE, enabled=settings.telemetry.tracing_enabled)
+    log.info("loader.starting", settings=masked(settings))
+    registry = CollectorRegistry()
+    metrics = LoaderMetrics.create(registry)
+    health = Health(stale_after=settings.http.ready_stale_seconds)
+    ops = OpsServer(settings.http, registry, health)
+    await ops.start()
+    stop = asyncio.Event()
+    install_stop_handlers(stop)
+    topics = Topics(settings.kafka.topic_prefix)
+    producer = make_producer(settings.kafka)
+    consumer = make_consumer(
+        settings.kafka,
+        group_id=settings.group_id,
+        max_poll_records=settings.max_pending_records,
+        session_timeout_ms=settings.session_timeout_ms,
+        heartbeat_interval_ms=max(settings.session_timeout_ms // 5, 500),
+    )
+    app = LoaderApp(
+        settings, metrics, health, consumer, producer, KingdeeClient(settings.kingdee, metrics)
+    )
+    code = 0
+    try:
+        await producer.start()
+        await consumer.start()
+        consumer.subscribe([topics.bills_ready], listener=app.listener)
+        await app.run(stop)
+    except FatalError as exc:
+        log.error("loader.fatal", error=str(exc))
+        code = 1
+    finally:
+        await consumer.stop()
+        await producer.stop()
+        await ops.stop()
+        shutdown_tracing()
+        log.info("loader.stopped", exit_code=code)
+    return code
+
+
+def main() -> int:
+    """Run the loader until SIGTERM/SIGINT; 0 on a clean stop, 1 on a fatal error."""
+    return asyncio.run(_run())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

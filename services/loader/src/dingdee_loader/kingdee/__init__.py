@@ -1,0 +1,1 @@
+"""The Kingdee K3Cloud WebAPI adapter: signing, sessions, BatchSave and existence queries."""

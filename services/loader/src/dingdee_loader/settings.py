@@ -1,0 +1,77 @@
+"""``LoaderSettings``: everything the loader reads from the environment (STYLE §3)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from dingdee_common.settings import (
+    FloodGuardSettings,
+    HttpServerSettings,
+    RetrySettings,
+    ServiceSettings,
+)
+
+__all__ = ["KingdeeSettings", "LoaderSettings"]
+
+
+class KingdeeSettings(BaseModel):
+    """How to reach one Kingdee data center (``DINGDEE_KINGDEE__*``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    server_url: str = Field(description="K3Cloud web root incl. virtual dir, e.g. http://h/k3cloud")
+    acct_id: str = Field(min_length=1, description="data-center id (账套 DCID)")
+    username: str = Field(min_length=1, description="integration user")
+    app_id: str = Field(default="", description="signature mode: <clientId>_<encodedSecret>")
+    app_secret: SecretStr = SecretStr("")
+    password: SecretStr | None = Field(default=None, description="session mode (ValidateUser)")
+    auth_mode: Literal["signature", "session"] = "signature"
+    lcid: int = 2052
+    org_num: str = "0"
+    timeout_seconds: float = Field(default=30.0, gt=0, description="per Kingdee call")
+    concurrency: int = Field(
+        default=4, ge=1, description="batches in flight per account; one session each"
+    )
+    primary_keys: dict[str, str] = Field(
+        default_factory=lambda: {"BD_Department": "FDEPTID"},
+        description="FormId → primary-key field for existence queries (default FID)",
+    )
+
+    @model_validator(mode="after")
+    def _credentials(self) -> KingdeeSettings:
+        if self.auth_mode == "signature" and (
+            len(self.app_id.split("_")) != 2 or not self.app_secret.get_secret_value()
+        ):
+            raise ValueError("signature mode needs DINGDEE_KINGDEE__APP_ID and __APP_SECRET")
+        if self.auth_mode == "session" and not self.password:
+            raise ValueError("session mode needs DINGDEE_KINGDEE__PASSWORD")
+        return self
+
+    def primary_key(self, form_id: str) -> str:
+        return self.primary_keys.get(form_id, "FID")
+
+
+class LoaderSettings(ServiceSettings):
+    """Built once by ``__main__`` from ``DINGDEE_*`` variables and passed to every component."""
+
+    kingdee: KingdeeSettings
+    http: HttpServerSettings = HttpServerSettings(port=9403)
+    group_id: str = Field(default="loader", min_length=1, description="consumer group id")
+    batch_max_records: int = Field(default=50, ge=1, description="packages per BatchSave call")
+    batch_linger_seconds: float = Field(
+        default=0.2, ge=0, description="how long a partial batch waits for more bills"
+    )
+    max_pending_records: int = Field(
+        default=2000, ge=1, description="consumed but unresolved bills before fetching pauses"
+    )
+    batch_count: int = Field(default=0, ge=0, description="BatchCount sent to Kingdee; 0 = omit")
+    precheck: Literal["suspect", "always"] = Field(
+        default="suspect",
+        description="ExecuteBillQuery before the first send: only when a bill may have been sent "
+        "before (replays, backlog found at start or rebalance), or always",
+    )
+    session_timeout_ms: int = Field(default=10_000, ge=1000)
+    retry: RetrySettings = RetrySettings()
+    flood_guard: FloodGuardSettings = FloodGuardSettings()

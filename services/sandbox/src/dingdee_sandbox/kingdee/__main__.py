@@ -1,0 +1,80 @@
+"""``python -m dingdee_sandbox.kingdee``: run the Kingdee sandbox on a host and port.
+
+Prints ``listening on http://HOST:PORT`` and writes the bound port to ``--port-file`` (so
+``--port 0`` works for tests and ``make run``). Stops cleanly on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    from dingdee_sandbox.kingdee.state import SandboxConfig
+
+    d = SandboxConfig()
+    p = argparse.ArgumentParser(prog="dingdee_sandbox.kingdee", description=__doc__)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8090)
+    p.add_argument("--port-file", type=Path, default=None)
+    for name in ("acct_id", "username", "password", "app_id", "app_secret"):
+        p.add_argument(f"--{name.replace('_', '-')}", default=getattr(d, name))
+    for name in (
+        "session_ttl_seconds",
+        "latency_call_seconds",
+        "latency_package_seconds",
+        "latency_row_seconds",
+        "http_5xx_rate",
+        "response_error_rate",
+        "slow_rate",
+        "slow_seconds",
+        "commit_then_drop_rate",
+        "drop_keep_fraction",
+    ):
+        p.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(d, name))
+    p.add_argument("--workers", type=int, default=d.workers)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--all-or-nothing", action="store_true")
+    return p
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    from aiohttp import web
+
+    from dingdee_common.runtime import install_stop_handlers
+    from dingdee_sandbox.kingdee.app import create_app
+    from dingdee_sandbox.kingdee.state import SandboxConfig, SandboxState
+
+    fields = SandboxConfig.model_fields
+    config = SandboxConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    runner = web.AppRunner(create_app(SandboxState(config)), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, args.host, args.port)
+    await site.start()
+    sockets = getattr(site._server, "sockets", None) or []
+    port = int(sockets[0].getsockname()[1]) if sockets else args.port
+    if args.port_file is not None:
+        args.port_file.write_text(f"{port}\n")
+    print(f"listening on http://{args.host}:{port}", flush=True)
+    stop = asyncio.Event()
+    install_stop_handlers(stop)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the sandbox until SIGTERM/SIGINT; returns 0 on a clean stop."""
+    args = _parser().parse_args(argv)
+    asyncio.run(_serve(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""The Kingdee sandbox HTTP app: ``POST {root}/{ServiceName}.common.kdsvc`` (contract §8).
+
+Routing is case-insensitive on the stub method name. Business calls are authenticated (signature
+headers or a session), serialised per session, slowed by the latency model and exposed to the
+fault knobs before the store is touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Any
+
+from aiohttp import web
+
+from dingdee_sandbox.kingdee.control import add_control_routes
+from dingdee_sandbox.kingdee.envelope import EnvelopeError, parse_envelope
+from dingdee_sandbox.kingdee.responses import (
+    SESSION_LOST,
+    failure_envelope,
+    json_response,
+    response_error,
+)
+from dingdee_sandbox.kingdee.service import (
+    LOGIN_METHODS,
+    do_login,
+    do_query,
+    do_save,
+    do_view,
+    package_count,
+)
+from dingdee_sandbox.kingdee.signing import SignatureError, verify_signature
+from dingdee_sandbox.kingdee.state import SandboxState, Session
+
+__all__ = ["STATE_KEY", "create_app"]
+
+STATE_KEY: web.AppKey[SandboxState] = web.AppKey("kingdee_state", SandboxState)
+SUFFIX = ".common.kdsvc"
+BUSINESS = ("save", "batchsave", "executebillquery", "billquery", "view", "queryasyncresult")
+KNOWN = (*BUSINESS, *LOGIN_METHODS, "logout", "getdatacenterlist")
+_SESSION_COOKIES = ("kdservice-sessionid", "ASP.NET_SessionId")
+
+
+def _session_id(request: web.Request) -> str | None:
+    for header in ("kdservice-sessionid", "SID"):
+        if request.headers.get(header):
+            return request.headers[header]
+    for name in _SESSION_COOKIES:
+        if request.cookies.get(name):
+            return request.cookies[name]
+    return None
+
+
+def _cookies(session: Session) -> dict[str, str]:
+    return {"kdservice-sessionid": session.id, "ASP.NET_SessionId": session.id}
+
+
+def _authenticate(
+    request: web.Request, state: SandboxState
+) -> tuple[Session | None, dict[str, str], dict[str, Any] | None]:
+    """(session, cookies to set, error envelope) for one business call (contract §8.2)."""
+    c = state.config
+    signed = "X-Kd-Appkey" in request.headers
+    if signed:
+        try:
+            app = verify_signature(request.headers, request.rel_url.path, {c.app_id: c.app_secret})
+        except SignatureError:
+            state.stats["signature_rejected"] += 1
+            return None, {}, failure_envelope(c.bad_signature_message, 1)
+        if app.acct_id != c.acct_id or app.username != c.username:
+            state.stats["signature_rejected"] += 1
+            return None, {}, failure_envelope(c.bad_signature_message, 1)
+    sid = _session_id(request)
+    if sid:
+        session = state.live_session(sid)
+        if session is not None:
+            return session, {}, None
+        state.stats["session_lost"] += 1
+        return None, {}, failure_envelope(SESSION_LOST, 1)
+    if signed:
+        session = state.new_session(c.acct_id, c.username, 2052)
+        return session, _cookies(session), None
+    state.stats["session_lost"] += 1
+    return None, {}, failure_envelope(SESSION_LOST, 1)
+
+
+def _latency(method: str, params: dict[str, Any], state: SandboxState) -> float:
+    c = state.config
+    if method not in ("save", "batchsave"):
+        return c.latency_call_seconds
+    packages, rows, batch_count = package_count(params, method == "batchsave")
+    threads = batch_count if packages > batch_count else 1
+    return (
+        c.latency_call_seconds
+        + packages * c.latency_package_seconds / threads
+        + rows * c.latency_row_seconds
+    )
+
+
+def _dispatch(
+    method: str, params: dict[str, Any], session: Session, state: SandboxState, fault: str | None
+) -> Any:
+    if method in ("save", "batchsave"):
+        keep = None
+        if fault == "commit_then_drop":
+            packages = package_count(params, method == "batchsave")[0]
+            keep = math.ceil(packages * state.config.drop_keep_fraction)
+        return do_save(params, state, batch=method == "batchsave", keep=keep)
+    if method in ("executebillquery", "billquery"):
+        return do_query(params, state, as_objects=method == "billquery")
+    if method == "view":
+        return do_view(params, session, state)
+    return failure_envelope("异步任务不存在", 10)
+
+
+async def _business(
+    request: web.Request, method: str, params: dict[str, Any], fault: str | None
+) -> web.StreamResponse:
+    state = request.app[STATE_KEY]
+    session, cookies, error = _authenticate(request, state)
+    if error is not None or session is None:
+        return json_response([[error]] if method == "executebillquery" else error)
+    async with state.lock_for(session.id), state.workers:
+        await asyncio.sleep(_latency(method, params, state))
+        if fault == "slow":
+            await asyncio.sleep(state.config.slow_seconds)
+        payload = _dispatch(method, params, session, state, fault)
+    if fault == "commit_then_drop":
+        state.stats["fault_commit_then_drop"] += 1
+        if request.transport is not None:
+            request.transport.abort()
+        raise asyncio.CancelledError
+    return json_response(payload, cookies=cookies)
+
+
+def _method_of(request: web.Request) -> str | None:
+    path = request.match_info["path"]
+    service = path.rsplit("/", 1)[-1]
+    if not service.lower().endswith(SUFFIX):
+        return None
+    method = service[: -len(SUFFIX)].rsplit(".", 1)[-1].lower()
+    return method if method in KNOWN else None
+
+
+async def kdsvc(request: web.Request) -> web.StreamResponse:  # noqa: PLR0911 - one per outcome
+    """Every WebAPI call: fault knobs, envelope parsing, auth, then the operation."""
+    state = request.app[STATE_KEY]
+    method = _method_of(request)
+    if method is None:
+        return web.Response(status=404, text="404 - File or directory not found.")
+    body = await request.read()
+    state.stats[f"calls_{method}"] += 1
+    fault = state.draw_fault(method)
+    if fault and fault.startswith("http_"):
+        state.stats["fault_http_5xx"] += 1
+        return web.Response(
+            status=int(fault[5:]), text="<html><body>Service Unavailable</body></html>"
+        )
+    if fault == "response_error":
+        state.stats["fault_response_error"] += 1
+        return response_error("由于目标计算机积极拒绝，无法连接。(sandbox fault)")
+    try:
+        params = parse_envelope(method, body)
+    except EnvelopeError as exc:
+        return response_error(str(exc), "Newtonsoft.Json.JsonReaderException")
+    if method == "getdatacenterlist":
+        c = state.config
+        return json_response([{"Id": c.acct_id, "Number": c.acct_id, "Name": "dingdee sandbox"}])
+    if method in LOGIN_METHODS:
+        payload, session = do_login(method, params, state)
+        return json_response(payload, cookies=_cookies(session) if session else None)
+    if method == "logout":
+        sid = _session_id(request)
+        if sid:
+            state.sessions.pop(sid, None)
+        return json_response(True)
+    return await _business(request, method, params, fault)
+
+
+def create_app(state: SandboxState | None = None) -> web.Application:
+    """The sandbox as an aiohttp application (in-process contract tests build it directly)."""
+    app = web.Application(client_max_size=64 << 20)
+    app[STATE_KEY] = state or SandboxState()
+    add_control_routes(app, STATE_KEY)
+    app.router.add_post(r"/{path:.*\.[cC][oO][mM][mM][oO][nN]\.[kK][dD][sS][vV][cC]}", kdsvc)
+    return app

@@ -1,0 +1,167 @@
+"""The business operations of the sandbox: logins, Save/BatchSave, queries, View (contract §1–§5).
+
+Each function takes normalised parameters (see ``envelope``) and returns the JSON payload Kingdee
+would answer; transport concerns (auth headers, faults, latency) live in ``app``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dingdee_sandbox.kingdee.envelope import as_bool, as_int, ci_get
+from dingdee_sandbox.kingdee.forms import FORMS
+from dingdee_sandbox.kingdee.query import QueryError, run_query
+from dingdee_sandbox.kingdee.responses import (
+    failure_envelope,
+    login_result,
+    status_failure,
+    status_success,
+)
+from dingdee_sandbox.kingdee.signing import login_sign
+from dingdee_sandbox.kingdee.state import SandboxState, Session
+from dingdee_sandbox.kingdee.store import SaveOptions
+
+__all__ = ["do_login", "do_query", "do_save", "do_view", "package_count"]
+
+LOGIN_METHODS = ("validateuser", "loginbyappsecret", "loginbysign")
+
+
+def _login_ok(method: str, params: dict[str, Any], state: SandboxState) -> bool:
+    c = state.config
+    if method == "validateuser":
+        return str(params.get("password", "")) == c.password
+    if method == "loginbyappsecret":
+        return params.get("appid") == c.app_id and params.get("appsecret") == c.app_secret
+    timestamp = str(params.get("timestamp", ""))
+    expected = login_sign(c.acct_id, c.username, c.app_id, c.app_secret, timestamp)
+    return params.get("appid") == c.app_id and str(params.get("sign", "")).lower() == expected
+
+
+def do_login(
+    method: str, params: dict[str, Any], state: SandboxState
+) -> tuple[dict[str, Any], Session | None]:
+    """ValidateUser / LoginByAppSecret / LoginBySign → (LoginResult, the new session or None)."""
+    c = state.config
+    acct = str(params.get("acctid", ""))
+    user = str(params.get("username", ""))
+    if acct != c.acct_id:
+        state.stats["login_failed"] += 1
+        return login_result(-1, f"数据中心无法获取到：{acct}"), None
+    if user != c.username or not _login_ok(method, params, state):
+        state.stats["login_failed"] += 1
+        return login_result(0, "用户名或密码错误！"), None
+    session = state.new_session(acct, user, as_int(params.get("lcid"), 2052))
+    return login_result(1, None, session_id=session.id, user=user, acct_id=acct), session
+
+
+def _models(params: dict[str, Any], batch: bool) -> tuple[list[Any], dict[str, Any]]:
+    data = params.get("data")
+    if not isinstance(data, dict):
+        return [], {}
+    model = ci_get(data, "Model")
+    if batch:
+        return (model if isinstance(model, list) else [model] if model else []), data
+    return ([model] if model is not None else []), data
+
+
+def package_count(params: dict[str, Any], batch: bool) -> tuple[int, int, int]:
+    """(packages, entry rows, BatchCount) of a write, for the latency model."""
+    models, data = _models(params, batch)
+    rows = 0
+    for model in models:
+        if isinstance(model, dict):
+            rows += sum(len(v) for v in model.values() if isinstance(v, list))
+    return len(models), rows, max(as_int(ci_get(data, "BatchCount"), 1), 1)
+
+
+def _options(data: dict[str, Any], state: SandboxState) -> SaveOptions:
+    need = ci_get(data, "NeedReturnFields") or []
+    return SaveOptions(
+        verify_base_data=as_bool(ci_get(data, "IsVerifyBaseDataField"), False),
+        validate=as_bool(ci_get(data, "ValidateFlag"), True),
+        auto_audit=as_bool(ci_get(data, "IsAutoSubmitAndAudit"), False),
+        need_return_fields=tuple(str(k) for k in need) if isinstance(need, list) else (),
+        all_or_nothing=state.config.all_or_nothing,
+    )
+
+
+def do_save(
+    params: dict[str, Any], state: SandboxState, *, batch: bool, keep: int | None = None
+) -> dict[str, Any]:
+    """Save / BatchSave; ``keep`` commits only the first packages (the commit-then-drop fault)."""
+    form_id = str(params.get("formid") or "")
+    spec = FORMS.get(form_id.upper())
+    if not form_id:
+        return failure_envelope("表单Id（FormId）不能为空", 5)
+    if spec is None:
+        return failure_envelope(f"业务对象{form_id}不存在", 9)
+    models, data = _models(params, batch)
+    if not models:
+        return failure_envelope("Model 不能为空", 8)
+    if keep is not None:
+        models = models[:keep]
+    outcome = state.store.save(spec, models, _options(data, state))
+    state.stats["packages_saved"] += len(outcome.successes)
+    state.stats["packages_rejected"] += len({e["DIndex"] for e in outcome.errors})
+    status = (
+        status_failure(outcome.errors, 11, outcome.successes)
+        if outcome.errors
+        else status_success(outcome.successes)
+    )
+    result: dict[str, Any] = {"ResponseStatus": status}
+    if not batch:
+        first = outcome.successes[0] if outcome.successes else None
+        result["Id"] = first["Id"] if first else ""
+        result["Number"] = first["Number"] if first else ""
+    result["NeedReturnData"] = outcome.return_data or [{}]
+    return {"Result": result}
+
+
+def do_query(params: dict[str, Any], state: SandboxState, *, as_objects: bool) -> Any:
+    """ExecuteBillQuery (arrays; errors wrapped ``[[..]]``) or BillQuery (objects; plain error)."""
+    try:
+        return run_query(state.store, params.get("data"), as_objects=as_objects)
+    except QueryError as exc:
+        envelope = failure_envelope(str(exc), 9)
+        return envelope if as_objects else [[envelope]]
+
+
+def _view_value(value: Any, state: SandboxState) -> Any:
+    if isinstance(value, dict):
+        number = state.store.ref_number(value)
+        return {"Id": 0, "Number": number, "Name": [{"Key": 2052, "Value": number}]}
+    if isinstance(value, list):
+        return [_view_object(v, state) if isinstance(v, dict) else v for v in value]
+    return value
+
+
+def _view_object(model: dict[str, Any], state: SandboxState) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in model.items():
+        name = key[1:] if key[:1] in ("F", "f") else key
+        out[name] = _view_value(value, state)
+    return out
+
+
+def do_view(params: dict[str, Any], session: Session | None, state: SandboxState) -> Any:
+    """View by ``Number`` or ``Id``: F-less property names, refs expanded (§5.1)."""
+    spec = FORMS.get(str(params.get("formid") or "").upper())
+    raw = params.get("data")
+    data: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    if spec is None:
+        return failure_envelope("业务对象不存在", 9)
+    number, record_id = ci_get(data, "Number"), as_int(ci_get(data, "Id"), 0)
+    record = (
+        state.store.find_id(spec.form_id, record_id)
+        if record_id
+        else state.store.find(spec.form_id, str(number or ""))
+    )
+    if record is None:
+        return failure_envelope("数据不存在或已被删除", 10)
+    body = _view_object(record.model, state)
+    body.update({"Id": record.id, "Number": record.number, "DocumentStatus": record.status})
+    if spec.number_field == "FBillNo":
+        body["BillNo"] = record.number
+    for entry_key, entry in spec.entries.items():
+        body[entry.entity] = body.pop(entry_key[1:], [])
+    return {"Result": {"ResponseStatus": None, "Result": body}}

@@ -1,0 +1,151 @@
+"""Sandbox configuration (credentials, latency, fault knobs) and mutable state (contract §8.5)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from dingdee_sandbox.kingdee.store import Store
+
+__all__ = ["FAULT_KINDS", "SandboxConfig", "SandboxState", "Session"]
+
+FaultKind = Literal[
+    "http_500", "http_502", "http_503", "response_error", "slow", "commit_then_drop"
+]
+FAULT_KINDS: tuple[str, ...] = (
+    "http_500",
+    "http_502",
+    "http_503",
+    "response_error",
+    "slow",
+    "commit_then_drop",
+)
+_WRITES = ("save", "batchsave")
+
+
+class SandboxConfig(BaseModel):
+    """Everything a run of the sandbox can be told; every field can be changed at run time."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    acct_id: str = "5db25ac8d2b819"
+    username: str = "webapi"
+    password: str = "demo-password"  # noqa: S105 - the public demo credential of the sandbox
+    app_id: str = "204399_72epSbtEQMC92Vwt2d3LRa9LRqSc1tqJ"
+    app_secret: str = "fb7d46647ac346dbb5fcd45b65512a45"  # noqa: S105 - public SDK sample value
+    session_ttl_seconds: float = Field(default=1200.0, gt=0)
+    workers: int = Field(default=8, ge=1, description="requests processed at once, all sessions")
+    latency_call_seconds: float = Field(default=0.0, ge=0)
+    latency_package_seconds: float = Field(default=0.0, ge=0)
+    latency_row_seconds: float = Field(default=0.0, ge=0)
+    http_5xx_rate: float = Field(default=0.0, ge=0, le=1)
+    response_error_rate: float = Field(default=0.0, ge=0, le=1)
+    slow_rate: float = Field(default=0.0, ge=0, le=1)
+    slow_seconds: float = Field(default=30.0, ge=0)
+    commit_then_drop_rate: float = Field(default=0.0, ge=0, le=1)
+    drop_keep_fraction: float = Field(
+        default=1.0, ge=0, le=1, description="share of packages committed before the drop"
+    )
+    fault_services: list[str] = Field(
+        default_factory=lambda: ["save", "batchsave", "executebillquery", "billquery", "view"]
+    )
+    all_or_nothing: bool = False
+    bad_signature_message: str = "签名验证失败：请检查应用ID（AppID）与应用密钥（AppSecret）"
+    seed: int | None = None
+
+
+@dataclass
+class Session:
+    id: str
+    acct_id: str
+    username: str
+    lcid: int
+    last_used: float = field(default_factory=time.monotonic)
+
+
+class SandboxState:
+    """The store, sessions, per-session locks, the worker limit, fault queue and statistics."""
+
+    def __init__(self, config: SandboxConfig | None = None, store: Store | None = None) -> None:
+        self.config = config or SandboxConfig()
+        self.store = store or Store()
+        self.sessions: dict[str, Session] = {}
+        self.locks: dict[str, asyncio.Lock] = {}
+        self.stats: Counter[str] = Counter()
+        self.fault_queue: list[str] = []
+        self.rng = random.Random(self.config.seed)
+        self._workers: asyncio.Semaphore | None = None
+        self._workers_size = 0
+
+    def update_config(self, patch: dict[str, object]) -> SandboxConfig:
+        """Apply a partial config (``POST /_sandbox/config``); raises ``ValidationError``."""
+        merged = {**self.config.model_dump(), **patch}
+        self.config = SandboxConfig.model_validate(merged)
+        if "seed" in patch:
+            self.rng = random.Random(self.config.seed)
+        return self.config
+
+    @property
+    def workers(self) -> asyncio.Semaphore:
+        if self._workers is None or self._workers_size != self.config.workers:
+            self._workers = asyncio.Semaphore(self.config.workers)
+            self._workers_size = self.config.workers
+        return self._workers
+
+    # ---- sessions ----------------------------------------------------------------------------
+
+    def new_session(self, acct_id: str, username: str, lcid: int) -> Session:
+        session = Session(str(uuid.uuid4()), acct_id, username, lcid)
+        self.sessions[session.id] = session
+        self.stats["sessions_created"] += 1
+        return session
+
+    def live_session(self, session_id: str) -> Session | None:
+        """The session if it exists and was used within the idle TTL (touching it)."""
+        session = self.sessions.get(session_id)
+        if session is None:
+            return None
+        now = time.monotonic()
+        if now - session.last_used > self.config.session_ttl_seconds:
+            del self.sessions[session_id]
+            return None
+        session.last_used = now
+        return session
+
+    def revoke_sessions(self) -> int:
+        count = len(self.sessions)
+        self.sessions.clear()
+        self.stats["sessions_revoked"] += count
+        return count
+
+    def lock_for(self, session_id: str) -> asyncio.Lock:
+        return self.locks.setdefault(session_id, asyncio.Lock())
+
+    # ---- faults ------------------------------------------------------------------------------
+
+    def draw_fault(self, method: str) -> str | None:
+        """The fault to inject into this call: the queued one first, else by configured rates."""
+        if method not in self.config.fault_services:
+            return None
+        for n, kind in enumerate(self.fault_queue):
+            if kind != "commit_then_drop" or method in _WRITES:
+                return self.fault_queue.pop(n)
+        c = self.config
+        roll = self.rng.random()
+        for kind, rate in (
+            ("http_503", c.http_5xx_rate),
+            ("response_error", c.response_error_rate),
+            ("slow", c.slow_rate),
+            ("commit_then_drop", c.commit_then_drop_rate if method in _WRITES else 0.0),
+        ):
+            if roll < rate:
+                return kind
+            roll -= rate
+        return None

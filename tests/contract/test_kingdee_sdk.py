@@ -1,0 +1,94 @@
+"""The official Kingdee Python SDK (``kingdee-cdp-webapi-sdk``) as a client of the sandbox.
+
+Its signed requests must be accepted (signature v2 recomputed exactly), a wrong app secret or a
+tampered app id must be rejected with the MsgCode 1 envelope, and its session cookie reused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+from k3cloud_webapi_sdk.main import K3CloudApiSdk
+
+from dingdee_sandbox.kingdee import SandboxConfig, SandboxState, create_app
+from dingdee_sandbox.kingdee.demo import expense_model
+
+pytestmark = pytest.mark.contract
+
+ACCT, USER = "5db25ac8d2b819", "webapi"
+APP_ID = "204399_72epSbtEQMC92Vwt2d3LRa9LRqSc1tqJ"
+APP_SECRET = "fb7d46647ac346dbb5fcd45b65512a45"
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[tuple[str, SandboxState]]:
+    state = SandboxState(SandboxConfig())
+    runner = web.AppRunner(create_app(state), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield f"http://127.0.0.1:{port}/k3cloud", state
+    await runner.cleanup()
+
+
+def sdk(url: str, secret: str = APP_SECRET, app_id: str = APP_ID) -> K3CloudApiSdk:
+    client = K3CloudApiSdk(url)
+    client.InitConfig(ACCT, USER, app_id, secret, url)
+    return client
+
+
+async def call(fn: Any, *args: Any) -> Any:
+    """Run a blocking SDK call in a thread (the sandbox serves on this test's event loop)."""
+    return json.loads(await asyncio.to_thread(fn, *args))
+
+
+async def test_signed_batchsave_and_query_are_accepted(server: tuple[str, SandboxState]) -> None:
+    """SDK-signed BatchSave saves both packages; ExecuteBillQuery then finds them."""
+    url, state = server
+    client = sdk(url)
+    rng = random.Random(1)
+    models = [expense_model("BYJSDK1", rng), expense_model("BYJSDK2", rng)]
+    answer = await call(client.BatchSave, "ER_ExpReimbursement", {"Model": models})
+    status = answer["Result"]["ResponseStatus"]
+    assert status["IsSuccess"] is True and "ErrorCode" not in status
+    assert [e["Number"] for e in status["SuccessEntitys"]] == ["BYJSDK1", "BYJSDK2"]
+    rows = await call(
+        client.ExecuteBillQuery,
+        {
+            "FormId": "ER_ExpReimbursement",
+            "FieldKeys": "FBillNo,FDocumentStatus",
+            "FilterString": "FBillNo in ('BYJSDK1','BYJSDK2','NOPE')",
+            "OrderString": "FBillNo ASC",
+        },
+    )
+    assert rows == [["BYJSDK1", "A"], ["BYJSDK2", "A"]]
+    assert state.stats["sessions_created"] == 1, "the SDK must reuse the session cookie it got"
+
+
+@pytest.mark.parametrize(
+    ("secret", "app_id"),
+    [("0" * 32, APP_ID), (APP_SECRET, "204399_72epSbtEQMC92Vwt2d3LRa9LRqSd1tqJ")],
+    ids=["wrong-app-secret", "tampered-app-id"],
+)
+async def test_wrong_credentials_are_rejected(
+    server: tuple[str, SandboxState], secret: str, app_id: str
+) -> None:
+    """A wrong secret fails signature B (or A): MsgCode 1 envelope, nothing saved."""
+    url, state = server
+    answer = await call(
+        sdk(url, secret, app_id).BatchSave,
+        "ER_ExpReimbursement",
+        {"Model": [expense_model("BYJBAD1", random.Random(2))]},
+    )
+    status = answer["Result"]["ResponseStatus"]
+    assert status["IsSuccess"] is False and status["MsgCode"] == 1
+    assert "签名" in status["Errors"][0]["Message"]
+    assert state.store.find("ER_ExpReimbursement", "BYJBAD1") is None
+    assert state.stats["signature_rejected"] == 1
