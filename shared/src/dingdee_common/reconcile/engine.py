@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from dingdee_common.contracts.v1 import ApprovalSnapshot
 from dingdee_common.errors import FatalError, PermanentError
@@ -24,7 +24,7 @@ from dingdee_common.reconcile.model import Expected, ReconcileReport, classify
 from dingdee_common.reconcile.readers import DingTalkReader, KingdeeReader
 from dingdee_common.settings import ServiceSettings
 
-__all__ = ["DingTalkAccess", "KingdeeAccess", "ReconcileSettings", "reconcile"]
+__all__ = ["DingTalkAccess", "ReconcileSettings", "reconcile"]
 
 
 class _Block(BaseModel):
@@ -41,20 +41,14 @@ class DingTalkAccess(_Block):
     apps: dict[str, DingTalkApp] = Field(default_factory=dict)
 
 
-class KingdeeAccess(_Block):
-    server_url: str = "http://127.0.0.1:8090/k3cloud/"
-    acct_id: str = ""
-    username: str = ""
-    app_id: str = ""
-    app_secret: SecretStr = SecretStr("")
-
-
 class ReconcileSettings(ServiceSettings):
     """The same ``DINGDEE_*`` variables the extractor and loader read, read-only use."""
 
     flows_file: Path = Path("config/flows.yaml")
     dingtalk: DingTalkAccess = DingTalkAccess()
-    kingdee: KingdeeAccess = KingdeeAccess()
+    kingdee: dict[str, Any] = Field(
+        default_factory=dict, description="DINGDEE_KINGDEE__*: validated as the loader's settings"
+    )
     transformer_group: str = "transformer"
     loader_group: str = "loader"
 
@@ -118,14 +112,16 @@ async def _expected(
 async def _in_kingdee(
     settings: ReconcileSettings, forms: dict[tuple[str, str], list[str]]
 ) -> Counter[str]:
-    k = settings.kingdee
+    try:
+        reader = KingdeeReader(settings.kingdee)
+    except ValidationError as exc:
+        raise FatalError(f"bad DINGDEE_KINGDEE__* settings: {exc}", code="config") from exc
     found: Counter[str] = Counter()
-    async with httpx.AsyncClient(base_url=k.server_url, timeout=60) as http:
-        reader = KingdeeReader(
-            http, k.acct_id, k.username, k.app_id, k.app_secret.get_secret_value()
-        )
+    try:
         for (form_id, number_field), keys in forms.items():
             found.update(await reader.count_numbers(form_id, number_field, keys))
+    finally:
+        await reader.aclose()
     return found
 
 

@@ -20,8 +20,6 @@ __all__ = ["DingTalkReader", "KingdeeReader"]
 _PAGE = 20
 _WINDOW_MS = 100 * 24 * 3600 * 1000  # listids accepts at most 120 days per query
 _QUERY_CHUNK = 200
-_QUERY = "Kingdee.BOS.WebApi.ServicesStub.DynamicFormService.ExecuteBillQuery.common.kdsvc"
-_LOGIN_SERVICE = "Kingdee.BOS.WebApi.ServicesStub.AuthService.LoginByAppSecret.common.kdsvc"
 _THROTTLED = {88, 90002, 90018, -1}
 
 
@@ -86,37 +84,35 @@ class DingTalkReader:
 
 
 class KingdeeReader:
-    """``LoginByAppSecret`` once, then ``ExecuteBillQuery`` by bill number in chunks."""
+    """``ExecuteBillQuery`` by bill number in chunks, through the loader's Kingdee client.
 
-    def __init__(
-        self, client: httpx.AsyncClient, acct_id: str, username: str, app_id: str, app_secret: str
-    ) -> None:
-        self._http = client
-        self._login = {
-            "acctID": acct_id,
-            "username": username,
-            "appid": app_id,
-            "appsecret": app_secret,
-            "lcid": 2052,
-        }
-        self._logged_in = False
+    Reusing the loader's client means the same authentication (signature or session mode, from
+    the same ``DINGDEE_KINGDEE__*`` variables) and the same translation of Kingdee's answers.
+    """
 
-    async def _ensure_login(self) -> None:
-        if self._logged_in:
-            return
-        data = (await self._http.post(_LOGIN_SERVICE, json=self._login)).json()
-        if data.get("LoginResultType") != 1:
-            raise FatalError(f"Kingdee login failed: {data.get('Message')}", code="auth")
-        session = data.get("KDSVCSessionId")
-        if session:
-            self._http.headers["kdservice-sessionid"] = str(session)
-        self._logged_in = True
+    def __init__(self, kingdee: dict[str, Any]) -> None:
+        from prometheus_client import CollectorRegistry
+
+        from dingdee_loader.kingdee.client import KingdeeClient, Lane
+        from dingdee_loader.metrics import LoaderMetrics
+        from dingdee_loader.settings import KingdeeSettings
+
+        settings = KingdeeSettings.model_validate(kingdee)
+        self._client = KingdeeClient(settings, LoaderMetrics.create(CollectorRegistry()))
+        self._lane = Lane(0, settings)
+
+    async def aclose(self) -> None:
+        await self._lane.aclose()
 
     async def count_numbers(
         self, form_id: str, number_field: str, keys: Sequence[str]
     ) -> Counter[str]:
-        """How many bills of ``form_id`` carry each of ``keys`` in ``number_field``."""
-        await self._ensure_login()
+        """How many bills of ``form_id`` carry each of ``keys`` in ``number_field``.
+
+        Raises:
+            FatalError: credentials rejected, or Kingdee refused the query (unknown form/field).
+            TransientError: Kingdee unreachable.
+        """
         found: Counter[str] = Counter()
         unique = sorted(set(keys))
         for first in range(0, len(unique), _QUERY_CHUNK):
@@ -126,11 +122,12 @@ class KingdeeReader:
                 "FormId": form_id,
                 "FieldKeys": number_field,
                 "FilterString": f"{number_field} in ({quoted})",
-                "StartRow": 0,
-                "Limit": 0,
+                "OrderString": "",
                 "TopRowCount": 0,
+                "StartRow": 0,
+                "Limit": len(chunk) * 4,
             }
-            rows = (await self._http.post(_QUERY, json={"data": data})).json()
+            rows = await self._client.call(self._lane, "executebillquery", {"data": data})
             _raise_on_query_error(rows)
             found.update(str(row[0]) for row in rows)
         return found
