@@ -22,10 +22,16 @@ PROMETHEUS_RULE = ROOT / "prometheusrule.yaml"
 F = '{flow=~"$flow"}'
 
 
+def quantile(q: float, metric: str, by: str = "", selector: str = "") -> str:
+    """The ``q`` quantile of histogram ``metric`` (per ``by`` when given)."""
+    rate = f"rate({metric}_bucket{selector}[5m])"
+    labels = f"{by}, le" if by else "le"
+    return f"histogram_quantile({q}, sum by ({labels}) ({rate}))"
+
+
 def p95(metric: str, by: str = "stage", selector: str = "") -> str:
     """The 95th percentile of histogram ``metric`` per ``by``."""
-    rate = f"rate({metric}_bucket{selector}[5m])"
-    return f"histogram_quantile(0.95, sum by ({by}, le) ({rate}))"
+    return quantile(0.95, metric, by, selector)
 
 
 def _panel(
@@ -174,8 +180,56 @@ def dingtalk() -> dict[str, Any]:
 
 
 def kingdee() -> dict[str, Any]:
-    panels: list[tuple[str, list[tuple[str, str]], str]] = []
-    return _dashboard("dingdee-kingdee", "dingdee · Kingdee", panels, "dingdee_records_in_total")
+    rows = f"sum by (outcome) (rate(dingdee_loader_rows_total{F}[5m]))"
+    panels = [
+        (
+            "BatchSave calls (/s)",
+            [("sum(rate(dingdee_loader_batch_size_records_count[5m]))", "batches")],
+            "ops",
+        ),
+        (
+            "Packages per BatchSave (p50 / p95)",
+            [
+                (
+                    quantile(0.5, "dingdee_loader_batch_size_records"),
+                    "p50",
+                ),
+                (
+                    quantile(0.95, "dingdee_loader_batch_size_records"),
+                    "p95",
+                ),
+            ],
+            "short",
+        ),
+        ("Rows by outcome (/s)", [(rows, "{{outcome}}")], "ops"),
+        (
+            "Kingdee latency p95 per service",
+            [(p95("dingdee_loader_kingdee_request_duration_seconds", by="service"), "{{service}}")],
+            "s",
+        ),
+        (
+            "Kingdee errors by service and kind (/s)",
+            [
+                (
+                    "sum by (service, kind) (rate(dingdee_loader_kingdee_errors_total[5m]))",
+                    "{{service}} {{kind}}",
+                )
+            ],
+            "ops",
+        ),
+        (
+            "Re-logins (per hour)",
+            [("sum(increase(dingdee_loader_relogins_total[1h]))", "re-logins")],
+            "short",
+        ),
+        (
+            "Existence checks before sending (/s)",
+            [("sum by (result) (rate(dingdee_loader_prechecks_total[5m]))", "{{result}}")],
+            "ops",
+        ),
+        ("Batches in flight", [("sum(dingdee_loader_batches_in_flight)", "in flight")], "short"),
+    ]
+    return _dashboard("dingdee-kingdee", "dingdee · Kingdee", panels, "dingdee_loader_rows_total")
 
 
 DASHBOARDS = {"pipeline.json": pipeline, "dingtalk.json": dingtalk, "kingdee.json": kingdee}

@@ -19,10 +19,14 @@ import yaml
 
 from dingdee_common.broker import free_port
 from dingdee_common.devstack import SERVICES, Stack, StackConfig
+from dingdee_common.dlq import Action, ReplayEngine, ReplayOptions, Selection
+from dingdee_common.errors import ErrorClass
 from dingdee_common.kafka import headers as hdr
 from dingdee_common.kafka.clients import make_producer
+from dingdee_common.kafka.dlq import DeadLetterPublisher, SourceRecord
 from dingdee_common.procs import ManagedProcess, wait_http_ok
 from tests.helpers import poll_until
+from tests.integration.test_dlq_replay import read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -119,6 +123,25 @@ async def inject_poison(stack: Stack) -> None:
         await producer.stop()
 
 
+async def replay_one_bill(stack: Stack) -> None:
+    """Dead-letter a real bill and replay it: the loader's existence check runs (prechecks)."""
+    rows = await read_topic(stack.kafka, stack.topics.bills_ready)
+    key, value, headers = rows[0]
+    producer = make_producer(stack.kafka)
+    await producer.start()
+    try:
+        record = SourceRecord(stack.topics.bills_ready, 0, 0, key, value, headers)
+        await DeadLetterPublisher(producer, stack.topics, "loader").publish(
+            record, error_class=ErrorClass.EXHAUSTED, error_type="kingdee_timeout", message="超时"
+        )
+    finally:
+        await producer.stop()
+    selection = Selection(stages=("loader",), keys=frozenset({(key or b"").decode()}))
+    options = ReplayOptions(selection=selection, dry_run=False)
+    report = await ReplayEngine(stack.kafka, stack.topics).run(options)
+    assert report.done.get(Action.REPLAY, 0) >= 1
+
+
 async def test_every_panel_and_alert_query_returns_data(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
@@ -129,6 +152,8 @@ async def test_every_panel_and_alert_query_returns_data(
         seed=5,
         kafka_bootstrap=kafka_bootstrap,
         topic_prefix=f"obs{tmp_path.name[-6:]}.",
+        # some Kingdee 5xx answers, so the error panels and retries have data
+        kingdee_args=("--http-5xx-rate", "0.05", "--seed", "1"),
     )
     async with Stack(config) as stack:
         targets = {name: f"127.0.0.1:{stack.ops_ports[name]}" for name in SERVICES}
@@ -145,6 +170,7 @@ async def test_every_panel_and_alert_query_returns_data(
                 return bool(await prom.series("sum(dingdee_records_out_total{stage='loader'}) > 0"))
 
             await poll_until(bills_loaded, timeout=240, what="the loader to finish some bills")
+            await replay_one_bill(stack)
             empty: list[str] = []
 
             async def panels_have_data() -> bool:
