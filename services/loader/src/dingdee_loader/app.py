@@ -79,7 +79,11 @@ class LoaderApp:
         self.guard = FloodGuard(settings.flood_guard)
         self.batches = Batches(settings.batch_max_records, settings.batch_linger_seconds)
         self.trackers: dict[TopicPartition, OffsetTracker] = {}
-        self.backlog_end: dict[TopicPartition, int] = {}
+        # A previous owner of a partition (a crashed pod) can have sent at most the bills it held
+        # unresolved, all at or after the committed offset: the first window of records after an
+        # assignment is checked in Kingdee before it is sent.
+        self.suspect_until: dict[TopicPartition, int] = {}
+        self.window = settings.max_pending_records + settings.batch_max_records
         self.lanes: asyncio.Queue[Lane] = asyncio.Queue()
         self.all_lanes = [Lane(i, settings.kingdee) for i in range(settings.kingdee.concurrency)]
         for lane in self.all_lanes:
@@ -96,12 +100,10 @@ class LoaderApp:
     # ---- rebalance ---------------------------------------------------------------------------
 
     async def assigned(self, partitions: set[TopicPartition]) -> None:
-        """Remember each partition's end: bills below it may have been sent by a previous owner."""
-        if partitions:
-            ends = await self.consumer.end_offsets(list(partitions))
-            self.backlog_end.update(ends)
+        """Open a suspect window per partition: its first records may have been sent before."""
         for tp in partitions:
             self.trackers.setdefault(tp, OffsetTracker())
+            self.suspect_until.pop(tp, None)
         log.info("loader.partitions.assigned", partitions=sorted(str(tp) for tp in partitions))
 
     async def drain(self, partitions: set[TopicPartition]) -> None:
@@ -113,7 +115,7 @@ class LoaderApp:
         await self.commit()
         for tp in partitions:
             self.trackers.pop(tp, None)
-            self.backlog_end.pop(tp, None)
+            self.suspect_until.pop(tp, None)
 
     # ---- consuming ---------------------------------------------------------------------------
 
@@ -149,7 +151,8 @@ class LoaderApp:
                 return
             context = trace.set_span_in_context(span)
         replayed = int(hdr.get(source.headers, REPLAY_COUNT) or "0") > 0
-        suspect = replayed or record.offset < self.backlog_end.get(tp, -1)
+        window_end = self.suspect_until.setdefault(tp, record.offset + self.window)
+        suspect = replayed or record.offset < window_end
         self.metrics.stage.records_in.labels(STAGE, bill.flow).inc()
         self.pending += 1
         self.batches.add(Pending(source, bill, suspect, context))

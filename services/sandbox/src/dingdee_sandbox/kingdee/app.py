@@ -38,6 +38,7 @@ STATE_KEY: web.AppKey[SandboxState] = web.AppKey("kingdee_state", SandboxState)
 SUFFIX = ".common.kdsvc"
 BUSINESS = ("save", "batchsave", "executebillquery", "billquery", "view", "queryasyncresult")
 KNOWN = (*BUSINESS, *LOGIN_METHODS, "logout", "getdatacenterlist")
+_UNAVAILABLE = "<html><body>Service Unavailable</body></html>"
 _SESSION_COOKIES = ("kdservice-sessionid", "ASP.NET_SessionId")
 
 
@@ -113,16 +114,31 @@ def _dispatch(
     return failure_envelope("异步任务不存在", 10)
 
 
+def _transport_fault(fault: str | None, state: SandboxState) -> web.Response | None:
+    if fault and fault.startswith("http_"):
+        state.stats["fault_http_5xx"] += 1
+        return web.Response(status=int(fault[5:]), text=_UNAVAILABLE)
+    if fault == "response_error":
+        state.stats["fault_response_error"] += 1
+        return response_error("由于目标计算机积极拒绝，无法连接。(sandbox fault)")
+    return None
+
+
 async def _business(
-    request: web.Request, method: str, params: dict[str, Any], fault: str | None
+    request: web.Request, method: str, params: dict[str, Any]
 ) -> web.StreamResponse:
     state = request.app[STATE_KEY]
     session, cookies, error = _authenticate(request, state)
     if error is not None or session is None:
         return json_response([[error]] if method == "executebillquery" else error)
+    fault = state.draw_fault(method)
+    failed = _transport_fault(fault, state)
+    if failed is not None:
+        return failed
     async with state.lock_for(session.id), state.workers:
         await asyncio.sleep(_latency(method, params, state))
         if fault == "slow":
+            state.stats["fault_slow"] += 1
             await asyncio.sleep(state.config.slow_seconds)
         payload = _dispatch(method, params, session, state, fault)
     if fault == "commit_then_drop":
@@ -174,7 +190,7 @@ async def kdsvc(request: web.Request) -> web.StreamResponse:  # noqa: PLR0911 - 
         if sid:
             state.sessions.pop(sid, None)
         return json_response(True)
-    return await _business(request, method, params, fault)
+    return await _business(request, method, params)
 
 
 def create_app(state: SandboxState | None = None) -> web.Application:
