@@ -15,6 +15,7 @@ __all__ = [
     "BillReady",
     "BillResult",
     "Checkpoint",
+    "EmittedInstance",
     "OpenInstance",
     "ReplayAudit",
     "SourceRef",
@@ -111,6 +112,16 @@ class OpenInstance(BaseModel):
     fingerprint: str | None = None
     next_check_ms: int = 0
     checks: int = 0
+    failures: int = 0
+
+
+class EmittedInstance(BaseModel):
+    """A terminal instance already emitted; kept while its creation time is inside the sweep."""
+
+    model_config = ConfigDict(frozen=True)
+
+    fingerprint: str
+    create_time_ms: int
 
 
 class Checkpoint(_Message):
@@ -119,9 +130,8 @@ class Checkpoint(_Message):
     flow: str
     watermark_ms: int
     open_instances: dict[str, OpenInstance] = Field(default_factory=dict)
-    emitted: dict[str, str] = Field(
-        default_factory=dict, description="instance id -> fingerprint of the last emitted terminal"
-    )
+    emitted: dict[str, EmittedInstance] = Field(default_factory=dict)
+    last_sweep_ms: int = 0
     backfill_cursor_ms: int | None = None
     last_cycle_at: datetime = Field(default_factory=utcnow)
 

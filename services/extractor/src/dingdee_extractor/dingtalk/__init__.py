@@ -1,0 +1,1 @@
+"""DingTalk old-host (``oapi.dingtalk.com``) client: tokens, rate limits, listids, get."""

@@ -1,0 +1,238 @@
+"""The DingTalk old-host client: the only place httpx errors and errcodes become the taxonomy.
+
+Contract: ``contracts/dingtalk.md`` §1–§3, §5. Old-host errors come back as HTTP 200 with a
+non-zero ``errcode``; auth and throttling hide inside ``errcode 88`` with a string ``sub_code``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+
+from dingdee_common.errors import FatalError, PermanentError, TransientError
+from dingdee_common.observability.logging import get_logger
+from dingdee_extractor.dingtalk.ratelimit import TokenBucket
+from dingdee_extractor.metrics import ExtractorMetrics
+from dingdee_extractor.settings import DingTalkApp, DingTalkSettings
+
+__all__ = ["AUTH_CODES", "DingTalkClient", "IdPage", "QuotaExhaustedError"]
+
+log = get_logger(__name__)
+
+AUTH_CODES = frozenset({"40000", "40014", "42001", "40001", "33001", "41001"})
+_BUSY_CODES = frozenset({"-1"})
+_APP_QPS = "90018"
+_GLOBAL_QPS = "90002"
+_QUOTA = "90020"
+
+
+class QuotaExhaustedError(TransientError):
+    """The organisation's monthly call allowance is spent (90020): wait, do not hammer."""
+
+
+class _AuthError(Exception):
+    """The token was rejected; refresh once and retry (internal to the client)."""
+
+
+@dataclass
+class IdPage:
+    ids: list[str]
+    next_cursor: int | None
+
+
+@dataclass
+class _Token:
+    value: str
+    expires_at: float
+
+
+@dataclass
+class _AppState:
+    app: DingTalkApp
+    buckets: dict[str, TokenBucket] = field(default_factory=dict)
+    token: _Token | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    global_backoff: float = 0.0
+
+
+class DingTalkClient:
+    """One client per deployment; one token and one token bucket per (app, API)."""
+
+    def __init__(
+        self,
+        settings: DingTalkSettings,
+        metrics: ExtractorMetrics,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._http = http or httpx.AsyncClient(
+            base_url=settings.base_url.rstrip("/"), timeout=settings.timeout_seconds
+        )
+        self._apps = {name: _AppState(app) for name, app in settings.apps.items()}
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    def _state(self, app: str) -> _AppState:
+        try:
+            return self._apps[app]
+        except KeyError:
+            raise FatalError(
+                f"flow uses DingTalk app {app!r} but DINGDEE_DINGTALK__APPS has only "
+                f"{sorted(self._apps)}",
+                code="config",
+            ) from None
+
+    # ---- tokens ----------------------------------------------------------------------------
+
+    async def token(self, app: str) -> str:
+        """A valid access token for ``app``; refreshed before expiry, never twice at once."""
+        state = self._state(app)
+        margin = self._settings.token_refresh_margin_seconds
+        if state.token and time.monotonic() < state.token.expires_at - margin:
+            return state.token.value
+        async with state.lock:
+            if state.token and time.monotonic() < state.token.expires_at - margin:
+                return state.token.value
+            reason = "expiry" if state.token else "startup"
+            state.token = await self._fetch_token(app, state.app)
+            self._metrics.token_refreshes.labels(app, reason).inc()
+            return state.token.value
+
+    async def _fetch_token(self, app: str, creds: DingTalkApp) -> _Token:
+        params = {"appkey": creds.app_key, "appsecret": creds.app_secret.get_secret_value()}
+        body = await self._send(app, "gettoken", "GET", "/gettoken", params=params)
+        code = body.get("errcode")
+        if code != 0:
+            message = f"DingTalk gettoken for app {app!r} failed: {code} {body.get('errmsg')}"
+            if code in (40096, 40089, 40001, 40035):
+                raise FatalError(
+                    message + "; check DINGDEE_DINGTALK__APPS app_key/app_secret", code=str(code)
+                )
+            raise TransientError(message, code=str(code))
+        return _Token(str(body["access_token"]), time.monotonic() + float(body["expires_in"]))
+
+    async def _invalidate(self, app: str, token: str) -> None:
+        state = self._state(app)
+        async with state.lock:
+            if state.token and state.token.value == token:
+                state.token = None
+
+    # ---- API calls --------------------------------------------------------------------------
+
+    async def listids(
+        self, app: str, process_code: str, start_ms: int, end_ms: int, cursor: int
+    ) -> IdPage:
+        """One page of instance ids created in ``[start_ms, end_ms]``."""
+        payload = {
+            "process_code": process_code,
+            "start_time": start_ms,
+            "end_time": end_ms,
+            "size": self._settings.page_size,
+            "cursor": cursor,
+        }
+        body = await self._call(app, "listids", "/topapi/processinstance/listids", payload)
+        result = body.get("result") or {}
+        next_cursor = result.get("next_cursor")
+        return IdPage(
+            [str(i) for i in result.get("list") or []],
+            int(next_cursor) if next_cursor not in (None, "", 0) else None,
+        )
+
+    async def get(self, app: str, instance_id: str) -> dict[str, Any]:
+        """The ``process_instance`` of one instance (without its id, as DingTalk sends it)."""
+        body = await self._call(
+            app, "get", "/topapi/processinstance/get", {"process_instance_id": instance_id}
+        )
+        instance = body.get("process_instance")
+        if not isinstance(instance, dict):
+            raise TransientError(f"get {instance_id}: response without process_instance")
+        return instance
+
+    async def _call(self, app: str, api: str, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        for attempt in (1, 2):
+            token = await self.token(app)
+            try:
+                return await self._checked(app, api, path, payload, token)
+            except _AuthError:
+                await self._invalidate(app, token)
+                self._metrics.token_refreshes.labels(app, "rejected").inc()
+                if attempt == 2:
+                    raise TransientError(
+                        f"DingTalk rejected a fresh token for app {app!r}", code="auth"
+                    ) from None
+        raise AssertionError("unreachable")
+
+    async def _checked(
+        self, app: str, api: str, path: str, payload: dict[str, Any], token: str
+    ) -> dict[str, Any]:
+        state = self._state(app)
+        if state.global_backoff > time.monotonic():
+            await asyncio.sleep(state.global_backoff - time.monotonic())
+        bucket = state.buckets.setdefault(api, TokenBucket(self._settings.qps))
+        waited = await bucket.acquire()
+        if waited:
+            self._metrics.rate_limit_wait.labels(app, api).inc(waited)
+        body = await self._send(
+            app, api, "POST", path, params={"access_token": token}, json=payload
+        )
+        return self._interpret(app, api, body, bucket)
+
+    def _interpret(
+        self, app: str, api: str, body: dict[str, Any], bucket: TokenBucket
+    ) -> dict[str, Any]:
+        code = body.get("errcode")
+        sub = str(body.get("sub_code") or "")
+        if code == 0:
+            return body
+        text = f"DingTalk {api}: errcode {code} {sub} {body.get('sub_msg') or body.get('errmsg')}"
+        if str(code) in AUTH_CODES or (code == 88 and sub in AUTH_CODES):
+            raise _AuthError(text)
+        if code == 88 and sub == _APP_QPS:
+            bucket.penalise(1.0)
+            raise TransientError(text, retry_after=1.0 - (time.time() % 1.0), code=_APP_QPS)
+        if code == 88 and sub == _GLOBAL_QPS:
+            state = self._state(app)
+            pause = min(60.0, max(1.0, 2 * (state.global_backoff - time.monotonic() + 1)))
+            state.global_backoff = time.monotonic() + pause
+            raise TransientError(text, retry_after=pause, code=_GLOBAL_QPS)
+        if str(code) in _BUSY_CODES:
+            raise TransientError(text, code="system_busy")
+        if code == int(_QUOTA):
+            raise QuotaExhaustedError(text, retry_after=3600.0, code=_QUOTA)
+        raise PermanentError(text, code=f"errcode_{code}{'_' + sub if sub else ''}")
+
+    async def _send(
+        self, app: str, api: str, method: str, path: str, **kwargs: Any
+    ) -> dict[str, Any]:
+        started = time.monotonic()
+        errcode = "transport"
+        try:
+            response = await self._http.request(method, path, **kwargs)
+            if response.status_code >= 500:
+                errcode = f"http_{response.status_code}"
+                raise TransientError(f"DingTalk {api}: HTTP {response.status_code}", code=errcode)
+            try:
+                body = orjson.loads(response.content)
+            except orjson.JSONDecodeError as exc:
+                errcode = "malformed"
+                raise TransientError(f"DingTalk {api}: body is not JSON", code=errcode) from exc
+            if not isinstance(body, dict):
+                errcode = "malformed"
+                raise TransientError(f"DingTalk {api}: body is not an object", code=errcode)
+            errcode = str(body.get("sub_code") or body.get("errcode", "none"))
+            return body
+        except httpx.TimeoutException as exc:
+            errcode = "timeout"
+            raise TransientError(f"DingTalk {api}: timed out", code=errcode) from exc
+        except httpx.TransportError as exc:
+            raise TransientError(f"DingTalk {api}: {type(exc).__name__}", code=errcode) from exc
+        finally:
+            self._metrics.requests.labels(app, api, errcode).inc()
+            self._metrics.request_duration.labels(api).observe(time.monotonic() - started)

@@ -1,0 +1,100 @@
+"""Every metric the extractor exposes, registered on a passed registry (STYLE §6)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from dingdee_common.observability.metrics import LATENCY_BUCKETS, StageMetrics
+
+__all__ = ["ExtractorMetrics"]
+
+
+@dataclass
+class ExtractorMetrics:
+    stage: StageMetrics
+    requests: Counter
+    request_duration: Histogram
+    rate_limit_wait: Counter
+    token_refreshes: Counter
+    emitted: Counter
+    open_instances: Gauge
+    freshness: Gauge
+    last_poll: Gauge
+    calls_per_terminal: Gauge
+    quota_used: Gauge
+    quota_remaining: Gauge
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> ExtractorMetrics:
+        return cls(
+            stage=StageMetrics.create(registry),
+            requests=Counter(
+                "dingdee_dingtalk_requests_total",
+                "DingTalk API calls by app, API and errcode/sub_code (0 = success)",
+                ["app", "api", "errcode"],
+                registry=registry,
+            ),
+            request_duration=Histogram(
+                "dingdee_dingtalk_request_duration_seconds",
+                "DingTalk API call latency",
+                ["api"],
+                buckets=LATENCY_BUCKETS,
+                registry=registry,
+            ),
+            rate_limit_wait=Counter(
+                "dingdee_dingtalk_rate_limit_wait_seconds_total",
+                "Seconds spent waiting for the per-(app, API) token bucket",
+                ["app", "api"],
+                registry=registry,
+            ),
+            token_refreshes=Counter(
+                "dingdee_dingtalk_token_refreshes_total",
+                "Access-token fetches by reason (startup, expiry, rejected)",
+                ["app", "reason"],
+                registry=registry,
+            ),
+            emitted=Counter(
+                "dingdee_extractor_instances_emitted_total",
+                "Approval snapshots produced to approvals.raw by flow and instance status",
+                ["flow", "status"],
+                registry=registry,
+            ),
+            open_instances=Gauge(
+                "dingdee_extractor_open_instances",
+                "Unfinished (NEW/RUNNING) instances tracked for re-fetching",
+                ["flow"],
+                registry=registry,
+            ),
+            freshness=Gauge(
+                "dingdee_extractor_freshness_seconds",
+                "now - watermark: how far behind DingTalk the flow's polling is",
+                ["flow"],
+                registry=registry,
+            ),
+            last_poll=Gauge(
+                "dingdee_extractor_last_successful_poll_timestamp_seconds",
+                "Unix time of the flow's last complete poll cycle",
+                ["flow"],
+                registry=registry,
+            ),
+            calls_per_terminal=Gauge(
+                "dingdee_extractor_calls_per_terminal_approval",
+                "DingTalk listids+get calls spent per terminal approval emitted (since start)",
+                ["flow"],
+                registry=registry,
+            ),
+            quota_used=Gauge(
+                "dingdee_dingtalk_quota_used_calls",
+                "Metered DingTalk calls made by this process this month",
+                ["app"],
+                registry=registry,
+            ),
+            quota_remaining=Gauge(
+                "dingdee_dingtalk_quota_remaining_calls",
+                "Monthly call budget left (only for apps with a configured budget)",
+                ["app"],
+                registry=registry,
+            ),
+        )

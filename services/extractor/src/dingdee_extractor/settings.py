@@ -1,0 +1,66 @@
+"""``ExtractorSettings``: everything the extractor reads from the environment (STYLE §3)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from dingdee_common.settings import HttpServerSettings, RetrySettings, ServiceSettings
+
+__all__ = ["DingTalkApp", "DingTalkSettings", "ExtractorSettings", "PollSettings"]
+
+
+class _Block(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DingTalkApp(_Block):
+    """One DingTalk internal app (its Client ID / Client Secret)."""
+
+    app_key: str = Field(min_length=1)
+    app_secret: SecretStr
+    monthly_call_budget: int | None = Field(
+        default=None, ge=1, description="metered calls a month; the extractor paces itself to it"
+    )
+
+
+class DingTalkSettings(_Block):
+    """How to reach DingTalk (``DINGDEE_DINGTALK__*``)."""
+
+    base_url: str = "https://oapi.dingtalk.com"
+    apps: dict[str, DingTalkApp] = Field(
+        description='JSON, e.g. {"main": {"app_key": "...", "app_secret": "..."}}'
+    )
+    qps: float = Field(default=18.0, gt=0, le=20, description="per (app, API); DingTalk allows 20")
+    timeout_seconds: float = Field(default=10.0, gt=0)
+    token_refresh_margin_seconds: float = Field(default=600.0, ge=0)
+    get_concurrency: int = Field(default=8, ge=1, le=64)
+    page_size: int = Field(default=20, ge=1, le=20)
+
+
+class PollSettings(_Block):
+    """Windows, open-instance schedule and sweeps (``DINGDEE_POLL__*``)."""
+
+    interval_seconds: float = Field(default=30.0, gt=0, description="between poll cycles")
+    overlap_seconds: float = Field(default=300.0, ge=0, description="re-read before the watermark")
+    settle_seconds: float = Field(default=5.0, ge=0, description="stay this far behind now")
+    window_max_days: float = Field(default=120.0, gt=0, le=120)
+    lookback_max_days: float = Field(default=365.0, gt=0, le=365)
+    open_recheck_initial_seconds: float = Field(default=60.0, gt=0)
+    open_recheck_factor: float = Field(default=2.0, ge=1)
+    open_recheck_max_seconds: float = Field(default=6 * 3600.0, gt=0)
+    sweep_interval_seconds: float = Field(default=3600.0, gt=0)
+    sweep_lookback_days: float = Field(default=7.0, gt=0)
+    detail_failures_before_dlq: int = Field(default=3, ge=1)
+
+
+class ExtractorSettings(ServiceSettings):
+    """Built once by ``__main__`` and passed to every component."""
+
+    flows_file: Path = Path("config/flows.yaml")
+    group_id: str = "dingdee-extractor"
+    dingtalk: DingTalkSettings
+    poll: PollSettings = PollSettings()
+    retry: RetrySettings = RetrySettings(max_attempts=5, deadline_seconds=60)
+    http: HttpServerSettings = HttpServerSettings(port=9401)
