@@ -30,13 +30,14 @@ class TestSplitWindows:
         assert list(split_windows(10, 5, 100)) == []
 
 
-class TestFingerprint:
-    base = {
-        "status": "RUNNING",
-        "result": "",
-        "form_component_values": [{"name": "金额", "value": "1"}],
-    }
+BASE = {
+    "status": "RUNNING",
+    "result": "",
+    "form_component_values": [{"name": "金额", "value": "1"}],
+}
 
+
+class TestFingerprint:
     def test_changes_with_status_and_form(self) -> None:
         fp = fingerprint(BASE)
         assert fingerprint({**BASE, "status": "COMPLETED", "result": "agree"}) != fp
