@@ -158,7 +158,7 @@ def _method_of(request: web.Request) -> str | None:
     return method if method in KNOWN else None
 
 
-async def kdsvc(request: web.Request) -> web.StreamResponse:  # noqa: PLR0911 - one per outcome
+async def kdsvc(request: web.Request) -> web.StreamResponse:
     """Every WebAPI call: fault knobs, envelope parsing, auth, then the operation."""
     state = request.app[STATE_KEY]
     method = _method_of(request)
@@ -166,15 +166,6 @@ async def kdsvc(request: web.Request) -> web.StreamResponse:  # noqa: PLR0911 - 
         return web.Response(status=404, text="404 - File or directory not found.")
     body = await request.read()
     state.stats[f"calls_{method}"] += 1
-    fault = state.draw_fault(method)
-    if fault and fault.startswith("http_"):
-        state.stats["fault_http_5xx"] += 1
-        return web.Response(
-            status=int(fault[5:]), text="<html><body>Service Unavailable</body></html>"
-        )
-    if fault == "response_error":
-        state.stats["fault_response_error"] += 1
-        return response_error("由于目标计算机积极拒绝，无法连接。(sandbox fault)")
     try:
         params = parse_envelope(method, body)
     except EnvelopeError as exc:

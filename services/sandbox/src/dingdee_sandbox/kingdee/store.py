@@ -218,9 +218,11 @@ class Store:
         return number, errors
 
     def save(self, spec: FormSpec, models: list[Any], opts: SaveOptions) -> SaveOutcome:
-        """Validate every package, then save the valid ones (all or none in all-or-nothing mode).
+        """Validate and save package by package (a later one may reference an earlier one).
 
-        Called by Save (one package) and BatchSave; ``DIndex`` is the package's index in ``models``.
+        Called by Save (one package) and BatchSave; ``DIndex`` is the package's index in
+        ``models``. In all-or-nothing mode every package is validated first and none is saved
+        when any fails.
         """
         outcome = SaveOutcome()
         taken: set[str] = set()
@@ -228,17 +230,30 @@ class Store:
         for dindex, model in enumerate(models):
             number, errors = self.validate(spec, model, opts, dindex, taken)
             taken.add(number)
+            outcome.errors.extend(errors)
             if errors:
-                outcome.errors.extend(errors)
-            else:
+                continue
+            if opts.all_or_nothing:
                 valid.append((dindex, number, model))
-        if opts.all_or_nothing and outcome.errors:
-            return outcome
-        for dindex, number, model in valid:
-            record = self._insert(spec, number, model, "C" if opts.auto_audit else "A")
-            outcome.successes.append({"Id": record.id, "Number": number, "DIndex": dindex})
-            if opts.need_return_fields:
-                outcome.return_data.append(
-                    {k: ci_get(record.model, k) for k in opts.need_return_fields}
-                )
+            else:
+                self._commit(spec, dindex, number, model, opts, outcome)
+        if not outcome.errors:
+            for dindex, number, model in valid:
+                self._commit(spec, dindex, number, model, opts, outcome)
         return outcome
+
+    def _commit(
+        self,
+        spec: FormSpec,
+        dindex: int,
+        number: str,
+        model: dict[str, Any],
+        opts: SaveOptions,
+        outcome: SaveOutcome,
+    ) -> None:
+        record = self._insert(spec, number, model, "C" if opts.auto_audit else "A")
+        outcome.successes.append({"Id": record.id, "Number": number, "DIndex": dindex})
+        if opts.need_return_fields:
+            outcome.return_data.append(
+                {k: ci_get(record.model, k) for k in opts.need_return_fields}
+            )

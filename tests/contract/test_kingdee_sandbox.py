@@ -1,0 +1,386 @@
+"""The Kingdee sandbox against the contract (kingdee.md §0–§5, §8), over real HTTP on 127.0.0.1.
+
+Raw httpx requests in every envelope; session logins and expiry; per-package validation with
+Kingdee's error shapes; partial success by DIndex; the query subset; View; per-session
+serialisation; the fault knobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from aiohttp import web
+
+from dingdee_loader.kingdee.signing import signature_headers
+from dingdee_sandbox.kingdee import SandboxConfig, SandboxState, create_app
+from dingdee_sandbox.kingdee.demo import department_model, expense_model, invalid_expense_model
+
+pytestmark = pytest.mark.contract
+
+STUB = "Kingdee.BOS.WebApi.ServicesStub"
+FORM = "ER_ExpReimbursement"
+SESSION_LOST = {
+    "Result": {
+        "ResponseStatus": {
+            "ErrorCode": 500,
+            "IsSuccess": False,
+            "Errors": [{"FieldName": None, "Message": "会话信息已丢失，请重新登录", "DIndex": 0}],
+            "SuccessEntitys": [],
+            "SuccessMessages": [],
+            "MsgCode": 1,
+        }
+    }
+}
+
+
+@dataclass
+class Kd:
+    """A running sandbox and a raw client for it."""
+
+    root: str
+    state: SandboxState
+    http: httpx.AsyncClient
+
+    def url(self, service: str) -> str:
+        return f"{self.root}/k3cloud/{service}.common.kdsvc"
+
+    async def post(
+        self,
+        service: str,
+        body: Any,
+        *,
+        signed: bool = True,
+        headers: dict[str, str] | None = None,
+        timeout: float = 10.0,
+    ) -> httpx.Response:
+        all_headers = dict(headers or {})
+        if signed:
+            path = httpx.URL(self.url(service)).path
+            all_headers.update(
+                signature_headers(
+                    path,
+                    acct_id="5db25ac8d2b819",
+                    username="webapi",
+                    app_id="204399_72epSbtEQMC92Vwt2d3LRa9LRqSc1tqJ",
+                    app_secret="fb7d46647ac346dbb5fcd45b65512a45",
+                    lcid=2052,
+                    org_num="0",
+                    timestamp=str(int(time.time())),
+                )
+            )
+        content = body if isinstance(body, bytes) else json.dumps(body).encode()
+        return await self.http.post(
+            self.url(service), content=content, headers=all_headers, timeout=timeout
+        )
+
+    async def call(self, service: str, body: Any, **kwargs: Any) -> Any:
+        response = await self.post(service, body, **kwargs)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+
+async def start_kd(config: SandboxConfig) -> tuple[Kd, web.AppRunner]:
+    state = SandboxState(config)
+    runner = web.AppRunner(create_app(state), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return Kd(f"http://127.0.0.1:{port}", state, httpx.AsyncClient(timeout=10)), runner
+
+
+@pytest.fixture
+async def kd() -> AsyncIterator[Kd]:
+    box, runner = await start_kd(SandboxConfig(seed=1))
+    yield box
+    await box.http.aclose()
+    await runner.cleanup()
+
+
+def status(answer: dict[str, Any]) -> dict[str, Any]:
+    result: dict[str, Any] = answer["Result"]["ResponseStatus"]
+    return result
+
+
+BATCH = f"{STUB}.DynamicFormService.BatchSave"
+QUERY = f"{STUB}.DynamicFormService.ExecuteBillQuery"
+
+
+class TestRoutingAndEnvelopes:
+    async def test_three_envelopes_and_any_casing_are_equivalent(self, kd: Kd) -> None:
+        rng = random.Random(1)
+        named = {"FormId": FORM, "Data": {"Model": [expense_model("E1", rng)]}}
+        positional = {"parameters": [FORM, json.dumps({"Model": [expense_model("E2", rng)]})]}
+        legacy = {
+            "format": 1,
+            "useragent": "ApiClient",
+            "rid": "1",
+            "v": "1.0",
+            "parameters": json.dumps([FORM, json.dumps({"Model": [expense_model("E3", rng)]})]),
+        }
+        for body, service in ((named, BATCH), (positional, BATCH.lower()), (legacy, BATCH.upper())):
+            assert status(await kd.call(service, body))["IsSuccess"] is True
+        assert [r.number for r in kd.state.store.bills(FORM)] == ["E1", "E2", "E3"]
+
+    async def test_unknown_service_is_404_and_bad_json_a_response_error(self, kd: Kd) -> None:
+        assert (await kd.post(f"{STUB}.DynamicFormService.Nope", {})).status_code == 404
+        response = await kd.post(BATCH, b"{not json")
+        assert response.text.startswith("response_error:")
+        assert json.loads(response.text[len("response_error:") :])["Message"]
+
+
+class TestSessions:
+    async def test_validate_user_session_header_and_cookie(self, kd: Kd) -> None:
+        login = await kd.call(
+            f"{STUB}.AuthService.ValidateUser",
+            {
+                "acctID": "5db25ac8d2b819",
+                "username": "webapi",
+                "password": "demo-password",
+                "lcid": 2052,
+            },
+            signed=False,
+        )
+        assert login["LoginResultType"] == 1 and login["IsSuccessByAPI"] is True
+        sid = login["KDSVCSessionId"]
+        body = {"data": {"FormId": FORM, "FieldKeys": "FBillNo", "FilterString": ""}}
+        assert await kd.call(QUERY, body, signed=False, headers={"kdservice-sessionid": sid}) == []
+        assert await kd.call(QUERY, body, signed=False, headers={"SID": sid}) == []
+        kd.http.cookies.clear()
+        assert await kd.call(QUERY, body, signed=False) == [[SESSION_LOST]]
+
+    @pytest.mark.parametrize(
+        ("service", "params", "result_type", "text"),
+        [
+            ("ValidateUser", ["5db25ac8d2b819", "webapi", "wrong", 2052], 0, "用户名或密码错误"),
+            ("ValidateUser", ["nope", "webapi", "demo-password", 2052], -1, "数据中心"),
+            (
+                "LoginByAppSecret",
+                ["5db25ac8d2b819", "webapi", "204399_72epSbtEQMC92Vwt2d3LRa9LRqSc1tqJ", "x", 2052],
+                0,
+                "用户名或密码错误",
+            ),
+        ],
+    )
+    async def test_login_failures(
+        self, kd: Kd, service: str, params: list[Any], result_type: int, text: str
+    ) -> None:
+        answer = await kd.call(
+            f"{STUB}.AuthService.{service}", {"parameters": params}, signed=False
+        )
+        assert answer["LoginResultType"] == result_type and text in answer["Message"]
+        assert answer["KDSVCSessionId"] is None and answer["IsSuccessByAPI"] is False
+
+    async def test_login_by_app_secret_and_by_sign(self, kd: Kd) -> None:
+        from dingdee_sandbox.kingdee.signing import login_sign
+
+        app_id, secret = (
+            "204399_72epSbtEQMC92Vwt2d3LRa9LRqSc1tqJ",
+            "fb7d46647ac346dbb5fcd45b65512a45",
+        )
+        by_secret = await kd.call(
+            f"{STUB}.AuthService.LoginByAppSecret",
+            {
+                "acctid": "5db25ac8d2b819",
+                "username": "webapi",
+                "appid": app_id,
+                "appsecret": secret,
+            },
+            signed=False,
+        )
+        ts = str(int(time.time()))
+        sign = login_sign("5db25ac8d2b819", "webapi", app_id, secret, ts)
+        by_sign = await kd.call(
+            f"{STUB}.AuthService.LoginBySign",
+            {"parameters": ["5db25ac8d2b819", "webapi", app_id, ts, sign, 2052]},
+            signed=False,
+        )
+        assert by_secret["LoginResultType"] == 1 and by_sign["LoginResultType"] == 1
+
+    async def test_idle_expiry_and_revocation_answer_msgcode_1(self, kd: Kd) -> None:
+        kd.state.update_config({"session_ttl_seconds": 0.2})
+        body = {"formid": FORM, "data": {"Model": [expense_model("S1", random.Random(2))]}}
+        assert status(await kd.call(BATCH, body))["IsSuccess"] is True  # cookie set
+        await asyncio.sleep(0.3)
+        assert await kd.call(BATCH, body) == SESSION_LOST
+        kd.http.cookies.clear()  # signature mode: drop the SID and resend → new session
+        assert status(await kd.call(BATCH, body))["MsgCode"] == 11  # S1 exists already
+        kd.state.revoke_sessions()
+        assert await kd.call(QUERY, {"data": {"FormId": FORM, "FieldKeys": "FID"}}) == [
+            [SESSION_LOST]
+        ]
+
+
+class TestBatchSave:
+    async def test_partial_success_by_dindex_with_kingdee_error_shapes(self, kd: Kd) -> None:
+        rng = random.Random(3)
+        await kd.call(BATCH, {"formid": FORM, "data": {"Model": [expense_model("P0", rng)]}})
+        models = [
+            expense_model("P1", rng),
+            expense_model("P0", rng),  # stored already
+            invalid_expense_model("P2", rng, "missing_causa"),
+            expense_model("P1", rng),  # earlier in this batch
+            invalid_expense_model("P3", rng, "unknown_expense_item"),
+            expense_model("P4", rng),
+        ]
+        answer = await kd.call(
+            BATCH,
+            {
+                "formid": FORM,
+                "data": {
+                    "Model": models,
+                    "IsVerifyBaseDataField": "true",
+                    "NeedReturnFields": ["FBillNo"],
+                },
+            },
+        )
+        st = status(answer)
+        assert st["IsSuccess"] is False and st["ErrorCode"] == 500 and st["MsgCode"] == 11
+        assert [(e["Number"], e["DIndex"]) for e in st["SuccessEntitys"]] == [("P1", 0), ("P4", 5)]
+        errors = {(e["DIndex"], e["FieldName"]): e["Message"] for e in st["Errors"]}
+        assert (
+            errors[(1, "FBillNo")] == "违反字段唯一性要求：编码唯一。[P0]在当前系统中已经被使用。"
+        )
+        assert (
+            errors[(3, "FBillNo")] == "违反字段唯一性要求：编码唯一。[P1]在当前系统中已经被使用。"
+        )
+        assert errors[(2, "FCausa")] == "字段“事由”是必填项"
+        assert errors[(4, "FExpID")].startswith("单据体实体【费用明细】第【1】行分录，")
+        assert answer["Result"]["NeedReturnData"] == [{"FBillNo": "P1"}, {"FBillNo": "P4"}]
+        assert {r.number for r in kd.state.store.bills(FORM)} == {"P0", "P1", "P4"}
+
+    async def test_unverified_reference_trips_the_required_check(self, kd: Kd) -> None:
+        model = invalid_expense_model("R1", random.Random(4), "unknown_staff")
+        st = status(await kd.call(BATCH, {"formid": FORM, "data": {"Model": [model]}}))
+        assert st["Errors"] == [
+            {"FieldName": "FProposerID", "Message": "字段“申请人”是必填项", "DIndex": 0}
+        ]
+
+    async def test_all_or_nothing_mode_saves_none(self, kd: Kd) -> None:
+        kd.state.update_config({"all_or_nothing": True})
+        rng = random.Random(5)
+        models = [expense_model("A1", rng), invalid_expense_model("A2", rng, "missing_causa")]
+        st = status(await kd.call(BATCH, {"formid": FORM, "data": {"Model": models}}))
+        assert st["SuccessEntitys"] == [] and [e["DIndex"] for e in st["Errors"]] == [1]
+        assert kd.state.store.bills(FORM) == []
+
+    async def test_department_becomes_referenceable_base_data(self, kd: Kd) -> None:
+        first = department_model("BM001001", "华南分公司")
+        child = department_model("BM001002", "华南销售部", parent="BM001001")
+        body = {
+            "formid": "BD_Department",
+            "data": {
+                "Model": [first, child],
+                "IsVerifyBaseDataField": True,
+                "IsAutoSubmitAndAudit": True,
+            },
+        }
+        assert status(await kd.call(BATCH, body))["IsSuccess"] is True
+        record = kd.state.store.find("BD_Department", "BM001002")
+        assert record is not None and record.status == "C"
+        again = status(await kd.call(BATCH, body))
+        assert {e["FieldName"] for e in again["Errors"]} == {"FNumber"}
+
+
+class TestQueryAndView:
+    async def test_filter_subset_paging_and_errors(self, kd: Kd) -> None:
+        rng = random.Random(6)
+        models = [expense_model(f"Q{i}", rng) for i in range(5)]
+        await kd.call(BATCH, {"formid": FORM, "data": {"Model": models}})
+        q = {"FormId": FORM, "FieldKeys": "FBillNo,FDocumentStatus", "OrderString": "FBillNo ASC"}
+        rows = await kd.call(
+            QUERY,
+            {
+                "data": {
+                    **q,
+                    "FilterString": "FBillNo in ('Q1','Q3','X')"
+                    " or (FBillNo = 'Q4' and FDocumentStatus = 'A')",
+                }
+            },
+        )
+        assert rows == [["Q1", "A"], ["Q3", "A"], ["Q4", "A"]]
+        paged = await kd.call(QUERY, {"data": {**q, "FilterString": "", "StartRow": 1, "Limit": 2}})
+        assert paged == [["Q1", "A"], ["Q2", "A"]]
+        array = [
+            {
+                "Left": "(",
+                "FieldName": "FBillNo",
+                "Compare": "67",
+                "Value": "Q2",
+                "Right": ")",
+                "Logic": "0",
+            }
+        ]
+        assert await kd.call(QUERY, {"data": {**q, "FilterString": array}}) == [["Q2", "A"]]
+        objects = await kd.call(
+            f"{STUB}.DynamicFormService.BillQuery",
+            {
+                "data": {
+                    **q,
+                    "FieldKeys": "FBillNo,FProposerID.FNumber",
+                    "FilterString": "FBillNo='Q0'",
+                }
+            },
+        )
+        assert objects[0]["FBillNo"] == "Q0" and objects[0]["FProposerID.FNumber"].startswith("EMP")
+        bad = await kd.call(QUERY, {"data": {**q, "FieldKeys": "FNope"}})
+        assert (
+            bad[0][0]["Result"]["ResponseStatus"]["Errors"][0]["Message"]
+            == "元数据中标识为FNope的字段不存在"
+        )
+
+    async def test_view_by_number_uses_f_less_names(self, kd: Kd) -> None:
+        await kd.call(
+            BATCH, {"formid": FORM, "data": {"Model": [expense_model("V1", random.Random(7))]}}
+        )
+        view = await kd.call(
+            f"{STUB}.DynamicFormService.View", {"formid": FORM, "data": {"Number": "V1"}}
+        )
+        body = view["Result"]["Result"]
+        assert view["Result"]["ResponseStatus"] is None
+        assert body["BillNo"] == "V1" and body["DocumentStatus"] == "A" and body["Id"] > 100000
+        assert isinstance(body["ER_ExpenseReimbEntry"], list)
+
+
+class TestConcurrencyAndFaults:
+    async def test_one_session_is_serialised_two_sessions_run_in_parallel(self, kd: Kd) -> None:
+        kd.state.update_config({"latency_call_seconds": 0.3})
+        body = {"data": {"FormId": FORM, "FieldKeys": "FID"}}
+        await kd.call(QUERY, body)  # the cookie jar now holds one session
+        started = time.monotonic()
+        await asyncio.gather(kd.call(QUERY, body), kd.call(QUERY, body))
+        serial = time.monotonic() - started
+        async with httpx.AsyncClient() as other:
+            second = Kd(kd.root, kd.state, other)
+            await second.call(QUERY, body)
+            started = time.monotonic()
+            await asyncio.gather(kd.call(QUERY, body), second.call(QUERY, body))
+            parallel = time.monotonic() - started
+        assert serial >= 0.6 and parallel < 0.5, (serial, parallel)
+
+    async def test_fault_knobs(self, kd: Kd) -> None:
+        kd.state.update_config({"slow_seconds": 1.0})
+        kd.state.fault_queue.extend(["http_503", "response_error", "commit_then_drop", "slow"])
+        body = {"formid": FORM, "data": {"Model": [expense_model("F1", random.Random(8))]}}
+        assert (await kd.post(BATCH, body)).status_code == 503
+        assert (await kd.post(BATCH, body)).text.startswith("response_error:{")
+        assert kd.state.store.bills(FORM) == []
+        with pytest.raises(httpx.RemoteProtocolError):
+            await kd.post(BATCH, body)
+        assert [r.number for r in kd.state.store.bills(FORM)] == ["F1"], "committed, then dropped"
+        slow = {"formid": FORM, "data": {"Model": [expense_model("F2", random.Random(9))]}}
+        with pytest.raises(httpx.ReadTimeout):
+            await kd.post(BATCH, slow, timeout=0.3)
+        await asyncio.sleep(1.0)
+        assert kd.state.store.find(FORM, "F2") is not None, "saved after the client gave up"
+        stats = kd.state.stats
+        assert stats["fault_http_5xx"] == stats["fault_response_error"] == 1
+        assert stats["fault_commit_then_drop"] == stats["fault_slow"] == 1
