@@ -1,0 +1,211 @@
+"""The loader's Kingdee client and writer against the sandbox: one test per taxonomy branch.
+
+Transport failures, 5xx and ``response_error:`` are transient; a lost session is re-established
+once; rejected credentials are fatal; rows map back by DIndex; after an unknown outcome the writer
+asks Kingdee before re-sending, so a commit-then-drop never makes a second bill.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
+
+from dingdee_common.contracts.v1 import BillReady, SourceRef
+from dingdee_common.errors import ErrorClass, FatalError, TransientError
+from dingdee_common.kafka.dlq import SourceRecord
+from dingdee_common.settings import RetrySettings
+from dingdee_loader.batcher import BillWriter, Pending
+from dingdee_loader.kingdee.client import KingdeeClient, Lane
+from dingdee_loader.kingdee.models import RowKind
+from dingdee_loader.metrics import LoaderMetrics
+from dingdee_loader.settings import KingdeeSettings
+from dingdee_sandbox.kingdee import SandboxConfig
+from dingdee_sandbox.kingdee.demo import SAVE_OPTIONS, expense_model, invalid_expense_model
+from tests.contract.test_kingdee_sandbox import Kd, start_kd
+
+pytestmark = pytest.mark.contract
+
+FORM = "ER_ExpReimbursement"
+APP_ID = "204399_72epSbtEQMC92Vwt2d3LRa9LRqSc1tqJ"
+
+
+@pytest.fixture
+async def kd() -> AsyncIterator[Kd]:
+    box, runner = await start_kd(SandboxConfig(seed=2))
+    yield box
+    await box.http.aclose()
+    await runner.cleanup()
+
+
+def settings(kd: Kd, **overrides: Any) -> KingdeeSettings:
+    values: dict[str, Any] = {
+        "server_url": f"{kd.root}/k3cloud",
+        "acct_id": "5db25ac8d2b819",
+        "username": "webapi",
+        "app_id": APP_ID,
+        "app_secret": SecretStr("fb7d46647ac346dbb5fcd45b65512a45"),
+        "password": SecretStr("demo-password"),
+        "timeout_seconds": 2.0,
+        **overrides,
+    }
+    return KingdeeSettings(**values)
+
+
+def client(kd: Kd, **overrides: Any) -> tuple[KingdeeClient, Lane, LoaderMetrics]:
+    s = settings(kd, **overrides)
+    metrics = LoaderMetrics.create(CollectorRegistry())
+    return KingdeeClient(s, metrics), Lane(0, s), metrics
+
+
+def models(*keys: str, bad: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    rng = random.Random(5)
+    return [
+        invalid_expense_model(k, rng, "missing_causa") if k in bad else expense_model(k, rng)
+        for k in keys
+    ]
+
+
+class TestClient:
+    @pytest.mark.parametrize("mode", ["signature", "session"])
+    async def test_rows_map_back_by_dindex(self, kd: Kd, mode: str) -> None:
+        kc, lane, _ = client(kd, auth_mode=mode)
+        await kc.batch_save(lane, FORM, {}, models("C0"))
+        rows = await kc.batch_save(lane, FORM, {}, models("C1", "C0", "C2", bad=("C2",)))
+        assert rows[0].kind is RowKind.SAVED and rows[0].number == "C1" and rows[0].kingdee_id
+        assert rows[1].kind is RowKind.EXISTS
+        assert rows[2].kind is RowKind.REJECTED and rows[2].field == "FCausa"
+        assert "字段“事由”是必填项" in (rows[2].message or "")
+        assert await kc.existing(lane, FORM, "FBillNo", ["C0", "C1", "C9"]) == {
+            "C0": kd.state.store.find(FORM, "C0").id,  # type: ignore[union-attr]
+            "C1": rows[0].kingdee_id,
+        }
+        await lane.aclose()
+
+    @pytest.mark.parametrize(
+        ("fault", "code"),
+        [
+            ("http_503", "kingdee_http_503"),
+            ("http_502", "kingdee_http_502"),
+            ("response_error", "kingdee_response_error"),
+            ("commit_then_drop", "kingdee_connection"),
+            ("slow", "kingdee_timeout"),
+        ],
+    )
+    async def test_transport_failures_are_transient(self, kd: Kd, fault: str, code: str) -> None:
+        kd.state.update_config({"slow_seconds": 1.0})
+        kc, lane, metrics = client(kd, timeout_seconds=0.4)
+        kd.state.fault_queue.append(fault)
+        with pytest.raises(TransientError) as caught:
+            await kc.batch_save(lane, FORM, {}, models("T1"))
+        assert caught.value.error_type == code
+        samples = next(iter(metrics.kingdee_errors.collect())).samples
+        assert sum(s.value for s in samples if s.name.endswith("_total")) == 1
+        await lane.aclose()
+
+    @pytest.mark.parametrize("mode", ["signature", "session"])
+    async def test_session_lost_relogs_in_once(self, kd: Kd, mode: str) -> None:
+        kc, lane, metrics = client(kd, auth_mode=mode)
+        await kc.batch_save(lane, FORM, {}, models("L1"))
+        kd.state.revoke_sessions()
+        rows = await kc.batch_save(lane, FORM, {}, models("L2"))
+        assert rows[0].kind is RowKind.SAVED
+        assert metrics.relogins._value.get() == 1
+        assert kd.state.stats["sessions_created"] == 2
+        await lane.aclose()
+
+    async def test_session_lost_again_after_relogin_is_transient(self, kd: Kd) -> None:
+        kc, lane, metrics = client(kd, auth_mode="session")
+        kd.state.update_config({"session_ttl_seconds": 1e-6})
+        with pytest.raises(TransientError) as caught:
+            await kc.batch_save(lane, FORM, {}, models("L3"))
+        assert caught.value.error_type == "kingdee_session_lost"
+        assert metrics.relogins._value.get() == 1
+        await lane.aclose()
+
+    @pytest.mark.parametrize(
+        "overrides",
+        [
+            {"app_secret": SecretStr("0" * 32)},
+            {"auth_mode": "session", "password": SecretStr("wrong")},
+            {"auth_mode": "session", "acct_id": "nope"},
+        ],
+        ids=["bad-secret", "bad-password", "bad-data-center"],
+    )
+    async def test_rejected_credentials_are_fatal(self, kd: Kd, overrides: dict[str, Any]) -> None:
+        kc, lane, _ = client(kd, **overrides)
+        with pytest.raises(FatalError, match="DINGDEE_KINGDEE__"):
+            await kc.batch_save(lane, FORM, {}, models("X1"))
+        assert kd.state.store.find(FORM, "X1") is None
+        await lane.aclose()
+
+
+def pending(keys: list[str], bad: tuple[str, ...] = (), suspect: bool = False) -> list[Pending]:
+    out = []
+    for n, (key, model) in enumerate(zip(keys, models(*keys, bad=bad), strict=True)):
+        bill = BillReady(
+            flow="petty-cash",
+            bill_key=key,
+            form_id=FORM,
+            save_options=SAVE_OPTIONS,
+            model=model,
+            source=SourceRef(process_instance_id=f"pi-{key}"),
+        )
+        out.append(Pending(SourceRecord("t", 0, n, key.encode(), b"{}"), bill, suspect))
+    return out
+
+
+class TestWriter:
+    async def test_commit_then_drop_then_5xx_ends_with_each_bill_once(self, kd: Kd) -> None:
+        kc, lane, metrics = client(kd)
+        writer = BillWriter(kc, RetrySettings(initial_backoff_seconds=0.01), metrics)
+        kd.state.fault_queue.extend(["commit_then_drop", "http_503"])
+        keys = [f"W{i}" for i in range(6)]
+        done = await writer.write(lane, pending(keys, bad=("W3",)))
+        outcomes = {r.pending.bill.bill_key: r.outcome for r in done}
+        assert len(done) == 6
+        assert {k for k, o in outcomes.items() if o == "already_exists"} == {
+            "W0",
+            "W1",
+            "W2",
+            "W4",
+            "W5",
+        }
+        assert outcomes["W3"] == "dead_letter"
+        assert sorted(r.number for r in kd.state.store.bills(FORM)) == [
+            "W0",
+            "W1",
+            "W2",
+            "W4",
+            "W5",
+        ]
+        assert metrics.prechecks.labels("found")._value.get() == 1
+        await lane.aclose()
+
+    async def test_budget_spent_dead_letters_as_exhausted(self, kd: Kd) -> None:
+        kd.state.update_config({"http_5xx_rate": 1.0})
+        kc, lane, metrics = client(kd)
+        policy = RetrySettings(initial_backoff_seconds=0.01, max_attempts=3)
+        done = await BillWriter(kc, policy, metrics).write(lane, pending(["Z1", "Z2"]))
+        assert {r.outcome for r in done} == {"dead_letter"}
+        assert {r.error_class for r in done} == {ErrorClass.EXHAUSTED}
+        assert {r.error_type for r in done} == {"kingdee_http_503"}
+        assert kd.state.stats["calls_batchsave"] == 1  # then only existence checks, all failed
+        await lane.aclose()
+
+    async def test_suspect_bills_are_checked_before_the_first_send(self, kd: Kd) -> None:
+        kc, lane, metrics = client(kd)
+        await kc.batch_save(lane, FORM, {}, models("S1"))
+        done = await BillWriter(kc, RetrySettings(), metrics).write(
+            lane, pending(["S1", "S2"], suspect=True)
+        )
+        assert {r.pending.bill.bill_key: r.outcome for r in done} == {
+            "S1": "already_exists",
+            "S2": "saved",
+        }
+        assert kd.state.stats["packages_rejected"] == 0, "S1 must not be sent again"
+        await lane.aclose()
