@@ -159,6 +159,17 @@ def pipeline() -> dict[str, Any]:
             "s",
         ),
         (
+            "Polled vs posted per flow (since start)",
+            [
+                (
+                    f"sum by (flow) (dingdee_extractor_instances_emitted_total{F})",
+                    "polled {{flow}}",
+                ),
+                (f"sum by (flow) (dingdee_loader_rows_total{F})", "posted {{flow}}"),
+            ],
+            "short",
+        ),
+        (
             "Ready / flood guard per stage",
             [
                 ("max by (stage) (dingdee_ready)", "ready {{stage}}"),
@@ -173,9 +184,79 @@ def pipeline() -> dict[str, Any]:
 
 
 def dingtalk() -> dict[str, Any]:
-    panels: list[tuple[str, list[tuple[str, str]], str]] = []
+    req = "dingdee_dingtalk_requests_total"
+    panels = [
+        ("Requests per API (/s)", [(f"sum by (api) (rate({req}[5m]))", "{{api}}")], "ops"),
+        (
+            "Errors by API and errcode (/s)",
+            [(f'sum by (api, errcode) (rate({req}{{errcode!="0"}}[5m]))', "{{api}} {{errcode}}")],
+            "ops",
+        ),
+        (
+            "Latency p95 per API",
+            [(p95("dingdee_dingtalk_request_duration_seconds", by="api"), "{{api}}")],
+            "s",
+        ),
+        (
+            "Rate-limit waits (s waited per s)",
+            [
+                (
+                    "sum by (app, api) (rate(dingdee_dingtalk_rate_limit_wait_seconds_total[5m]))",
+                    "{{app}} {{api}}",
+                )
+            ],
+            "percentunit",
+        ),
+        (
+            "Token refreshes (per hour) by reason",
+            [
+                (
+                    "sum by (app, reason) (increase(dingdee_dingtalk_token_refreshes_total[1h]))",
+                    "{{app}} {{reason}}",
+                )
+            ],
+            "short",
+        ),
+        (
+            "Metered calls this month",
+            [("sum by (app) (dingdee_dingtalk_quota_used_calls)", "{{app}}")],
+            "short",
+        ),
+        (
+            "Snapshots emitted by flow and status (/s)",
+            [
+                (
+                    "sum by (flow, status) "
+                    f"(rate(dingdee_extractor_instances_emitted_total{F}[5m]))",
+                    "{{flow}} {{status}}",
+                )
+            ],
+            "ops",
+        ),
+        (
+            "Open instances re-checked per flow",
+            [(f"sum by (flow) (dingdee_extractor_open_instances{F})", "{{flow}}")],
+            "short",
+        ),
+        (
+            "Calls per terminal approval",
+            [(f"max by (flow) (dingdee_extractor_calls_per_terminal_approval{F})", "{{flow}}")],
+            "short",
+        ),
+        (
+            "Seconds since the last complete poll",
+            [
+                (
+                    "time() - max by (flow) "
+                    f"(dingdee_extractor_last_successful_poll_timestamp_seconds{F})",
+                    "{{flow}}",
+                )
+            ],
+            "s",
+        ),
+    ]
     return _dashboard(
-        "dingdee-dingtalk", "dingdee · DingTalk API", panels, "dingdee_records_in_total"
+        "dingdee-dingtalk", "dingdee · DingTalk API", panels, "dingdee_extractor_freshness_seconds"
     )
 
 
