@@ -154,6 +154,8 @@ async def test_every_panel_and_alert_query_returns_data(
         topic_prefix=f"obs{tmp_path.name[-6:]}.",
         # some Kingdee 5xx answers, so the error panels and retries have data
         kingdee_args=("--http-5xx-rate", "0.05", "--seed", "1"),
+        # a tight DingTalk budget, so the rate-limit panels see waits
+        service_env={"extractor": {"DINGDEE_DINGTALK__QPS": "4"}},
     )
     async with Stack(config) as stack:
         targets = {name: f"127.0.0.1:{stack.ops_ports[name]}" for name in SERVICES}
