@@ -10,7 +10,7 @@ __all__ = ["main"]
 SERVICE = "extractor"
 
 
-async def _run() -> int:
+async def _run(argv: list[str]) -> int:  # noqa: PLR0915 - linear start-up sequence
     from prometheus_client import CollectorRegistry
 
     from dingdee_common.errors import FatalError
@@ -21,11 +21,13 @@ async def _run() -> int:
     from dingdee_common.runtime import install_stop_handlers, settings_or_exit
     from dingdee_common.settings import masked
     from dingdee_extractor.app import ExtractorApp
+    from dingdee_extractor.backfill import parse_args, run_backfill
     from dingdee_extractor.dingtalk.client import DingTalkClient
     from dingdee_extractor.flows import load_sources
     from dingdee_extractor.metrics import ExtractorMetrics
     from dingdee_extractor.settings import ExtractorSettings
 
+    backfill = parse_args(argv[1:]) if argv[:1] == ["backfill"] else None
     settings = settings_or_exit(ExtractorSettings, SERVICE)
     configure_logging(SERVICE, settings.telemetry)
     log = get_logger(__name__)
@@ -48,9 +50,16 @@ async def _run() -> int:
     code = 0
     try:
         await producer.start()
-        app = ExtractorApp(settings, sources, producer, client, metrics, health)
-        await app.setup()
-        await app.run(stop)
+        if backfill is not None:
+            source = next((s for s in sources if s.flow == backfill.flow), None)
+            if source is None:
+                raise FatalError(f"no enabled flow {backfill.flow!r} in {settings.flows_file}")
+            health.set_ready()
+            code = await run_backfill(backfill, settings, source, producer, client, metrics, stop)
+        else:
+            app = ExtractorApp(settings, sources, producer, client, metrics, health)
+            await app.setup()
+            await app.run(stop)
     except FatalError as exc:
         log.error("extractor.fatal", error=str(exc))
         code = 1
@@ -63,9 +72,12 @@ async def _run() -> int:
     return code
 
 
-def main() -> int:
-    """Run the extractor until SIGTERM/SIGINT; 0 on a clean stop, 1 fatal, 2 bad config."""
-    return asyncio.run(_run())
+def main(argv: list[str] | None = None) -> int:
+    """Run the extractor until SIGTERM/SIGINT; 0 on a clean stop, 1 fatal, 2 bad config.
+
+    ``python -m dingdee_extractor backfill --flow F --from YYYY-MM-DD`` reads history instead.
+    """
+    return asyncio.run(_run(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":

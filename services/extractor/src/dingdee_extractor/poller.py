@@ -79,6 +79,8 @@ class FlowPoller:
         retry: RetrySettings,
         concurrency: int = 8,
         clock: Callable[[], int] | None = None,
+        until_ms: int | None = None,
+        on_window: Callable[[int, int, int], None] | None = None,
     ) -> None:
         self.source = source
         self.cp = checkpoint or Checkpoint(flow=source.flow, watermark_ms=source.start_ms())
@@ -94,6 +96,8 @@ class FlowPoller:
         self._clock = clock or (lambda: int(datetime.now(UTC).timestamp() * 1000))
         self._tz = ZoneInfo(source.timezone)
         self._concurrency = concurrency
+        self._until_ms = until_ms
+        self._on_window = on_window
         self.calls = 0
         self.terminals = 0
 
@@ -104,16 +108,21 @@ class FlowPoller:
         now = self._clock()
         p = self._poll
         end = now - int(p.settle_seconds * 1000)
+        if self._until_ms is not None:
+            end = min(end, self._until_ms)
         floor = max(self.source.start_ms(), now - int(p.lookback_max_days * DAY_MS) + 60_000)
         start = max(floor, self.cp.watermark_ms - int(p.overlap_seconds * 1000))
         for lo, hi in split_windows(start, end, int(p.window_max_days * DAY_MS)):
             ids = await self._list(lo, hi)
             await self._fetch([i for i in ids if self._is_new(i)], hint_ms=lo, trigger="poll")
             await self._checkpoint(watermark=max(self.cp.watermark_ms, hi))
+            if self._on_window is not None:
+                self._on_window(lo, hi, len(ids))
         due = [i for i, o in self._open.items() if o.next_check_ms <= now]
         if due:
             await self._fetch(due, hint_ms=now, trigger="poll")
-        if now - self.cp.last_sweep_ms >= p.sweep_interval_seconds * 1000:
+        sweep_due = now - self.cp.last_sweep_ms >= p.sweep_interval_seconds * 1000
+        if self._until_ms is None and sweep_due:
             await self.sweep(now)
         self._prune(now)
         await self._checkpoint(watermark=max(self.cp.watermark_ms, end))

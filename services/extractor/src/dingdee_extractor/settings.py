@@ -32,7 +32,9 @@ class DingTalkSettings(_Block):
     apps: dict[str, DingTalkApp] = Field(
         description='JSON, e.g. {"main": {"app_key": "...", "app_secret": "..."}}'
     )
-    qps: float = Field(default=18.0, gt=0, le=20, description="per (app, API); DingTalk allows 20")
+    qps: float = Field(
+        default=18.0, gt=0, description="per (app, API); DingTalk's standard edition allows 20"
+    )
     timeout_seconds: float = Field(default=10.0, gt=0)
     token_refresh_margin_seconds: float = Field(default=600.0, ge=0)
     get_concurrency: int = Field(default=8, ge=1, le=64)
