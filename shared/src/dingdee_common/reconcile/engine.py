@@ -12,8 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import Field, ValidationError
 
 from dingdee_common.contracts.v1 import ApprovalSnapshot
 from dingdee_common.errors import FatalError, PermanentError
@@ -24,28 +23,17 @@ from dingdee_common.reconcile.model import Expected, ReconcileReport, classify
 from dingdee_common.reconcile.readers import DingTalkReader, KingdeeReader
 from dingdee_common.settings import ServiceSettings
 
-__all__ = ["DingTalkAccess", "ReconcileSettings", "reconcile"]
-
-
-class _Block(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-
-class DingTalkApp(_Block):
-    app_key: str
-    app_secret: SecretStr
-
-
-class DingTalkAccess(_Block):
-    base_url: str = "https://oapi.dingtalk.com"
-    apps: dict[str, DingTalkApp] = Field(default_factory=dict)
+__all__ = ["ReconcileSettings", "reconcile"]
 
 
 class ReconcileSettings(ServiceSettings):
     """The same ``DINGDEE_*`` variables the extractor and loader read, read-only use."""
 
     flows_file: Path = Path("config/flows.yaml")
-    dingtalk: DingTalkAccess = DingTalkAccess()
+    dingtalk: dict[str, Any] = Field(
+        default_factory=dict,
+        description="DINGDEE_DINGTALK__*: validated as the extractor's settings",
+    )
     kingdee: dict[str, Any] = Field(
         default_factory=dict, description="DINGDEE_KINGDEE__*: validated as the loader's settings"
     )
@@ -82,17 +70,16 @@ async def _expected(
         raise FatalError(f"flow {flow_id!r} is not an enabled flow of {settings.flows_file}")
     flow = compiled[flow_id]
     entry = next(f for f in load_flows(settings.flows_file).flows if f.id == flow_id)
-    app_name = str(entry.dingtalk.get("app", "main"))
-    app = settings.dingtalk.apps.get(app_name)
-    if app is None:
-        raise FatalError(f"no DingTalk app {app_name!r} in DINGDEE_DINGTALK__APPS", code="config")
+    try:
+        reader = DingTalkReader(settings.dingtalk, str(entry.dingtalk.get("app", "main")))
+    except ValidationError as exc:
+        raise FatalError(f"bad DINGDEE_DINGTALK__* settings: {exc}", code="config") from exc
     expected: list[Expected] = []
     skipped: list[str] = []
     forms: dict[tuple[str, str], list[str]] = {}
     total = 0
-    async with httpx.AsyncClient(base_url=settings.dingtalk.base_url, timeout=30) as http:
-        reader = DingTalkReader(http, app.app_key, app.app_secret.get_secret_value())
-        start_ms, end_ms = int(start.timestamp() * 1000), int(end.timestamp() * 1000)
+    start_ms, end_ms = int(start.timestamp() * 1000), int(end.timestamp() * 1000)
+    try:
         async for instance_id, raw in reader.instances(flow.process_code, start_ms, end_ms):
             total += 1
             snapshot = _snapshot(flow_id, flow.process_code, instance_id, raw)
@@ -106,6 +93,8 @@ async def _expected(
                 continue
             expected.append(Expected(instance_id, snapshot.business_id, result.bill_key))
             forms.setdefault((result.form_id, result.number_field), []).append(result.bill_key)
+    finally:
+        await reader.aclose()
     return expected, skipped, forms, total
 
 

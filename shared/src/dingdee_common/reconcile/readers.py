@@ -7,50 +7,58 @@ exist in Kingdee?" (``ExecuteBillQuery``) — so these readers stay small and ne
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from functools import partial
 from typing import Any
 
-import httpx
-
-from dingdee_common.errors import FatalError, TransientError
+from dingdee_common.errors import FatalError
+from dingdee_common.retry import retry_transient
+from dingdee_common.settings import RetrySettings
 
 __all__ = ["DingTalkReader", "KingdeeReader"]
 
-_PAGE = 20
 _WINDOW_MS = 100 * 24 * 3600 * 1000  # listids accepts at most 120 days per query
 _QUERY_CHUNK = 200
-_THROTTLED = {88, 90002, 90018, -1}
+
+
+def _decoded(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Env values as the services' settings see them: JSON objects/lists decoded.
+
+    A ``dict[str, Any]`` settings field keeps ``DINGDEE_DINGTALK__APPS='{"main": …}'`` as text,
+    whereas the service's typed field decodes it; this does the same before validation.
+    """
+    out: dict[str, Any] = dict(values)
+    for key, value in values.items():
+        if isinstance(value, str) and value.lstrip()[:1] in ("{", "["):
+            with contextlib.suppress(json.JSONDecodeError):
+                out[key] = json.loads(value)
+    return out
 
 
 class DingTalkReader:
-    """``gettoken`` → ``listids`` (paged, in ≤ 100-day windows) → ``get`` for one app."""
+    """``listids`` (paged, in ≤ 100-day windows) then ``get``, through the extractor's client.
 
-    def __init__(self, client: httpx.AsyncClient, app_key: str, app_secret: str) -> None:
-        self._http = client
-        self._app_key = app_key
-        self._app_secret = app_secret
-        self._token: str | None = None
+    Reusing the extractor's client means the same token cache, per-(app, API) token buckets and
+    errcode translation as production polling; transient errors are retried with backoff.
+    """
 
-    async def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        if self._token is None:
-            response = await self._http.get(
-                "/gettoken", params={"appkey": self._app_key, "appsecret": self._app_secret}
-            )
-            data = response.json()
-            if data.get("errcode") != 0:
-                raise FatalError(f"DingTalk gettoken failed: {data.get('errmsg')}", code="auth")
-            self._token = str(data["access_token"])
-        response = await self._http.post(path, params={"access_token": self._token}, json=body)
-        data = response.json()
-        code = data.get("errcode", 0)
-        if code in _THROTTLED or response.status_code >= 500:
-            raise TransientError(f"DingTalk {path} busy: {data.get('errmsg')}", code=str(code))
-        if code != 0:
-            raise FatalError(
-                f"DingTalk {path} errcode {code}: {data.get('errmsg')}", code=str(code)
-            )
-        return dict(data)
+    def __init__(self, dingtalk: Mapping[str, Any], app: str) -> None:
+        from prometheus_client import CollectorRegistry
+
+        from dingdee_extractor.dingtalk.client import DingTalkClient
+        from dingdee_extractor.metrics import ExtractorMetrics
+        from dingdee_extractor.settings import DingTalkSettings
+
+        settings = DingTalkSettings.model_validate(_decoded(dingtalk))
+        self._client = DingTalkClient(settings, ExtractorMetrics.create(CollectorRegistry()))
+        self._app = app
+        self._retry = RetrySettings(max_attempts=6, deadline_seconds=120)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
 
     async def instance_ids(self, process_code: str, start_ms: int, end_ms: int) -> list[str]:
         """Ids of the instances *started* in ``[start_ms, end_ms)``, without duplicates."""
@@ -60,16 +68,14 @@ class DingTalkReader:
             upper = min(window + _WINDOW_MS, end_ms)
             cursor: int | None = 0
             while cursor is not None:
-                body = {
-                    "process_code": process_code,
-                    "start_time": window,
-                    "end_time": upper - 1,
-                    "size": _PAGE,
-                    "cursor": cursor,
-                }
-                result = (await self._call("/topapi/processinstance/listids", body))["result"]
-                seen.update(dict.fromkeys(result.get("list") or []))
-                cursor = result.get("next_cursor") or None
+                page = await retry_transient(
+                    partial(
+                        self._client.listids, self._app, process_code, window, upper - 1, cursor
+                    ),
+                    self._retry,
+                )
+                seen.update(dict.fromkeys(page.ids))
+                cursor = page.next_cursor
             window = upper
         return list(seen)
 
@@ -78,9 +84,8 @@ class DingTalkReader:
     ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """``(process_instance_id, process_instance)`` for every instance of the period."""
         for instance_id in await self.instance_ids(process_code, start_ms, end_ms):
-            body = {"process_instance_id": instance_id}
-            data = await self._call("/topapi/processinstance/get", body)
-            yield instance_id, dict(data["process_instance"])
+            get = partial(self._client.get, self._app, instance_id)
+            yield instance_id, dict(await retry_transient(get, self._retry))
 
 
 class KingdeeReader:
@@ -90,14 +95,14 @@ class KingdeeReader:
     the same ``DINGDEE_KINGDEE__*`` variables) and the same translation of Kingdee's answers.
     """
 
-    def __init__(self, kingdee: dict[str, Any]) -> None:
+    def __init__(self, kingdee: Mapping[str, Any]) -> None:
         from prometheus_client import CollectorRegistry
 
         from dingdee_loader.kingdee.client import KingdeeClient, Lane
         from dingdee_loader.metrics import LoaderMetrics
         from dingdee_loader.settings import KingdeeSettings
 
-        settings = KingdeeSettings.model_validate(kingdee)
+        settings = KingdeeSettings.model_validate(_decoded(kingdee))
         self._client = KingdeeClient(settings, LoaderMetrics.create(CollectorRegistry()))
         self._lane = Lane(0, settings)
 
