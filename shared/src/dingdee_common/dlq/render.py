@@ -110,6 +110,12 @@ def render_report(console: Console, report: ReplayReport, *, show_sample: bool =
         console.print(f"[bold]样例（前 {len(report.sample)} 条）[/bold]")
         for item in report.sample:
             console.print(_sample_line(item))
+    if report.planned.get(Action.REFUSE):
+        console.print(
+            "[yellow]被拒绝的死信留在队列中。[/yellow]原主题不是可重放的 Kafka 主题（例如抽取阶段的"
+            " dingtalk.processinstance.get）：修复原因后由抽取器的补漏/回填重新获取；确需改投其他"
+            "主题时用 --target-override。"
+        )
     if not report.dry_run:
         done = ", ".join(f"{ACTION_LABELS.get(k, k)} {v} 条" for k, v in report.done.items())
         console.print(f"结果: {report.outcome}；已由 broker 确认: {done or '无'}")
