@@ -92,6 +92,7 @@ class LoaderApp:
         self.pending = 0
         self.fatal: BaseException | None = None
         self.wake = asyncio.Event()
+        self.dlq_lock = asyncio.Lock()
 
     @property
     def listener(self) -> ConsumerRebalanceListener:
@@ -182,6 +183,9 @@ class LoaderApp:
 
     async def _write(self, batch: list[Pending]) -> None:
         lane = await self.lanes.get()
+        if self._stopped():  # flood guard: leave the batch uncommitted for after a restart
+            self.lanes.put_nowait(lane)
+            return
         self.metrics.batches_in_flight.inc()
         started = time.monotonic()
         try:
@@ -222,31 +226,44 @@ class LoaderApp:
             latency_seconds=round(time.monotonic() - p.consumed_at, 3),
         )
 
+    async def _send_result(self, r: Resolution) -> asyncio.Future[object]:
+        p = r.pending
+        base = [(k, v) for k, v in p.source.headers if k in (hdr.FLOW, hdr.SOURCE_ID)]
+        ack: asyncio.Future[object] = await self.producer.send(
+            self.topics.bills_result,
+            value=codec.encode_model(self._result(r)),
+            key=p.bill.bill_key.encode(),
+            headers=hdr.inject_context(base, p.context),
+        )
+        return ack
+
     async def _publish(self, resolutions: list[Resolution]) -> None:
-        """Dead letters first, then every bill's result; returns once Kafka acked them all."""
-        acks = []
+        """Dead letters one by one (the flood guard may stop them), then the other results.
+
+        A bill counts as resolved only once its dead letter and its result were acked.
+        """
         for r in resolutions:
-            p = r.pending
-            if r.outcome == "dead_letter" and r.error_class is not None:
+            if r.outcome != "dead_letter" or r.error_class is None:
+                continue
+            async with self.dlq_lock:  # one at a time, so the guard stops at its exact limit
+                if self._stopped():
+                    return  # the rest stays uncommitted: redelivered after an operator restart
                 await self.dlq.publish(
-                    p.source,
+                    r.pending.source,
                     error_class=r.error_class,
                     error_type=r.error_type or "kingdee_error",
                     message=r.message or "",
-                    attempts=max(p.attempts, 1),
+                    attempts=max(r.pending.attempts, 1),
                 )
-            base = [(k, v) for k, v in p.source.headers if k in (hdr.FLOW, hdr.SOURCE_ID)]
-            acks.append(
-                await self.producer.send(
-                    self.topics.bills_result,
-                    value=codec.encode_model(self._result(r)),
-                    key=p.bill.bill_key.encode(),
-                    headers=hdr.inject_context(base, p.context),
-                )
-            )
-        await asyncio.gather(*acks)
-        for r in resolutions:
+                await (await self._send_result(r))
+                self._resolved(r)
+        done = [r for r in resolutions if r.outcome != "dead_letter"]
+        await asyncio.gather(*[await self._send_result(r) for r in done])
+        for r in done:
             self._resolved(r)
+
+    def _stopped(self) -> bool:
+        return self.guard.tripped
 
     def _resolved(self, r: Resolution) -> None:
         p = r.pending
