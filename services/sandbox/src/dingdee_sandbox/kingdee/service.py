@@ -158,7 +158,7 @@ def do_view(params: dict[str, Any], session: Session | None, state: SandboxState
     )
     if record is None:
         return failure_envelope("数据不存在或已被删除", 10)
-    body = _view_object(record.model, state)
+    body = _view_object({k: v for k, v in record.model.items() if k.upper() != spec.pk}, state)
     body.update({"Id": record.id, "Number": record.number, "DocumentStatus": record.status})
     if spec.number_field == "FBillNo":
         body["BillNo"] = record.number
