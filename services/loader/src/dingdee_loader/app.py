@@ -18,7 +18,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from opentelemetry import trace
 
 from dingdee_common import codec
-from dingdee_common.contracts.v1 import BillOutcome, BillReady, BillResult
+from dingdee_common.contracts.v1 import BillOutcome, BillReady, BillResult, utcnow
 from dingdee_common.errors import DingdeeError, ErrorClass, PoisonMessageError
 from dingdee_common.floodguard import FloodGuard
 from dingdee_common.kafka import headers as hdr
@@ -93,6 +93,8 @@ class LoaderApp:
         self.fatal: BaseException | None = None
         self.wake = asyncio.Event()
         self.dlq_lock = asyncio.Lock()
+        self.committed: dict[TopicPartition, int] = {}
+        self.open_since: dict[tuple[TopicPartition, int], float] = {}
 
     @property
     def listener(self) -> ConsumerRebalanceListener:
@@ -156,6 +158,7 @@ class LoaderApp:
         suspect = replayed or record.offset < window_end
         self.metrics.stage.records_in.labels(STAGE, bill.flow).inc()
         self.pending += 1
+        self.open_since[(tp, record.offset)] = record.timestamp / 1000
         self.batches.add(Pending(source, bill, suspect, context))
 
     async def _poison(self, tp: TopicPartition, source: SourceRecord, exc: DingdeeError) -> None:
@@ -272,6 +275,9 @@ class LoaderApp:
         if tracker is not None:
             tracker.resolve(p.source.offset)
         self.pending -= 1
+        self.open_since.pop((tp, p.source.offset), None)
+        age = (utcnow() - p.bill.mapped_at).total_seconds()
+        self.metrics.stage.record_age.labels(STAGE, p.bill.flow).observe(max(age, 0.0))
         flow = p.bill.flow
         outcome = "dead_lettered" if r.outcome == "dead_letter" else r.outcome
         self.metrics.stage.records_out.labels(STAGE, flow, outcome).inc()
@@ -304,6 +310,21 @@ class LoaderApp:
             await self.consumer.commit(offsets)
         except (CommitFailedError, KafkaError) as exc:
             log.warning("loader.commit.failed", error=str(exc))
+            return
+        self.committed.update(offsets)
+
+    def _update_lag(self) -> None:
+        """Consumer lag in records (high watermark − committed) and seconds (oldest open bill)."""
+        topic = self.topics.bills_ready
+        lag = 0
+        for tp in self.trackers:
+            high = self.consumer.highwater(tp)
+            if high is not None:
+                lag += max(high - self.committed.get(tp, 0), 0)
+        self.metrics.stage.consumer_lag.labels(STAGE, topic).set(lag)
+        oldest = min(self.open_since.values(), default=None)
+        seconds = time.time() - oldest if oldest is not None else 0.0
+        self.metrics.stage.consumer_lag_seconds.labels(STAGE, topic).set(max(seconds, 0.0))
 
     async def _step(self) -> None:
         room = self.s.max_pending_records - self.pending
@@ -320,6 +341,7 @@ class LoaderApp:
             for batch in self.batches.due():
                 self.dispatch(batch)
         await self.commit()
+        self._update_lag()
         self.health.progress()
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -211,6 +211,8 @@ class KingdeeClient:
         data = {**options, "Model": models}
         payload = await self.call(lane, "batchsave", {"formid": form_id, "data": data})
         status = _response_status(payload)
+        if status is not None and not status.get("IsSuccess"):
+            self._metrics.kingdee_error("batchsave", f"msgcode_{int(status.get('MsgCode') or 0)}")
         if status is None:
             raise TransientError(
                 "Kingdee BatchSave answer has no ResponseStatus", code="kingdee_bad_answer"
