@@ -20,6 +20,7 @@ import faust
 from faust.streams import Stream
 from faust.types import EventT, StreamT
 
+from dingdee_common.codec import dumps
 from dingdee_common.errors import ErrorClass, FatalError, TransientError
 from dingdee_common.floodguard import FloodGuard
 from dingdee_common.kafka.dlq import DeadLetterPublisher, SourceRecord
@@ -124,6 +125,8 @@ class TransformerApp:
             producer_acks=-1,
             consumer_auto_offset_reset="earliest",
             broker_commit_interval=1.0,
+            broker_session_timeout=15.0,
+            broker_heartbeat_interval=3.0,
             # Acks are ours (noack_take): a batch halted by the flood guard or a failed publish is
             # never acked, so waiting for "all acked" would block shutdown and rebalances forever.
             stream_wait_empty=False,
@@ -133,8 +136,9 @@ class TransformerApp:
         source = app.topic(
             self.topics.approvals_raw, key_serializer="raw", value_serializer="raw", internal=False
         )
+        self._changelog = f"{s.kafka.topic_prefix}transformer.seen-changelog"
         changelog = app.topic(
-            f"{s.kafka.topic_prefix}transformer.seen-changelog",
+            self._changelog,
             key_serializer="raw",
             value_serializer="json",
             partitions=s.kafka.partitions,
@@ -264,8 +268,22 @@ class TransformerApp:
                 self.metrics.skipped.labels(outcome.flow, outcome.reason).inc()
         for emit, future in pending:
             await self._confirm(emit, future)
-            self.seen_table[emit.process_instance_id.encode()] = emit.seen.as_dict()
+            await self._remember(emit)
             self._count(emit.flow, "bill")
+
+    async def _remember(self, emit: Emit) -> None:
+        """Record an acked bill's fingerprint in the ``seen`` table.
+
+        Same effect as ``table[key] = value`` (store entry plus changelog record, which faust
+        replays into the table on recovery), without faust's per-key changelog machinery, which
+        cost more than the whole mapping. The changelog write is flushed before the next offset
+        commit like any send; if it were lost, the snapshot would be emitted once more and the
+        loader's bill-key idempotency absorbs it.
+        """
+        key = emit.process_instance_id.encode()
+        value = emit.seen.as_dict()
+        self.seen_table.data[key] = value
+        await self.app.producer.send(self._changelog, key, dumps(value), None, None, None)
 
     async def _send(self, emit: Emit) -> Awaitable[Any]:
         fut: Awaitable[Any] = await self.app.producer.send(

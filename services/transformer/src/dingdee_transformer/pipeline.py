@@ -26,23 +26,39 @@ __all__ = ["DeadLetter", "Emit", "Outcome", "Processor", "Seen", "Skipped"]
 log = get_logger(__name__)
 SUPPORTED_VERSIONS = frozenset({SCHEMA_VERSION})
 SeenLookup = Callable[[str], "Seen | None"]
+MAX_FINGERPRINTS = 8
 
 
 @dataclass(frozen=True, slots=True)
 class Seen:
-    """What the dedup table remembers per process instance: the last emitted snapshot."""
+    """What the dedup table remembers per process instance: recently emitted fingerprints.
 
-    fingerprint: str
+    Several, not just the last: after a rebalance the same records are read again, and an older
+    snapshot replayed after a newer one must still count as already emitted.
+    """
+
+    fingerprints: tuple[str, ...]
     bill_key: str
 
-    def as_dict(self) -> dict[str, str]:
-        return {"fp": self.fingerprint, "bill_key": self.bill_key}
+    def knows(self, fingerprint: str) -> bool:
+        return fingerprint in self.fingerprints
+
+    def adding(self, fingerprint: str, bill_key: str) -> Seen:
+        """This record plus ``fingerprint`` (kept to the most recent :data:`MAX_FINGERPRINTS`)."""
+        kept = tuple(f for f in self.fingerprints if f != fingerprint)
+        return Seen((*kept, fingerprint)[-MAX_FINGERPRINTS:], bill_key)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"fps": list(self.fingerprints), "bill_key": self.bill_key}
 
     @classmethod
     def from_value(cls, value: Any) -> Seen | None:
-        if isinstance(value, Mapping) and "fp" in value and "bill_key" in value:
-            return cls(str(value["fp"]), str(value["bill_key"]))
-        return None
+        if not isinstance(value, Mapping) or "bill_key" not in value:
+            return None
+        fps = value.get("fps")
+        if isinstance(fps, list):
+            return cls(tuple(str(f) for f in fps), str(value["bill_key"]))
+        return cls((str(value.get("fp", "")),), str(value["bill_key"]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +159,7 @@ class Processor:
                 code="unknown_flow",
             )
         previous = seen(snapshot.process_instance_id)
-        if previous is not None and previous.fingerprint == snapshot.fingerprint:
+        if previous is not None and previous.knows(snapshot.fingerprint):
             return Skipped(flow.id, "duplicate")
 
         def bill_key_of(pid: str) -> str | None:
@@ -154,9 +170,9 @@ class Processor:
         if isinstance(result, Skip):
             reason = "linked_change" if snapshot.biz_action != "NONE" else "not_qualified"
             return Skipped(flow.id, reason)
-        return self._emit(result, snapshot)
+        return self._emit(result, snapshot, previous)
 
-    def _emit(self, bill: BillReady, snapshot: ApprovalSnapshot) -> Emit:
+    def _emit(self, bill: BillReady, snapshot: ApprovalSnapshot, previous: Seen | None) -> Emit:
         with publish_span(self._bills_topic, bill.bill_key):
             headers = hdr.build(bill.flow, snapshot.process_instance_id)
         return Emit(
@@ -165,5 +181,5 @@ class Processor:
             key=bill.bill_key.encode(),
             value=encode_model(bill),
             headers=headers,
-            seen=Seen(snapshot.fingerprint, bill.bill_key),
+            seen=(previous or Seen((), bill.bill_key)).adding(snapshot.fingerprint, bill.bill_key),
         )

@@ -184,7 +184,7 @@ def _translate(value: Any, rule: FieldRule, ctx: Context) -> Any:
         key = str(value)
         if key in rule.map:
             return rule.map[key]
-        if "map_default" in rule.model_fields_set:
+        if rule.has_map_default:
             return rule.map_default
         choices = ", ".join(list(rule.map)[:10])
         raise _RuleFailed(f"{_quote(value)} is not one of: {choices}", "map")
@@ -232,7 +232,7 @@ def _evaluate(target: str, rule: FieldRule, ctx: Context, errors: list[FieldErro
     if rule.source_kind == "const":
         return _wrap(value, rule)
     if is_empty(value):
-        if "default" in rule.model_fields_set:
+        if rule.has_default:
             return _wrap(rule.default, rule)
         if rule.required:
             raise _RuleFailed("is required but empty", "required")

@@ -7,6 +7,7 @@ path and what is wrong, e.g. ``flow 'petty-cash' mapping.fields.FDate: give exac
 from __future__ import annotations
 
 import re
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -129,13 +130,23 @@ class FieldRule(_Strict):
             raise ValueError("template has no {placeholder}; use const for fixed text")
         return value
 
-    @property
+    @cached_property
     def source_kind(self) -> str:
         """Which source this rule reads (``component``, ``cell``, ``const`` …)."""
         for name in _SOURCES:
             if getattr(self, name) is not None:
                 return name
         return "const"
+
+    @cached_property
+    def has_default(self) -> bool:
+        """``default`` was given (``default: null`` included)."""
+        return "default" in self.model_fields_set
+
+    @cached_property
+    def has_map_default(self) -> bool:
+        """``map_default`` was given (``map_default: null`` included)."""
+        return "map_default" in self.model_fields_set
 
 
 class RowsRule(_Strict):

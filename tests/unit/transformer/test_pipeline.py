@@ -1,0 +1,91 @@
+"""The record processor: decode, dedup by fingerprint, map, and what each outcome carries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from dingdee_common.codec import encode_model, loads
+from dingdee_common.errors import ErrorClass
+from dingdee_common.kafka import headers as hdr
+from dingdee_common.kafka.dlq import SourceRecord
+from dingdee_transformer.flowspec import load_compiled
+from dingdee_transformer.metrics import TransformerMetrics
+from dingdee_transformer.pipeline import (
+    MAX_FINGERPRINTS,
+    DeadLetter,
+    Emit,
+    Processor,
+    Seen,
+    Skipped,
+)
+from tests.unit.transformer.samples import snapshot
+
+ROOT = Path(__file__).resolve().parents[3]
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def _processor(registry: CollectorRegistry | None = None) -> Processor:
+    return Processor(
+        load_compiled(ROOT / "config" / "flows.yaml"),
+        TransformerMetrics.create(registry or CollectorRegistry()),
+        source_topic="approvals.raw",
+        bills_topic="bills.ready",
+        group="transformer",
+    )
+
+
+def _record(value: bytes, offset: int = 0) -> SourceRecord:
+    return SourceRecord(
+        "approvals.raw", 0, offset, b"pi-0001", value, (("traceparent", TRACEPARENT.encode()),)
+    )
+
+
+class TestProcessor:
+    def test_emit_carries_key_value_and_headers(self) -> None:
+        out = _processor().process(_record(encode_model(snapshot())), lambda _pid: None)
+        assert isinstance(out, Emit)
+        assert out.key == b"BYJ202611031200000000123"
+        assert loads(out.value)["model"]["FBillNo"] == "BYJ202611031200000000123"
+        headers = hdr.as_dict(out.headers)
+        assert headers[hdr.FLOW] == "petty-cash" and headers[hdr.SOURCE_ID] == "pi-0001"
+        assert out.seen == Seen(("fp-1",), "BYJ202611031200000000123")
+
+    def test_known_fingerprints_are_duplicates_new_ones_are_emitted(self) -> None:
+        table: dict[str, Seen] = {}
+        proc = _processor()
+        for fp in ("a", "b", "a", "c", "b"):
+            out = proc.process(_record(encode_model(snapshot(fingerprint=fp))), table.get)
+            if isinstance(out, Emit):
+                table[out.process_instance_id] = out.seen
+        assert table["pi-0001"].fingerprints == ("a", "b", "c")
+
+    def test_remembered_fingerprints_are_bounded(self) -> None:
+        seen = Seen((), "K")
+        for i in range(MAX_FINGERPRINTS + 3):
+            seen = seen.adding(f"f{i}", "K")
+        assert len(seen.fingerprints) == MAX_FINGERPRINTS
+        assert seen.fingerprints[-1] == f"f{MAX_FINGERPRINTS + 2}"
+        assert Seen.from_value(seen.as_dict()) == seen
+        assert Seen.from_value({"fp": "x", "bill_key": "K"}) == Seen(("x",), "K")
+        assert Seen.from_value("garbage") is None
+
+    def test_skips_and_dead_letters(self) -> None:
+        registry = CollectorRegistry()
+        proc = _processor(registry)
+        running = proc.process(
+            _record(encode_model(snapshot(status="RUNNING", result=None))), lambda _: None
+        )
+        assert running == Skipped("petty-cash", "not_qualified")
+        unknown = proc.process(_record(encode_model(snapshot(flow="payroll"))), lambda _: None)
+        assert isinstance(unknown, DeadLetter)
+        assert unknown.verdict.error_class is ErrorClass.PERMANENT
+        assert unknown.verdict.error_type == "unknown_flow"
+        assert unknown.flow == "unknown"
+        bad = proc.process(_record(encode_model(snapshot(userid="ghost"))), lambda _: None)
+        assert isinstance(bad, DeadLetter) and bad.verdict.error_type == "mapping_invalid"
+        errors = registry.get_sample_value(
+            "dingdee_transformer_field_errors_total", {"flow": "petty-cash", "rule": "lookup"}
+        )
+        assert errors == 2.0
