@@ -290,6 +290,34 @@ class TestBatchSave:
         assert {e["FieldName"] for e in again["Errors"]} == {"FNumber"}
 
 
+class TestUpdate:
+    async def test_update_by_primary_key_and_refusal_when_audited(self, kd: Kd) -> None:
+        saved = status(await kd.call(BATCH, {"formid": FORM, "data": {"Model": models_for("U1")}}))
+        record_id = saved["SuccessEntitys"][0]["Id"]
+        patch = {"FID": record_id, "FCausa": "改过的事由", "FDate": "2026-12-01"}
+        body = {"formid": FORM, "data": {"Model": [patch], "NeedUpDateFields": ["FCausa"]}}
+        st = status(await kd.call(BATCH, body))
+        assert st["SuccessEntitys"] == [{"Id": record_id, "Number": "U1", "DIndex": 0}]
+        record = kd.state.store.find(FORM, "U1")
+        assert record is not None
+        assert record.model["FCausa"] == "改过的事由" and record.model["FDate"] == "2026-11-03"
+        missing = status(await kd.call(BATCH, {"formid": FORM, "data": {"Model": [{"FID": 9}]}}))
+        assert missing["Errors"][0]["FieldName"] == "FID"
+        dept = kd.state.store.find("BD_Department", "BM000002")
+        assert dept is not None
+        audited = {
+            "formid": "BD_Department",
+            "data": {"Model": [{"FDEPTID": dept.id, "FName": "x"}]},
+        }
+        st = status(await kd.call(BATCH, audited))
+        assert "单据已审核" in st["Errors"][0]["Message"] and dept.model["FName"] == "财务部"
+
+
+def models_for(*keys: str) -> list[dict[str, Any]]:
+    rng = random.Random(11)
+    return [expense_model(k, rng) for k in keys]
+
+
 class TestQueryAndView:
     async def test_filter_subset_paging_and_errors(self, kd: Kd) -> None:
         rng = random.Random(6)

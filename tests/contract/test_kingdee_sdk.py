@@ -92,3 +92,13 @@ async def test_wrong_credentials_are_rejected(
     assert "签名" in status["Errors"][0]["Message"]
     assert state.store.find("ER_ExpReimbursement", "BYJBAD1") is None
     assert state.stats["signature_rejected"] == 1
+
+
+async def test_async_batchsave_via_query_mode(server: tuple[str, SandboxState]) -> None:
+    """BatchSaveQuery (beginmethod/querymethod): Status 1 + TaskId, then the answer on a poll."""
+    url, state = server
+    models = [expense_model("BYJASYNC1", random.Random(3))]
+    answer = await call(sdk(url).BatchSaveQuery, "ER_ExpReimbursement", {"Model": models})
+    assert answer["Result"]["ResponseStatus"]["SuccessEntitys"][0]["Number"] == "BYJASYNC1"
+    assert state.stats["calls_queryasyncresult"] == 1
+    assert state.async_results == {}

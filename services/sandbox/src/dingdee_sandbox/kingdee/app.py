@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import uuid
 from typing import Any
 
 from aiohttp import web
@@ -23,6 +24,8 @@ from dingdee_sandbox.kingdee.responses import (
 )
 from dingdee_sandbox.kingdee.service import (
     LOGIN_METHODS,
+    async_started,
+    do_async_result,
     do_login,
     do_query,
     do_save,
@@ -107,11 +110,13 @@ def _dispatch(
             packages = package_count(params, method == "batchsave")[0]
             keep = math.ceil(packages * state.config.drop_keep_fraction)
         return do_save(params, state, batch=method == "batchsave", keep=keep)
+    if method == "queryasyncresult":
+        return do_async_result(params, state)
     if method in ("executebillquery", "billquery"):
         return do_query(params, state, as_objects=method == "billquery")
     if method == "view":
         return do_view(params, session, state)
-    return failure_envelope("异步任务不存在", 10)
+    return failure_envelope(f"不支持的服务 {method}", 8)
 
 
 def _transport_fault(fault: str | None, state: SandboxState) -> web.Response | None:
@@ -141,6 +146,10 @@ async def _business(
             state.stats["fault_slow"] += 1
             await asyncio.sleep(state.config.slow_seconds)
         payload = _dispatch(method, params, session, state, fault)
+    if method == "batchsave" and params.get("beginmethod"):
+        task_id = uuid.uuid4().hex
+        state.async_results[task_id] = payload
+        payload = async_started(task_id)
     if fault == "commit_then_drop":
         state.stats["fault_commit_then_drop"] += 1
         if request.transport is not None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from dingdee_sandbox.kingdee.envelope import as_bool, as_int, ci_get
 from dingdee_sandbox.kingdee.forms import FORMS
 from dingdee_sandbox.kingdee.query import QueryError, run_query
@@ -21,7 +23,15 @@ from dingdee_sandbox.kingdee.signing import login_sign
 from dingdee_sandbox.kingdee.state import SandboxState, Session
 from dingdee_sandbox.kingdee.store import SaveOptions
 
-__all__ = ["do_login", "do_query", "do_save", "do_view", "package_count"]
+__all__ = [
+    "async_started",
+    "do_async_result",
+    "do_login",
+    "do_query",
+    "do_save",
+    "do_view",
+    "package_count",
+]
 
 LOGIN_METHODS = ("validateuser", "loginbyappsecret", "loginbysign")
 
@@ -81,6 +91,7 @@ def _options(data: dict[str, Any], state: SandboxState) -> SaveOptions:
         validate=as_bool(ci_get(data, "ValidateFlag"), True),
         auto_audit=as_bool(ci_get(data, "IsAutoSubmitAndAudit"), False),
         need_return_fields=tuple(str(k) for k in need) if isinstance(need, list) else (),
+        need_update_fields=tuple(str(k) for k in ci_get(data, "NeedUpDateFields") or []),
         all_or_nothing=state.config.all_or_nothing,
     )
 
@@ -165,3 +176,35 @@ def do_view(params: dict[str, Any], session: Session | None, state: SandboxState
     for entry_key, entry in spec.entries.items():
         body[entry.entity] = body.pop(entry_key[1:], [])
     return {"Result": {"ResponseStatus": None, "Result": body}}
+
+
+def async_started(task_id: str) -> dict[str, Any]:
+    """The first answer of an async BatchSave (``beginmethod``, §2.5): a running task."""
+    return {
+        "Status": 1,
+        "TaskId": task_id,
+        "Result": None,
+        "Cancelled": False,
+        "IsFaulted": False,
+        "Successful": False,
+        "Message": None,
+        "Progress": 0,
+        "ProgressDesc": None,
+    }
+
+
+def do_async_result(params: dict[str, Any], state: SandboxState) -> dict[str, Any]:
+    """``QueryAsyncResult``: the finished task's normal BatchSave answer under ``Result``."""
+    info = params.get("queryinfo")
+    if isinstance(info, str):
+        try:
+            info = orjson.loads(info)
+        except orjson.JSONDecodeError:
+            info = None
+    task_id = str(ci_get(info, "TaskId") or "") if isinstance(info, dict) else ""
+    result = state.async_results.pop(task_id, None)
+    if result is None:
+        return failure_envelope(f"异步任务不存在：{task_id}", 10)
+    done = async_started(task_id)
+    done.update({"Status": 2, "Result": result, "Successful": True, "Progress": 100})
+    return done

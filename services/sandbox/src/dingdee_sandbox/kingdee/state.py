@@ -8,7 +8,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -80,6 +80,7 @@ class SandboxState:
         self.locks: dict[str, asyncio.Lock] = {}
         self.stats: Counter[str] = Counter()
         self.fault_queue: list[str] = []
+        self.async_results: dict[str, Any] = {}
         self.rng = random.Random(self.config.seed)
         self._workers: asyncio.Semaphore | None = None
         self._workers_size = 0

@@ -59,6 +59,7 @@ class SaveOptions:
     validate: bool = True
     auto_audit: bool = False
     need_return_fields: tuple[str, ...] = ()
+    need_update_fields: tuple[str, ...] = ()
     all_or_nothing: bool = False
 
 
@@ -71,6 +72,17 @@ class SaveOutcome:
 
 def _error(field_name: str | None, message: str, dindex: int) -> dict[str, Any]:
     return {"FieldName": field_name, "Message": message, "DIndex": dindex}
+
+
+def _record_id(spec: FormSpec, model: Any) -> int:
+    """The primary key of a package (0 = create); non-numeric values count as 0."""
+    if not isinstance(model, dict):
+        return 0
+    value = ci_get(model, spec.pk)
+    try:
+        return int(str(value).strip() or "0") if value is not None else 0
+    except ValueError:
+        return 0
 
 
 def _blank(value: Any) -> bool:
@@ -228,6 +240,10 @@ class Store:
         taken: set[str] = set()
         valid: list[tuple[int, str, dict[str, Any]]] = []
         for dindex, model in enumerate(models):
+            record_id = _record_id(spec, model)
+            if record_id:
+                self._update(spec, record_id, model, opts, dindex, outcome)
+                continue
             number, errors = self.validate(spec, model, opts, dindex, taken)
             taken.add(number)
             outcome.errors.extend(errors)
@@ -241,6 +257,37 @@ class Store:
             for dindex, number, model in valid:
                 self._commit(spec, dindex, number, model, opts, outcome)
         return outcome
+
+    def _update(
+        self,
+        spec: FormSpec,
+        record_id: int,
+        model: dict[str, Any],
+        opts: SaveOptions,
+        dindex: int,
+        outcome: SaveOutcome,
+    ) -> None:
+        """Update by primary key (§2.3): only ``NeedUpDateFields`` when given; never audited."""
+        record = self.find_id(spec.form_id, record_id)
+        if record is None:
+            outcome.errors.append(_error(spec.pk, f"数据不存在或已被删除（{record_id}）", dindex))
+            return
+        if record.status == "C":
+            outcome.errors.append(
+                _error(
+                    None,
+                    f"单据编号为“{record.number}”的{spec.caption}，单据已审核，不允许修改",
+                    dindex,
+                )
+            )
+            return
+        wanted = {k.upper() for k in opts.need_update_fields}
+        for key, value in model.items():
+            if key.upper() in (spec.pk.upper(), spec.number_field.upper()):
+                continue
+            if not wanted or key.upper() in wanted:
+                record.model[key] = value
+        outcome.successes.append({"Id": record.id, "Number": record.number, "DIndex": dindex})
 
     def _commit(
         self,
