@@ -28,6 +28,8 @@ from dingdee_common.procs import ManagedProcess, wait_http_ok
 from dingdee_common.settings import KafkaSettings
 from dingdee_sandbox.kingdee import SandboxConfig, SandboxState, create_app
 from dingdee_sandbox.kingdee.demo import SAVE_OPTIONS, expense_model, invalid_expense_model
+from dingdee_sandbox.kingdee.forms import FORMS
+from dingdee_sandbox.kingdee.store import SaveOptions
 from tests.helpers import poll_until, read_topic
 
 pytestmark = pytest.mark.integration
@@ -75,7 +77,14 @@ def make_bills(count: int, invalid_share: float, seed: int = 11, prefix: str = "
     return bills
 
 
-async def produce(kafka: KafkaSettings, bills: list[BillReady]) -> None:
+async def produce(
+    kafka: KafkaSettings,
+    bills: list[BillReady],
+    *,
+    extra_headers: dict[str, str] | None = None,
+    raw: list[tuple[bytes, bytes]] = (),  # type: ignore[assignment]
+) -> None:
+    """Write ``bills`` (and undecodable ``raw`` key/value pairs) to ``bills.ready``."""
     producer = make_producer(kafka)
     await producer.start()
     try:
@@ -85,10 +94,13 @@ async def produce(kafka: KafkaSettings, bills: list[BillReady]) -> None:
                 topic,
                 value=codec.encode_model(b),
                 key=b.bill_key.encode(),
-                headers=hdr.build(b.flow, b.source.process_instance_id),
+                headers=hdr.replace(
+                    hdr.build(b.flow, b.source.process_instance_id), extra_headers or {}
+                ),
             )
             for b in bills
         ]
+        futures += [await producer.send(topic, value=v, key=k) for k, v in raw]
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
@@ -199,7 +211,7 @@ async def test_valid_bills_saved_invalid_dead_lettered_offsets_committed(
 ) -> None:
     """60 bills, ~10 % invalid: exact sets in Kingdee, dlq.loader, bills.result; offsets at end."""
     bills = make_bills(60, 0.1)
-    await produce(kafka, bills.records)
+    await produce(kafka, bills.records, raw=[(b"poison-1", b"\xff not json")])
     proc, port = loader_process(kafka, sandbox.url, group_id, tmp_path / "loader.log")
     proc.start()
     try:
@@ -217,6 +229,8 @@ async def test_valid_bills_saved_invalid_dead_lettered_offsets_committed(
     finally:
         assert proc.stop() == 0, proc.tail()
     results, dlq = await results_by_key(kafka), await dead_letters(kafka)
+    ((poison,),) = [dlq.pop("poison-1")]
+    assert poison["dlq-error-class"] == "poison" and poison["dlq-error-type"] == "undecodable"
     assert_exact(sandbox, bills, results, dlq)
     assert all(len(v) == 1 for v in results.values())
     assert all(len(v) == 1 for v in dlq.values()), "a bill was dead-lettered twice"
@@ -225,3 +239,47 @@ async def test_valid_bills_saved_invalid_dead_lettered_offsets_committed(
         assert headers["dlq-error-type"] == "kingdee_row_rejected"
         assert key in headers["dlq-error-message"]
         assert any(f in headers["dlq-error-message"] for f in ("FExpID", "FCausa", "FProposerID"))
+
+
+async def test_replayed_and_duplicated_bills_are_not_created_twice(
+    kafka: KafkaSettings, sandbox: Sandbox, group_id: str, tmp_path: Path
+) -> None:
+    """A replayed bill Kingdee already has is found by ExecuteBillQuery and never re-sent; a bill
+    twice in bills.ready is saved once and reported already_exists the second time."""
+    bills = make_bills(20, 0.0, seed=41)
+    already = bills.records[:5]
+    store = sandbox.state.store
+    store.save(FORMS["ER_EXPREIMBURSEMENT"], [b.model for b in already], SaveOptions())
+    log = tmp_path / "loader.log"
+    proc, port = loader_process(
+        kafka, sandbox.url, group_id, log, DINGDEE_PRECHECK_CLOCK_SKEW_SECONDS="0"
+    )
+    proc.start()
+    try:
+        await wait_http_ok(f"http://127.0.0.1:{port}/healthz", timeout=30, process=proc)
+        await poll_until(
+            lambda: "loader.partitions.assigned" in log.read_text(), timeout=60, what="assignment"
+        )
+        # written after the assignment: only the replay header makes these suspect
+        await produce(kafka, already, extra_headers={"dlq-replay-count": "1"})
+        await produce(kafka, bills.records[5:] + bills.records[15:])
+
+        async def all_results() -> bool:
+            return sum(len(v) for v in (await results_by_key(kafka)).values()) >= 25
+
+        await poll_until(all_results, timeout=60, what="25 results")
+    finally:
+        assert proc.stop() == 0, proc.tail()
+    results = await results_by_key(kafka)
+    assert sorted(sandbox.numbers()) == sorted(bills.valid)
+    for bill in already:
+        (result,) = results[bill.bill_key]
+        found = store.find("ER_ExpReimbursement", bill.bill_key)
+        assert result.outcome.value == "already_exists" and found is not None
+        assert result.kingdee_id == found.id, "the existence check reports Kingdee's id"
+    for bill in bills.records[15:]:
+        outcomes = sorted(r.outcome.value for r in results[bill.bill_key])
+        assert outcomes == ["already_exists", "saved"]
+    stats = sandbox.state.stats
+    assert stats["calls_executebillquery"] >= 1
+    assert stats["packages_rejected"] == 5, "only the in-topic duplicates reach BatchSave twice"

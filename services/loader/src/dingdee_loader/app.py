@@ -84,6 +84,7 @@ class LoaderApp:
         # assignment is checked in Kingdee before it is sent.
         self.suspect_until: dict[TopicPartition, int] = {}
         self.window = settings.max_pending_records + settings.batch_max_records
+        self.assigned_at: dict[TopicPartition, float] = {}
         self.lanes: asyncio.Queue[Lane] = asyncio.Queue()
         self.all_lanes = [Lane(i, settings.kingdee) for i in range(settings.kingdee.concurrency)]
         for lane in self.all_lanes:
@@ -107,6 +108,7 @@ class LoaderApp:
         for tp in partitions:
             self.trackers.setdefault(tp, OffsetTracker())
             self.suspect_until.pop(tp, None)
+            self.assigned_at[tp] = time.time()
         log.info("loader.partitions.assigned", partitions=sorted(str(tp) for tp in partitions))
 
     async def drain(self, partitions: set[TopicPartition]) -> None:
@@ -155,7 +157,12 @@ class LoaderApp:
             context = trace.set_span_in_context(span)
         replayed = int(hdr.get(source.headers, REPLAY_COUNT) or "0") > 0
         window_end = self.suspect_until.setdefault(tp, record.offset + self.window)
-        suspect = replayed or record.offset < window_end
+        # only records written before this assignment can have been fetched by the previous owner
+        written_before = (
+            record.timestamp / 1000
+            < self.assigned_at.get(tp, float("inf")) + self.s.precheck_clock_skew_seconds
+        )
+        suspect = replayed or (record.offset < window_end and written_before)
         self.metrics.stage.records_in.labels(STAGE, bill.flow).inc()
         self.pending += 1
         self.open_since[(tp, record.offset)] = record.timestamp / 1000

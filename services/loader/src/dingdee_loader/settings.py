@@ -72,6 +72,12 @@ class LoaderSettings(ServiceSettings):
         description="ExecuteBillQuery before the first send: only when a bill may have been sent "
         "before (replays, backlog found at start or rebalance), or always",
     )
+    precheck_clock_skew_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="records timestamped up to this long after an assignment still count as "
+        "written before it (producer and loader clocks differ)",
+    )
     session_timeout_ms: int = Field(default=10_000, ge=1000)
     retry: RetrySettings = RetrySettings()
     flood_guard: FloodGuardSettings = FloodGuardSettings()
