@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 
 from aiokafka import AIOKafkaProducer
 
@@ -36,6 +37,7 @@ class ExtractorApp:
         client: DingTalkClient,
         metrics: ExtractorMetrics,
         health: Health,
+        clock: Callable[[], int] | None = None,
     ) -> None:
         self._settings = settings
         self._sources = sources
@@ -43,6 +45,7 @@ class ExtractorApp:
         self._client = client
         self._metrics = metrics
         self._health = health
+        self._clock = clock
         self._topics = Topics(settings.kafka.topic_prefix)
         self._store = CheckpointStore(settings.kafka, self._topics.checkpoints, producer)
         self.pollers: list[FlowPoller] = []
@@ -72,6 +75,7 @@ class ExtractorApp:
                     poll=self._settings.poll,
                     retry=self._settings.retry,
                     concurrency=self._settings.dingtalk.get_concurrency,
+                    clock=self._clock,
                 )
             )
         self._health.set_ready()
