@@ -141,14 +141,13 @@ class Stack:
             from dingdee_sandbox.demo_org import DEMO_APP
 
             env["DINGDEE_DINGTALK__BASE_URL"] = self.dingtalk_url
+            env["DINGDEE_POLL__INTERVAL_SECONDS"] = "5"
             env["DINGDEE_DINGTALK__APPS"] = json.dumps(
                 {DEMO_APP.name: {"app_key": DEMO_APP.app_key, "app_secret": DEMO_APP.app_secret}}
             )
         if name == "loader":
             env["DINGDEE_KINGDEE__SERVER_URL"] = f"{self.kingdee_url}/k3cloud"
             env.update({f"DINGDEE_KINGDEE__{k}": v for k, v in _KINGDEE_DEMO.items()})
-        if name == "transformer":
-            env["DINGDEE_TRANSFORMER__DATA_DIR"] = str(self.workdir / "transformer-data")
         env.update(self.config.env)
         env.update(self.config.service_env.get(name, {}))
         return env
