@@ -18,7 +18,7 @@ from tests.unit.transformer.samples import snapshot
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def _item(snap: ApprovalSnapshot) -> tuple[bytes, bytes]:
+def item(snap: ApprovalSnapshot) -> tuple[bytes, bytes]:
     return snap.process_instance_id.encode(), encode_model(snap)
 
 
@@ -27,7 +27,7 @@ async def test_restart_keeps_offsets_and_dedup_state(kafka: KafkaSettings, tmp_p
     group = f"transformer-{uuid.uuid4().hex[:8]}"
     a = snapshot(business_id="202611031200000000001", pid="pi-a", fingerprint="a1")
     b = snapshot(business_id="202611031200000000002", pid="pi-b", fingerprint="b1")
-    await produce(kafka, topics.approvals_raw, [_item(a), _item(b)])
+    await produce(kafka, topics.approvals_raw, [item(a), item(b)])
 
     first = transformer_process(kafka, tmp_path / "1", group)
     (tmp_path / "1").mkdir()
@@ -39,7 +39,7 @@ async def test_restart_keeps_offsets_and_dedup_state(kafka: KafkaSettings, tmp_p
 
     a_changed = a.model_copy(update={"fingerprint": "a2"})
     c = snapshot(business_id="202611031200000000003", pid="pi-c", fingerprint="c1")
-    await produce(kafka, topics.approvals_raw, [_item(a), _item(a_changed), _item(c)])
+    await produce(kafka, topics.approvals_raw, [item(a), item(a_changed), item(c)])
     second = transformer_process(kafka, tmp_path / "2", group)
     (tmp_path / "2").mkdir()
     second.start()

@@ -103,8 +103,9 @@ def _cases() -> tuple[list[ApprovalSnapshot], list[ApprovalSnapshot], list[Appro
 
 
 async def read_all(
-    kafka: KafkaSettings, topic: str, want: int, what: str
+    kafka: KafkaSettings, topic: str, want: int, what: str, *, settle: float = 3.0
 ) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record of ``topic`` once at least ``want`` arrived, read ``settle`` s longer."""
     consumer: AIOKafkaConsumer = make_consumer(kafka, topic, group_id=None)
     await consumer.start()
     got: list[ConsumerRecord[bytes, bytes]] = []
@@ -118,9 +119,10 @@ async def read_all(
 
         await poll_until(enough, timeout=120, what=what, interval=0.1)
         # Anything beyond ``want`` would be a duplicate: read a little longer to catch it.
-        await asyncio.sleep(3)
-        for records in (await consumer.getmany(timeout_ms=1000)).values():
-            got.extend(records)
+        if settle:
+            await asyncio.sleep(settle)
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                got.extend(records)
     finally:
         await consumer.stop()
     return got
