@@ -66,6 +66,8 @@ def to_datetime(raw: Any, tz: ZoneInfo) -> datetime:
     if isinstance(raw, (int, float)) and not isinstance(raw, bool):
         return datetime.fromtimestamp(raw / 1000, tz).replace(tzinfo=None)
     text = str(raw).strip()
+    if len(text) == 13 and text.isdigit():  # epoch milliseconds, as DingTalk's v1.0 API sends
+        return datetime.fromtimestamp(int(text) / 1000, tz).replace(tzinfo=None)
     if len(text) in (10, 16, 19) and text[4:5] == "-":
         try:  # the common DingTalk shapes, parsed in C
             return datetime.fromisoformat(text)
