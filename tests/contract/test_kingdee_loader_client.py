@@ -94,6 +94,7 @@ class TestClient:
             ("response_error", "kingdee_response_error"),
             ("commit_then_drop", "kingdee_connection"),
             ("slow", "kingdee_timeout"),
+            ("msgcode_14", "kingdee_msgcode_14"),
         ],
     )
     async def test_transport_failures_are_transient(self, kd: Kd, fault: str, code: str) -> None:

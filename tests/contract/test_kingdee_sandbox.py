@@ -412,3 +412,26 @@ class TestConcurrencyAndFaults:
         stats = kd.state.stats
         assert stats["fault_http_5xx"] == stats["fault_response_error"] == 1
         assert stats["fault_commit_then_drop"] == stats["fault_slow"] == 1
+
+
+async def test_overload_adds_latency_and_refuses_some_calls(kd: Kd) -> None:
+    """Past the queue depth: HTTP 500 or the MsgCode 14 (调用限制) envelope, nothing saved twice."""
+    kd.state.update_config(
+        {
+            "latency_call_seconds": 0.2,
+            "overload_queue_depth": 1,
+            "overload_extra_seconds": 0.05,
+            "overload_error_rate": 1.0,
+        }
+    )
+    body = {"data": {"FormId": FORM, "FieldKeys": "FID"}}
+    await kd.call(QUERY, body)  # one session for all
+    responses = await asyncio.gather(*(kd.post(QUERY, body) for _ in range(6)))
+    refused = [
+        r for r in responses if r.status_code == 500 or (r.status_code == 200 and r.json() != [])
+    ]
+    assert refused, [r.status_code for r in responses]
+    for r in refused:
+        if r.status_code == 200:
+            assert r.json()["Result"]["ResponseStatus"]["MsgCode"] == 14
+    assert kd.state.stats["overloaded"] >= len(refused)

@@ -33,7 +33,7 @@ async def test_flood_guard_stops_consuming_and_turns_not_ready(
 ) -> None:
     """120 bills Kingdee rejects, trip at 30 in a row: 30 dead letters, /readyz 503, no commit."""
     bills = make_bills(120, 1.0, seed=31)
-    await produce(kafka, bills.records)
+    last = await produce(kafka, bills.records)
     proc, port = loader_process(
         kafka,
         sandbox.url,
@@ -62,7 +62,7 @@ async def test_flood_guard_stops_consuming_and_turns_not_ready(
         assert proc.stop() == 0, proc.tail()
     assert len(await dead_letters(kafka)) == 30
     assert len(await results_by_key(kafka)) == 30
-    assert not await committed_to_end(kafka, group_id)
+    assert not await committed_to_end(kafka, group_id, last)
 
 
 async def test_session_mode_loads_like_signature_mode(
@@ -70,7 +70,7 @@ async def test_session_mode_loads_like_signature_mode(
 ) -> None:
     """AUTH_MODE=session: ValidateUser per lane, bills saved once, offsets committed."""
     bills = make_bills(40, 0.0, seed=32)
-    await produce(kafka, bills.records)
+    last = await produce(kafka, bills.records)
     proc, port = loader_process(
         kafka,
         sandbox.url,
@@ -86,7 +86,7 @@ async def test_session_mode_loads_like_signature_mode(
     try:
         await wait_http_ok(f"http://127.0.0.1:{port}/healthz", timeout=30, process=proc)
         await poll_until(
-            lambda: committed_to_end(kafka, group_id), timeout=60, what="offsets committed"
+            lambda: committed_to_end(kafka, group_id, last), timeout=60, what="offsets committed"
         )
     finally:
         assert proc.stop() == 0, proc.tail()

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiokafka import TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 
 from dingdee_common import codec
 from dingdee_common.contracts.v1 import BillReady, BillResult, SourceRef
@@ -30,7 +30,7 @@ from dingdee_sandbox.kingdee import SandboxConfig, SandboxState, create_app
 from dingdee_sandbox.kingdee.demo import SAVE_OPTIONS, expense_model, invalid_expense_model
 from dingdee_sandbox.kingdee.forms import FORMS
 from dingdee_sandbox.kingdee.store import SaveOptions
-from tests.helpers import poll_until, read_topic
+from tests.helpers import poll_until
 
 pytestmark = pytest.mark.integration
 
@@ -83,8 +83,12 @@ async def produce(
     *,
     extra_headers: dict[str, str] | None = None,
     raw: list[tuple[bytes, bytes]] = (),  # type: ignore[assignment]
-) -> None:
-    """Write ``bills`` (and undecodable ``raw`` key/value pairs) to ``bills.ready``."""
+) -> dict[int, int]:
+    """Write ``bills`` (and undecodable ``raw`` pairs) to ``bills.ready``; partition → last offset.
+
+    The offsets come from the broker's acks: Tansu's ListOffsets answers the last record batch's
+    base offset + 1, so end offsets cannot tell when a consumer is done.
+    """
     producer = make_producer(kafka)
     await producer.start()
     try:
@@ -101,7 +105,10 @@ async def produce(
             for b in bills
         ]
         futures += [await producer.send(topic, value=v, key=k) for k, v in raw]
-        await asyncio.gather(*futures)
+        last: dict[int, int] = {}
+        for meta in await asyncio.gather(*futures):
+            last[meta.partition] = max(last.get(meta.partition, -1), meta.offset)
+        return last
     finally:
         await producer.stop()
 
@@ -156,9 +163,33 @@ def loader_process(
     return proc, port
 
 
+async def read_all(kafka: KafkaSettings, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record of ``topic``: read past the end offsets until a poll comes back empty."""
+    consumer = make_consumer(kafka, group_id=None, max_poll_records=10_000)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if partitions is None:
+            await consumer.topics()
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        records: list[ConsumerRecord[bytes, bytes]] = []
+        while True:
+            batches = await consumer.getmany(*tps, timeout_ms=700)
+            for msgs in batches.values():
+                records.extend(msgs)
+            if not batches and all([await consumer.position(tp) >= ends[tp] for tp in tps]):
+                return records
+    finally:
+        await consumer.stop()
+
+
 async def results_by_key(kafka: KafkaSettings) -> dict[str, list[BillResult]]:
     out: dict[str, list[BillResult]] = {}
-    for record in await read_topic(kafka, Topics(kafka.topic_prefix).bills_result):
+    for record in await read_all(kafka, Topics(kafka.topic_prefix).bills_result):
         result = BillResult.model_validate_json(record.value or b"")
         out.setdefault(result.bill_key, []).append(result)
     return out
@@ -167,17 +198,14 @@ async def results_by_key(kafka: KafkaSettings) -> dict[str, list[BillResult]]:
 async def dead_letters(kafka: KafkaSettings) -> dict[str, list[dict[str, str]]]:
     """Bill key → the headers of each of its dead letters, in topic order."""
     out: dict[str, list[dict[str, str]]] = {}
-    for record in await read_topic(kafka, Topics(kafka.topic_prefix).dlq("loader")):
+    for record in await read_all(kafka, Topics(kafka.topic_prefix).dlq("loader")):
         out.setdefault((record.key or b"").decode(), []).append(hdr.as_dict(record.headers))
     return out
 
 
-async def committed_to_end(kafka: KafkaSettings, group: str) -> bool:
-    """True when the group's committed offset is past the last record of every partition."""
+async def committed_to_end(kafka: KafkaSettings, group: str, last: dict[int, int]) -> bool:
+    """True when the group's committed offset is past ``last`` (partition → last offset)."""
     topic = Topics(kafka.topic_prefix).bills_ready
-    last: dict[int, int] = {}
-    for record in await read_topic(kafka, topic):
-        last[record.partition] = max(last.get(record.partition, -1), record.offset)
     consumer = make_consumer(kafka, group_id=group)
     await consumer.start()
     try:
@@ -211,7 +239,7 @@ async def test_valid_bills_saved_invalid_dead_lettered_offsets_committed(
 ) -> None:
     """60 bills, ~10 % invalid: exact sets in Kingdee, dlq.loader, bills.result; offsets at end."""
     bills = make_bills(60, 0.1)
-    await produce(kafka, bills.records, raw=[(b"poison-1", b"\xff not json")])
+    last = await produce(kafka, bills.records, raw=[(b"poison-1", b"\xff not json")])
     proc, port = loader_process(kafka, sandbox.url, group_id, tmp_path / "loader.log")
     proc.start()
     try:
@@ -224,7 +252,9 @@ async def test_valid_bills_saved_invalid_dead_lettered_offsets_committed(
 
         await poll_until(all_results, timeout=60, what="one bills.result per bill")
         await poll_until(
-            lambda: committed_to_end(kafka, group_id), timeout=20, what="offsets committed to end"
+            lambda: committed_to_end(kafka, group_id, last),
+            timeout=20,
+            what="offsets committed to end",
         )
     finally:
         assert proc.stop() == 0, proc.tail()

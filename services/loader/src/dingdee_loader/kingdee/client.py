@@ -27,6 +27,8 @@ SERVICES = {
     "batchsave": f"{_STUB}.DynamicFormService.BatchSave",
     "executebillquery": f"{_STUB}.DynamicFormService.ExecuteBillQuery",
 }
+# exception, database failure, network-control conflict, call limited: the call, not the data
+TRANSIENT_MSGCODES = frozenset({4, 6, 13, 14})
 log = get_logger(__name__)
 
 
@@ -212,7 +214,16 @@ class KingdeeClient:
         payload = await self.call(lane, "batchsave", {"formid": form_id, "data": data})
         status = _response_status(payload)
         if status is not None and not status.get("IsSuccess"):
-            self._metrics.kingdee_error("batchsave", f"msgcode_{int(status.get('MsgCode') or 0)}")
+            code = int(status.get("MsgCode") or 0)
+            self._metrics.kingdee_error("batchsave", f"msgcode_{code}")
+            if code in TRANSIENT_MSGCODES and not any(
+                e.get("DIndex") is not None and e.get("FieldName")
+                for e in status.get("Errors") or []
+            ):
+                raise TransientError(
+                    f"Kingdee BatchSave MsgCode {code}: {_error_text(status.get('Errors') or [])}",
+                    code=f"kingdee_msgcode_{code}",
+                )
         if status is None:
             raise TransientError(
                 "Kingdee BatchSave answer has no ResponseStatus", code="kingdee_bad_answer"

@@ -42,6 +42,7 @@ SUFFIX = ".common.kdsvc"
 BUSINESS = ("save", "batchsave", "executebillquery", "billquery", "view", "queryasyncresult")
 KNOWN = (*BUSINESS, *LOGIN_METHODS, "logout", "getdatacenterlist")
 _UNAVAILABLE = "<html><body>Service Unavailable</body></html>"
+_CALL_LIMITED = "调用次数超出限制，请稍后再试"
 _SESSION_COOKIES = ("kdservice-sessionid", "ASP.NET_SessionId")
 
 
@@ -123,10 +124,54 @@ def _transport_fault(fault: str | None, state: SandboxState) -> web.Response | N
     if fault and fault.startswith("http_"):
         state.stats["fault_http_5xx"] += 1
         return web.Response(status=int(fault[5:]), text=_UNAVAILABLE)
+    if fault == "msgcode_14":
+        state.stats["msgcode_14"] += 1
+        return json_response(failure_envelope(_CALL_LIMITED, 14))
     if fault == "response_error":
         state.stats["fault_response_error"] += 1
         return response_error("由于目标计算机积极拒绝，无法连接。(sandbox fault)")
     return None
+
+
+async def _overload(state: SandboxState) -> web.Response | None:
+    """Past the queue-depth threshold: extra latency, and some calls refused (§8.5 item 24)."""
+    c = state.config
+    if not c.overload_queue_depth or state.waiting <= c.overload_queue_depth:
+        return None
+    state.stats["overloaded"] += 1
+    await asyncio.sleep(c.overload_extra_seconds)
+    if state.rng.random() >= c.overload_error_rate:
+        return None
+    if state.rng.random() < 0.5:
+        state.stats["fault_http_5xx"] += 1
+        return web.Response(status=500, text=_UNAVAILABLE)
+    state.stats["msgcode_14"] += 1
+    return json_response(failure_envelope(_CALL_LIMITED, 14))
+
+
+async def _process(
+    state: SandboxState, method: str, params: dict[str, Any], session: Session, fault: str | None
+) -> Any:
+    """Wait for the session (FIFO) and a worker, take the simulated time, run the operation."""
+    state.waiting += 1
+    try:
+        await state.lock_for(session.id).acquire()
+    finally:
+        state.waiting -= 1
+    try:
+        async with state.workers:
+            await asyncio.sleep(_latency(method, params, state))
+            if fault == "slow":
+                state.stats["fault_slow"] += 1
+                await asyncio.sleep(state.config.slow_seconds)
+            payload = _dispatch(method, params, session, state, fault)
+    finally:
+        state.lock_for(session.id).release()
+    if method == "batchsave" and params.get("beginmethod"):
+        task_id = uuid.uuid4().hex
+        state.async_results[task_id] = payload
+        payload = async_started(task_id)
+    return payload
 
 
 async def _business(
@@ -137,19 +182,10 @@ async def _business(
     if error is not None or session is None:
         return json_response([[error]] if method == "executebillquery" else error)
     fault = state.draw_fault(method)
-    failed = _transport_fault(fault, state)
-    if failed is not None:
-        return failed
-    async with state.lock_for(session.id), state.workers:
-        await asyncio.sleep(_latency(method, params, state))
-        if fault == "slow":
-            state.stats["fault_slow"] += 1
-            await asyncio.sleep(state.config.slow_seconds)
-        payload = _dispatch(method, params, session, state, fault)
-    if method == "batchsave" and params.get("beginmethod"):
-        task_id = uuid.uuid4().hex
-        state.async_results[task_id] = payload
-        payload = async_started(task_id)
+    refused = _transport_fault(fault, state) or await _overload(state)
+    if refused is not None:
+        return refused
+    payload = await _process(state, method, params, session, fault)
     if fault == "commit_then_drop":
         state.stats["fault_commit_then_drop"] += 1
         if request.transport is not None:

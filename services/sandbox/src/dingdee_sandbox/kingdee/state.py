@@ -26,6 +26,7 @@ FAULT_KINDS: tuple[str, ...] = (
     "response_error",
     "slow",
     "commit_then_drop",
+    "msgcode_14",
 )
 _WRITES = ("save", "batchsave")
 
@@ -56,6 +57,16 @@ class SandboxConfig(BaseModel):
     fault_services: list[str] = Field(
         default_factory=lambda: ["save", "batchsave", "executebillquery", "billquery", "view"]
     )
+    overload_queue_depth: int = Field(
+        default=0, ge=0, description="calls waiting beyond this depth overload the server; 0 = off"
+    )
+    overload_extra_seconds: float = Field(default=0.5, ge=0)
+    overload_error_rate: float = Field(
+        default=0.3,
+        ge=0,
+        le=1,
+        description="share of overloaded calls answered HTTP 500/MsgCode 14",
+    )
     all_or_nothing: bool = False
     bad_signature_message: str = "签名验证失败：请检查应用ID（AppID）与应用密钥（AppSecret）"
     seed: int | None = None
@@ -81,6 +92,7 @@ class SandboxState:
         self.stats: Counter[str] = Counter()
         self.fault_queue: list[str] = []
         self.async_results: dict[str, Any] = {}
+        self.waiting = 0
         self.rng = random.Random(self.config.seed)
         self._workers: asyncio.Semaphore | None = None
         self._workers_size = 0
