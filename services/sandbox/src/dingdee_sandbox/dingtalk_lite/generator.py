@@ -1,0 +1,200 @@
+"""Deterministic demo approvals in DingTalk's read format (contract §3.4)."""
+
+from __future__ import annotations
+
+import random
+import string
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from dingdee_sandbox.demo_org import DEPARTMENTS, EMPLOYEES, EXPENSE_TYPES, PROCESS_CODES
+
+__all__ = ["Instance", "department_form", "instance_id", "petty_cash_form"]
+
+_ITEMS = {
+    "办公用品": ["打印纸", "墨盒", "文件夹", "签字笔"],
+    "差旅费": ["高铁票", "酒店住宿", "出差补贴"],
+    "交通费": ["出租车费", "地铁充值", "停车费"],
+    "业务招待费": ["客户午餐", "商务宴请"],
+    "快递邮寄费": ["顺丰快递", "合同邮寄"],
+    "通讯费": ["话费充值", "宽带续费"],
+    "会议费": ["会议室租赁", "茶歇"],
+    "维修费": ["空调维修", "电脑维修"],
+}
+
+
+@dataclass
+class Instance:
+    id: str
+    process_code: str
+    create_ms: int
+    business_id: str
+    originator: str
+    dept_id: str
+    title: str
+    form: list[dict[str, Any]]
+    status: str = "RUNNING"
+    result: str = ""
+    finish_ms: int | None = None
+    biz_action: str = "NONE"
+    attached: list[str] = field(default_factory=list)
+    main_id: str | None = None
+
+
+def instance_id(rng: random.Random, create_ms: int) -> str:
+    """36 chars: 22 url-safe + 4 digits + 10-digit creation epoch seconds (contract §6.10)."""
+    alphabet = string.ascii_letters + string.digits
+    head = "".join(rng.choice(alphabet) for _ in range(22))
+    return f"{head}{rng.randint(0, 9999):04d}{create_ms // 1000:010d}"
+
+
+def _comp(kind: str, cid: str, name: str, value: str, ext: Any = None) -> dict[str, Any]:
+    comp = {"component_type": kind, "id": cid, "name": name, "value": value}
+    if ext is not None:
+        comp["ext_value"] = ext if isinstance(ext, str) else orjson.dumps(ext).decode()
+    return comp
+
+
+def _money(amount: Decimal) -> str:
+    return f"{amount:.2f}"
+
+
+def petty_cash_form(rng: random.Random, day: str, handler: tuple[str, str]) -> list[dict[str, Any]]:
+    """备用金补单: header fields plus a 费用明细 table of 1–4 rows."""
+    labels = list(EXPENSE_TYPES)
+    kind = rng.choice(labels)
+    rows, total = [], Decimal(0)
+    for n in range(rng.randint(1, 4)):
+        row_kind = rng.choice(labels)
+        amount = Decimal(rng.randint(2000, 200000)) / 100
+        total += amount
+        rows.append(
+            {
+                "rowValue": [
+                    {
+                        "componentType": "TextField",
+                        "label": "项目",
+                        "value": rng.choice(_ITEMS[row_kind]),
+                        "key": "TextField_BYJ061",
+                    },
+                    {
+                        "componentType": "DDSelectField",
+                        "label": "费用类型",
+                        "value": row_kind,
+                        "key": "DDSelectField_BYJ062",
+                    },
+                    {
+                        "componentType": "MoneyField",
+                        "label": "金额",
+                        "value": _money(amount),
+                        "key": "MoneyField_BYJ063",
+                    },
+                    {
+                        "componentType": "DDDateField",
+                        "label": "日期",
+                        "value": day,
+                        "key": "DDDateField_BYJ064",
+                    },
+                ],
+                "rowNumber": f"TableField_BYJ06_{n + 1:04d}",
+            }
+        )
+    attachments = (
+        orjson.dumps(
+            [
+                {
+                    "spaceId": "115770306",
+                    "fileName": "发票.pdf",
+                    "fileSize": rng.randint(20000, 900000),
+                    "fileType": "pdf",
+                    "fileId": str(rng.randint(10**10, 10**11)),
+                }
+            ]
+        ).decode()
+        if rng.random() < 0.6
+        else "null"
+    )
+    return [
+        _comp(
+            "TextField",
+            "TextField_BYJ01",
+            "补单事由",
+            f"{day[5:7]}月{rng.choice(DEPARTMENTS).name}备用金补充",
+        ),
+        _comp(
+            "DDSelectField",
+            "DDSelectField_BYJ02",
+            "费用类型",
+            kind,
+            {"label": kind, "key": f"option_{labels.index(kind)}"},
+        ),
+        _comp(
+            "MoneyField",
+            "MoneyField_BYJ03",
+            "补充金额（元）",
+            _money(total),
+            {"upper": "", "componentName": "MoneyField"},
+        ),
+        _comp("DDDateField", "DDDateField_BYJ04", "发生日期", day),
+        _comp("DDSelectField", "DDSelectField_BYJ05", "支付方式", rng.choice(["现金", "银行转账"])),
+        _comp(
+            "TableField",
+            "TableField_BYJ06",
+            "费用明细",
+            orjson.dumps(rows).decode(),
+            {"statValue": [], "componentName": "TableField"},
+        ),
+        _comp(
+            "TextareaField",
+            "TextareaField_BYJ07",
+            "备注",
+            rng.choice(["null", "请尽快审批", "补充本月备用金"]),
+        ),
+        _comp("DDAttachment", "DDAttachment_BYJ08", "附件", attachments),
+        _comp(
+            "InnerContactField",
+            "InnerContactField_BYJ09",
+            "经办人",
+            handler[1],
+            [{"emplId": handler[0], "name": handler[1], "avatar": ""}],
+        ),
+    ]
+
+
+def department_form(rng: random.Random, day: str, number: str) -> list[dict[str, Any]]:
+    """部门新建申请."""
+    parent = rng.choice(DEPARTMENTS)
+    prop = rng.choice(["管理部门", "销售部门", "研发部门", "生产部门"])
+    region = rng.choice(["华南", "华北", "西南", "华中", "东北"])
+    name = f"{region}{rng.choice(['分公司', '办事处', '服务中心'])}{number[-3:]}"
+    return [
+        _comp("TextField", "TextField_DEP01", "部门名称", name),
+        _comp("TextField", "TextField_DEP02", "部门编码", number),
+        _comp(
+            "DDSelectField",
+            "DDSelectField_DEP03",
+            "上级部门",
+            parent.name,
+            {"label": parent.name, "key": "option_0"},
+        ),
+        _comp(
+            "DDSelectField",
+            "DDSelectField_DEP04",
+            "部门属性",
+            prop,
+            {"label": prop, "key": "option_1"},
+        ),
+        _comp("DDDateField", "DDDateField_DEP05", "生效日期", day),
+        _comp("TextareaField", "TextareaField_DEP06", "描述", rng.choice(["null", "业务扩展需要"])),
+    ]
+
+
+def originator(rng: random.Random) -> tuple[str, str, str]:
+    e = rng.choice(EMPLOYEES)
+    return e.userid, e.name, e.dept_id
+
+
+PETTY, DEPT = PROCESS_CODES["petty-cash"], PROCESS_CODES["department-sync"]
