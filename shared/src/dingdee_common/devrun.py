@@ -158,6 +158,9 @@ async def _watch(
             elapsed = time.monotonic() - started
             live.update(_table(counts, n_loaded, expectation.total, elapsed))
             if all(loaded[f] == expectation.by_form[f] for f in expectation.by_form):
+                counts = await stack.topic_counts()
+                live.update(_table(counts, n_loaded, expectation.total, elapsed))
+                live.stop()
                 _summary(console, expectation, counts, elapsed)
                 return elapsed
             for name, proc in stack.processes.items():
