@@ -59,6 +59,9 @@ async def _run() -> int:
     except FatalError as exc:
         log.error("loader.fatal", error=str(exc))
         code = 1
+    except Exception as exc:  # last resort: log it, exit non-zero, get restarted
+        log.exception("loader.crashed", error_type=type(exc).__name__, error=str(exc))
+        code = 1
     finally:
         await consumer.stop()
         await producer.stop()
