@@ -33,6 +33,8 @@ async def test_sigkill_each_service_mid_run_loses_and_duplicates_nothing(
         seed=5,
         kafka_bootstrap=kafka_bootstrap,
         topic_prefix=f"kill{tmp_path.name[-6:]}.",
+        # slow Kingdee down so the kills land while bills are still being written
+        kingdee_args=("--latency-package-seconds", "0.03"),
     )
     async with Stack(config) as stack:
         expectation = await expected_bills(stack)
@@ -45,8 +47,10 @@ async def test_sigkill_each_service_mid_run_loses_and_duplicates_nothing(
             return await loaded() > 0
 
         await poll_until(some_loaded, timeout=180, what="the first bills in Kingdee")
+        at_kill: list[int] = []
         for victim in ("loader", "extractor", "transformer", "loader"):
             await asyncio.sleep(rng.uniform(0.2, 2.0))
+            at_kill.append(await loaded())
             stack.kill(victim)
             await asyncio.sleep(rng.uniform(0.0, 1.0))
             stack.start_service(victim)
@@ -59,6 +63,7 @@ async def test_sigkill_each_service_mid_run_loses_and_duplicates_nothing(
         got = await bill_numbers(stack, expectation)
         killed = {name: proc.starts - 1 for name, proc in stack.processes.items()}
 
+    assert at_kill[0] < expectation.total, "the first kill must land mid-run"
     assert killed["loader"] == 2 and killed["transformer"] == 1 and killed["extractor"] == 1
     for form, expected in expectation.by_form.items():
         assert set(got[form]) == expected, f"{form}: missing or extra bills after SIGKILLs"
