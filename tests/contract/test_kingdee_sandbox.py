@@ -435,3 +435,41 @@ async def test_overload_adds_latency_and_refuses_some_calls(kd: Kd) -> None:
         if r.status_code == 200:
             assert r.json()["Result"]["ResponseStatus"]["MsgCode"] == 14
     assert kd.state.stats["overloaded"] >= len(refused)
+
+
+class TestOptionalChecks:
+    async def test_timestamp_skew_and_nonce_replay(self, kd: Kd) -> None:
+        kd.state.update_config({"signature_max_skew_seconds": 60})
+        body = {"data": {"FormId": FORM, "FieldKeys": "FID"}}
+        assert await kd.call(QUERY, body) == []
+        stale = signature_headers(
+            httpx.URL(kd.url(QUERY)).path,
+            acct_id="5db25ac8d2b819",
+            username="webapi",
+            app_id="204399_72epSbtEQMC92Vwt2d3LRa9LRqSc1tqJ",
+            app_secret="fb7d46647ac346dbb5fcd45b65512a45",
+            lcid=2052,
+            org_num="0",
+            timestamp=str(int(time.time() * 1000) - 3_600_000),  # milliseconds, an hour old
+        )
+        kd.http.cookies.clear()
+        answer = await kd.call(QUERY, body, signed=False, headers=stale)
+        assert "时间戳" in answer[0][0]["Result"]["ResponseStatus"]["Errors"][0]["Message"]
+        kd.state.update_config({"signature_max_skew_seconds": 0, "reject_replayed_nonce": True})
+        first = await kd.post(QUERY, body)
+        assert first.json() == []
+        kd.http.cookies.clear()
+        replay = await kd.http.post(
+            kd.url(QUERY), content=json.dumps(body).encode(), headers=dict(first.request.headers)
+        )
+        assert "nonce" in replay.json()[0][0]["Result"]["ResponseStatus"]["Errors"][0]["Message"]
+
+    async def test_lockout_after_failed_logins(self, kd: Kd) -> None:
+        kd.state.update_config({"login_lockout_after": 2})
+        service = f"{STUB}.AuthService.ValidateUser"
+        wrong = {"parameters": ["5db25ac8d2b819", "webapi", "nope", 2052]}
+        right = {"parameters": ["5db25ac8d2b819", "webapi", "demo-password", 2052]}
+        for _ in range(2):
+            assert (await kd.call(service, wrong, signed=False))["LoginResultType"] == 0
+        locked = await kd.call(service, right, signed=False)
+        assert locked["LoginResultType"] == -1 and "锁定" in locked["Message"]

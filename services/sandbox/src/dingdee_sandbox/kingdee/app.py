@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 import uuid
 from typing import Any
 
@@ -60,6 +61,23 @@ def _cookies(session: Session) -> dict[str, str]:
     return {"kdservice-sessionid": session.id, "ASP.NET_SessionId": session.id}
 
 
+def _freshness(request: web.Request, state: SandboxState) -> str | None:
+    """Optional timestamp-skew and nonce-replay checks (contract §8.2: default off)."""
+    c = state.config
+    stamp = request.headers.get("x-api-timestamp", "0")
+    if c.signature_max_skew_seconds:
+        ts = float(stamp) if stamp.isdigit() else 0.0
+        ts = ts / 1000 if ts > 1e11 else ts  # the Java SDK sends milliseconds
+        if abs(time.time() - ts) > c.signature_max_skew_seconds:
+            return f"请求时间戳已过期：{stamp}"
+    if c.reject_replayed_nonce:
+        key = (request.headers.get("x-api-nonce", ""), request.headers.get("X-Api-Signature", ""))
+        if key in state.seen_nonces:
+            return "请求已被使用（重复的 nonce）"
+        state.seen_nonces.add(key)
+    return None
+
+
 def _authenticate(
     request: web.Request, state: SandboxState
 ) -> tuple[Session | None, dict[str, str], dict[str, Any] | None]:
@@ -72,9 +90,10 @@ def _authenticate(
         except SignatureError:
             state.stats["signature_rejected"] += 1
             return None, {}, failure_envelope(c.bad_signature_message, 1)
-        if app.acct_id != c.acct_id or app.username != c.username:
+        problem = _freshness(request, state)
+        if app.acct_id != c.acct_id or app.username != c.username or problem:
             state.stats["signature_rejected"] += 1
-            return None, {}, failure_envelope(c.bad_signature_message, 1)
+            return None, {}, failure_envelope(problem or c.bad_signature_message, 1)
     sid = _session_id(request)
     if sid:
         session = state.live_session(sid)

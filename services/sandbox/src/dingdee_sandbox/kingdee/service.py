@@ -57,9 +57,15 @@ def do_login(
     if acct != c.acct_id:
         state.stats["login_failed"] += 1
         return login_result(-1, f"数据中心无法获取到：{acct}"), None
+    locked = c.login_lockout_after and state.failed_logins[user] >= c.login_lockout_after
+    if locked:
+        state.stats["login_failed"] += 1
+        return login_result(-1, f"用户{user}已被锁定，请联系系统管理员"), None
     if user != c.username or not _login_ok(method, params, state):
         state.stats["login_failed"] += 1
+        state.failed_logins[user] += 1
         return login_result(0, "用户名或密码错误！"), None
+    state.failed_logins.pop(user, None)
     session = state.new_session(acct, user, as_int(params.get("lcid"), 2052))
     return login_result(1, None, session_id=session.id, user=user, acct_id=acct), session
 

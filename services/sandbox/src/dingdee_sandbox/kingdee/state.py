@@ -68,6 +68,16 @@ class SandboxConfig(BaseModel):
         description="share of overloaded calls answered HTTP 500/MsgCode 14",
     )
     all_or_nothing: bool = False
+    signature_max_skew_seconds: float = Field(
+        default=0.0, ge=0, description="reject signed calls this far from now (s or ms); 0 = off"
+    )
+    reject_replayed_nonce: bool = Field(
+        default=False,
+        description="reject a (nonce, signature) pair seen before (SDK nonces repeat)",
+    )
+    login_lockout_after: int = Field(
+        default=0, ge=0, description="lock a user after this many failed logins; 0 = off"
+    )
     bad_signature_message: str = "签名验证失败：请检查应用ID（AppID）与应用密钥（AppSecret）"
     seed: int | None = None
 
@@ -93,6 +103,8 @@ class SandboxState:
         self.fault_queue: list[str] = []
         self.async_results: dict[str, Any] = {}
         self.waiting = 0
+        self.seen_nonces: set[tuple[str, str]] = set()
+        self.failed_logins: Counter[str] = Counter()
         self.rng = random.Random(self.config.seed)
         self._workers: asyncio.Semaphore | None = None
         self._workers_size = 0
