@@ -70,7 +70,7 @@ async def sandbox(tmp_path: Path) -> AsyncIterator[Sandbox]:
         [
             sys.executable,
             "-m",
-            "dingdee_sandbox.dingtalk",
+            "dingdee_sandbox.dingtalk_lite",
             "--host",
             "127.0.0.1",
             "--port",
@@ -157,12 +157,16 @@ async def test_evolving_approvals_are_emitted_exactly_with_their_final_status(
         body = await sandbox.call("POST", "/_sandbox/instances", json={"process_code": code})
         created.append(body["id"])
     late = set(rng.sample(created, 16))  # ~10 % finish only days later
+    approved: list[str] = []
     for pid in created:
         if pid not in late:
             action = rng.choice(["approve"] * 8 + ["refuse", "terminate"])
             await sandbox.call("POST", f"/_sandbox/instances/{pid}/{action}")
+            if action == "approve":
+                approved.append(pid)
 
     app, producer, client = await make_app(kafka, sandbox, clock, CollectorRegistry())
+    revocations: list[str] = []
     try:
         for day in range(1, 5):
             for hour in range(0, 24, 6):
@@ -171,9 +175,12 @@ async def test_evolving_approvals_are_emitted_exactly_with_their_final_status(
                 if day == 2 and hour == 0:
                     for pid in sorted(late):
                         await sandbox.call("POST", f"/_sandbox/instances/{pid}/approve")
-                    revoked = sorted(set(created) - late)[:3]
-                    for pid in revoked:
-                        await sandbox.call("POST", f"/_sandbox/instances/{pid}/revoke")
+                    for pid in approved[:3]:
+                        linked = await sandbox.call("POST", f"/_sandbox/instances/{pid}/revoke")
+                        revocations.append(linked["id"])
+                if day == 3 and hour == 12:
+                    for pid in revocations:
+                        await sandbox.call("POST", f"/_sandbox/instances/{pid}/approve")
                 for poller in app.pollers:
                     await poller.cycle()
     finally:
@@ -188,7 +195,8 @@ async def test_evolving_approvals_are_emitted_exactly_with_their_final_status(
     emitted = await terminal_emitted(kafka)
     assert {k: v for k, v in emitted.items() if k in truth} == truth
     assert set(truth) <= set(emitted), "a terminal approval was never emitted"
-    assert len(truth) > len(created), "revocations must have spawned linked instances"
+    assert set(revocations) <= set(truth), "approved revocations are terminal approvals too"
+    assert all(emitted[r].endswith("/REVOKE") for r in revocations)
     requests = (await sandbox.call("GET", "/_sandbox/requests"))["requests"]
     gets = [r for r in requests if r["path"].endswith("/processinstance/get")]
     assert len(gets) < 3 * len(truth), "open instances must not be re-fetched every cycle"
