@@ -34,7 +34,7 @@ async def poll_until(
 
 
 async def read_topic(settings: KafkaSettings, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every record currently in ``topic`` (all partitions, from the start to the end offsets)."""
+    """Every record currently in ``topic`` (all partitions, from the start)."""
     consumer = make_consumer(settings, group_id=None)
     await consumer.start()
     try:
@@ -47,10 +47,15 @@ async def read_topic(settings: KafkaSettings, topic: str) -> list[ConsumerRecord
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
         records: list[ConsumerRecord[bytes, bytes]] = []
-        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
-            batches = await consumer.getmany(*tps, timeout_ms=1000)
+        # Tansu reports a partition's end offset as the start of its last record batch + 1, so
+        # reaching the end offsets is not enough: read on until a poll comes back empty.
+        while True:
+            batches = await consumer.getmany(*tps, timeout_ms=500)
             for msgs in batches.values():
                 records.extend(msgs)
+            behind = [tp for tp, end in ends.items() if await consumer.position(tp) < end]
+            if not batches and not behind:
+                break
         return records
     finally:
         await consumer.stop()

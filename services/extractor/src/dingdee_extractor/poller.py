@@ -114,7 +114,7 @@ class FlowPoller:
         start = max(floor, self.cp.watermark_ms - int(p.overlap_seconds * 1000))
         for lo, hi in split_windows(start, end, int(p.window_max_days * DAY_MS)):
             ids = await self._list(lo, hi)
-            await self._fetch([i for i in ids if self._is_new(i)], hint_ms=lo, trigger="poll")
+            await self._fetch(self._defer_young(ids, lo, now), hint_ms=lo, trigger="poll")
             await self._checkpoint(watermark=max(self.cp.watermark_ms, hi))
             if self._on_window is not None:
                 self._on_window(lo, hi, len(ids))
@@ -204,19 +204,33 @@ class FlowPoller:
         self._open[instance_id] = OpenInstance(
             create_time_ms=created,
             fingerprint=fp,
-            next_check_ms=self._next_check(created, checks, now),
+            next_check_ms=self._next_check(checks, now),
             checks=checks,
         )
 
-    def _next_check(self, created: int, checks: int, now: int) -> int:
+    def _next_check(self, checks: int, now: int) -> int:
+        """Back off exponentially from the initial delay, capped."""
         p = self._poll
         delay = min(
             p.open_recheck_max_seconds,
             p.open_recheck_initial_seconds * p.open_recheck_factor ** (checks - 1),
         )
-        return (
-            max(now + 1000, created + int(delay * 1000)) if checks == 1 else now + int(delay * 1000)
-        )
+        return now + int(delay * 1000)
+
+    def _defer_young(self, ids: list[str], lo: int, now: int) -> list[str]:
+        """New ids to fetch now; ids from a window younger than the initial delay wait for it.
+
+        An approval listed minutes after it was created is almost surely still running, so its
+        first ``get`` is scheduled at ``window start + initial delay`` instead of spending a call
+        on a snapshot that will change.
+        """
+        first_check = lo + int(self._poll.open_recheck_initial_seconds * 1000)
+        fresh = [i for i in ids if self._is_new(i)]
+        if first_check <= now:
+            return fresh
+        for instance_id in fresh:
+            self._open[instance_id] = OpenInstance(create_time_ms=lo, next_check_ms=first_check)
+        return []
 
     async def _emit(
         self, instance_id: str, instance: dict[str, Any], fp: str, trigger: Trigger
