@@ -41,10 +41,15 @@ class CheckpointStore:
             await consumer.seek_to_beginning(*tps)
             ends = await consumer.end_offsets(tps)
             latest: dict[str, Checkpoint] = {}
-            while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
-                for records in (await consumer.getmany(*tps, timeout_ms=1000)).values():
+            # Tansu's end offset is the last batch's start + 1: read on until a poll is empty.
+            while True:
+                batches = await consumer.getmany(*tps, timeout_ms=500)
+                for records in batches.values():
                     for record in records:
                         self._keep(latest, record.key, record.value)
+                behind = [tp for tp, end in ends.items() if await consumer.position(tp) < end]
+                if not batches and not behind:
+                    break
             return latest
         finally:
             await consumer.stop()
