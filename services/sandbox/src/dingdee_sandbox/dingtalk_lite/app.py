@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -15,6 +17,7 @@ from dingdee_sandbox.dingtalk_lite.state import Faults, State
 __all__ = ["create_app"]
 
 STATE: web.AppKey[State] = web.AppKey("state", State)
+BODY: web.RequestKey[dict[str, Any]] = web.RequestKey("body", dict)
 APPS = {DEMO_APP.app_key: DEMO_APP.app_secret}
 
 
@@ -63,6 +66,7 @@ async def request_log(request: web.Request, handler: Any) -> web.StreamResponse:
             "path": request.path,
             "status": response.status,
             "errcode": _errcode(response),
+            "body": request.get(BODY),
             "at": time.monotonic(),
             "at_ms": state.now_ms(),
         }
@@ -82,30 +86,50 @@ async def gettoken(request: web.Request) -> web.Response:
     )
 
 
-def _guard(request: web.Request, api: str) -> tuple[str | None, web.Response | None]:
-    """Token, throttling and injected faults, in the order DingTalk applies them."""
+async def _guard(request: web.Request, api: str) -> web.Response | None:
+    """Token, throttling, quota and injected faults, in the order DingTalk applies them."""
     state = request.app[STATE]
     token = request.query.get("access_token")
     if not token:
-        return None, _err88("40000", "access_token is blank")
+        return _err88("40000", "access_token is blank")
     app_key = state.app_of_token(token)
     if app_key is None:
-        return None, _err88("40014", "不合法的access_token")
+        return _err88("40014", "不合法的access_token")
     if state.throttled(app_key, api):
-        return None, _err88("90018", "应用调用该接口的频率超过限制")
-    roll = state.fault_rng.random()
-    if roll < state.faults.http_500_rate:
-        return None, web.Response(status=500, text="<html>500 Internal Server Error</html>")
-    if roll < state.faults.http_500_rate + state.faults.busy_rate:
-        return None, _flat(-1, "系统繁忙")
-    return app_key, None
+        return _err88("90018", "应用调用该接口的频率超过限制")
+    quota = state.faults.monthly_quota
+    if quota is not None and state.metered_calls >= quota:
+        return _flat(
+            90020,
+            f"您的企业本月api调用量已超过限制,调用量:{state.metered_calls}次,额度:{quota}次",
+        )
+    state.metered_calls += 1
+    return await _injected(state)
+
+
+async def _injected(state: State) -> web.Response | None:
+    f, roll = state.faults, state.fault_rng.random()
+    edges: list[tuple[float, Callable[[], web.Response]]] = [
+        (f.http_500_rate, lambda: web.Response(status=500, text="<html>500</html>")),
+        (f.busy_rate, lambda: _flat(-1, "系统繁忙")),
+        (f.global_qps_rate, lambda: _err88("90002", "当前所有钉钉应用调用该接口次数过多")),
+        (f.malformed_rate, lambda: web.Response(text="<html>gateway</html>", status=200)),
+    ]
+    for rate, make in edges:
+        if roll < rate:
+            return make()
+        roll -= rate
+    if state.fault_rng.random() < f.slow_rate:
+        await asyncio.sleep(f.slow_seconds)
+    return None
 
 
 async def listids(request: web.Request) -> web.Response:
-    _, failure = _guard(request, "listids")
+    failure = await _guard(request, "listids")
     if failure is not None:
         return failure
     body = await request.json()
+    request[BODY] = body
     state = request.app[STATE]
     now = state.now_ms()
     start, size = body.get("start_time"), int(body.get("size", 20))
@@ -126,7 +150,7 @@ async def listids(request: web.Request) -> web.Response:
 
 
 async def get(request: web.Request) -> web.Response:
-    _, failure = _guard(request, "get")
+    failure = await _guard(request, "get")
     if failure is not None:
         return failure
     body = await request.json()

@@ -39,7 +39,12 @@ class Faults:
 
     busy_rate: float = 0.0  # errcode -1 系统繁忙
     http_500_rate: float = 0.0
+    global_qps_rate: float = 0.0  # errcode 88 / 90002 (all apps over the API's global QPS)
+    malformed_rate: float = 0.0  # a body that is not JSON
+    slow_rate: float = 0.0  # answer after slow_seconds (beyond a client timeout)
+    slow_seconds: float = 15.0
     qps: int = 20  # per (app, API) sliding second
+    monthly_quota: int | None = None  # metered calls before errcode 90020; token calls exempt
     seed: int = 0
 
 
@@ -54,6 +59,7 @@ class State:
     requests: list[dict[str, Any]] = field(default_factory=list)
     windows: dict[tuple[str, str], deque[float]] = field(default_factory=dict)
     listeners: list[Callable[[str, str, str], None]] = field(default_factory=list)
+    metered_calls: int = 0
     _seq: int = 0
 
     def __post_init__(self) -> None:
