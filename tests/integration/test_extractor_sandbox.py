@@ -11,6 +11,7 @@ import random
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +106,11 @@ class Clock:
 
 
 async def make_app(
-    kafka: KafkaSettings, sandbox: Sandbox, clock: Clock, registry: CollectorRegistry
+    kafka: KafkaSettings,
+    sandbox: Sandbox,
+    clock: Clock,
+    registry: CollectorRegistry,
+    days: int | None = None,
 ) -> tuple[ExtractorApp, Any, DingTalkClient]:
     settings = ExtractorSettings(
         flows_file=ROOT / "config" / "flows.yaml",
@@ -122,8 +127,13 @@ async def make_app(
             sweep_interval_seconds=24 * 3600,
         ),
     )
+    start = (
+        date(2026, 11, 1)
+        if days is None
+        else (datetime.fromtimestamp(clock.now_ms / 1000, UTC).date() - timedelta(days=days))
+    )
     sources = [
-        s.model_copy(update={"start_date": s.start_date.replace(year=2026, month=11, day=1)})
+        s.model_copy(update={"start_date": start})
         for s in load_sources(settings.flows_file, frozenset(settings.dingtalk.apps))
     ]
     metrics = ExtractorMetrics.create(registry)
@@ -200,3 +210,39 @@ async def test_evolving_approvals_are_emitted_exactly_with_their_final_status(
     requests = (await sandbox.call("GET", "/_sandbox/requests"))["requests"]
     gets = [r for r in requests if r["path"].endswith("/processinstance/get")]
     assert len(gets) < 3 * len(truth), "open instances must not be re-fetched every cycle"
+
+
+async def test_long_history_with_transient_faults_is_read_in_legal_windows(
+    kafka: KafkaSettings, sandbox: Sandbox
+) -> None:
+    rng = random.Random(3)
+    now = START_MS + 40 * 24 * HOUR_MS
+    created = []
+    for _ in range(120):
+        at = now - rng.randint(1, 250) * 24 * HOUR_MS
+        body = await sandbox.call(
+            "POST",
+            "/_sandbox/instances",
+            json={"process_code": PROCESS_CODES["petty-cash"], "create_time_ms": at},
+        )
+        created.append(body["id"])
+        await sandbox.call("POST", f"/_sandbox/instances/{body['id']}/approve")
+    await sandbox.set_clock(now)
+    await sandbox.call("POST", "/_sandbox/faults", json={"busy_rate": 0.15, "http_500_rate": 0.05})
+    clock = Clock(now)
+    app, producer, client = await make_app(kafka, sandbox, clock, CollectorRegistry(), days=300)
+    try:
+        for poller in app.pollers:
+            await poller.cycle()
+    finally:
+        await producer.stop()
+        await client.aclose()
+
+    emitted = await terminal_emitted(kafka)
+    assert set(emitted) == set(created), "every approval of the history, nothing else"
+    requests = (await sandbox.call("GET", "/_sandbox/requests"))["requests"]
+    assert any(r["errcode"] == -1 for r in requests), "the faults must have fired"
+    windows = [r["body"] for r in requests if r["path"].endswith("/listids") and r["body"]]
+    day = 24 * HOUR_MS
+    assert all(w["end_time"] - w["start_time"] < 120 * day for w in windows)
+    assert all(w["start_time"] >= now - 365 * day for w in windows)

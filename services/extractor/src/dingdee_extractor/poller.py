@@ -115,7 +115,7 @@ class FlowPoller:
         for lo, hi in split_windows(start, end, int(p.window_max_days * DAY_MS)):
             ids = await self._list(lo, hi)
             await self._fetch(self._defer_young(ids, lo, now), hint_ms=lo, trigger="poll")
-            await self._checkpoint(watermark=max(self.cp.watermark_ms, hi))
+            await self._checkpoint(watermark=max(self.cp.watermark_ms, hi + 1))
             if self._on_window is not None:
                 self._on_window(lo, hi, len(ids))
         due = [i for i, o in self._open.items() if o.next_check_ms <= now]
@@ -125,7 +125,7 @@ class FlowPoller:
         if self._until_ms is None and sweep_due:
             await self.sweep(now)
         self._prune(now)
-        await self._checkpoint(watermark=max(self.cp.watermark_ms, end))
+        await self._checkpoint(watermark=max(self.cp.watermark_ms, end + 1))
         self._observe(now)
 
     async def sweep(self, now: int) -> None:
