@@ -218,11 +218,6 @@ def dingtalk() -> dict[str, Any]:
             "short",
         ),
         (
-            "Metered calls this month",
-            [("sum by (app) (dingdee_dingtalk_quota_used_calls)", "{{app}}")],
-            "short",
-        ),
-        (
             "Snapshots emitted by flow and status (/s)",
             [
                 (
