@@ -35,10 +35,6 @@ ROOT = Path(__file__).resolve().parents[2]
 OBS = ROOT / "k8s" / "observability"
 RULES = OBS / "rules" / "dingdee.rules.yml"
 _COMPARISON = re.compile(r"\s*(>=|<=|==|!=|>|<)\s*[0-9.e+-]+\s*$")
-# Gauges the services set only once the condition happens (never initialised to 0): a healthy run
-# cannot give them data. Reported as a gap to the service owners; their queries are still sent
-# (and must be valid PromQL), they are just not required to return series.
-SET_ONLY_WHEN_TRIPPED = ("dingdee_flood_guard_tripped",)
 _GRAFANA_VARS = {"$flow": ".*", "$__rate_interval": "1m", "$__interval": "15s"}
 
 
@@ -184,10 +180,7 @@ async def test_every_panel_and_alert_query_returns_data(
             async def panels_have_data() -> bool:
                 empty.clear()
                 for where, expr in dashboard_queries():
-                    series = await prom.series(expr)
-                    if any(name in expr for name in SET_ONLY_WHEN_TRIPPED):
-                        continue
-                    if not series:
+                    if not await prom.series(expr):
                         empty.append(f"{where}: {expr}")
                 return not empty
 
@@ -199,8 +192,6 @@ async def test_every_panel_and_alert_query_returns_data(
 
             for alert, full, signal in alert_expressions():
                 await prom.series(full)  # valid PromQL (the API fails on a syntax error)
-                if any(name in signal for name in SET_ONLY_WHEN_TRIPPED):
-                    continue
                 assert await prom.series(signal), f"{alert}: `{signal}` returns no series"
             rules = (await prom.api("rules"))["groups"]
             loaded = {r["name"]: r["health"] for g in rules for r in g["rules"]}

@@ -79,6 +79,7 @@ class ExtractorApp:
                 )
             )
         self._health.set_ready()
+        self._metrics.stage.ready.labels("extractor").set(1)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run each flow's poll loop until ``stop`` is set."""

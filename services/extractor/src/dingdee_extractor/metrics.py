@@ -29,7 +29,7 @@ class ExtractorMetrics:
     @classmethod
     def create(cls, registry: CollectorRegistry) -> ExtractorMetrics:
         return cls(
-            stage=StageMetrics.create(registry),
+            stage=StageMetrics.create(registry, "extractor"),
             requests=Counter(
                 "dingdee_dingtalk_requests_total",
                 "DingTalk API calls by app, API and errcode/sub_code (0 = success)",

@@ -30,7 +30,7 @@ class LoaderMetrics:
     @classmethod
     def create(cls, registry: CollectorRegistry) -> LoaderMetrics:
         return cls(
-            stage=StageMetrics.create(registry),
+            stage=StageMetrics.create(registry, "loader"),
             batch_size=Histogram(
                 "dingdee_loader_batch_size_records",
                 "Packages per BatchSave call",

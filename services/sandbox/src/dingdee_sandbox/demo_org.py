@@ -50,7 +50,7 @@ class Employee:
 DEMO_APP = DemoApp(
     name="main",
     app_key="dingdemo0app0key0001",
-    app_secret="demo-app-secret-0123456789abcdef",
+    app_secret="demo-app-secret-0123456789abcdef",  # noqa: S106 - public demo value
     corp_id="ding0demo0corp",
 )
 

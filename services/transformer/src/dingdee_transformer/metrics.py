@@ -24,7 +24,7 @@ class TransformerMetrics:
     @classmethod
     def create(cls, registry: CollectorRegistry) -> TransformerMetrics:
         return cls(
-            stage=StageMetrics.create(registry),
+            stage=StageMetrics.create(registry, "transformer"),
             skipped=Counter(
                 "dingdee_transformer_skipped_total",
                 "Approval snapshots that made no bill, by reason",

@@ -149,5 +149,5 @@ class ReplayAudit(_Message):
     outcome: str
     handled: dict[str, list[tuple[int, int]]] = Field(
         default_factory=dict,
-        description="DLQ 'topic:partition' -> [first, last] offset ranges this run copied or parked",
+        description="DLQ 'topic:partition' -> [first, last] offset ranges copied or parked",
     )

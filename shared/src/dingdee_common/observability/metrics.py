@@ -27,8 +27,9 @@ class StageMetrics:
     ready: Gauge
 
     @classmethod
-    def create(cls, registry: CollectorRegistry) -> StageMetrics:
-        return cls(
+    def create(cls, registry: CollectorRegistry, stage: str | None = None) -> StageMetrics:
+        """Register the metrics; with ``stage``, its gauges start at 0 so alerts see a series."""
+        metrics = cls(
             records_in=Counter(
                 "dingdee_records_in_total",
                 "Records consumed by a stage",
@@ -83,3 +84,7 @@ class StageMetrics:
                 "dingdee_ready", "1 while the stage reports ready", ["stage"], registry=registry
             ),
         )
+        if stage is not None:
+            metrics.flood_guard_tripped.labels(stage).set(0)
+            metrics.ready.labels(stage).set(0)
+        return metrics
