@@ -33,8 +33,8 @@ from dingdee_extractor.metrics import ExtractorMetrics
 from dingdee_extractor.poller import FlowPoller
 from dingdee_extractor.settings import DingTalkSettings, PollSettings
 from dingdee_sandbox.demo_org import DEMO_APP, PROCESS_CODES
-from dingdee_sandbox.dingtalk_lite.app import create_app
-from dingdee_sandbox.dingtalk_lite.state import Faults, State
+from dingdee_sandbox.dingtalk.app import create_app
+from dingdee_sandbox.dingtalk.state import Faults, State
 
 HOUR_MS = 3_600_000
 QPS = 18.0

@@ -18,8 +18,8 @@ from dingdee_extractor.dingtalk.client import DingTalkClient, QuotaExhaustedErro
 from dingdee_extractor.metrics import ExtractorMetrics
 from dingdee_extractor.settings import DingTalkSettings
 from dingdee_sandbox.demo_org import DEMO_APP, PROCESS_CODES
-from dingdee_sandbox.dingtalk_lite.app import create_app
-from dingdee_sandbox.dingtalk_lite.state import DAY_MS, Faults, State
+from dingdee_sandbox.dingtalk.app import create_app
+from dingdee_sandbox.dingtalk.state import DAY_MS, Faults, State
 
 pytestmark = pytest.mark.contract
 PETTY = PROCESS_CODES["petty-cash"]

@@ -33,7 +33,7 @@ async def test_sigkill_during_backfill_then_resume(kafka: KafkaSettings, tmp_pat
         [
             sys.executable,
             "-m",
-            "dingdee_sandbox.dingtalk_lite",
+            "dingdee_sandbox.dingtalk",
             "--port",
             "0",
             "--port-file",

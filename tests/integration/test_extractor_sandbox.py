@@ -71,7 +71,7 @@ async def sandbox(tmp_path: Path) -> AsyncIterator[Sandbox]:
         [
             sys.executable,
             "-m",
-            "dingdee_sandbox.dingtalk_lite",
+            "dingdee_sandbox.dingtalk",
             "--host",
             "127.0.0.1",
             "--port",

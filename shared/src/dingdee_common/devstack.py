@@ -53,7 +53,7 @@ class StackConfig:
     env: dict[str, str] = field(default_factory=dict)
     service_env: dict[str, dict[str, str]] = field(default_factory=dict)
     dingtalk_args: tuple[str, ...] = ()
-    dingtalk_sandbox: str = "dingtalk_lite"  # module under dingdee_sandbox
+
     kingdee_args: tuple[str, ...] = ()
 
 
@@ -106,7 +106,7 @@ class Stack:
         port_file.unlink(missing_ok=True)
         proc = ManagedProcess.python_module(
             f"sandbox-{name}",
-            f"dingdee_sandbox.{self.config.dingtalk_sandbox if name == 'dingtalk' else name}",
+            f"dingdee_sandbox.{name}",
             "--host",
             "127.0.0.1",
             "--port",

@@ -12,7 +12,7 @@ import orjson
 from aiohttp import web
 
 from dingdee_sandbox.demo_org import DEMO_APP
-from dingdee_sandbox.dingtalk_lite.state import Faults, State
+from dingdee_sandbox.dingtalk.state import Faults, State
 
 __all__ = ["create_app"]
 

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from dingdee_sandbox.demo_org import DEMO_APP, DEPARTMENTS
-from dingdee_sandbox.dingtalk_lite.generator import (
+from dingdee_sandbox.dingtalk.generator import (
     DEPT,
     PETTY,
     Instance,

@@ -1,4 +1,4 @@
-"""``python -m dingdee_sandbox.dingtalk_lite``: serve the DingTalk old-host sandbox.
+"""``python -m dingdee_sandbox.dingtalk``: serve the DingTalk old-host sandbox.
 
 Prints ``listening on http://HOST:PORT`` and writes the bound port to ``--port-file``.
 """
@@ -13,8 +13,8 @@ from pathlib import Path
 from aiohttp import web
 
 from dingdee_common.runtime import install_stop_handlers
-from dingdee_sandbox.dingtalk_lite.app import create_app
-from dingdee_sandbox.dingtalk_lite.state import Faults, State
+from dingdee_sandbox.dingtalk.app import create_app
+from dingdee_sandbox.dingtalk.state import Faults, State
 
 __all__ = ["main"]
 
@@ -38,7 +38,7 @@ async def _serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dingdee_sandbox.dingtalk_lite", description=__doc__)
+    parser = argparse.ArgumentParser(prog="dingdee_sandbox.dingtalk", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8091)
     parser.add_argument("--port-file", type=Path, default=None)
