@@ -23,6 +23,7 @@ from faust.types import EventT, StreamT
 from dingdee_common.codec import dumps
 from dingdee_common.errors import ErrorClass, FatalError, TransientError
 from dingdee_common.floodguard import FloodGuard
+from dingdee_common.kafka import headers as hdr
 from dingdee_common.kafka.dlq import DeadLetterPublisher, SourceRecord
 from dingdee_common.kafka.topics import Topics
 from dingdee_common.observability.logging import get_logger
@@ -219,6 +220,7 @@ class TransformerApp:
             await stream.ack(event)
         done = time.perf_counter()
         self.metrics.stage.processing.labels(STAGE).observe(done - started)
+        self._observe_lag(events[: len(outcomes)])
         self.health.progress()
         log.info(
             "transformer.batch.done",
@@ -227,6 +229,32 @@ class TransformerApp:
             map_seconds=round(mapped - started, 4),
             publish_seconds=round(done - mapped, 4),
         )
+
+    def _observe_lag(self, events: Sequence[EventT[bytes]]) -> None:
+        """Record age (now - produce time upstream) and the lag left behind this batch.
+
+        Lag in seconds is the age of the newest record processed while records remain behind
+        it (an upper bound of the oldest unprocessed one's age), 0 when caught up.
+        """
+        if not events:
+            return
+        now = time.time()
+        last: dict[Any, EventT[bytes]] = {}
+        for event in events:
+            msg = event.message
+            last[msg.tp] = event
+            flow = hdr.get(_headers(msg.headers), hdr.FLOW) or "unknown"
+            self.metrics.stage.record_age.labels(STAGE, flow).observe(max(now - msg.timestamp, 0))
+        behind, oldest = 0, now
+        for tp, event in last.items():
+            high = self.app.consumer.highwater(tp)
+            remaining = max((high or 0) - (event.message.offset + 1), 0)
+            behind += remaining
+            if remaining:
+                oldest = min(oldest, event.message.timestamp)
+        topic = events[0].message.topic
+        self.metrics.stage.consumer_lag.labels(STAGE, topic).set(behind)
+        self.metrics.stage.consumer_lag_seconds.labels(STAGE, topic).set(max(now - oldest, 0))
 
     def _record(self, event: EventT[bytes]) -> SourceRecord:
         msg = event.message
