@@ -189,9 +189,27 @@ async def instances(request: web.Request) -> web.Response:
 
 
 async def create_instance(request: web.Request) -> web.Response:
+    """One instance, or ``count`` of them spread evenly over ``spread_ms`` before now."""
     body = await request.json()
-    inst = request.app[STATE].create(str(body["process_code"]), body.get("create_time_ms"))
-    return web.json_response({"id": inst.id, "business_id": inst.business_id})
+    state = request.app[STATE]
+    count = int(body.get("count", 1))
+    if count == 1:
+        inst = state.create(str(body["process_code"]), body.get("create_time_ms"))
+        return web.json_response({"id": inst.id, "business_id": inst.business_id})
+    now, spread = state.now_ms(), int(body.get("spread_ms", 0))
+    ids = [
+        state.create(str(body["process_code"]), now - spread + spread * i // count).id
+        for i in range(count)
+    ]
+    return web.json_response({"ids": ids})
+
+
+async def bulk_act(request: web.Request) -> web.Response:
+    """``{"ids": [...], "action": "approve"}``: the same action on many instances."""
+    body = await request.json()
+    state = request.app[STATE]
+    linked = [state.finish(str(i), str(body["action"])).id for i in body["ids"]]
+    return web.json_response({"ids": linked})
 
 
 async def act(request: web.Request) -> web.Response:
@@ -251,6 +269,7 @@ def create_app(state: State | None = None) -> web.Application:
             web.get("/_sandbox/expected", expected),
             web.get("/_sandbox/instances", instances),
             web.post("/_sandbox/instances", create_instance),
+            web.post("/_sandbox/instances/bulk", bulk_act),
             web.post("/_sandbox/instances/{id}/{action}", act),
             web.route("*", "/_sandbox/clock", clock),
             web.route("*", "/_sandbox/requests", requests_log),
