@@ -16,6 +16,7 @@ from dingdee_common.observability.server import Health
 from dingdee_extractor.checkpoints import CheckpointStore
 from dingdee_extractor.dingtalk.client import DingTalkClient
 from dingdee_extractor.emitter import Emitter
+from dingdee_extractor.events import EventListener
 from dingdee_extractor.flows import FlowSource
 from dingdee_extractor.metrics import ExtractorMetrics
 from dingdee_extractor.poller import FlowPoller
@@ -81,12 +82,30 @@ class ExtractorApp:
         self._health.set_ready()
         self._metrics.stage.ready.labels("extractor").set(1)
 
+    def listeners(self) -> list[EventListener]:
+        """One Stream-mode listener per DingTalk app of the flows (when events are enabled)."""
+        if not self._settings.events.enabled:
+            return []
+        by_app: dict[str, dict[str, FlowPoller]] = {}
+        for poller in self.pollers:
+            by_app.setdefault(poller.source.app, {})[poller.source.process_code] = poller
+        apps = self._settings.dingtalk.apps
+        return [
+            EventListener(app, apps[app], self._settings.events, pollers, self._metrics)
+            for app, pollers in by_app.items()
+        ]
+
     async def run(self, stop: asyncio.Event) -> None:
-        """Run each flow's poll loop until ``stop`` is set."""
-        await asyncio.gather(*(self._loop(p, stop) for p in self.pollers))
+        """Run each flow's poll loop (and the event listeners) until ``stop`` is set."""
+        loops = [self._loop(p, stop) for p in self.pollers]
+        await asyncio.gather(*loops, *(listener.run(stop) for listener in self.listeners()))
 
     async def _loop(self, poller: FlowPoller, stop: asyncio.Event) -> None:
-        interval = poller.source.poll_interval_seconds or self._settings.poll.interval_seconds
+        interval = poller.source.poll_interval_seconds or (
+            self._settings.events.poll_interval_seconds
+            if self._settings.events.enabled
+            else self._settings.poll.interval_seconds
+        )
         while not stop.is_set():
             started = time.monotonic()
             await poller.cycle()

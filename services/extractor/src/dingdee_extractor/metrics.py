@@ -25,6 +25,9 @@ class ExtractorMetrics:
     calls_per_terminal: Gauge
     quota_used: Gauge
     quota_remaining: Gauge
+    events: Counter
+    events_connected: Gauge
+    events_last_received: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> ExtractorMetrics:
@@ -94,6 +97,24 @@ class ExtractorMetrics:
             quota_remaining=Gauge(
                 "dingdee_dingtalk_quota_remaining_calls",
                 "Monthly call budget left (only for apps with a configured budget)",
+                ["app"],
+                registry=registry,
+            ),
+            events=Counter(
+                "dingdee_dingtalk_events_total",
+                "Stream-mode approval events by type (start/finish/terminate) and outcome",
+                ["app", "type", "outcome"],
+                registry=registry,
+            ),
+            events_connected=Gauge(
+                "dingdee_dingtalk_event_stream_connected",
+                "1 while the app's Stream-mode connection is open",
+                ["app"],
+                registry=registry,
+            ),
+            events_last_received=Gauge(
+                "dingdee_dingtalk_event_last_received_timestamp_seconds",
+                "Unix time of the last event received on the app's stream",
                 ["app"],
                 registry=registry,
             ),

@@ -96,6 +96,7 @@ class FlowPoller:
         self._clock = clock or (lambda: int(datetime.now(UTC).timestamp() * 1000))
         self._tz = ZoneInfo(source.timezone)
         self._concurrency = concurrency
+        self._lock = asyncio.Lock()
         self._until_ms = until_ms
         self._on_window = on_window
         self.calls = 0
@@ -103,8 +104,18 @@ class FlowPoller:
 
     # ---- the cycle ---------------------------------------------------------------------------
 
+    async def on_event(self, instance_id: str) -> None:
+        """An approval event: fetch the instance now; returns once its snapshot is acked."""
+        async with self._lock:
+            await self._fetch([instance_id], hint_ms=self._clock(), trigger="event")
+            await self._checkpoint(watermark=self.cp.watermark_ms)
+
     async def cycle(self) -> None:
         """Read new windows, re-fetch due open instances, sweep when due; checkpoint each step."""
+        async with self._lock:
+            await self._cycle()
+
+    async def _cycle(self) -> None:
         now = self._clock()
         p = self._poll
         end = now - int(p.settle_seconds * 1000)

@@ -8,7 +8,13 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from dingdee_common.settings import HttpServerSettings, RetrySettings, ServiceSettings
 
-__all__ = ["DingTalkApp", "DingTalkSettings", "ExtractorSettings", "PollSettings"]
+__all__ = [
+    "DingTalkApp",
+    "DingTalkSettings",
+    "EventsSettings",
+    "ExtractorSettings",
+    "PollSettings",
+]
 
 
 class _Block(BaseModel):
@@ -57,6 +63,17 @@ class PollSettings(_Block):
     detail_failures_before_dlq: int = Field(default=3, ge=1)
 
 
+class EventsSettings(_Block):
+    """Stream-mode approval events (``DINGDEE_EVENTS__*``): the trigger; polling the safety net."""
+
+    enabled: bool = False
+    base_url: str = "https://api.dingtalk.com"
+    poll_interval_seconds: float = Field(
+        default=3600.0, gt=0, description="poll cycle while events are on (the safety net)"
+    )
+    reconnect_max_seconds: float = Field(default=60.0, gt=0)
+
+
 class ExtractorSettings(ServiceSettings):
     """Built once by ``__main__`` and passed to every component."""
 
@@ -64,5 +81,6 @@ class ExtractorSettings(ServiceSettings):
     group_id: str = "dingdee-extractor"
     dingtalk: DingTalkSettings
     poll: PollSettings = PollSettings()
+    events: EventsSettings = EventsSettings()
     retry: RetrySettings = RetrySettings(max_attempts=5, deadline_seconds=60)
     http: HttpServerSettings = HttpServerSettings(port=9401)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -13,10 +13,12 @@ from aiohttp import web
 
 from dingdee_sandbox.demo_org import DEMO_APP
 from dingdee_sandbox.dingtalk.state import Faults, State
+from dingdee_sandbox.dingtalk.stream import StreamGateway
 
 __all__ = ["create_app"]
 
 STATE: web.AppKey[State] = web.AppKey("state", State)
+GATEWAY: web.AppKey[StreamGateway] = web.AppKey("gateway", StreamGateway)
 BODY: web.RequestKey[dict[str, Any]] = web.RequestKey("body", dict)
 APPS = {DEMO_APP.app_key: DEMO_APP.app_secret}
 
@@ -261,6 +263,18 @@ async def revoke_tokens(request: web.Request) -> web.Response:
 def create_app(state: State | None = None) -> web.Application:
     app = web.Application(middlewares=[request_log])
     app[STATE] = state or State()
+    gateway = StreamGateway(app[STATE])
+    app[GATEWAY] = gateway
+
+    async def redelivery(_: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(gateway.redeliver_forever())
+        yield
+        task.cancel()
+        for ws in list(gateway.sockets):
+            await ws.close()
+
+    app.cleanup_ctx.append(redelivery)
+    app.add_routes(gateway.routes())
     app.add_routes(
         [
             web.get("/gettoken", gettoken),

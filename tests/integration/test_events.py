@@ -1,0 +1,219 @@
+"""Stream-mode events against the DingTalk sandbox (its own process) and the real broker.
+
+The official ``dingtalk-stream`` client connects to the sandbox's gateway; the extractor's own
+listener turns finish events into snapshots within seconds, acks only after Kafka acked, and with
+dropped, doubled and disconnected events the polling safety net still makes the set exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+
+from dingdee_common.codec import decode_model
+from dingdee_common.contracts import ApprovalSnapshot
+from dingdee_common.kafka.clients import make_producer
+from dingdee_common.kafka.topics import Topics
+from dingdee_common.observability.server import Health
+from dingdee_common.procs import ManagedProcess
+from dingdee_common.settings import KafkaSettings
+from dingdee_extractor.app import ExtractorApp
+from dingdee_extractor.dingtalk.client import DingTalkClient
+from dingdee_extractor.flows import load_sources
+from dingdee_extractor.metrics import ExtractorMetrics
+from dingdee_extractor.settings import (
+    DingTalkSettings,
+    EventsSettings,
+    ExtractorSettings,
+    PollSettings,
+)
+from dingdee_sandbox.demo_org import DEMO_APP, PROCESS_CODES
+from tests.helpers import poll_until, read_topic
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+async def sandbox_url(tmp_path: Path) -> AsyncIterator[str]:
+    port_file = tmp_path / "port"
+    proc = ManagedProcess(
+        "sandbox",
+        [
+            sys.executable,
+            "-m",
+            "dingdee_sandbox.dingtalk",
+            "--port",
+            "0",
+            "--port-file",
+            str(port_file),
+            "--demo",
+            "0",
+        ],
+        log_path=tmp_path / "sandbox.log",
+    )
+    proc.start()
+    await poll_until(
+        lambda: port_file.exists() and port_file.read_text() != "",
+        timeout=30,
+        what="the sandbox port",
+    )
+    yield f"http://127.0.0.1:{int(port_file.read_text())}"
+    proc.stop()
+
+
+async def call(url: str, method: str, path: str, **kwargs: Any) -> Any:
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        response = await client.request(method, path, **kwargs)
+        assert response.is_success, response.text
+        return response.json()
+
+
+async def test_official_stream_client_connects_receives_and_acks(sandbox_url: str) -> None:
+    os.environ["DINGTALK_OPENAPI_ENDPOINT"] = sandbox_url
+    import dingtalk_stream
+
+    dingtalk_stream.DingTalkStreamClient.OPEN_CONNECTION_API = (
+        sandbox_url + "/v1.0/gateway/connections/open"
+    )
+    received: list[dict[str, Any]] = []
+
+    class Handler(dingtalk_stream.EventHandler):  # type: ignore[misc]
+        async def process(self, event: Any) -> tuple[int, str]:
+            received.append(event.data)
+            return dingtalk_stream.AckMessage.STATUS_OK, "OK"
+
+    client = dingtalk_stream.DingTalkStreamClient(
+        dingtalk_stream.Credential(DEMO_APP.app_key, DEMO_APP.app_secret)
+    )
+    client.register_all_event_handler(Handler())
+    task = asyncio.create_task(client.start())
+    try:
+
+        async def connected() -> bool:
+            return (await call(sandbox_url, "GET", "/_sandbox/stream"))["connections"] == 1
+
+        await poll_until(connected, timeout=30, what="the official client's connection")
+        body = await call(
+            sandbox_url,
+            "POST",
+            "/_sandbox/instances",
+            json={"process_code": PROCESS_CODES["petty-cash"]},
+        )
+        await call(sandbox_url, "POST", f"/_sandbox/instances/{body['id']}/approve")
+
+        async def acked() -> bool:
+            state = await call(sandbox_url, "GET", "/_sandbox/stream")
+            return state["acked"] >= 2 and state["pending"] == 0
+
+        await poll_until(acked, timeout=20, what="the client's acks")
+    finally:
+        task.cancel()
+    assert [e["type"] for e in received] == ["start", "finish"]
+    assert received[1]["processInstanceId"] == body["id"] and received[1]["result"] == "agree"
+
+
+async def make_extractor(kafka: KafkaSettings, url: str) -> tuple[ExtractorApp, Any, Any]:
+    settings = ExtractorSettings(
+        flows_file=ROOT / "config" / "flows.yaml",
+        kafka=kafka,
+        dingtalk=DingTalkSettings(
+            base_url=url,
+            apps={"main": {"app_key": DEMO_APP.app_key, "app_secret": DEMO_APP.app_secret}},  # type: ignore[dict-item]
+        ),
+        poll=PollSettings(settle_seconds=0),
+        events=EventsSettings(enabled=True, base_url=url, poll_interval_seconds=3600),
+    )
+    metrics = ExtractorMetrics.create(CollectorRegistry())
+    producer = make_producer(kafka)
+    await producer.start()
+    client = DingTalkClient(settings.dingtalk, metrics)
+    sources = load_sources(settings.flows_file, frozenset({"main"}))
+    app = ExtractorApp(settings, sources, producer, client, metrics, Health())
+    await app.setup()
+    return app, producer, client
+
+
+async def snapshots(kafka: KafkaSettings) -> list[ApprovalSnapshot]:
+    return [
+        decode_model(r.value, ApprovalSnapshot, supported_versions=frozenset({1}))
+        for r in await read_topic(kafka, Topics(kafka.topic_prefix).approvals_raw)
+    ]
+
+
+async def test_events_trigger_fetches_fast_and_polling_catches_what_events_missed(
+    kafka: KafkaSettings, sandbox_url: str
+) -> None:
+    rng = random.Random(4)
+    await call(
+        sandbox_url,
+        "POST",
+        "/_sandbox/stream",
+        json={"drop_rate": 0.05, "duplicate_rate": 0.02, "redeliver_seconds": 2},
+    )
+    app, producer, client = await make_extractor(kafka, sandbox_url)
+    stop = asyncio.Event()
+    runner = asyncio.create_task(app.run(stop))
+    try:
+
+        async def connected() -> bool:
+            return (await call(sandbox_url, "GET", "/_sandbox/stream"))["connections"] == 1
+
+        await poll_until(connected, timeout=30, what="the extractor's event stream")
+        ids = []
+        for _ in range(60):
+            body = await call(
+                sandbox_url,
+                "POST",
+                "/_sandbox/instances",
+                json={"process_code": PROCESS_CODES["petty-cash"]},
+            )
+            ids.append(body["id"])
+        for n, pid in enumerate(ids):
+            action = rng.choice(["approve"] * 8 + ["refuse", "terminate"])
+            await call(sandbox_url, "POST", f"/_sandbox/instances/{pid}/{action}")
+            if n == 30:
+                await call(sandbox_url, "POST", "/_sandbox/stream", json={"disconnect": True})
+            await asyncio.sleep(0.05)
+
+        async def events_done() -> bool:
+            state = await call(sandbox_url, "GET", "/_sandbox/stream")
+            return state["pending"] == 0 and state["connections"] == 1
+
+        await poll_until(events_done, timeout=60, what="every delivered event acked")
+        before_sweep = {s.process_instance_id for s in await snapshots(kafka)}
+        for poller in app.pollers:  # the safety net's next cycle
+            await poller.cycle()
+    finally:
+        stop.set()
+        await asyncio.wait_for(runner, timeout=30)
+        await producer.stop()
+        await client.aclose()
+
+    finished = {
+        i["id"]: i for i in (await call(sandbox_url, "GET", "/_sandbox/instances"))["instances"]
+    }
+    emitted = await snapshots(kafka)
+    terminal = {s.process_instance_id: s.status for s in emitted if s.status != "RUNNING"}
+    assert terminal == {pid: finished[pid]["status"] for pid in ids}
+    by_event = [s for s in emitted if s.trigger == "event"]
+    assert len(by_event) >= 0.8 * len(ids), "most approvals should arrive through events"
+    assert before_sweep, "events alone must have brought snapshots before the sweep"
+    steady = set(ids[:30])  # finished before the connection was dropped
+    delays = sorted(
+        s.fetched_at.timestamp() - finished[s.process_instance_id]["finish_time_ms"] / 1000
+        for s in by_event
+        if s.process_instance_id in steady
+    )
+    p99 = delays[min(len(delays) - 1, int(0.99 * len(delays)))]
+    print(f"event-to-snapshot latency: p50 {delays[len(delays) // 2]:.3f}s, p99 {p99:.3f}s")
+    assert p99 < 2.0, f"p99 event-to-snapshot latency {p99:.2f}s"
