@@ -56,6 +56,16 @@ class ExtractorApp:
         checkpoints = await self._store.load()
         emitter = Emitter(self._producer, self._topics.approvals_raw)
         dlq = DeadLetterPublisher(self._producer, self._topics, "extractor")
+        poll = self._settings.poll
+        if self._settings.events.enabled:  # events report finishes; polling only backs them up
+            poll = poll.model_copy(
+                update={
+                    "open_recheck_initial_seconds": max(
+                        poll.open_recheck_initial_seconds,
+                        self._settings.events.open_recheck_initial_seconds,
+                    )
+                }
+            )
         for source in self._sources:
             checkpoint = checkpoints.get(source.flow)
             log.info(
@@ -73,7 +83,7 @@ class ExtractorApp:
                     save=self._store.save,
                     dlq=dlq,
                     metrics=self._metrics,
-                    poll=self._settings.poll,
+                    poll=poll,
                     retry=self._settings.retry,
                     concurrency=self._settings.dingtalk.get_concurrency,
                     clock=self._clock,

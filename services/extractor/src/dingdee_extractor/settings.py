@@ -69,9 +69,14 @@ class EventsSettings(_Block):
     enabled: bool = False
     base_url: str = "https://api.dingtalk.com"
     poll_interval_seconds: float = Field(
-        default=3600.0, gt=0, description="poll cycle while events are on (the safety net)"
+        default=6 * 3600.0, gt=0, description="poll cycle while events are on (the safety net)"
     )
     reconnect_max_seconds: float = Field(default=60.0, gt=0)
+    open_recheck_initial_seconds: float = Field(
+        default=24 * 3600.0,
+        gt=0,
+        description="with events on, open instances are re-fetched this late (events tell first)",
+    )
 
 
 class ExtractorSettings(ServiceSettings):
