@@ -131,7 +131,10 @@ async def make_extractor(kafka: KafkaSettings, url: str) -> tuple[ExtractorApp, 
             apps={"main": {"app_key": DEMO_APP.app_key, "app_secret": DEMO_APP.app_secret}},  # type: ignore[dict-item]
         ),
         poll=PollSettings(settle_seconds=0),
-        events=EventsSettings(enabled=True, base_url=url, poll_interval_seconds=3600),
+        # the safety net re-checks open instances at once here (24 h by default)
+        events=EventsSettings(
+            enabled=True, base_url=url, poll_interval_seconds=3600, open_recheck_initial_seconds=1
+        ),
     )
     metrics = ExtractorMetrics.create(CollectorRegistry())
     producer = make_producer(kafka)
