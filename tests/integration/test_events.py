@@ -11,6 +11,7 @@ import asyncio
 import os
 import random
 import sys
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -96,28 +97,27 @@ async def test_official_stream_client_connects_receives_and_acks(sandbox_url: st
         dingtalk_stream.Credential(DEMO_APP.app_key, DEMO_APP.app_secret)
     )
     client.register_all_event_handler(Handler())
-    task = asyncio.create_task(client.start())
-    try:
+    # The official client swallows cancellation and retries forever, and opens connections with
+    # blocking ``requests``: it runs on its own loop in a daemon thread, which dies with the tests.
+    threading.Thread(target=lambda: asyncio.run(client.start()), daemon=True).start()
 
-        async def connected() -> bool:
-            return (await call(sandbox_url, "GET", "/_sandbox/stream"))["connections"] == 1
+    async def connected() -> bool:
+        return (await call(sandbox_url, "GET", "/_sandbox/stream"))["connections"] == 1
 
-        await poll_until(connected, timeout=30, what="the official client's connection")
-        body = await call(
-            sandbox_url,
-            "POST",
-            "/_sandbox/instances",
-            json={"process_code": PROCESS_CODES["petty-cash"]},
-        )
-        await call(sandbox_url, "POST", f"/_sandbox/instances/{body['id']}/approve")
+    await poll_until(connected, timeout=30, what="the official client's connection")
+    body = await call(
+        sandbox_url,
+        "POST",
+        "/_sandbox/instances",
+        json={"process_code": PROCESS_CODES["petty-cash"]},
+    )
+    await call(sandbox_url, "POST", f"/_sandbox/instances/{body['id']}/approve")
 
-        async def acked() -> bool:
-            state = await call(sandbox_url, "GET", "/_sandbox/stream")
-            return state["acked"] >= 2 and state["pending"] == 0
+    async def acked() -> bool:
+        state = await call(sandbox_url, "GET", "/_sandbox/stream")
+        return state["acked"] >= 2 and state["pending"] == 0
 
-        await poll_until(acked, timeout=20, what="the client's acks")
-    finally:
-        task.cancel()
+    await poll_until(acked, timeout=20, what="the client's acks")
     assert [e["type"] for e in received] == ["start", "finish"]
     assert received[1]["processInstanceId"] == body["id"] and received[1]["result"] == "agree"
 
