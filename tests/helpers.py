@@ -49,13 +49,13 @@ async def read_topic(settings: KafkaSettings, topic: str) -> list[ConsumerRecord
         records: list[ConsumerRecord[bytes, bytes]] = []
         # Tansu reports a partition's end offset as the start of its last record batch + 1, so
         # reaching the end offsets is not enough: read on until a poll comes back empty.
-        while True:
+        empty = 0
+        while empty < 2:  # two empty polls in a row: a single empty fetch can be transient
             batches = await consumer.getmany(*tps, timeout_ms=500)
             for msgs in batches.values():
                 records.extend(msgs)
             behind = [tp for tp, end in ends.items() if await consumer.position(tp) < end]
-            if not batches and not behind:
-                break
+            empty = empty + 1 if not batches and not behind else 0
         return records
     finally:
         await consumer.stop()
