@@ -1,6 +1,8 @@
-"""``python -m dingdee_sandbox.dingtalk``: serve the DingTalk old-host sandbox.
+"""``python -m dingdee_sandbox.dingtalk``: run the DingTalk sandbox on a host and port.
 
-Prints ``listening on http://HOST:PORT`` and writes the bound port to ``--port-file``.
+Serves the old host and the v1.0 host on one base URL. Prints ``listening on http://HOST:PORT``
+and writes the bound port to ``--port-file`` (so ``--port 0`` works for tests and ``make run``).
+Stops cleanly on SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
@@ -10,17 +12,40 @@ import asyncio
 import sys
 from pathlib import Path
 
-from aiohttp import web
-
-from dingdee_common.runtime import install_stop_handlers
-from dingdee_sandbox.dingtalk.app import create_app
-from dingdee_sandbox.dingtalk.state import Faults, State
-
 __all__ = ["main"]
 
 
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dingdee_sandbox.dingtalk", description=__doc__)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8091)
+    p.add_argument("--port-file", type=Path, default=None)
+    p.add_argument("--demo", type=int, default=0, help="petty-cash approvals to seed (+N/15 dept)")
+    p.add_argument("--seed", type=int, default=7, help="seed of the demo data")
+    p.add_argument("--now-ms", type=int, default=None, help="start on a manual clock at this time")
+    p.add_argument("--qps", type=int, default=20, help="per (app, API) in a sliding second")
+    p.add_argument("--busy-rate", type=float, default=0.0, help="share of -1 系统繁忙 answers")
+    p.add_argument("--http-500-rate", type=float, default=0.0)
+    p.add_argument("--monthly-quota", type=int, default=None, help="metered calls per month")
+    p.add_argument("--fault-seed", type=int, default=0)
+    return p
+
+
 async def _serve(args: argparse.Namespace) -> None:
-    state = State(seed=args.seed, faults=Faults(qps=args.qps, busy_rate=args.busy_rate))
+    from aiohttp import web
+
+    from dingdee_common.runtime import install_stop_handlers
+    from dingdee_sandbox.dingtalk.app import create_app
+    from dingdee_sandbox.dingtalk.state import Faults, State
+
+    faults = Faults(
+        qps=args.qps,
+        busy_rate=args.busy_rate,
+        http_500_rate=args.http_500_rate,
+        monthly_quota=args.monthly_quota,
+        seed=args.fault_seed,
+    )
+    state = State(seed=args.seed, faults=faults, manual_now_ms=args.now_ms)
     state.seed_demo(args.demo)
     runner = web.AppRunner(create_app(state), access_log=None)
     await runner.setup()
@@ -28,25 +53,25 @@ async def _serve(args: argparse.Namespace) -> None:
     await site.start()
     sockets = getattr(site._server, "sockets", None) or []
     port = int(sockets[0].getsockname()[1]) if sockets else args.port
-    if args.port_file:
-        args.port_file.write_text(str(port))
+    if args.port_file is not None:
+        args.port_file.write_text(f"{port}\n")
     print(f"listening on http://{args.host}:{port}", flush=True)
     stop = asyncio.Event()
     install_stop_handlers(stop)
-    await stop.wait()
-    await runner.cleanup()
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dingdee_sandbox.dingtalk", description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8091)
-    parser.add_argument("--port-file", type=Path, default=None)
-    parser.add_argument("--demo", type=int, default=0, help="petty-cash approvals to seed")
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--qps", type=int, default=20, help="per (app, API)")
-    parser.add_argument("--busy-rate", type=float, default=0.0, help="share of -1 answers")
-    asyncio.run(_serve(parser.parse_args(argv)))
+    """Run the sandbox until SIGTERM/SIGINT; returns 0 on a clean stop, 2 on a bad flag."""
+    args = _parser().parse_args(argv)
+    try:
+        asyncio.run(_serve(args))
+    except ValueError as exc:
+        print(f"dingdee_sandbox.dingtalk: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -12,7 +12,16 @@ import orjson
 
 from dingdee_sandbox.demo_org import DEPARTMENTS, EMPLOYEES, EXPENSE_TYPES, PROCESS_CODES
 
-__all__ = ["Instance", "department_form", "instance_id", "petty_cash_form"]
+__all__ = [
+    "DEPT",
+    "PETTY",
+    "Instance",
+    "department_form",
+    "instance_id",
+    "originator",
+    "petty_cash_form",
+    "upper_amount",
+]
 
 _ITEMS = {
     "办公用品": ["打印纸", "墨盒", "文件夹", "签字笔"],
@@ -42,6 +51,8 @@ class Instance:
     biz_action: str = "NONE"
     attached: list[str] = field(default_factory=list)
     main_id: str | None = None
+    approver: str = ""
+    task_id: str = ""
 
 
 def instance_id(rng: random.Random, create_ms: int) -> str:
@@ -58,16 +69,102 @@ def _comp(kind: str, cid: str, name: str, value: str, ext: Any = None) -> dict[s
     return comp
 
 
+_PAYMENTS = ["现金", "银行转账"]
+_PROPERTIES = ["管理部门", "销售部门", "研发部门", "生产部门"]
+
+
+def _select(cid: str, name: str, label: str, options: list[str]) -> dict[str, Any]:
+    ext = {"label": label, "key": f"option_{options.index(label)}"}
+    return _comp("DDSelectField", cid, name, label, ext)
+
+
 def _money(amount: Decimal) -> str:
     return f"{amount:.2f}"
 
 
-def petty_cash_form(rng: random.Random, day: str, handler: tuple[str, str]) -> list[dict[str, Any]]:
-    """备用金补单: header fields plus a 费用明细 table of 1–4 rows."""
+_DIGITS = "零壹贰叁肆伍陆柒捌玖"
+_UNITS = ("", "拾", "佰", "仟")
+_SECTIONS = ("", "万", "亿")
+
+
+def _section(n: int) -> str:
+    out, zero = "", False
+    for i in range(3, -1, -1):
+        d = n // 10**i % 10
+        if d == 0:
+            zero = bool(out)
+            continue
+        if zero:
+            out, zero = out + "零", False
+        out += _DIGITS[d] + _UNITS[i]
+    return out
+
+
+def _integer(n: int) -> str:
+    sections: list[int] = []
+    while n:
+        sections.append(n % 10000)
+        n //= 10000
+    out, gap = "", False
+    for idx in range(len(sections) - 1, -1, -1):
+        part = sections[idx]
+        if part == 0:
+            gap = bool(out)
+            continue
+        if out and (gap or part < 1000):
+            out += "零"
+        out, gap = out + _section(part) + _SECTIONS[idx], False
+    return out
+
+
+def upper_amount(amount: Decimal) -> str:
+    """The uppercase Chinese amount of a MoneyField's ``ext_value`` ("壹仟伍佰叁拾陆元伍角")."""
+    cents = int((amount * 100).to_integral_value())
+    yuan, jiao, fen = cents // 100, cents // 10 % 10, cents % 10
+    text = f"{_integer(yuan)}元" if yuan else ""
+    if jiao == 0 and fen == 0:
+        return (text or "零元") + "整"
+    if jiao:
+        text += _DIGITS[jiao] + "角"
+    elif yuan:
+        text += "零"
+    return text + (_DIGITS[fen] + "分" if fen else "")
+
+
+_COLUMNS = (
+    ("TextField", "TextField_BYJ061", "项目"),
+    ("DDSelectField", "DDSelectField_BYJ062", "费用类型"),
+    ("MoneyField", "MoneyField_BYJ063", "金额"),
+    ("DDDateField", "DDDateField_BYJ064", "日期"),
+)
+
+
+def _column_definitions() -> str:
+    """The empty-table quirk: a TableField without rows reads as its column definitions."""
+    columns = [
+        {
+            "componentName": kind,
+            "componentType": kind,
+            "props": {"id": cid, "label": label, "placeholder": "请输入", "required": True},
+        }
+        for kind, cid, label in _COLUMNS
+    ]
+    return orjson.dumps(columns).decode()
+
+
+def petty_cash_form(
+    rng: random.Random, day: str, handler: tuple[str, str], rows_wanted: int | None = None
+) -> list[dict[str, Any]]:
+    """备用金补单: header fields plus a 费用明细 table of 1–4 rows (or ``rows_wanted``).
+
+    Zero rows produce the empty-table quirk (column definitions, no ``ext_value``).
+    """
     labels = list(EXPENSE_TYPES)
     kind = rng.choice(labels)
-    rows, total = [], Decimal(0)
-    for n in range(rng.randint(1, 4)):
+    rows: list[dict[str, Any]] = []
+    total = Decimal(0)
+    count = rng.randint(1, 4) if rows_wanted is None else rows_wanted
+    for n in range(count):
         row_kind = rng.choice(labels)
         amount = Decimal(rng.randint(2000, 200000)) / 100
         total += amount
@@ -136,16 +233,16 @@ def petty_cash_form(rng: random.Random, day: str, handler: tuple[str, str]) -> l
             "MoneyField_BYJ03",
             "补充金额（元）",
             _money(total),
-            {"upper": "", "componentName": "MoneyField"},
+            {"upper": upper_amount(total), "componentName": "MoneyField"},
         ),
         _comp("DDDateField", "DDDateField_BYJ04", "发生日期", day),
-        _comp("DDSelectField", "DDSelectField_BYJ05", "支付方式", rng.choice(["现金", "银行转账"])),
+        _select("DDSelectField_BYJ05", "支付方式", rng.choice(_PAYMENTS), _PAYMENTS),
         _comp(
             "TableField",
             "TableField_BYJ06",
             "费用明细",
-            orjson.dumps(rows).decode(),
-            {"statValue": [], "componentName": "TableField"},
+            orjson.dumps(rows).decode() if rows else _column_definitions(),
+            {"statValue": [], "componentName": "TableField"} if rows else None,
         ),
         _comp(
             "TextareaField",
@@ -167,26 +264,14 @@ def petty_cash_form(rng: random.Random, day: str, handler: tuple[str, str]) -> l
 def department_form(rng: random.Random, day: str, number: str) -> list[dict[str, Any]]:
     """部门新建申请."""
     parent = rng.choice(DEPARTMENTS)
-    prop = rng.choice(["管理部门", "销售部门", "研发部门", "生产部门"])
+    prop = rng.choice(_PROPERTIES)
     region = rng.choice(["华南", "华北", "西南", "华中", "东北"])
     name = f"{region}{rng.choice(['分公司', '办事处', '服务中心'])}{number[-3:]}"
     return [
         _comp("TextField", "TextField_DEP01", "部门名称", name),
         _comp("TextField", "TextField_DEP02", "部门编码", number),
-        _comp(
-            "DDSelectField",
-            "DDSelectField_DEP03",
-            "上级部门",
-            parent.name,
-            {"label": parent.name, "key": "option_0"},
-        ),
-        _comp(
-            "DDSelectField",
-            "DDSelectField_DEP04",
-            "部门属性",
-            prop,
-            {"label": prop, "key": "option_1"},
-        ),
+        _select("DDSelectField_DEP03", "上级部门", parent.name, [d.name for d in DEPARTMENTS]),
+        _select("DDSelectField_DEP04", "部门属性", prop, _PROPERTIES),
         _comp("DDDateField", "DDDateField_DEP05", "生效日期", day),
         _comp("TextareaField", "TextareaField_DEP06", "描述", rng.choice(["null", "业务扩展需要"])),
     ]
