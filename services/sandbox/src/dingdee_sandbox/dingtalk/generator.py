@@ -152,6 +152,32 @@ def _column_definitions() -> str:
     return orjson.dumps(columns).decode()
 
 
+def _row(rng: random.Random, labels: list[str], n: int, day: str) -> dict[str, Any]:
+    """One 费用明细 row in read format (cells in ``_COLUMNS`` order)."""
+    row_kind = rng.choice(labels)
+    amount = _money(Decimal(rng.randint(2000, 200000)) / 100)
+    values = (rng.choice(_ITEMS[row_kind]), row_kind, amount, day)
+    cells = [
+        {"componentType": kind, "label": label, "value": value, "key": key}
+        for (kind, key, label), value in zip(_COLUMNS, values, strict=True)
+    ]
+    return {"rowValue": cells, "rowNumber": f"TableField_BYJ06_{n + 1:04d}"}
+
+
+def _attachment(rng: random.Random) -> str:
+    """A DDAttachment value: a JSON array (in a string) with one invoice file."""
+    files = [
+        {
+            "spaceId": "115770306",
+            "fileName": "发票.pdf",
+            "fileSize": rng.randint(20000, 900000),
+            "fileType": "pdf",
+            "fileId": str(rng.randint(10**10, 10**11)),
+        }
+    ]
+    return orjson.dumps(files).decode()
+
+
 def petty_cash_form(
     rng: random.Random, day: str, handler: tuple[str, str], rows_wanted: int | None = None
 ) -> list[dict[str, Any]]:
@@ -161,59 +187,10 @@ def petty_cash_form(
     """
     labels = list(EXPENSE_TYPES)
     kind = rng.choice(labels)
-    rows: list[dict[str, Any]] = []
-    total = Decimal(0)
     count = rng.randint(1, 4) if rows_wanted is None else rows_wanted
-    for n in range(count):
-        row_kind = rng.choice(labels)
-        amount = Decimal(rng.randint(2000, 200000)) / 100
-        total += amount
-        rows.append(
-            {
-                "rowValue": [
-                    {
-                        "componentType": "TextField",
-                        "label": "项目",
-                        "value": rng.choice(_ITEMS[row_kind]),
-                        "key": "TextField_BYJ061",
-                    },
-                    {
-                        "componentType": "DDSelectField",
-                        "label": "费用类型",
-                        "value": row_kind,
-                        "key": "DDSelectField_BYJ062",
-                    },
-                    {
-                        "componentType": "MoneyField",
-                        "label": "金额",
-                        "value": _money(amount),
-                        "key": "MoneyField_BYJ063",
-                    },
-                    {
-                        "componentType": "DDDateField",
-                        "label": "日期",
-                        "value": day,
-                        "key": "DDDateField_BYJ064",
-                    },
-                ],
-                "rowNumber": f"TableField_BYJ06_{n + 1:04d}",
-            }
-        )
-    attachments = (
-        orjson.dumps(
-            [
-                {
-                    "spaceId": "115770306",
-                    "fileName": "发票.pdf",
-                    "fileSize": rng.randint(20000, 900000),
-                    "fileType": "pdf",
-                    "fileId": str(rng.randint(10**10, 10**11)),
-                }
-            ]
-        ).decode()
-        if rng.random() < 0.6
-        else "null"
-    )
+    rows = [_row(rng, labels, n, day) for n in range(count)]
+    total = sum((Decimal(r["rowValue"][2]["value"]) for r in rows), Decimal(0))
+    attachments = _attachment(rng) if rng.random() < 0.6 else "null"
     return [
         _comp(
             "TextField",

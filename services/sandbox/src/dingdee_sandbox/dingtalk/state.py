@@ -40,6 +40,20 @@ def cst(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, CST).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _who(userid: str | None, drawn: tuple[str, str, str]) -> tuple[str, str, str]:
+    """(userid, name, dept id) of a given demo employee, else the drawn one.
+
+    Raises:
+        KeyError: ``userid`` is not a demo employee.
+    """
+    if userid is None:
+        return drawn
+    who = next((e for e in EMPLOYEES if e.userid == userid), None)
+    if who is None:
+        raise KeyError(f"unknown originator {userid}")
+    return who.userid, who.name, who.dept_id
+
+
 @dataclass
 class State:
     """Everything the sandbox knows. ``listeners`` get ``(instance_id, process_code, change)``
@@ -128,12 +142,7 @@ class State:
             KeyError: ``originator_userid`` is not a demo employee.
         """
         create_ms = create_ms or self.now_ms()
-        userid, name, dept_id = originator(self.rng)
-        if originator_userid is not None:
-            who = next((e for e in EMPLOYEES if e.userid == originator_userid), None)
-            if who is None:
-                raise KeyError(f"unknown originator {originator_userid}")
-            userid, name, dept_id = who.userid, who.name, who.dept_id
+        userid, name, dept_id = _who(originator_userid, originator(self.rng))
         day = datetime.fromtimestamp(create_ms / 1000, CST).strftime("%Y-%m-%d")
         generated = self._form(process_code, day, table_rows)
         template = "部门新建申请" if process_code == DEPT else "备用金补单"
