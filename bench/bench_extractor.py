@@ -26,6 +26,7 @@ from dingdee_common.kafka.clients import make_producer
 from dingdee_common.kafka.dlq import DeadLetterPublisher
 from dingdee_common.kafka.topics import Topics, provision
 from dingdee_common.settings import KafkaSettings, RetrySettings
+from dingdee_common.web import start_site
 from dingdee_extractor.dingtalk.client import DingTalkClient
 from dingdee_extractor.emitter import Emitter
 from dingdee_extractor.flows import FlowSource
@@ -41,11 +42,7 @@ QPS = 18.0
 
 
 async def serve(state: State) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(create_app(state), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await start_site(create_app(state))
     return runner, f"http://127.0.0.1:{port}"
 
 

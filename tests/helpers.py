@@ -6,10 +6,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
-from aiokafka import ConsumerRecord, TopicPartition
 
-from dingdee_common.kafka.clients import make_consumer
-from dingdee_common.settings import KafkaSettings
+from dingdee_common.kafka.reading import read_topic
 
 
 async def poll_until(
@@ -33,29 +31,4 @@ async def poll_until(
         await asyncio.sleep(interval)
 
 
-async def read_topic(settings: KafkaSettings, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every record currently in ``topic`` (all partitions, from the start)."""
-    consumer = make_consumer(settings, group_id=None)
-    await consumer.start()
-    try:
-        partitions = consumer.partitions_for_topic(topic)
-        if partitions is None:
-            await consumer.topics()
-            partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        records: list[ConsumerRecord[bytes, bytes]] = []
-        # Tansu reports a partition's end offset as the start of its last record batch + 1, so
-        # reaching the end offsets is not enough: read on until a poll comes back empty.
-        empty = 0
-        while empty < 2:  # two empty polls in a row: a single empty fetch can be transient
-            batches = await consumer.getmany(*tps, timeout_ms=500)
-            for msgs in batches.values():
-                records.extend(msgs)
-            behind = [tp for tp, end in ends.items() if await consumer.position(tp) < end]
-            empty = empty + 1 if not batches and not behind else 0
-        return records
-    finally:
-        await consumer.stop()
+__all__ = ["poll_until", "read_topic"]

@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
-from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from dingdee_common.errors import FatalError, PermanentError, TransientError
 from dingdee_common.retry import retry_transient
 from dingdee_common.settings import RetrySettings
+from dingdee_common.web import start_site
 from dingdee_extractor.dingtalk.client import DingTalkClient, QuotaExhaustedError
 from dingdee_extractor.metrics import ExtractorMetrics
 from dingdee_extractor.settings import DingTalkSettings
@@ -38,11 +38,8 @@ class Env:
 async def env() -> AsyncIterator[Env]:
     state = State(seed=2)
     state.seed_demo(45)
-    runner = web.AppRunner(create_app(state), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    runner, port = await start_site(create_app(state))
+    url = f"http://127.0.0.1:{port}"
     metrics = ExtractorMetrics.create(CollectorRegistry())
     client = DingTalkClient(
         DingTalkSettings(base_url=url, apps=APPS, qps=200, timeout_seconds=1.0),  # type: ignore[arg-type]

@@ -19,6 +19,7 @@ import httpx
 import pytest
 from aiohttp import web
 
+from dingdee_common.web import start_site
 from dingdee_loader.kingdee.signing import signature_headers
 from dingdee_sandbox.kingdee import SandboxConfig, SandboxState, create_app
 from dingdee_sandbox.kingdee.demo import department_model, expense_model, invalid_expense_model
@@ -89,11 +90,7 @@ class Kd:
 
 async def start_kd(config: SandboxConfig) -> tuple[Kd, web.AppRunner]:
     state = SandboxState(config)
-    runner = web.AppRunner(create_app(state), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await start_site(create_app(state))
     return Kd(f"http://127.0.0.1:{port}", state, httpx.AsyncClient(timeout=10)), runner
 
 

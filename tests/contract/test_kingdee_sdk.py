@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp import web
 from k3cloud_webapi_sdk.main import K3CloudApiSdk
 
+from dingdee_common.web import start_site
 from dingdee_sandbox.kingdee import SandboxConfig, SandboxState, create_app
 from dingdee_sandbox.kingdee.demo import expense_model
 
@@ -29,11 +29,7 @@ APP_SECRET = "fb7d46647ac346dbb5fcd45b65512a45"
 @pytest.fixture
 async def server() -> AsyncIterator[tuple[str, SandboxState]]:
     state = SandboxState(SandboxConfig())
-    runner = web.AppRunner(create_app(state), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await start_site(create_app(state))
     yield f"http://127.0.0.1:{port}/k3cloud", state
     await runner.cleanup()
 

@@ -17,12 +17,13 @@ from dingdee_common.codec import decode_model
 from dingdee_common.contracts.v1 import ReplayAudit
 from dingdee_common.dlq import Action, ReplayEngine, ReplayOptions, Selection
 from dingdee_common.dlq.records import REPLAY_RUN, REPLAYED_FROM
-from dingdee_common.dlq.scan import dlq_partitions, read_window
+from dingdee_common.dlq.scan import read_window
 from dingdee_common.errors import ErrorClass
 from dingdee_common.kafka import dlq as dlqh
 from dingdee_common.kafka import headers as hdr
 from dingdee_common.kafka.clients import make_consumer, make_producer
 from dingdee_common.kafka.dlq import DeadLetterPublisher, SourceRecord
+from dingdee_common.kafka.reading import partitions_of
 from dingdee_common.kafka.topics import Topics
 from dingdee_common.settings import KafkaSettings
 from tests.helpers import poll_until
@@ -69,7 +70,7 @@ async def read_topic(
     consumer = make_consumer(kafka, group_id=None)
     await consumer.start()
     try:
-        tps = await dlq_partitions(consumer, [topic])
+        tps = await partitions_of(consumer, [topic])
         letters, _ = await read_window(consumer, tps)
     finally:
         await consumer.stop()

@@ -23,9 +23,11 @@ from dingdee_common import codec
 from dingdee_common.contracts.v1 import BillReady, BillResult, SourceRef
 from dingdee_common.kafka import headers as hdr
 from dingdee_common.kafka.clients import make_consumer, make_producer
+from dingdee_common.kafka.reading import read_topic
 from dingdee_common.kafka.topics import Topics
 from dingdee_common.procs import ManagedProcess, wait_http_ok
 from dingdee_common.settings import KafkaSettings
+from dingdee_common.web import start_site
 from dingdee_sandbox.kingdee import SandboxConfig, SandboxState, create_app
 from dingdee_sandbox.kingdee.demo import SAVE_OPTIONS, expense_model, invalid_expense_model
 from dingdee_sandbox.kingdee.forms import FORMS
@@ -124,11 +126,7 @@ class Sandbox:
 
 async def start_sandbox(config: SandboxConfig) -> tuple[Sandbox, web.AppRunner]:
     state = SandboxState(config)
-    runner = web.AppRunner(create_app(state), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await start_site(create_app(state))
     return Sandbox(f"http://127.0.0.1:{port}", state), runner
 
 
@@ -164,27 +162,8 @@ def loader_process(
 
 
 async def read_all(kafka: KafkaSettings, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every record of ``topic``: read past the end offsets until a poll comes back empty."""
-    consumer = make_consumer(kafka, group_id=None, max_poll_records=10_000)
-    await consumer.start()
-    try:
-        partitions = consumer.partitions_for_topic(topic)
-        if partitions is None:
-            await consumer.topics()
-            partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        records: list[ConsumerRecord[bytes, bytes]] = []
-        while True:
-            batches = await consumer.getmany(*tps, timeout_ms=700)
-            for msgs in batches.values():
-                records.extend(msgs)
-            if not batches and all([await consumer.position(tp) >= ends[tp] for tp in tps]):
-                return records
-    finally:
-        await consumer.stop()
+    """Every record of ``topic`` (the shared reader, which reads past Tansu's end offsets)."""
+    return await read_topic(kafka, topic)
 
 
 async def results_by_key(kafka: KafkaSettings) -> dict[str, list[BillResult]]:

@@ -19,6 +19,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from dingdee_common.devrun import expected_bills
 from dingdee_common.devstack import _KINGDEE_DEMO, Stack, StackConfig
 from dingdee_common.kafka import headers as hdr
+from dingdee_common.web import start_site
 from tests.helpers import poll_until, read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -66,11 +67,7 @@ async def start_collector(collected: Collected) -> tuple[web.AppRunner, int]:
 
     app = web.Application(client_max_size=64 << 20)
     app.router.add_post("/v1/traces", export)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+    runner, port = await start_site(app)
     return runner, port
 
 

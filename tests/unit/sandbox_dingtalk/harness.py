@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 
+from dingdee_common.web import start_site
 from dingdee_sandbox.demo_org import DEMO_APP
 from dingdee_sandbox.dingtalk.app import create_app
 from dingdee_sandbox.dingtalk.state import State
@@ -62,11 +62,7 @@ class Sandbox:
 @asynccontextmanager
 async def running(state: State) -> AsyncIterator[Sandbox]:
     """Serve ``state`` on an ephemeral port for the duration of the block."""
-    runner = web.AppRunner(create_app(state), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await start_site(create_app(state))
     timeout = aiohttp.ClientTimeout(total=10)
     async with aiohttp.ClientSession(timeout=timeout) as http:
         try:

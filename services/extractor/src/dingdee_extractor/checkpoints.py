@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from dingdee_common.codec import decode_model, encode_model
 from dingdee_common.contracts import Checkpoint
 from dingdee_common.errors import PoisonMessageError
-from dingdee_common.kafka.clients import make_consumer
+from dingdee_common.kafka.reading import read_topic
 from dingdee_common.observability.logging import get_logger
 from dingdee_common.settings import KafkaSettings
 
@@ -27,32 +27,10 @@ class CheckpointStore:
 
     async def load(self) -> dict[str, Checkpoint]:
         """The last checkpoint of every key, reading the topic from the start to its end."""
-        consumer: AIOKafkaConsumer = make_consumer(self._kafka, group_id=None)
-        await consumer.start()
-        try:
-            partitions = consumer.partitions_for_topic(self._topic)
-            if partitions is None:
-                await consumer.topics()
-                partitions = consumer.partitions_for_topic(self._topic) or set()
-            tps = [TopicPartition(self._topic, p) for p in sorted(partitions)]
-            if not tps:
-                return {}
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            ends = await consumer.end_offsets(tps)
-            latest: dict[str, Checkpoint] = {}
-            # Tansu's end offset is the last batch's start + 1: read on until a poll is empty.
-            while True:
-                batches = await consumer.getmany(*tps, timeout_ms=500)
-                for records in batches.values():
-                    for record in records:
-                        self._keep(latest, record.key, record.value)
-                behind = [tp for tp, end in ends.items() if await consumer.position(tp) < end]
-                if not batches and not behind:
-                    break
-            return latest
-        finally:
-            await consumer.stop()
+        latest: dict[str, Checkpoint] = {}
+        for record in await read_topic(self._kafka, self._topic):
+            self._keep(latest, record.key, record.value)
+        return latest
 
     @staticmethod
     def _keep(latest: dict[str, Checkpoint], key: bytes | None, value: bytes | None) -> None:

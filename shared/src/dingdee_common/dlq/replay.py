@@ -38,16 +38,11 @@ from dingdee_common.dlq.records import (
     DeadLetter,
     Selection,
 )
-from dingdee_common.dlq.scan import (
-    dlq_partitions,
-    handled_offsets,
-    read_audits,
-    read_window,
-    tp_name,
-)
+from dingdee_common.dlq.scan import handled_offsets, read_audits, read_window
 from dingdee_common.kafka import dlq as dlq_headers
 from dingdee_common.kafka import headers as hdr
 from dingdee_common.kafka.clients import make_consumer, make_producer
+from dingdee_common.kafka.reading import partitions_of, tp_name
 from dingdee_common.kafka.topics import Topics
 from dingdee_common.observability.logging import get_logger
 from dingdee_common.settings import KafkaSettings
@@ -201,9 +196,7 @@ class ReplayEngine:
         self, consumer: AIOKafkaConsumer, options: ReplayOptions, report: ReplayReport
     ) -> tuple[list[PlannedRecord], dict[TopicPartition, _Position]]:
         done_before = handled_offsets(await read_audits(self._settings, self._topics))
-        tps = await dlq_partitions(
-            consumer, [self._topics.dlq(s) for s in options.selection.stages]
-        )
+        tps = await partitions_of(consumer, [self._topics.dlq(s) for s in options.selection.stages])
         start: dict[TopicPartition, int] = {}
         for tp in tps:
             committed = await consumer.committed(tp)

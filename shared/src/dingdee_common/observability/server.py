@@ -9,6 +9,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from dingdee_common.settings import HttpServerSettings
+from dingdee_common.web import start_site
 
 __all__ = ["Health", "OpsServer"]
 
@@ -82,13 +83,7 @@ class OpsServer:
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self._settings.host, self._settings.port)
-        await site.start()
-        sockets = getattr(site._server, "sockets", None)  # the bound port is exposed nowhere else
-        if sockets:
-            self.port = int(sockets[0].getsockname()[1])
+        self._runner, self.port = await start_site(app, self._settings.host, self._settings.port)
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -8,8 +8,9 @@ import orjson
 from aiokafka import TopicPartition
 
 from dingdee_common.dlq.records import DeadLetter
-from dingdee_common.dlq.scan import dlq_partitions, read_window
+from dingdee_common.dlq.scan import read_window
 from dingdee_common.kafka.clients import make_consumer
+from dingdee_common.kafka.reading import partitions_of
 from dingdee_common.kafka.topics import STAGES, Topics
 from dingdee_common.reconcile.model import KafkaFacts
 from dingdee_common.settings import KafkaSettings
@@ -32,7 +33,7 @@ async def _read(
     consumer = make_consumer(settings, group_id=group)
     await consumer.start()
     try:
-        tps = await dlq_partitions(consumer, [topic])
+        tps = await partitions_of(consumer, [topic])
         committed: dict[TopicPartition, int] = {}
         if group:
             for tp in tps:

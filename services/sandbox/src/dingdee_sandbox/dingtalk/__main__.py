@@ -32,9 +32,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    from aiohttp import web
-
-    from dingdee_common.runtime import install_stop_handlers
+    from dingdee_common.web import serve_until_stopped
     from dingdee_sandbox.dingtalk.app import create_app
     from dingdee_sandbox.dingtalk.state import Faults, State
 
@@ -47,21 +45,7 @@ async def _serve(args: argparse.Namespace) -> None:
     )
     state = State(seed=args.seed, faults=faults, manual_now_ms=args.now_ms)
     state.seed_demo(args.demo)
-    runner = web.AppRunner(create_app(state), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, args.host, args.port)
-    await site.start()
-    sockets = getattr(site._server, "sockets", None) or []
-    port = int(sockets[0].getsockname()[1]) if sockets else args.port
-    if args.port_file is not None:
-        args.port_file.write_text(f"{port}\n")
-    print(f"listening on http://{args.host}:{port}", flush=True)
-    stop = asyncio.Event()
-    install_stop_handlers(stop)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
+    await serve_until_stopped(create_app(state), args.host, args.port, args.port_file)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,29 +44,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    from aiohttp import web
-
-    from dingdee_common.runtime import install_stop_handlers
+    from dingdee_common.web import serve_until_stopped
     from dingdee_sandbox.kingdee.app import create_app
     from dingdee_sandbox.kingdee.state import SandboxConfig, SandboxState
 
     fields = SandboxConfig.model_fields
     config = SandboxConfig(**{k: v for k, v in vars(args).items() if k in fields})
-    runner = web.AppRunner(create_app(SandboxState(config)), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, args.host, args.port)
-    await site.start()
-    sockets = getattr(site._server, "sockets", None) or []
-    port = int(sockets[0].getsockname()[1]) if sockets else args.port
-    if args.port_file is not None:
-        args.port_file.write_text(f"{port}\n")
-    print(f"listening on http://{args.host}:{port}", flush=True)
-    stop = asyncio.Event()
-    install_stop_handlers(stop)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
+    await serve_until_stopped(
+        create_app(SandboxState(config)), args.host, args.port, args.port_file
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
