@@ -15,6 +15,7 @@ import pytest
 
 from dingdee_common.codec import decode_model
 from dingdee_common.contracts import ApprovalSnapshot
+from dingdee_common.devstack import start_sandbox
 from dingdee_common.kafka.topics import Topics
 from dingdee_common.procs import ManagedProcess
 from dingdee_common.settings import KafkaSettings
@@ -27,33 +28,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 async def test_sigkill_during_backfill_then_resume(kafka: KafkaSettings, tmp_path: Path) -> None:
-    port_file = tmp_path / "port"
-    sandbox = ManagedProcess(
-        "sandbox",
-        [
-            sys.executable,
-            "-m",
-            "dingdee_sandbox.dingtalk",
-            "--port",
-            "0",
-            "--port-file",
-            str(port_file),
-            "--demo",
-            "600",
-            "--seed",
-            "9",
-            "--qps",
-            "40",
-        ],
-        log_path=tmp_path / "sandbox.log",
+    sandbox, url = await start_sandbox(
+        "dingtalk", tmp_path, "--demo", "600", "--seed", "9", "--qps", "40"
     )
-    sandbox.start()
-    await poll_until(
-        lambda: port_file.exists() and port_file.read_text() != "",
-        timeout=30,
-        what="the DingTalk sandbox port",
-    )
-    url = f"http://127.0.0.1:{int(port_file.read_text())}"
     start = (datetime.now(UTC) - timedelta(days=31)).date().isoformat()
     env = {
         "DINGDEE_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,

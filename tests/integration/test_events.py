@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import sys
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,10 +21,10 @@ from prometheus_client import CollectorRegistry
 
 from dingdee_common.codec import decode_model
 from dingdee_common.contracts import ApprovalSnapshot
+from dingdee_common.devstack import start_sandbox
 from dingdee_common.kafka.clients import make_producer
 from dingdee_common.kafka.topics import Topics
 from dingdee_common.observability.server import Health
-from dingdee_common.procs import ManagedProcess
 from dingdee_common.settings import KafkaSettings
 from dingdee_extractor.app import ExtractorApp
 from dingdee_extractor.dingtalk.client import DingTalkClient
@@ -46,29 +45,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 async def sandbox_url(tmp_path: Path) -> AsyncIterator[str]:
-    port_file = tmp_path / "port"
-    proc = ManagedProcess(
-        "sandbox",
-        [
-            sys.executable,
-            "-m",
-            "dingdee_sandbox.dingtalk",
-            "--port",
-            "0",
-            "--port-file",
-            str(port_file),
-            "--demo",
-            "0",
-        ],
-        log_path=tmp_path / "sandbox.log",
-    )
-    proc.start()
-    await poll_until(
-        lambda: port_file.exists() and port_file.read_text() != "",
-        timeout=30,
-        what="the sandbox port",
-    )
-    yield f"http://127.0.0.1:{int(port_file.read_text())}"
+    proc, url = await start_sandbox("dingtalk", tmp_path, "--demo", "0")
+    yield url
     proc.stop()
 
 

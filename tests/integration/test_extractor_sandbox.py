@@ -6,9 +6,7 @@ on the same clock, cycle by cycle, so days of approvals pass in seconds.
 
 from __future__ import annotations
 
-import asyncio
 import random
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -21,6 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from dingdee_common.codec import decode_model
 from dingdee_common.contracts import ApprovalSnapshot
+from dingdee_common.devstack import start_sandbox
 from dingdee_common.kafka.clients import make_producer
 from dingdee_common.kafka.topics import Topics
 from dingdee_common.observability.server import Health
@@ -65,33 +64,8 @@ class Sandbox:
 
 @pytest.fixture
 async def sandbox(tmp_path: Path) -> AsyncIterator[Sandbox]:
-    port_file = tmp_path / "port"
-    proc = ManagedProcess(
-        "sandbox-dingtalk",
-        [
-            sys.executable,
-            "-m",
-            "dingdee_sandbox.dingtalk",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--port-file",
-            str(port_file),
-            "--demo",
-            "0",
-            "--seed",
-            "1",
-        ],
-        log_path=tmp_path / "sandbox.log",
-    )
-    proc.start()
-    for _ in range(300):
-        if port_file.exists() and port_file.read_text().strip():
-            break
-        assert proc.alive, proc.tail()
-        await asyncio.sleep(0.1)
-    box = Sandbox(f"http://127.0.0.1:{int(port_file.read_text())}", proc)
+    proc, url = await start_sandbox("dingtalk", tmp_path, "--demo", "0", "--seed", "1")
+    box = Sandbox(url, proc)
     await box.set_clock(START_MS)
     yield box
     proc.stop()

@@ -23,7 +23,7 @@ from dingdee_common.kafka.topics import Topics, provision
 from dingdee_common.procs import ManagedProcess, wait_http_ok
 from dingdee_common.settings import KafkaSettings
 
-__all__ = ["SERVICES", "Stack", "StackConfig"]
+__all__ = ["SERVICES", "Stack", "StackConfig", "start_sandbox"]
 
 SERVICES = ("extractor", "transformer", "loader")
 
@@ -55,6 +55,40 @@ class StackConfig:
     dingtalk_args: tuple[str, ...] = ()
 
     kingdee_args: tuple[str, ...] = ()
+
+
+async def start_sandbox(
+    kind: str, workdir: Path, *args: str, timeout: float = 60.0
+) -> tuple[ManagedProcess, str]:
+    """Start ``python -m dingdee_sandbox.<kind>`` on 127.0.0.1 and any free port.
+
+    Returns the process (logging to ``workdir/sandbox-<kind>.log``) and its base URL, once it has
+    written its port file.
+
+    Raises:
+        RuntimeError: the sandbox exited or wrote no port within ``timeout`` seconds.
+    """
+    port_file = workdir / f"sandbox-{kind}.port"
+    port_file.unlink(missing_ok=True)
+    proc = ManagedProcess.python_module(
+        f"sandbox-{kind}",
+        f"dingdee_sandbox.{kind}",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--port-file",
+        str(port_file),
+        *args,
+        log_path=workdir / f"sandbox-{kind}.log",
+    )
+    proc.start()
+    deadline = time.monotonic() + timeout
+    while not (port_file.exists() and port_file.read_text().strip()):
+        if not proc.alive or time.monotonic() > deadline:
+            raise RuntimeError(f"{proc.name} did not start:\n{proc.tail()}")
+        await asyncio.sleep(0.1)
+    return proc, f"http://127.0.0.1:{int(port_file.read_text().strip())}"
 
 
 class Stack:
@@ -102,28 +136,9 @@ class Stack:
         await asyncio.gather(*(self.wait_alive(name) for name in self.config.services))
 
     async def _start_sandbox(self, name: str, *args: str) -> str:
-        port_file = self.workdir / f"sandbox-{name}.port"
-        port_file.unlink(missing_ok=True)
-        proc = ManagedProcess.python_module(
-            f"sandbox-{name}",
-            f"dingdee_sandbox.{name}",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--port-file",
-            str(port_file),
-            *args,
-            log_path=self.workdir / f"sandbox-{name}.log",
-        )
-        proc.start()
+        proc, url = await start_sandbox(name, self.workdir, *args)
         self.processes[proc.name] = proc
-        deadline = time.monotonic() + 60
-        while not (port_file.exists() and port_file.read_text().strip()):
-            if not proc.alive or time.monotonic() > deadline:
-                raise RuntimeError(f"{proc.name} did not start:\n{proc.tail()}")
-            await asyncio.sleep(0.1)
-        return f"http://127.0.0.1:{int(port_file.read_text().strip())}"
+        return url
 
     def service_env(self, name: str) -> dict[str, str]:
         """The environment a service process is started with (settings only, as in Kubernetes)."""
