@@ -29,9 +29,9 @@ from tests.integration.test_loader_service import DEMO_CREDENTIALS, make_bills, 
 
 from dingdee_common.broker import ENV_BOOTSTRAP, EmbeddedBroker, free_port
 from dingdee_common.kafka.topics import provision
+from dingdee_common.kingdee_signing import signature_headers
 from dingdee_common.procs import ManagedProcess, wait_http_ok
 from dingdee_common.settings import KafkaSettings
-from dingdee_loader.kingdee.signing import signature_headers
 from dingdee_sandbox.kingdee.demo import expense_model
 
 GOAL = 0.9

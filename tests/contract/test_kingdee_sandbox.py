@@ -19,8 +19,8 @@ import httpx
 import pytest
 from aiohttp import web
 
+from dingdee_common.kingdee_signing import signature_headers
 from dingdee_common.web import start_site
-from dingdee_loader.kingdee.signing import signature_headers
 from dingdee_sandbox.kingdee import SandboxConfig, SandboxState, create_app
 from dingdee_sandbox.kingdee.demo import department_model, expense_model, invalid_expense_model
 
@@ -177,7 +177,7 @@ class TestSessions:
         assert answer["KDSVCSessionId"] is None and answer["IsSuccessByAPI"] is False
 
     async def test_login_by_app_secret_and_by_sign(self, kd: Kd) -> None:
-        from dingdee_sandbox.kingdee.signing import login_sign
+        from dingdee_common.kingdee_signing import login_sign
 
         app_id, secret = (
             "204399_72epSbtEQMC92Vwt2d3LRa9LRqSc1tqJ",

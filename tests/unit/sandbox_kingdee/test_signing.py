@@ -6,8 +6,8 @@ import base64
 
 import pytest
 
-from dingdee_loader.kingdee.signing import signature_headers
-from dingdee_sandbox.kingdee.signing import SignatureError, client_secret, verify_signature
+from dingdee_common.kingdee_signing import client_secret, signature_headers
+from dingdee_sandbox.kingdee.signing import SignatureError, verify_signature
 
 APP_ID = "204399_72epSbtEQMC92Vwt2d3LRa9LRqSc1tqJ"
 SECRET = "fb7d46647ac346dbb5fcd45b65512a45"

@@ -13,9 +13,9 @@ import httpx
 import orjson
 
 from dingdee_common.errors import FatalError, TransientError
+from dingdee_common.kingdee_signing import signature_headers
 from dingdee_common.observability.logging import get_logger
 from dingdee_loader.kingdee.models import DUPLICATE_PREFIX, SESSION_LOST, RowKind, RowResult
-from dingdee_loader.kingdee.signing import signature_headers
 from dingdee_loader.metrics import LoaderMetrics
 from dingdee_loader.settings import KingdeeSettings
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from dingdee_common.kingdee_signing import login_sign
 from dingdee_sandbox.kingdee.envelope import as_bool, as_int, ci_get
 from dingdee_sandbox.kingdee.forms import FORMS
 from dingdee_sandbox.kingdee.query import QueryError, run_query
@@ -19,7 +20,6 @@ from dingdee_sandbox.kingdee.responses import (
     status_failure,
     status_success,
 )
-from dingdee_sandbox.kingdee.signing import login_sign
 from dingdee_sandbox.kingdee.state import SandboxState, Session
 from dingdee_sandbox.kingdee.store import SaveOptions
 

@@ -8,22 +8,18 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from dingdee_common.kingdee_signing import client_secret, hs
+
 __all__ = [
     "AppData",
     "SignatureError",
-    "client_secret",
-    "hs",
-    "login_sign",
     "verify_signature",
 ]
-
-_XOR = b"0054f397c6234378b09ca7d3e5debce7"
 
 
 class SignatureError(Exception):
@@ -38,30 +34,6 @@ class AppData:
     username: str
     lcid: int
     org_num: str
-
-
-def hs(key: str, message: str) -> str:
-    """Base64 of the lower-case hex HMAC-SHA256 of ``message`` under ``key`` (both SDKs' helper)."""
-    digest = hmac.new(key.encode(), message.encode(), hashlib.sha256).hexdigest()
-    return base64.b64encode(digest.encode()).decode()
-
-
-def client_secret(app_id: str) -> str:
-    """Decode the client secret embedded in ``app_id`` (``DecodeAppSecret``); "" when malformed."""
-    parts = app_id.split("_")
-    if len(parts) != 2 or len(parts[1]) != 32:
-        return ""
-    try:
-        raw = base64.b64decode(parts[1])
-    except (binascii.Error, ValueError):
-        return ""
-    return base64.b64encode(bytes(b ^ _XOR[i] for i, b in enumerate(raw))).decode()
-
-
-def login_sign(acct_id: str, username: str, app_id: str, app_secret: str, timestamp: str) -> str:
-    """The ``LoginBySign`` signature: SHA-256 hex of the five values sorted ordinally (§1.4)."""
-    joined = "".join(sorted([acct_id, username, app_id, app_secret, timestamp]))
-    return hashlib.sha256(joined.encode()).hexdigest()
 
 
 def _header(headers: Mapping[str, str], name: str) -> str:

@@ -1,13 +1,18 @@
-"""Signature headers v2 exactly as the official Kingdee SDK builds them (contract §1.1)."""
+"""Kingdee WebAPI signatures exactly as the official SDK computes them (kingdee.md §1.1, §1.4).
+
+One implementation for both sides: the loader signs with it, the Kingdee sandbox verifies with it,
+and a contract test checks both against the official SDK.
+"""
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import urllib.parse
 
-__all__ = ["client_secret", "hs", "signature_headers"]
+__all__ = ["client_secret", "hs", "login_sign", "signature_headers"]
 
 _XOR = b"0054f397c6234378b09ca7d3e5debce7"
 
@@ -19,12 +24,21 @@ def hs(key: str, message: str) -> str:
 
 
 def client_secret(app_id: str) -> str:
-    """The client secret encoded in ``app_id`` (the SDK's ``DecodeAppSecret``); "" if malformed."""
+    """Decode the client secret embedded in ``app_id`` (``DecodeAppSecret``); "" when malformed."""
     parts = app_id.split("_")
     if len(parts) != 2 or len(parts[1]) != 32:
         return ""
-    raw = base64.b64decode(parts[1])
+    try:
+        raw = base64.b64decode(parts[1])
+    except (binascii.Error, ValueError):
+        return ""
     return base64.b64encode(bytes(b ^ _XOR[i] for i, b in enumerate(raw))).decode()
+
+
+def login_sign(acct_id: str, username: str, app_id: str, app_secret: str, timestamp: str) -> str:
+    """The ``LoginBySign`` signature: SHA-256 hex of the five values sorted ordinally (§1.4)."""
+    joined = "".join(sorted([acct_id, username, app_id, app_secret, timestamp]))
+    return hashlib.sha256(joined.encode()).hexdigest()
 
 
 def signature_headers(
