@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
 from dingdee_common.dlq import ReplayEngine, ReplayOptions, ReplayReport, Selection, parse_time
+from dingdee_common.dlq.records import DeadLetter
 from dingdee_common.dlq.render import letter_panel, render_report, summary_table
 from dingdee_common.dlq.scan import read_dead_letters
 from dingdee_common.errors import FatalError
@@ -76,6 +77,18 @@ def _fail(exc: FatalError) -> typer.Exit:
     return typer.Exit(1)
 
 
+def _chosen(selection: Selection) -> list[DeadLetter]:
+    """The dead letters of the selected stages that match ``selection`` (read-only)."""
+    kafka = _kafka()
+    try:
+        letters = asyncio.run(
+            read_dead_letters(kafka, Topics(kafka.topic_prefix), selection.stages)
+        )
+    except FatalError as exc:
+        raise _fail(exc) from exc
+    return [d for d in letters if selection.matches(d)]
+
+
 @app.command("list")
 def list_(
     stage: StageOpt = None,
@@ -89,14 +102,7 @@ def list_(
 ) -> None:
     """按阶段、错误类别/类型和流程统计死信条数（只读）。"""
     selection = _selection(stage, since, until, error_class, error_type, flow, key, pattern)
-    kafka = _kafka()
-    try:
-        letters = asyncio.run(
-            read_dead_letters(kafka, Topics(kafka.topic_prefix), selection.stages)
-        )
-    except FatalError as exc:
-        raise _fail(exc) from exc
-    chosen = [d for d in letters if selection.matches(d)]
+    chosen = _chosen(selection)
     console.print(summary_table(chosen, "死信统计"))
 
 
@@ -115,14 +121,7 @@ def inspect(
 ) -> None:
     """完整显示符合条件的死信：位置、原因、全部消息头、key 与消息体（只读）。"""
     selection = _selection(stage, since, until, error_class, error_type, flow, key, pattern, offset)
-    kafka = _kafka()
-    try:
-        letters = asyncio.run(
-            read_dead_letters(kafka, Topics(kafka.topic_prefix), selection.stages)
-        )
-    except FatalError as exc:
-        raise _fail(exc) from exc
-    chosen = [d for d in letters if selection.matches(d)]
+    chosen = _chosen(selection)
     for letter in chosen[:limit]:
         console.print(letter_panel(letter))
     console.print(f"符合条件 {len(chosen)} 条，显示 {min(limit, len(chosen))} 条。")
