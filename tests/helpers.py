@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
+from asyncio.subprocess import PIPE, STDOUT
 from collections.abc import Awaitable, Callable
 
 import pytest
 
 from dingdee_common.kafka.reading import read_topic
+from dingdee_common.settings import KafkaSettings
 
 
 async def poll_until(
@@ -31,4 +35,21 @@ async def poll_until(
         await asyncio.sleep(interval)
 
 
-__all__ = ["poll_until", "read_topic"]
+__all__ = ["dingdee", "poll_until", "read_topic"]
+
+
+async def dingdee(kafka: KafkaSettings, *args: str, timeout: float = 60) -> tuple[int, str]:
+    """Run the ``dingdee`` command line against ``kafka``; its exit code and output."""
+    env = {
+        **os.environ,
+        "DINGDEE_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "DINGDEE_KAFKA__TOPIC_PREFIX": kafka.topic_prefix,
+        "COLUMNS": "200",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "from dingdee_common.cli.main import main; main()", *args,
+        env=env, stdout=PIPE, stderr=STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=timeout)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()

@@ -14,26 +14,10 @@ from dingdee_common.dlq import ReplayEngine
 from dingdee_common.errors import ErrorClass
 from dingdee_common.kafka.topics import Topics
 from dingdee_common.settings import KafkaSettings
-from tests.helpers import poll_until
+from tests.helpers import dingdee, poll_until
 from tests.integration.test_dlq_replay import Seed, audits, committed, read_topic, seed
 
 pytestmark = pytest.mark.integration
-
-
-async def dingdee(kafka: KafkaSettings, *args: str, timeout: float = 60) -> tuple[int, str]:
-    env = {
-        **os.environ,
-        "DINGDEE_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-        "DINGDEE_KAFKA__TOPIC_PREFIX": kafka.topic_prefix,
-        "COLUMNS": "200",
-    }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "from dingdee_common.cli.main import main; main()", *args,
-        env=env, stdout=PIPE, stderr=STDOUT,
-    )  # fmt: skip
-    out, _ = await asyncio.wait_for(proc.communicate(), timeout=timeout)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode()
 
 
 async def test_list_inspect_and_dry_run_read_in_chinese(

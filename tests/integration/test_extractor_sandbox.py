@@ -24,14 +24,14 @@ from dingdee_common.kafka.clients import make_producer
 from dingdee_common.kafka.topics import Topics
 from dingdee_common.observability.server import Health
 from dingdee_common.procs import ManagedProcess
-from dingdee_common.settings import KafkaSettings
+from dingdee_common.settings import KafkaSettings, RetrySettings
 from dingdee_extractor.app import ExtractorApp
 from dingdee_extractor.dingtalk.client import DingTalkClient
 from dingdee_extractor.flows import load_sources
 from dingdee_extractor.metrics import ExtractorMetrics
 from dingdee_extractor.settings import DingTalkSettings, ExtractorSettings, PollSettings
 from dingdee_sandbox.demo_org import DEMO_APP, PROCESS_CODES
-from tests.helpers import read_topic
+from tests.helpers import dingdee, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -85,21 +85,29 @@ async def make_app(
     clock: Clock,
     registry: CollectorRegistry,
     days: int | None = None,
+    budget: int | None = None,
+    retry: RetrySettings | None = None,
+    **poll: Any,
 ) -> tuple[ExtractorApp, Any, DingTalkClient]:
+    app_settings = {"app_key": DEMO_APP.app_key, "app_secret": DEMO_APP.app_secret}
     settings = ExtractorSettings(
         flows_file=ROOT / "config" / "flows.yaml",
         kafka=kafka,
         dingtalk=DingTalkSettings(
             base_url=sandbox.url,
-            apps={DEMO_APP.name: {"app_key": DEMO_APP.app_key, "app_secret": DEMO_APP.app_secret}},
+            apps={DEMO_APP.name: {**app_settings, "monthly_call_budget": budget}},
             qps=18,
         ),
         poll=PollSettings(
-            settle_seconds=0,
-            open_recheck_initial_seconds=1800,
-            open_recheck_max_seconds=12 * 3600,
-            sweep_interval_seconds=24 * 3600,
+            **{
+                "settle_seconds": 0,
+                "open_recheck_initial_seconds": 1800,
+                "open_recheck_max_seconds": 12 * 3600,
+                "sweep_interval_seconds": 24 * 3600,
+                **poll,
+            }
         ),
+        retry=retry or RetrySettings(max_attempts=5, deadline_seconds=60),
     )
     start = (
         date(2026, 11, 1)
@@ -208,6 +216,11 @@ async def test_long_history_with_transient_faults_is_read_in_legal_windows(
     try:
         for poller in app.pollers:
             await poller.cycle()
+        # a get that failed past its retry budget is re-checked on the schedule, not lost
+        clock.now_ms += 24 * HOUR_MS
+        await sandbox.set_clock(clock.now_ms)
+        for poller in app.pollers:
+            await poller.cycle()
     finally:
         await producer.stop()
         await client.aclose()
@@ -220,3 +233,153 @@ async def test_long_history_with_transient_faults_is_read_in_legal_windows(
     day = 24 * HOUR_MS
     assert all(w["end_time"] - w["start_time"] < 120 * day for w in windows)
     assert all(w["start_time"] >= now - 365 * day for w in windows)
+
+
+async def test_sweep_finds_instances_the_listing_showed_late(
+    kafka: KafkaSettings, sandbox: Sandbox
+) -> None:
+    """DingTalk's listing index can lag creation: a window read too early misses the id, and
+    only the compensation sweep, re-listing settled creation times once, brings it."""
+    await sandbox.call("POST", "/_sandbox/faults", json={"listing_delay_seconds": 1800})
+    clock = Clock(START_MS)
+    registry = CollectorRegistry()
+    app, producer, client = await make_app(
+        kafka, sandbox, clock, registry, sweep_interval_seconds=3600, sweep_delay_seconds=3600
+    )
+    created = []
+    try:
+        # every 10 minutes for three hours; a new approval in each of the first two hours
+        for step in range(19):
+            clock.now_ms = START_MS + step * 10 * 60_000
+            await sandbox.set_clock(clock.now_ms)
+            if step < 12:
+                body = await sandbox.call(
+                    "POST",
+                    "/_sandbox/instances",
+                    json={"process_code": PROCESS_CODES["petty-cash"]},
+                )
+                await sandbox.call("POST", f"/_sandbox/instances/{body['id']}/approve")
+                created.append(body["id"])
+            for poller in app.pollers:
+                await poller.cycle()
+    finally:
+        await producer.stop()
+        await client.aclose()
+
+    triggers = {
+        snap.process_instance_id: snap.trigger
+        for record in await read_topic(kafka, Topics(kafka.topic_prefix).approvals_raw)
+        if (snap := decode_model(record.value, ApprovalSnapshot, supported_versions=frozenset({1})))
+    }
+    assert set(triggers) == set(created)
+    assert set(triggers.values()) == {"sweep"}, "the windows read each one before it was listed"
+    emitted = await terminal_emitted(kafka)
+    assert set(emitted) == set(created)
+    found = registry.get_sample_value("dingdee_extractor_sweep_found_total", {"flow": "petty-cash"})
+    assert found == len(created)
+    petty = next(p for p in app.pollers if p.source.flow == "petty-cash")
+    assert petty.cp.swept_until_ms > START_MS + 11 * 10 * 60_000, "the sweep covered them"
+
+
+async def test_an_instance_whose_detail_keeps_failing_is_dead_lettered_and_not_lost(
+    kafka: KafkaSettings, sandbox: Sandbox
+) -> None:
+    clock = Clock(START_MS)
+    ids = []
+    for _ in range(5):
+        body = await sandbox.call(
+            "POST", "/_sandbox/instances", json={"process_code": PROCESS_CODES["petty-cash"]}
+        )
+        await sandbox.call("POST", f"/_sandbox/instances/{body['id']}/approve")
+        ids.append(body["id"])
+    broken = ids[2]
+    await sandbox.call("POST", "/_sandbox/faults", json={"failing_instance_ids": [broken]})
+    app, producer, client = await make_app(
+        kafka,
+        sandbox,
+        clock,
+        CollectorRegistry(),
+        retry=RetrySettings(max_attempts=2, initial_backoff_seconds=0.01, deadline_seconds=5),
+        open_recheck_initial_seconds=600,
+        detail_failures_before_dlq=3,
+    )
+    petty = next(p for p in app.pollers if p.source.flow == "petty-cash")
+    try:
+        for step in range(1, 8):  # failures back off: 10, 20, 30 minutes…
+            clock.now_ms = START_MS + step * 3600_000
+            await sandbox.set_clock(clock.now_ms)
+            await petty.cycle()
+        letters = await read_topic(kafka, Topics(kafka.topic_prefix).dlq("extractor"))
+        assert set(await terminal_emitted(kafka)) == set(ids) - {broken}, "the others flowed"
+        assert broken in petty.cp.open_instances, "kept for retrying, not dropped"
+        await sandbox.call("POST", "/_sandbox/faults", json={"failing_instance_ids": []})
+        clock.now_ms += 24 * 3600_000
+        await sandbox.set_clock(clock.now_ms)
+        await petty.cycle()
+    finally:
+        await producer.stop()
+        await client.aclose()
+
+    assert [r.key for r in letters] == [broken.encode()], "one dead letter, for visibility"
+    headers = {k: v.decode() for k, v in letters[0].headers}
+    assert headers["dlq-stage"] == "extractor"
+    assert headers["dlq-error-class"] == "exhausted"
+    assert headers["dlq-attempts"] == "3"
+    assert broken in headers["dlq-error-message"]
+    assert "petty-cash" in headers["dlq-error-message"]
+    assert set(await terminal_emitted(kafka)) == set(ids), "it arrives once DingTalk answers"
+
+
+async def test_a_monthly_budget_stretches_polling_and_the_month_is_reported(
+    kafka: KafkaSettings, sandbox: Sandbox
+) -> None:
+    clock = Clock(START_MS)
+    registry = CollectorRegistry()
+    app, producer, client = await make_app(kafka, sandbox, clock, registry, budget=2000)
+    try:
+        for step in range(1, 13):  # an approval an hour, polled every hour
+            clock.now_ms = START_MS + step * 3600_000
+            await sandbox.set_clock(clock.now_ms)
+            body = await sandbox.call(
+                "POST", "/_sandbox/instances", json={"process_code": PROCESS_CODES["petty-cash"]}
+            )
+            await sandbox.call("POST", f"/_sandbox/instances/{body['id']}/approve")
+            for poller in app.pollers:
+                await poller.cycle()
+        pacer = app.pacers[DEMO_APP.name]
+        paced = [pacer.interval(p, 30.0) for p in app.pollers]
+        metered = (await sandbox.call("GET", "/_sandbox/stats"))["metered_calls"]
+        restarted, producer2, client2 = await make_app(kafka, sandbox, clock, CollectorRegistry())
+        await producer2.stop()
+        await client2.aclose()
+    finally:
+        await producer.stop()
+        await client.aclose()
+
+    used = registry.get_sample_value("dingdee_dingtalk_quota_used_calls", {"app": DEMO_APP.name})
+    assert used == metered, "the extractor counts what DingTalk meters"
+    # 3 flows polling every 30 s would list ~259 000 times in the rest of November
+    assert all(30.0 < s <= 24 * 3600 for s in paced)
+    projected = registry.get_sample_value(
+        "dingdee_dingtalk_quota_projected_calls", {"app": DEMO_APP.name}
+    )
+    assert projected is not None and used is not None and used < projected <= 2000 * 0.9 + 1
+    remaining = registry.get_sample_value(
+        "dingdee_dingtalk_quota_remaining_calls", {"app": DEMO_APP.name}
+    )
+    assert remaining is not None and used is not None and remaining == 2000 - used
+    resumed = sum(p.cp.usage.calls for p in restarted.pollers if p.cp.usage is not None)
+    assert resumed == used, "the month's count survives a restart (it lives in the checkpoints)"
+
+    at = datetime.fromtimestamp(clock.now_ms / 1000, UTC).isoformat()
+    code, out = await dingdee(kafka, "quota", "status", "--budget", "main=5000", "--at", at)
+    assert code == 0, out
+    row = next(line for line in out.splitlines() if line.strip("│ ").startswith("main"))
+    assert row.split("│")[5].strip() == f"{used:.0f}", row
+    assert "yes" in row
+    # hourly cycles do not fit 2 000 calls; the pace that does is the one the extractor chose
+    code, out = await dingdee(kafka, "quota", "status", "--budget", "main=2000", "--at", at)
+    assert code == 1, "a month heading past its budget exits 1"
+    row = next(line for line in out.splitlines() if line.strip("│ ").startswith("main"))
+    fitting = row.split("│")[11].strip()
+    assert fitting == f"{paced[0] / 3600:.1f} h" or fitting == f"{paced[0] / 60:.1f} min", row

@@ -9,10 +9,12 @@ from collections.abc import Callable
 
 from aiokafka import AIOKafkaProducer
 
+from dingdee_common.contracts import CallUsage
 from dingdee_common.kafka.dlq import DeadLetterPublisher
 from dingdee_common.kafka.topics import Topics
 from dingdee_common.observability.logging import get_logger
 from dingdee_common.observability.server import Health
+from dingdee_extractor.budget import BudgetPacer
 from dingdee_extractor.checkpoints import CheckpointStore
 from dingdee_extractor.dingtalk.client import DingTalkClient
 from dingdee_extractor.emitter import Emitter
@@ -50,6 +52,7 @@ class ExtractorApp:
         self._topics = Topics(settings.kafka.topic_prefix)
         self._store = CheckpointStore(settings.kafka, self._topics.checkpoints, producer)
         self.pollers: list[FlowPoller] = []
+        self.pacers: dict[str, BudgetPacer] = {}
 
     async def setup(self) -> None:
         """Resume every flow from its last checkpoint."""
@@ -89,8 +92,28 @@ class ExtractorApp:
                     clock=self._clock,
                 )
             )
+        owned = {p.source.flow for p in self.pollers}
+        self._pace([cp.usage for key, cp in checkpoints.items() if key not in owned])
         self._health.set_ready()
         self._metrics.stage.ready.labels("extractor").set(1)
+
+    def _pace(self, others: list[CallUsage | None]) -> None:
+        """One budget pacer per DingTalk app, over the flows that spend its allowance.
+
+        ``others`` are the counts of checkpoints this process does not advance (backfills), as
+        they were at start-up.
+        """
+        apps = self._settings.dingtalk.apps
+        for app in {p.source.app for p in self.pollers}:
+            self.pacers[app] = BudgetPacer(
+                app,
+                apps[app].monthly_call_budget,
+                [p for p in self.pollers if p.source.app == app],
+                self._metrics,
+                others=others,
+                ceiling_s=self._settings.poll.budget_max_interval_seconds,
+                clock=self._clock or (lambda: int(time.time() * 1000)),
+            )
 
     def listeners(self) -> list[EventListener]:
         """One Stream-mode listener per DingTalk app of the flows (when events are enabled)."""
@@ -111,11 +134,12 @@ class ExtractorApp:
         await asyncio.gather(*loops, *(listener.run(stop) for listener in self.listeners()))
 
     async def _loop(self, poller: FlowPoller, stop: asyncio.Event) -> None:
-        interval = poller.source.poll_interval_seconds or (
+        configured = poller.source.poll_interval_seconds or (
             self._settings.events.poll_interval_seconds
             if self._settings.events.enabled
             else self._settings.poll.interval_seconds
         )
+        pacer = self.pacers[poller.source.app]
         while not stop.is_set():
             started = time.monotonic()
             await poller.cycle()
@@ -128,5 +152,6 @@ class ExtractorApp:
                 open_instances=len(poller.cp.open_instances),
                 calls=poller.calls,
             )
+            interval = pacer.interval(poller, configured)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval)

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 from aiokafka import AIOKafkaProducer
 
-from dingdee_common.codec import decode_model, encode_model
+from dingdee_common.checkpoints import latest_checkpoints
+from dingdee_common.codec import encode_model
 from dingdee_common.contracts import Checkpoint
-from dingdee_common.errors import PoisonMessageError
-from dingdee_common.kafka.reading import read_topic
-from dingdee_common.observability.logging import get_logger
 from dingdee_common.settings import KafkaSettings
 
 __all__ = ["CheckpointStore"]
-
-log = get_logger(__name__)
-_V1 = frozenset({1})
 
 
 class CheckpointStore:
@@ -27,19 +22,7 @@ class CheckpointStore:
 
     async def load(self) -> dict[str, Checkpoint]:
         """The last checkpoint of every key, reading the topic from the start to its end."""
-        latest: dict[str, Checkpoint] = {}
-        for record in await read_topic(self._kafka, self._topic):
-            self._keep(latest, record.key, record.value)
-        return latest
-
-    @staticmethod
-    def _keep(latest: dict[str, Checkpoint], key: bytes | None, value: bytes | None) -> None:
-        if key is None or value is None:
-            return
-        try:
-            latest[key.decode()] = decode_model(value, Checkpoint, supported_versions=_V1)
-        except PoisonMessageError as exc:
-            log.error("extractor.checkpoint.unreadable", key=key.decode(), error=str(exc))
+        return await latest_checkpoints(self._kafka, self._topic)
 
     async def save(self, checkpoint: Checkpoint, key: str | None = None) -> None:
         """Write ``checkpoint`` and wait for the broker's ack."""

@@ -25,6 +25,9 @@ class ExtractorMetrics:
     calls_per_terminal: Gauge
     quota_used: Gauge
     quota_remaining: Gauge
+    quota_projected: Gauge
+    poll_interval: Gauge
+    swept: Counter
     events: Counter
     events_connected: Gauge
     events_last_received: Gauge
@@ -90,7 +93,7 @@ class ExtractorMetrics:
             ),
             quota_used=Gauge(
                 "dingdee_dingtalk_quota_used_calls",
-                "Metered DingTalk calls made by this process this month",
+                "Metered DingTalk calls (listids + get attempts) this month, from the checkpoints",
                 ["app"],
                 registry=registry,
             ),
@@ -98,6 +101,24 @@ class ExtractorMetrics:
                 "dingdee_dingtalk_quota_remaining_calls",
                 "Monthly call budget left (only for apps with a configured budget)",
                 ["app"],
+                registry=registry,
+            ),
+            quota_projected=Gauge(
+                "dingdee_dingtalk_quota_projected_calls",
+                "Metered calls the app will have made by the end of this month at the current pace",
+                ["app"],
+                registry=registry,
+            ),
+            poll_interval=Gauge(
+                "dingdee_extractor_poll_interval_seconds",
+                "The flow's current poll interval (stretched when a monthly call budget needs it)",
+                ["flow"],
+                registry=registry,
+            ),
+            swept=Counter(
+                "dingdee_extractor_sweep_found_total",
+                "Instances the compensation sweep found that the polling windows had not listed",
+                ["flow"],
                 registry=registry,
             ),
             events=Counter(

@@ -22,6 +22,7 @@ from dingdee_common.contracts import Checkpoint, EmittedInstance, OpenInstance
 from dingdee_common.errors import ErrorClass, PermanentError, TransientError
 from dingdee_common.kafka.dlq import DeadLetterPublisher, SourceRecord
 from dingdee_common.observability.logging import get_logger
+from dingdee_common.quota import CallKind, count_call, count_cycle
 from dingdee_common.retry import retry_transient
 from dingdee_common.settings import RetrySettings
 from dingdee_extractor.dingtalk.client import DingTalkClient, IdPage
@@ -99,7 +100,8 @@ class FlowPoller:
         self._lock = asyncio.Lock()
         self._until_ms = until_ms
         self._on_window = on_window
-        self.calls = 0
+        self._usage = self.cp.usage
+        self.calls = 0  # metered calls since this poller started (every attempt)
         self.terminals = 0
 
     # ---- the cycle ---------------------------------------------------------------------------
@@ -136,20 +138,34 @@ class FlowPoller:
         if self._until_ms is None and sweep_due:
             await self.sweep(now)
         self._prune(now)
+        self._usage = count_cycle(self._usage, self.source.app, now)
         await self._checkpoint(watermark=max(self.cp.watermark_ms, end + 1))
         self._observe(now)
 
     async def sweep(self, now: int) -> None:
-        """Compensation sweep: re-list older windows and fetch any id not known yet."""
-        lo = max(self.source.start_ms(), now - int(self._poll.sweep_lookback_days * DAY_MS))
-        hi = min(now, self.cp.watermark_ms)
+        """Compensation sweep: re-list settled creation times once, fetch any id not known yet.
+
+        DingTalk's listing can show an instance later than its creation time says, after the
+        window holding it was read. Each sweep re-lists the creation times between the last
+        sweep's end and ``now - sweep_delay`` (never older than the lookback), so every moment
+        is listed twice in all, and a sweep costs about what the first listing did.
+        """
+        p = self._poll
+        lo = max(
+            self.source.start_ms(),
+            now - int(p.sweep_lookback_days * DAY_MS),
+            self.cp.swept_until_ms,
+        )
+        hi = min(now - int(p.sweep_delay_seconds * 1000), self.cp.watermark_ms - 1)
         missed: list[str] = []
-        for w_lo, w_hi in split_windows(lo, hi, int(self._poll.window_max_days * DAY_MS)):
+        for w_lo, w_hi in split_windows(lo, hi, int(p.window_max_days * DAY_MS)):
             missed += [i for i in await self._list(w_lo, w_hi) if self._is_new(i)]
         if missed:
             log.warning("extractor.sweep.found", flow=self.source.flow, count=len(missed))
+            self._metrics.swept.labels(self.source.flow).inc(len(missed))
             await self._fetch(missed, hint_ms=lo, trigger="sweep")
-        self.cp = self.cp.model_copy(update={"last_sweep_ms": now})
+        swept_until = max(self.cp.swept_until_ms, hi + 1)
+        self.cp = self.cp.model_copy(update={"last_sweep_ms": now, "swept_until_ms": swept_until})
 
     def _is_new(self, instance_id: str) -> bool:
         return instance_id not in self._emitted and instance_id not in self._open
@@ -161,7 +177,9 @@ class FlowPoller:
         ids: list[str] = []
         cursor = 0
         while True:
-            page: IdPage = await self._call(functools.partial(self._listids, lo, hi, cursor))
+            page: IdPage = await self._call(
+                "list", functools.partial(self._listids, lo, hi, cursor)
+            )
             ids.extend(page.ids)
             if page.next_cursor is None or page.next_cursor <= cursor:
                 break
@@ -174,9 +192,15 @@ class FlowPoller:
     async def _listids(self, lo: int, hi: int, cursor: int) -> IdPage:
         return await self._client.listids(self.source.app, self.source.process_code, lo, hi, cursor)
 
-    async def _call(self, call: Callable[[], Awaitable[Any]]) -> Any:
-        self.calls += 1
-        return await retry_transient(call, self._retry)
+    async def _call(self, kind: CallKind, call: Callable[[], Awaitable[Any]]) -> Any:
+        """``call`` with retries; every attempt is a metered call and is counted."""
+
+        async def counted() -> Any:
+            self.calls += 1
+            self._usage = count_call(self._usage, self.source.app, kind, self._clock())
+            return await call()
+
+        return await retry_transient(counted, self._retry)
 
     # ---- fetching and emitting ---------------------------------------------------------------
 
@@ -194,7 +218,9 @@ class FlowPoller:
     async def _fetch_one(self, instance_id: str, hint_ms: int, trigger: Trigger) -> None:
         now = self._clock()
         try:
-            instance = await self._call(lambda: self._client.get(self.source.app, instance_id))
+            instance = await self._call(
+                "get", lambda: self._client.get(self.source.app, instance_id)
+            )
         except (TransientError, PermanentError) as exc:
             await self._detail_failed(instance_id, hint_ms, now, exc)
             return
@@ -307,12 +333,11 @@ class FlowPoller:
     # ---- checkpointing -----------------------------------------------------------------------
 
     def _prune(self, now: int) -> None:
+        """Forget emitted instances no window or sweep will list again."""
+        p = self._poll
+        next_sweep_from = max(now - int(p.sweep_lookback_days * DAY_MS), self.cp.swept_until_ms)
         keep_after = (
-            min(
-                self.cp.watermark_ms - int(self._poll.overlap_seconds * 1000),
-                now - int(self._poll.sweep_lookback_days * DAY_MS),
-            )
-            - DAY_MS
+            min(self.cp.watermark_ms - int(p.overlap_seconds * 1000), next_sweep_from) - DAY_MS
         )
         self._emitted = {k: v for k, v in self._emitted.items() if v.create_time_ms >= keep_after}
 
@@ -323,6 +348,7 @@ class FlowPoller:
                 "watermark_ms": watermark,
                 "open_instances": dict(self._open),
                 "emitted": dict(self._emitted),
+                "usage": self._usage,
                 "last_cycle_at": datetime.now(UTC),
             }
         )

@@ -58,8 +58,22 @@ class PollSettings(_Block):
     open_recheck_initial_seconds: float = Field(default=60.0, gt=0)
     open_recheck_factor: float = Field(default=2.0, ge=1)
     open_recheck_max_seconds: float = Field(default=6 * 3600.0, gt=0)
-    sweep_interval_seconds: float = Field(default=3600.0, gt=0)
-    sweep_lookback_days: float = Field(default=7.0, gt=0)
+    sweep_interval_seconds: float = Field(
+        default=6 * 3600.0, gt=0, description="between compensation sweeps"
+    )
+    sweep_delay_seconds: float = Field(
+        default=3600.0,
+        ge=0,
+        description="a sweep re-lists creation times once they are this old (listing has settled)",
+    )
+    sweep_lookback_days: float = Field(
+        default=7.0, gt=0, description="a sweep never re-lists creation times older than this"
+    )
+    budget_max_interval_seconds: float = Field(
+        default=24 * 3600.0,
+        gt=0,
+        description="the longest poll interval a monthly call budget may stretch polling to",
+    )
     detail_failures_before_dlq: int = Field(default=3, ge=1)
 
 

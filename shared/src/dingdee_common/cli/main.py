@@ -1,4 +1,4 @@
-"""``dingdee``: the operator's command line (topics, mapping, dead letters, reconciliation).
+"""``dingdee``: the operator's command line (topics, mapping, dead letters, reconciliation, quota).
 
 Sub-command groups that belong to one service live in that service's package and are attached here
 when the package is installed, so each concept has one home.
@@ -28,6 +28,7 @@ _PLUGINS = (
     ("dingdee_transformer.cli", "app", "mapping"),
     ("dingdee_common.cli.dlq", "app", "dlq"),
     ("dingdee_common.cli.reconcile", "app", "reconcile"),
+    ("dingdee_common.cli.quota", "app", "quota"),
 )
 
 

@@ -14,6 +14,7 @@ __all__ = [
     "BillOutcome",
     "BillReady",
     "BillResult",
+    "CallUsage",
     "Checkpoint",
     "EmittedInstance",
     "OpenInstance",
@@ -124,6 +125,28 @@ class EmittedInstance(BaseModel):
     create_time_ms: int
 
 
+class CallUsage(BaseModel):
+    """Metered DingTalk calls one checkpoint key spent in one calendar month (CST).
+
+    Every HTTP attempt of ``listids`` and ``get`` counts (retries too); token calls are exempt
+    from the allowance and are not counted. Calls made after the last checkpoint of a killed
+    process are lost from the count, so it can only under-count by one step.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    app: str
+    month: str = Field(description="YYYY-MM in China Standard Time, DingTalk's metering month")
+    since_ms: int = Field(description="when counting started in this month")
+    list_calls: int = 0
+    get_calls: int = 0
+    cycles: int = Field(default=0, description="poll cycles finished in this month")
+
+    @property
+    def calls(self) -> int:
+        return self.list_calls + self.get_calls
+
+
 class Checkpoint(_Message):
     """``extractor.checkpoints`` (compacted, keyed by flow id)."""
 
@@ -132,6 +155,10 @@ class Checkpoint(_Message):
     open_instances: dict[str, OpenInstance] = Field(default_factory=dict)
     emitted: dict[str, EmittedInstance] = Field(default_factory=dict)
     last_sweep_ms: int = 0
+    swept_until_ms: int = Field(
+        default=0, description="creation times before this were re-listed by a sweep"
+    )
+    usage: CallUsage | None = None
     backfill_cursor_ms: int | None = None
     last_cycle_at: datetime = Field(default_factory=utcnow)
 

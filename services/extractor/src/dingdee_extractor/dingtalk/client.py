@@ -58,8 +58,6 @@ class _AppState:
     token: _Token | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     global_backoff: float = 0.0
-    month: str = ""
-    metered: int = 0
 
 
 class DingTalkClient:
@@ -238,17 +236,3 @@ class DingTalkClient:
         finally:
             self._metrics.requests.labels(app, api, errcode).inc()
             self._metrics.request_duration.labels(api).observe(time.monotonic() - started)
-            if api != "gettoken":  # token calls are exempt from the monthly allowance
-                self._count_metered(app)
-
-    def _count_metered(self, app: str) -> None:
-        """Metered calls this (CST) month, and what is left of the app's budget."""
-        state = self._state(app)
-        month = time.strftime("%Y-%m", time.gmtime(time.time() + 8 * 3600))
-        if month != state.month:
-            state.month, state.metered = month, 0
-        state.metered += 1
-        self._metrics.quota_used.labels(app).set(state.metered)
-        budget = state.app.monthly_call_budget
-        if budget is not None:
-            self._metrics.quota_remaining.labels(app).set(max(0, budget - state.metered))

@@ -46,6 +46,10 @@ class Faults:
         reject_future_end: listids refuses an ``end_time`` after the sandbox clock.
         forbidden_apps: app keys without the approval read permission (``88/60011``, 403).
         scope_dept_ids: if set, only instances of these originator departments are listed.
+        failing_instance_ids: ``get`` of these ids always answers ``-1 系统繁忙`` (an instance
+            whose detail keeps failing).
+        listing_delay_seconds: an instance shows in ``listids`` only this long (sandbox clock)
+            after its creation time: DingTalk's listing index lags, which the sweep is for.
         seed: seed of the fault generator.
     """
 
@@ -74,6 +78,8 @@ class Faults:
     reject_future_end: bool = False
     forbidden_apps: list[str] = field(default_factory=list)
     scope_dept_ids: list[str] | None = None
+    listing_delay_seconds: float = 0.0
+    failing_instance_ids: list[str] = field(default_factory=list)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -84,6 +90,10 @@ class Faults:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
         if sum(float(getattr(self, n)) for n in _RATES) > 1.0:
             raise ValueError(f"the sum of {', '.join(_RATES)} must not exceed 1")
+        if self.listing_delay_seconds < 0:
+            raise ValueError(
+                f"listing_delay_seconds must be >= 0, got {self.listing_delay_seconds}"
+            )
         if self.qps < 1:
             raise ValueError(f"qps must be at least 1, got {self.qps}")
         if self.unknown_instance not in ("88", "flat"):

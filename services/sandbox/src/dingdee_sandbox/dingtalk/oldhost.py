@@ -157,7 +157,10 @@ async def get(request: web.Request) -> web.Response:
     if failure is not None:
         return failure
     state = request.app[STATE]
-    inst = state.instances.get(str(body.get("process_instance_id") or ""))
+    pid = str(body.get("process_instance_id") or "")
+    if pid in state.faults.failing_instance_ids:
+        return old_flat(-1, "系统繁忙")
+    inst = state.instances.get(pid)
     if inst is None:
         message = "审批单状态异常。检查审批实例Id是否正确"
         if state.faults.unknown_instance == "flat":

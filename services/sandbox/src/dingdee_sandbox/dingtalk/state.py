@@ -233,11 +233,14 @@ class State:
         """Ids of ``process_code`` created in ``[start, end]`` (inclusive), oldest first, ties
         by id; optionally only these originators and the configured department scope."""
         scope = self.faults.scope_dept_ids
+        delay_ms = int(self.faults.listing_delay_seconds * 1000)
+        visible_until = self.now_ms() - delay_ms if delay_ms else None
         chosen = [
             i
             for i in self.instances.values()
             if i.process_code == process_code
             and start <= i.create_ms <= end
+            and (visible_until is None or i.create_ms <= visible_until)
             and (not userids or i.originator in userids)
             and (scope is None or i.dept_id in scope)
         ]

@@ -1,0 +1,193 @@
+"""``dingdee quota``: DingTalk's monthly call allowance, as spent and as planned.
+
+``status`` reads the extractor's checkpoints (each carries its month's metered calls) and projects
+every app's month at its current pace; ``plan`` projects a month for an organisation before it
+runs dingdee, with events on and off. Both use the model of :mod:`dingdee_common.quota`.
+
+Exit codes: 0 every projection fits its budget (or no budget is known); 1 one does not; 2 bad
+arguments or settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Annotated
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from dingdee_common.checkpoints import latest_checkpoints
+from dingdee_common.contracts import CallUsage
+from dingdee_common.dlq.records import parse_time
+from dingdee_common.kafka.topics import Topics
+from dingdee_common.quota import (
+    GETS_PER_APPROVAL,
+    HEADROOM,
+    MONTH_SECONDS,
+    Demand,
+    interval_for_budget,
+    month_bounds_ms,
+    month_of,
+    project_month,
+    total_usage,
+)
+from dingdee_common.runtime import settings_or_exit
+from dingdee_common.settings import ServiceSettings
+
+__all__ = ["app"]
+
+app = typer.Typer(help="DingTalk's monthly call allowance: spent, projected, planned.")
+console = Console()
+APPS_ENV = "DINGDEE_DINGTALK__APPS"
+
+
+def _budgets(options: list[str]) -> dict[str, int]:
+    """``--budget APP=N`` options over the budgets in the extractor's own ``APPS_ENV``."""
+    budgets: dict[str, int] = {}
+    raw = os.environ.get(APPS_ENV)
+    if raw:
+        try:
+            apps = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise typer.BadParameter(f"{APPS_ENV} is not JSON: {exc}") from exc
+        for name, spec in apps.items() if isinstance(apps, dict) else ():
+            if isinstance(spec, dict) and spec.get("monthly_call_budget"):
+                budgets[name] = int(spec["monthly_call_budget"])
+    for option in options:
+        name, sep, value = option.partition("=")
+        if not sep or not value.isdigit():
+            raise typer.BadParameter(f"--budget {option!r}: expected APP=CALLS, e.g. main=5000")
+        budgets[name] = int(value)
+    return budgets
+
+
+def _interval(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+@app.command("status")
+def status(
+    budget: Annotated[
+        list[str] | None,
+        typer.Option(help=f"APP=CALLS; defaults to monthly_call_budget in {APPS_ENV}"),
+    ] = None,
+    at: Annotated[
+        str | None, typer.Option(help="project as of this time (ISO 8601); default now")
+    ] = None,
+) -> None:
+    """This month's metered calls per DingTalk app and the month they are heading for."""
+    budgets = _budgets(budget or [])
+    try:
+        now = int((parse_time(at).timestamp() if at else time.time()) * 1000)
+    except ValueError as exc:
+        raise typer.BadParameter(f"--at: {exc}") from exc
+    settings = settings_or_exit(ServiceSettings, "dingdee quota")
+    topic = Topics(settings.kafka.topic_prefix).checkpoints
+    checkpoints = asyncio.run(latest_checkpoints(settings.kafka, topic))
+    month = month_of(now)
+    remaining_s = (month_bounds_ms(month)[1] - now) / 1000
+    by_app: dict[str, list[tuple[str, CallUsage]]] = {}
+    for key, cp in checkpoints.items():
+        if cp.usage is not None and cp.usage.month == month:
+            by_app.setdefault(cp.usage.app, []).append((key, cp.usage))
+    if not by_app:
+        console.print(f"No metered calls recorded for {month} in {topic}.")
+        raise typer.Exit(0)
+    table = Table(
+        "app",
+        "flows",
+        "listids",
+        "get",
+        "used",
+        "pace",
+        "projected",
+        "budget",
+        "left",
+        "fits",
+        "pace that fits",
+    )
+    over = False
+    for name, keyed in sorted(by_app.items()):
+        usage = total_usage([u for _, u in keyed], name, month)
+        flows = sum(1 for key, _ in keyed if not key.startswith("backfill:"))
+        demand = Demand.measured(usage, now, flows=max(flows, 1))
+        elapsed_s = max((now - usage.since_ms) / 1000, 1.0)
+        interval = elapsed_s * demand.flows / usage.cycles if usage.cycles else elapsed_s
+        projected = project_month(usage.calls, demand, interval, remaining_s)
+        limit = budgets.get(name)
+        fits = limit is None or projected <= limit
+        over |= not fits
+        fitting = "-"
+        if limit is not None:
+            fitting = _interval(
+                interval_for_budget(
+                    limit, usage.calls, demand, remaining_s, floor_s=1.0, ceiling_s=86_400.0
+                )
+            )
+        table.add_row(
+            name,
+            str(flows),
+            str(usage.list_calls),
+            str(usage.get_calls),
+            str(usage.calls),
+            f"every {_interval(interval)}",
+            f"{projected:,.0f}",
+            f"{limit:,}" if limit else "-",
+            f"{limit - usage.calls:,}" if limit else "-",
+            "-" if limit is None else ("[green]yes[/green]" if fits else "[red]no[/red]"),
+            fitting,
+        )
+    console.print(f"[bold]DingTalk metered calls, {month} (CST)[/bold] from {topic}")
+    console.print(table)
+    if over:
+        console.print(
+            "[yellow]At the current pace the month exceeds its budget; an extractor that knows "
+            "the budget stretches its poll interval to the pace that fits.[/yellow]"
+        )
+    raise typer.Exit(1 if over else 0)
+
+
+@app.command("plan")
+def plan(
+    approvals_per_month: Annotated[int, typer.Option(min=0, help="approvals a month, all flows")],
+    flows: Annotated[int, typer.Option(min=1, help="flows (process codes) polled")] = 1,
+    interval: Annotated[
+        float, typer.Option(min=1.0, help="poll interval without events, seconds")
+    ] = 30.0,
+    events_interval: Annotated[
+        float, typer.Option(min=1.0, help="safety-net poll interval with events, seconds")
+    ] = 6 * 3600.0,
+    budget: Annotated[int | None, typer.Option(min=1, help="monthly call budget")] = None,
+) -> None:
+    """Project a 30-day month of calls with events on and off (and fit a budget)."""
+    table = Table("mode", "get/approval", "poll every", "calls/month")
+    if budget:
+        table.add_column(f"poll every, to fit {budget:,} ({HEADROOM:.0%})")
+        table.add_column("calls/month then")
+    over = False
+    for mode, every in (("events", events_interval), ("polling", interval)):
+        demand = Demand.planned(approvals_per_month, GETS_PER_APPROVAL[mode], flows)
+        projected = project_month(0, demand, every, MONTH_SECONDS)
+        row = [mode, f"{GETS_PER_APPROVAL[mode]:.2f}", _interval(every), f"{projected:,.0f}"]
+        if budget:
+            fitted = interval_for_budget(
+                budget, 0, demand, MONTH_SECONDS, floor_s=every, ceiling_s=86_400.0
+            )
+            then = project_month(0, demand, fitted, MONTH_SECONDS)
+            over |= mode == "events" and then > budget * HEADROOM
+            row += [_interval(fitted), f"{then:,.0f}"]
+        table.add_row(*row)
+    console.print(
+        f"[bold]{approvals_per_month:,} approvals a month over {flows} flow(s)[/bold] "
+        "(get/approval as measured by bench_extractor; listids at least one a cycle per flow)"
+    )
+    console.print(table)
+    if over:
+        console.print("[red]Even with events the approvals alone exceed the budget.[/red]")
+    raise typer.Exit(1 if over else 0)
