@@ -249,6 +249,36 @@ def dingtalk() -> dict[str, Any]:
             ],
             "s",
         ),
+        (
+            "Poll interval per flow (stretched by the monthly budget)",
+            [(f"max by (flow) (dingdee_extractor_poll_interval_seconds{F})", "{{flow}}")],
+            "s",
+        ),
+        (
+            "Monthly DingTalk calls: used, projected, budget",
+            [
+                ("max by (app) (dingdee_dingtalk_quota_used_calls)", "{{app}} used"),
+                ("max by (app) (dingdee_dingtalk_quota_projected_calls)", "{{app}} projected"),
+                (
+                    "max by (app) (dingdee_dingtalk_quota_used_calls"
+                    " + dingdee_dingtalk_quota_remaining_calls)",
+                    "{{app}} budget",
+                ),
+            ],
+            "short",
+        ),
+        (
+            "Event stream: connected, seconds since the last event",
+            [
+                ("max by (app) (dingdee_dingtalk_event_stream_connected)", "{{app}} connected"),
+                (
+                    "time() - max by (app) "
+                    "(dingdee_dingtalk_event_last_received_timestamp_seconds)",
+                    "{{app}} silent for (s)",
+                ),
+            ],
+            "short",
+        ),
     ]
     return _dashboard(
         "dingdee-dingtalk", "dingdee · DingTalk API", panels, "dingdee_extractor_freshness_seconds"

@@ -26,6 +26,7 @@ from dingdee_common.kafka import headers as hdr
 from dingdee_common.kafka.clients import make_producer
 from dingdee_common.kafka.dlq import DeadLetterPublisher, SourceRecord
 from dingdee_common.procs import ManagedProcess, wait_http_ok
+from dingdee_sandbox.demo_org import DEMO_APP
 from tests.helpers import poll_until
 from tests.integration.test_dlq_replay import read_topic
 
@@ -156,8 +157,24 @@ async def test_every_panel_and_alert_query_returns_data(
         # some Kingdee 5xx answers, so the error panels and retries have data
         kingdee_args=("--http-5xx-rate", "0.05", "--seed", "1"),
         dingtalk_args=("--busy-rate", "0.05"),
-        # a tight DingTalk budget, so the rate-limit panels see waits
-        service_env={"extractor": {"DINGDEE_DINGTALK__QPS": "4"}},
+        service_env={
+            "extractor": {
+                # a tight DingTalk rate, so the rate-limit panels see waits
+                "DINGDEE_DINGTALK__QPS": "4",
+                # events on and a monthly budget, so the event and budget alerts have series
+                "DINGDEE_EVENTS__ENABLED": "true",
+                "DINGDEE_EVENTS__POLL_INTERVAL_SECONDS": "5",
+                "DINGDEE_DINGTALK__APPS": json.dumps(
+                    {
+                        DEMO_APP.name: {
+                            "app_key": DEMO_APP.app_key,
+                            "app_secret": DEMO_APP.app_secret,
+                            "monthly_call_budget": 1_000_000,
+                        }
+                    }
+                ),
+            }
+        },
     )
     async with Stack(config) as stack:
         targets = {name: f"127.0.0.1:{stack.ops_ports[name]}" for name in SERVICES}

@@ -158,6 +158,7 @@ class Stack:
             from dingdee_sandbox.demo_org import DEMO_APP
 
             env["DINGDEE_DINGTALK__BASE_URL"] = self.dingtalk_url
+            env["DINGDEE_EVENTS__BASE_URL"] = self.dingtalk_url  # used when events are enabled
             env["DINGDEE_POLL__INTERVAL_SECONDS"] = "5"
             env["DINGDEE_DINGTALK__APPS"] = json.dumps(
                 {DEMO_APP.name: {"app_key": DEMO_APP.app_key, "app_secret": DEMO_APP.app_secret}}

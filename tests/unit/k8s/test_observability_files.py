@@ -27,6 +27,9 @@ ALERTS = {
     "DingdeeErrorRatioHigh",
     "DingdeeConsumerLagHigh",
     "DingdeeExtractorStale",
+    "DingdeeEventStreamDisconnected",
+    "DingdeeEventStreamSilent",
+    "DingdeeCallBudgetAtRisk",
     "DingdeeServiceNotReady",
     "DingdeeTargetDown",
 }

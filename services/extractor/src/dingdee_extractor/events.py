@@ -56,6 +56,9 @@ class EventListener:
 
     async def run(self, stop: asyncio.Event) -> None:
         failures = 0
+        # silence is counted from the listener's start until the first event
+        self._metrics.events_connected.labels(self._app).set(0)
+        self._metrics.events_last_received.labels(self._app).set(time.time())
         async with aiohttp.ClientSession() as session:
             while not stop.is_set():
                 try:

@@ -135,7 +135,7 @@ class ExtractorMetrics:
             ),
             events_last_received=Gauge(
                 "dingdee_dingtalk_event_last_received_timestamp_seconds",
-                "Unix time of the last event received on the app's stream",
+                "Unix time of the last event on the app's stream (or of the listener's start)",
                 ["app"],
                 registry=registry,
             ),
