@@ -92,6 +92,12 @@ def create_app(state: State | None = None) -> web.Application:
         for ws in list(gateway.sockets):
             await ws.close()
 
+    async def close_sockets(_: web.Application) -> None:
+        # before the server waits for open handlers: a connected client must not delay a stop
+        for ws in list(gateway.sockets):
+            await ws.close()
+
+    app.on_shutdown.append(close_sockets)
     app.cleanup_ctx.append(redelivery)
     app.add_routes(gateway.routes())
     app.add_routes(old_routes())
