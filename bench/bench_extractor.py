@@ -3,8 +3,9 @@
 1. Backfill: the achieved ``get`` rate against the configured per-(app, API) QPS (goal ≥ 0.95),
    and how many requests DingTalk (the sandbox) rejected for rate limits (goal 0).
 2. Steady state over a simulated week in which approvals take hours to days: DingTalk calls per
-   terminal approval with the adaptive open-instance schedule (goal ≤ 1.5) beside the naive
-   re-fetch-every-open-instance-every-cycle baseline, measured on the same approvals.
+   terminal approval and how late approvals arrive, for the naive re-fetch-every-open-instance-
+   every-cycle baseline, the default schedule and later first re-checks (goal ≤ 1.5), and with
+   events on (goal ≤ 1.2); projected monthly calls for 1 000 approvals a month.
 3. Peak RSS of this process.
 """
 
@@ -16,6 +17,7 @@ import random
 import resource
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -25,6 +27,7 @@ from dingdee_common.contracts import Checkpoint
 from dingdee_common.kafka.clients import make_producer
 from dingdee_common.kafka.dlq import DeadLetterPublisher
 from dingdee_common.kafka.topics import Topics, provision
+from dingdee_common.quota import MONTH_SECONDS, Demand, project_month
 from dingdee_common.settings import KafkaSettings, RetrySettings
 from dingdee_common.web import start_site
 from dingdee_extractor.dingtalk.client import DingTalkClient
@@ -32,7 +35,7 @@ from dingdee_extractor.emitter import Emitter
 from dingdee_extractor.flows import FlowSource
 from dingdee_extractor.metrics import ExtractorMetrics
 from dingdee_extractor.poller import FlowPoller
-from dingdee_extractor.settings import DingTalkSettings, PollSettings
+from dingdee_extractor.settings import DingTalkSettings, EventsSettings, PollSettings
 from dingdee_sandbox.demo_org import DEMO_APP, PROCESS_CODES
 from dingdee_sandbox.dingtalk.app import create_app
 from dingdee_sandbox.dingtalk.state import Faults, State
@@ -122,10 +125,40 @@ def durations(rng: random.Random) -> float:
     return min(24 * 6.0, rng.lognormvariate(1.8, 1.0))
 
 
+@dataclass
+class Week:
+    """What a simulated week of polling cost and how late approvals arrived."""
+
+    calls: int
+    lists: int
+    gets: int
+    terminals: int
+    cycles: int
+    latency_hours: list[float]
+
+    @property
+    def per_approval(self) -> float:
+        return self.calls / max(self.terminals, 1)
+
+    def latency(self, q: float) -> float:
+        ordered = sorted(self.latency_hours)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+    def month(self, approvals: int, interval_s: float) -> float:
+        """Projected monthly calls for ``approvals`` a month (the model of dingdee quota)."""
+        demand = Demand(
+            gets_per_second=approvals * self.gets / max(self.terminals, 1) / MONTH_SECONDS,
+            lists_per_cycle=self.lists / max(self.cycles, 1),
+            flows=1,
+        )
+        return project_month(0, demand, interval_s, MONTH_SECONDS)
+
+
 async def steady_state(
-    kafka: KafkaSettings, naive: bool, cycle_minutes: int, events: bool = False
-) -> float:
-    """Calls per terminal approval over a simulated week, polling every ``cycle_minutes``.
+    kafka: KafkaSettings, poll: PollSettings, cycle_minutes: int, events: bool = False
+) -> Week:
+    """A simulated week of ~2 approvals an hour taking hours to days, polled every
+    ``cycle_minutes``.
 
     With ``events`` each finish is reported through ``FlowPoller.on_event`` (the listener's path)
     except a random 5 % that are dropped, which polling has to catch.
@@ -135,32 +168,11 @@ async def steady_state(
     start = 1_793_750_400_000
     state.manual_now_ms = start
     runner, url = await serve(state)
-    if events:
-        poll = PollSettings(
-            settle_seconds=0,
-            open_recheck_initial_seconds=24 * 3600,
-            open_recheck_factor=2,
-            open_recheck_max_seconds=24 * 3600,
-            sweep_interval_seconds=10**9,
-        )
-    elif naive:
-        poll = PollSettings(
-            settle_seconds=0,
-            open_recheck_initial_seconds=1,
-            open_recheck_factor=1,
-            open_recheck_max_seconds=1,
-            sweep_interval_seconds=10**9,
-        )
-    else:
-        poll = PollSettings(
-            settle_seconds=0,
-            open_recheck_initial_seconds=8 * 3600,
-            open_recheck_factor=2,
-            open_recheck_max_seconds=24 * 3600,
-            sweep_interval_seconds=10**9,
-        )
     poller, close = await make_poller(kafka, url, poll, 10_000, state.now_ms, start - HOUR_MS)
     finishing: list[tuple[int, str]] = []
+    finished_at: dict[str, int] = {}
+    arrived_at: dict[str, int] = {}
+    cycles = 0
     try:
         step_ms = cycle_minutes * 60_000
         for step in range(7 * 24 * HOUR_MS // step_ms):
@@ -170,44 +182,111 @@ async def steady_state(
                 finishing.append((inst.create_ms + int(durations(rng) * HOUR_MS), inst.id))
             for due, pid in [f for f in finishing if f[0] <= state.manual_now_ms]:
                 state.finish(pid, "approve")
+                finished_at[pid] = state.manual_now_ms
                 finishing.remove((due, pid))
                 if events and rng.random() >= 0.05:
                     await poller.on_event(pid)
             await poller.cycle()
+            cycles += 1
+            for pid in finished_at.keys() - arrived_at.keys():
+                if pid in poller.cp.emitted:
+                    arrived_at[pid] = state.manual_now_ms
     finally:
         await close()
         await runner.cleanup()
-    return poller.calls / max(poller.terminals, 1)
+    usage = poller.cp.usage
+    assert usage is not None
+    return Week(
+        calls=poller.calls,
+        lists=usage.list_calls,
+        gets=usage.get_calls,
+        terminals=poller.terminals,
+        cycles=cycles,
+        latency_hours=[(arrived_at[p] - finished_at[p]) / HOUR_MS for p in arrived_at],
+    )
+
+
+def adaptive(first_check_hours: float) -> PollSettings:
+    """First re-check after ``first_check_hours``, then doubling, capped at 24 h."""
+    return PollSettings(
+        settle_seconds=0,
+        open_recheck_initial_seconds=first_check_hours * 3600,
+        open_recheck_factor=2,
+        open_recheck_max_seconds=max(24 * 3600, first_check_hours * 3600),
+    )
+
+
+def describe(week: Week) -> str:
+    return (
+        f"{week.per_approval:.2f} calls/approval ({week.gets} get + {week.lists} listids for "
+        f"{week.terminals} approvals), arrival after finish p50 {week.latency(0.5):.1f} h, "
+        f"p90 {week.latency(0.9):.1f} h"
+    )
 
 
 async def run(bootstrap: str) -> None:
-    if True:
-        kafka = KafkaSettings(bootstrap_servers=bootstrap, topic_prefix="bench.")
-        await provision(kafka)
-        b = await backfill_rate(kafka)
+    kafka = KafkaSettings(bootstrap_servers=bootstrap, topic_prefix="bench.")
+    await provision(kafka)
+    b = await backfill_rate(kafka)
+    print(
+        f"backfill: {b['gets']} gets in {b['seconds']:.1f}s, achieved {b['rate']:.2f} req/s "
+        f"of {QPS:.0f} configured = {b['ratio']:.3f} (goal >= 0.95); "
+        f"rejected for rate limits: {b['rejected']:.0f} (goal 0)"
+    )
+    print(
+        "steady state, polling only (simulated week, ~2 approvals/hour taking hours to days, "
+        "the same approvals in every run; goal <= 1.5 calls per terminal approval):"
+    )
+    naive = PollSettings(
+        settle_seconds=0,
+        open_recheck_initial_seconds=1,
+        open_recheck_factor=1,
+        open_recheck_max_seconds=1,
+    )
+    default_week = None
+    for minutes in (30, 120):
+        default_week = await steady_state(kafka, PollSettings(settle_seconds=0), minutes)
         print(
-            f"backfill: {b['gets']} gets in {b['seconds']:.1f}s, achieved {b['rate']:.2f} req/s "
-            f"of {QPS:.0f} configured = {b['ratio']:.3f} (goal >= 0.95); "
-            f"rejected for rate limits: {b['rejected']:.0f} (goal 0)"
+            f"  {minutes}-min cycles, naive re-fetch of every open instance every cycle: "
+            + describe(await steady_state(kafka, naive, minutes))
         )
-        for minutes in (30, 120):
-            adaptive = await steady_state(kafka, naive=False, cycle_minutes=minutes)
-            naive = await steady_state(kafka, naive=True, cycle_minutes=minutes)
-            print(
-                f"steady state (simulated week, {minutes}-min cycles, ~2 approvals/hour taking "
-                f"hours to days): DingTalk calls per terminal approval adaptive = {adaptive:.2f} "
-                f"(goal <= 1.5), naive re-fetch every cycle = {naive:.2f} "
-                f"({naive / adaptive:.1f}x the adaptive figure)"
-            )
-        polling = await steady_state(kafka, naive=False, cycle_minutes=120)
-        evented = await steady_state(kafka, naive=False, cycle_minutes=360, events=True)
         print(
-            f"events on (5 % of events dropped, 6-hourly safety-net polling, open instances "
-            f"re-checked from 24 h): {evented:.2f} calls "
-            f"per terminal approval (goal <= 1.2) vs polling only {polling:.2f}; projected monthly "
-            f"calls for 1 000 approvals/month: events {evented * 1000:.0f}, polling "
-            f"{polling * 1000:.0f} (standard edition allowance: 5 000)"
+            f"  {minutes}-min cycles, default schedule (first re-check after 1 min): "
+            + describe(default_week)
         )
+    polling = None
+    for hours in (4, 8, 12, 24):
+        week = await steady_state(kafka, adaptive(hours), 120)
+        polling = week if hours == 24 else polling
+        print(f"  120-min cycles, first re-check after {hours} h: {describe(week)}")
+    events_settings = EventsSettings()
+    late = events_settings.open_recheck_initial_seconds
+    evented = await steady_state(
+        kafka,
+        PollSettings(
+            settle_seconds=0, open_recheck_initial_seconds=late, open_recheck_max_seconds=late
+        ),
+        int(events_settings.poll_interval_seconds // 60),
+        events=True,
+    )
+    print(
+        f"events on (defaults: safety-net polling every "
+        f"{events_settings.poll_interval_seconds / 3600:.0f} h, open instances re-checked after "
+        f"{late / 3600:.0f} h; 5 % of events dropped; goal <= 1.2): {describe(evented)}"
+    )
+    assert polling is not None and default_week is not None
+    print(
+        "projected monthly calls for 1 000 approvals/month (dingdee quota model, one flow): "
+        f"events (defaults) {evented.month(1000, events_settings.poll_interval_seconds):.0f}; "
+        f"polling only with the defaults (30-s cycles) {default_week.month(1000, 30):.0f}, "
+        f"every 2 h with the first re-check after 24 h {polling.month(1000, 7200):.0f} "
+        "(standard edition allowance: a few thousand)"
+    )
+    print(
+        f"get calls per approval for dingdee quota plan: events "
+        f"{evented.gets / evented.terminals:.2f}, polling (default schedule) "
+        f"{default_week.gets / default_week.terminals:.2f}"
+    )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS: {peak:.0f} MiB")
 

@@ -44,9 +44,11 @@ HEADROOM = 0.9  # pace to 90 % of a budget: counts can lag one step, other tools
 
 CallKind = Literal["list", "get"]
 
-# ``get`` calls per terminal approval measured by ``bench/bench_extractor.py`` over a simulated
-# week (approvals taking hours to days; with events 5 % of them dropped); used for planning only.
-GETS_PER_APPROVAL = {"events": 1.1, "polling": 1.8}
+# ``get`` calls per terminal approval with the default settings, as ``bench/bench_extractor.py``
+# measured them over a simulated week (approvals taking hours to days, median 6 h; with events
+# 5 % of the events dropped). Polling's default re-check schedule favours latency (first re-check
+# a minute after creation); a later first re-check costs far fewer calls. Planning only.
+GETS_PER_APPROVAL = {"events": 1.04, "polling": 5.5}
 
 
 def month_of(ms: int) -> str:
@@ -117,7 +119,7 @@ class Demand:
         approvals_per_month: float,
         gets_per_approval: float,
         flows: int,
-        sweep_interval_s: float | None = 6 * 3600.0,
+        sweep_interval_s: float | None = 24 * 3600.0,
     ) -> Demand:
         """Rates for an organisation that does not run dingdee yet.
 

@@ -72,11 +72,11 @@ def test_measured_demand_uses_rates_and_lists_per_cycle() -> None:
 
 def test_projection_adds_gets_and_cycles() -> None:
     demand = Demand.planned(approvals_per_month=1000, gets_per_approval=1.1, flows=2)
-    # hourly cycles: one page per flow, plus a sweep every sixth cycle
-    assert project_month(0, demand, HOUR, MONTH_SECONDS) == pytest.approx(1100 + 2 * 720 * 7 / 6)
-    # six-hourly cycles each sweep once
-    assert project_month(500, demand, 6 * HOUR, MONTH_SECONDS) == pytest.approx(
-        500 + 1100 + 2 * 120 * 2
+    # hourly cycles: one page per flow, plus the daily sweep every 24th cycle
+    assert project_month(0, demand, HOUR, MONTH_SECONDS) == pytest.approx(1100 + 2 * 720 * 25 / 24)
+    # daily cycles each sweep once
+    assert project_month(500, demand, 24 * HOUR, MONTH_SECONDS) == pytest.approx(
+        500 + 1100 + 2 * 30 * 2
     )
     measured = Demand(gets_per_second=0.0, lists_per_cycle=1.5, flows=2)
     assert project_month(0, measured, HOUR, MONTH_SECONDS) == pytest.approx(2 * 720 * 1.5)

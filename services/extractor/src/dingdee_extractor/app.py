@@ -61,12 +61,11 @@ class ExtractorApp:
         dlq = DeadLetterPublisher(self._producer, self._topics, "extractor")
         poll = self._settings.poll
         if self._settings.events.enabled:  # events report finishes; polling only backs them up
+            late = self._settings.events.open_recheck_initial_seconds
             poll = poll.model_copy(
                 update={
-                    "open_recheck_initial_seconds": max(
-                        poll.open_recheck_initial_seconds,
-                        self._settings.events.open_recheck_initial_seconds,
-                    )
+                    "open_recheck_initial_seconds": max(poll.open_recheck_initial_seconds, late),
+                    "open_recheck_max_seconds": max(poll.open_recheck_max_seconds, late),
                 }
             )
         for source in self._sources:

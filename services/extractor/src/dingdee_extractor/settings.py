@@ -59,7 +59,7 @@ class PollSettings(_Block):
     open_recheck_factor: float = Field(default=2.0, ge=1)
     open_recheck_max_seconds: float = Field(default=6 * 3600.0, gt=0)
     sweep_interval_seconds: float = Field(
-        default=6 * 3600.0, gt=0, description="between compensation sweeps"
+        default=24 * 3600.0, gt=0, description="between compensation sweeps"
     )
     sweep_delay_seconds: float = Field(
         default=3600.0,
@@ -83,13 +83,14 @@ class EventsSettings(_Block):
     enabled: bool = False
     base_url: str = "https://api.dingtalk.com"
     poll_interval_seconds: float = Field(
-        default=6 * 3600.0, gt=0, description="poll cycle while events are on (the safety net)"
+        default=12 * 3600.0, gt=0, description="poll cycle while events are on (the safety net)"
     )
     reconnect_max_seconds: float = Field(default=60.0, gt=0)
     open_recheck_initial_seconds: float = Field(
-        default=24 * 3600.0,
+        default=48 * 3600.0,
         gt=0,
-        description="with events on, open instances are re-fetched this late (events tell first)",
+        description="with events on, open instances are re-fetched this late and no more often "
+        "(events tell first; this only catches a lost event)",
     )
 
 

@@ -162,8 +162,16 @@ def plan(
     ] = 30.0,
     events_interval: Annotated[
         float, typer.Option(min=1.0, help="safety-net poll interval with events, seconds")
-    ] = 6 * 3600.0,
+    ] = 12 * 3600.0,
     budget: Annotated[int | None, typer.Option(min=1, help="monthly call budget")] = None,
+    polling_gets: Annotated[
+        float,
+        typer.Option(
+            min=1.0,
+            help="get calls per approval without events (the default re-check schedule's "
+            "figure; about 1.5 with a first re-check after 24 h, see make bench)",
+        ),
+    ] = GETS_PER_APPROVAL["polling"],
 ) -> None:
     """Project a 30-day month of calls with events on and off (and fit a budget)."""
     table = Table("mode", "get/approval", "poll every", "calls/month")
@@ -171,21 +179,28 @@ def plan(
         table.add_column(f"poll every, to fit {budget:,} ({HEADROOM:.0%})")
         table.add_column("calls/month then")
     over = False
-    for mode, every in (("events", events_interval), ("polling", interval)):
-        demand = Demand.planned(approvals_per_month, GETS_PER_APPROVAL[mode], flows)
+    modes = (
+        ("events", events_interval, GETS_PER_APPROVAL["events"]),
+        ("polling", interval, polling_gets),
+    )
+    for mode, every, gets in modes:
+        demand = Demand.planned(approvals_per_month, gets, flows)
         projected = project_month(0, demand, every, MONTH_SECONDS)
-        row = [mode, f"{GETS_PER_APPROVAL[mode]:.2f}", _interval(every), f"{projected:,.0f}"]
+        row = [mode, f"{gets:.2f}", _interval(every), f"{projected:,.0f}"]
         if budget:
             fitted = interval_for_budget(
                 budget, 0, demand, MONTH_SECONDS, floor_s=every, ceiling_s=86_400.0
             )
             then = project_month(0, demand, fitted, MONTH_SECONDS)
             over |= mode == "events" and then > budget * HEADROOM
+            if mode == "polling" and then > budget * HEADROOM:
+                row[0] = "polling [red](does not fit)[/red]"
             row += [_interval(fitted), f"{then:,.0f}"]
         table.add_row(*row)
     console.print(
         f"[bold]{approvals_per_month:,} approvals a month over {flows} flow(s)[/bold] "
-        "(get/approval as measured by bench_extractor; listids at least one a cycle per flow)"
+        "(get/approval as measured by make bench; listids: a page per cycle and flow, and one "
+        "per 20 approvals, plus the daily sweep)"
     )
     console.print(table)
     if over:
