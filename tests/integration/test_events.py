@@ -12,6 +12,7 @@ import os
 import random
 import threading
 from collections.abc import AsyncIterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -198,3 +199,108 @@ async def test_events_trigger_fetches_fast_and_polling_catches_what_events_misse
     p99 = delays[min(len(delays) - 1, int(0.99 * len(delays)))]
     print(f"event-to-snapshot latency: p50 {delays[len(delays) // 2]:.3f}s, p99 {p99:.3f}s")
     assert p99 < 2.0, f"p99 event-to-snapshot latency {p99:.2f}s"
+
+
+async def test_a_simulated_week_of_events_with_drops_duplicates_and_a_disconnect_is_exact(
+    kafka: KafkaSettings, sandbox_url: str
+) -> None:
+    """A week on the sandbox clock with the events-mode defaults (12-hourly safety-net polling,
+    open instances re-checked after 48 h): the emitted set is exact and costs about a call each."""
+    start_ms = 1_793_750_400_000  # 2026-11-05 00:00 CST
+    hour = 3_600_000
+    now = [start_ms]
+    await call(sandbox_url, "POST", "/_sandbox/clock", json={"mode": "manual", "now_ms": start_ms})
+    await call(
+        sandbox_url,
+        "POST",
+        "/_sandbox/stream",
+        json={"drop_rate": 0.05, "duplicate_rate": 0.02, "redeliver_seconds": 2},
+    )
+    settings = ExtractorSettings(
+        flows_file=ROOT / "config" / "flows.yaml",
+        kafka=kafka,
+        dingtalk=DingTalkSettings(
+            base_url=sandbox_url,
+            apps={"main": {"app_key": DEMO_APP.app_key, "app_secret": DEMO_APP.app_secret}},  # type: ignore[dict-item]
+        ),
+        poll=PollSettings(settle_seconds=0),
+        events=EventsSettings(enabled=True, base_url=sandbox_url),
+    )
+    metrics = ExtractorMetrics.create(CollectorRegistry())
+    producer = make_producer(kafka)
+    await producer.start()
+    client = DingTalkClient(settings.dingtalk, metrics)
+    sources = [
+        s.model_copy(update={"start_date": date(2026, 11, 4)})
+        for s in load_sources(settings.flows_file, frozenset({"main"}))
+        if s.flow == "petty-cash"
+    ]
+    app = ExtractorApp(settings, sources, producer, client, metrics, Health(), clock=lambda: now[0])
+    await app.setup()
+    (poller,) = app.pollers
+    stop = asyncio.Event()
+    listeners = [asyncio.create_task(listener.run(stop)) for listener in app.listeners()]
+    rng = random.Random(8)
+    finishing: list[tuple[int, str, str]] = []
+
+    http = httpx.AsyncClient(base_url=sandbox_url, timeout=30)
+
+    async def sandbox(method: str, path: str, **kwargs: Any) -> Any:
+        response = await http.request(method, path, **kwargs)
+        assert response.is_success, response.text
+        return response.json()
+
+    async def settled() -> bool:
+        state = await sandbox("GET", "/_sandbox/stream")
+        return bool(state["pending"] == 0 and state["connections"] == 1)
+
+    try:
+        await poll_until(settled, timeout=30, what="the extractor's event stream")
+        for step in range(0, 7 * 24 + 72, 2):  # a week of approvals, then three quiet days
+            now[0] = start_ms + step * hour
+            await sandbox("POST", "/_sandbox/clock", json={"now_ms": now[0]})
+            for _ in range(rng.choice([2, 4, 4, 6]) if step < 7 * 24 else 0):
+                body = await sandbox(
+                    "POST",
+                    "/_sandbox/instances",
+                    json={"process_code": PROCESS_CODES["petty-cash"]},
+                )
+                takes = min(6 * 24 * hour, int(rng.lognormvariate(1.8, 1.0) * hour))
+                action = rng.choice(["approve"] * 8 + ["refuse", "terminate"])
+                finishing.append((now[0] + takes, body["id"], action))
+            for due, pid, action in [f for f in finishing if f[0] <= now[0]]:
+                await sandbox("POST", f"/_sandbox/instances/{pid}/{action}")
+                finishing.remove((due, pid, action))
+            if step == 84:
+                await sandbox("POST", "/_sandbox/stream", json={"disconnect": True})
+            await poll_until(settled, timeout=30, what="every delivered event acked", interval=0.01)
+            if step % 12 == 0:  # the safety net's 12-hourly cycle
+                await poller.cycle()
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*listeners), timeout=30)
+        await producer.stop()
+        await client.aclose()
+        await http.aclose()
+
+    instances = (
+        await call(
+            sandbox_url,
+            "GET",
+            "/_sandbox/instances",
+            params={"process_code": PROCESS_CODES["petty-cash"]},
+        )
+    )["instances"]
+    truth = {i["id"]: i["status"] for i in instances if i["status"] in ("COMPLETED", "TERMINATED")}
+    assert len(truth) > 250 and not finishing
+    emitted = await snapshots(kafka)
+    terminal = [(s.process_instance_id, s.status) for s in emitted if s.status != "RUNNING"]
+    assert dict(terminal) == truth, "every finished approval, with its final status"
+    assert len(terminal) == len(set(terminal)), "a duplicate event never emits a snapshot twice"
+    by_event = sum(1 for s in emitted if s.trigger == "event")
+    assert by_event >= 0.85 * len(truth), "most approvals arrive through their event"
+    stream = await call(sandbox_url, "GET", "/_sandbox/stream")
+    assert stream["sent"] > stream["acked"] >= len(truth) * 0.9, stream
+    metered = (await call(sandbox_url, "GET", "/_sandbox/stats"))["metered_calls"]
+    print(f"simulated week: {metered} metered calls for {len(truth)} approvals")
+    assert metered <= 1.5 * len(truth), "events make an approval cost about one call"
