@@ -76,9 +76,34 @@ async def test_official_stream_client_connects_receives_and_acks(sandbox_url: st
         dingtalk_stream.Credential(DEMO_APP.app_key, DEMO_APP.app_secret)
     )
     client.register_all_event_handler(Handler())
-    # The official client swallows cancellation and retries forever, and opens connections with
-    # blocking ``requests``: it runs on its own loop in a daemon thread, which dies with the tests.
-    threading.Thread(target=lambda: asyncio.run(client.start()), daemon=True).start()
+    # The official client swallows cancellation, retries forever and opens connections with
+    # blocking ``requests``, so it runs on its own loop in a thread; its loop ends only on a
+    # KeyboardInterrupt, which its next connection attempt raises once the test is done.
+    loop = asyncio.new_event_loop()
+
+    def serve() -> None:
+        loop.run_until_complete(client.start())
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.close()
+
+    def stop_reconnecting() -> None:
+        raise KeyboardInterrupt
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        await _official_client_round_trip(sandbox_url, received)
+    finally:
+        client.open_connection = stop_reconnecting
+        await call(sandbox_url, "POST", "/_sandbox/stream", json={"disconnect": True})
+        await asyncio.to_thread(thread.join, 20)
+    assert not thread.is_alive(), "the official client must stop with its test"
+
+
+async def _official_client_round_trip(sandbox_url: str, received: list[dict[str, Any]]) -> None:
 
     async def connected() -> bool:
         return (await call(sandbox_url, "GET", "/_sandbox/stream"))["connections"] == 1
