@@ -103,7 +103,13 @@ def _cases() -> tuple[list[ApprovalSnapshot], list[ApprovalSnapshot], list[Appro
 
 
 async def read_all(
-    kafka: KafkaSettings, topic: str, want: int, what: str, *, settle: float = 3.0
+    kafka: KafkaSettings,
+    topic: str,
+    want: int,
+    what: str,
+    *,
+    settle: float = 3.0,
+    timeout: float = 120.0,
 ) -> list[ConsumerRecord[bytes, bytes]]:
     """Every record of ``topic`` once at least ``want`` arrived, read ``settle`` s longer."""
     consumer: AIOKafkaConsumer = make_consumer(kafka, topic, group_id=None)
@@ -117,7 +123,7 @@ async def read_all(
                 got.extend(records)
             return len(got) >= want
 
-        await poll_until(enough, timeout=120, what=what, interval=0.1)
+        await poll_until(enough, timeout=timeout, what=what, interval=0.1)
         # Anything beyond ``want`` would be a duplicate: read a little longer to catch it.
         if settle:
             await asyncio.sleep(settle)
