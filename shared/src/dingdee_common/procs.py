@@ -7,6 +7,7 @@ end-to-end and fault tests start them.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
 import signal
@@ -21,8 +22,22 @@ import httpx
 __all__ = ["ManagedProcess", "wait_http_ok"]
 
 
+_STARTED: list[ManagedProcess] = []  # strong references: a forgotten child is still found
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    """A child outlives its parent only by mistake (a test that forgot ``stop``): kill it."""
+    for process in _STARTED:
+        if process.alive:
+            process.kill()
+
+
 class ManagedProcess:
-    """One child process in its own session, with its output in a log file."""
+    """One child process in its own session, with its output in a log file.
+
+    Children still running when the parent exits normally are killed then (``atexit``).
+    """
 
     def __init__(
         self,
@@ -59,6 +74,8 @@ class ManagedProcess:
             start_new_session=True,
         )
         self.starts += 1
+        if self not in _STARTED:
+            _STARTED.append(self)
 
     @property
     def alive(self) -> bool:
