@@ -11,7 +11,7 @@ import asyncio
 import os
 import random
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -126,7 +126,15 @@ async def _official_client_round_trip(sandbox_url: str, received: list[dict[str,
     assert received[1]["processInstanceId"] == body["id"] and received[1]["result"] == "agree"
 
 
-async def make_extractor(kafka: KafkaSettings, url: str) -> tuple[ExtractorApp, Any, Any]:
+async def make_extractor(
+    kafka: KafkaSettings,
+    url: str,
+    events: EventsSettings | None = None,
+    *,
+    clock: Callable[[], int] | None = None,
+    start_date: date | None = None,
+    flows: frozenset[str] | None = None,
+) -> tuple[ExtractorApp, Any, Any]:
     settings = ExtractorSettings(
         flows_file=ROOT / "config" / "flows.yaml",
         kafka=kafka,
@@ -135,8 +143,9 @@ async def make_extractor(kafka: KafkaSettings, url: str) -> tuple[ExtractorApp, 
             apps={"main": {"app_key": DEMO_APP.app_key, "app_secret": DEMO_APP.app_secret}},  # type: ignore[dict-item]
         ),
         poll=PollSettings(settle_seconds=0),
-        # the safety net re-checks open instances at once here (24 h by default)
-        events=EventsSettings(
+        # by default the safety net re-checks open instances at once (48 h in production)
+        events=events
+        or EventsSettings(
             enabled=True, base_url=url, poll_interval_seconds=3600, open_recheck_initial_seconds=1
         ),
     )
@@ -144,8 +153,12 @@ async def make_extractor(kafka: KafkaSettings, url: str) -> tuple[ExtractorApp, 
     producer = make_producer(kafka)
     await producer.start()
     client = DingTalkClient(settings.dingtalk, metrics)
-    sources = load_sources(settings.flows_file, frozenset({"main"}))
-    app = ExtractorApp(settings, sources, producer, client, metrics, Health())
+    sources = [
+        s.model_copy(update={"start_date": start_date or s.start_date})
+        for s in load_sources(settings.flows_file, frozenset({"main"}))
+        if flows is None or s.flow in flows
+    ]
+    app = ExtractorApp(settings, sources, producer, client, metrics, Health(), clock=clock)
     await app.setup()
     return app, producer, client
 
@@ -241,27 +254,14 @@ async def test_a_simulated_week_of_events_with_drops_duplicates_and_a_disconnect
         "/_sandbox/stream",
         json={"drop_rate": 0.05, "duplicate_rate": 0.02, "redeliver_seconds": 2},
     )
-    settings = ExtractorSettings(
-        flows_file=ROOT / "config" / "flows.yaml",
-        kafka=kafka,
-        dingtalk=DingTalkSettings(
-            base_url=sandbox_url,
-            apps={"main": {"app_key": DEMO_APP.app_key, "app_secret": DEMO_APP.app_secret}},  # type: ignore[dict-item]
-        ),
-        poll=PollSettings(settle_seconds=0),
-        events=EventsSettings(enabled=True, base_url=sandbox_url),
+    app, producer, client = await make_extractor(
+        kafka,
+        sandbox_url,
+        EventsSettings(enabled=True, base_url=sandbox_url),  # the production defaults
+        clock=lambda: now[0],
+        start_date=date(2026, 11, 4),
+        flows=frozenset({"petty-cash"}),
     )
-    metrics = ExtractorMetrics.create(CollectorRegistry())
-    producer = make_producer(kafka)
-    await producer.start()
-    client = DingTalkClient(settings.dingtalk, metrics)
-    sources = [
-        s.model_copy(update={"start_date": date(2026, 11, 4)})
-        for s in load_sources(settings.flows_file, frozenset({"main"}))
-        if s.flow == "petty-cash"
-    ]
-    app = ExtractorApp(settings, sources, producer, client, metrics, Health(), clock=lambda: now[0])
-    await app.setup()
     (poller,) = app.pollers
     stop = asyncio.Event()
     listeners = [asyncio.create_task(listener.run(stop)) for listener in app.listeners()]
