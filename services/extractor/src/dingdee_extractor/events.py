@@ -3,8 +3,9 @@
 Per DingTalk app one WebSocket (``POST /v1.0/gateway/connections/open`` → ``{endpoint, ticket}``).
 A ``bpms_instance_change`` finish/terminate event of a configured ``process_code`` becomes one
 ``get`` through the same token bucket and the same fetch-and-emit path as polling; the event is
-acked only after the snapshot it caused was acked by Kafka (a duplicate costs a ``get`` and emits
-nothing: fingerprints). On failure the event is answered LATER so DingTalk redelivers it.
+acked only after the snapshot it caused was acked by Kafka. A repeated event for an instance
+already emitted as terminal is acked without a ``get``; any other duplicate costs a ``get`` and
+emits nothing (fingerprints). On failure the event is answered LATER so DingTalk redelivers it.
 
 Why not the official ``dingtalk-stream`` client: it opens the connection with blocking
 ``requests`` inside the event loop and reconnects after a fixed 10 s, where we need a non-blocking
@@ -127,8 +128,8 @@ class EventListener:
             poller = self._pollers.get(str(data.get("processCode")))
             relevant = headers.get("eventType") == "bpms_instance_change" and poller is not None
             if relevant and poller is not None and kind in ("finish", "terminate"):
-                await poller.on_event(str(data["processInstanceId"]))
-                outcome = "fetched"
+                fetched = await poller.on_event(str(data["processInstanceId"]))
+                outcome = "fetched" if fetched else "duplicate"
                 self.handled += 1
         except (DingdeeError, KeyError, ValueError, OSError) as exc:
             code, outcome = _ACK_LATER, "later"

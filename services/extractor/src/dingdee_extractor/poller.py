@@ -106,11 +106,19 @@ class FlowPoller:
 
     # ---- the cycle ---------------------------------------------------------------------------
 
-    async def on_event(self, instance_id: str) -> None:
-        """An approval event: fetch the instance now; returns once its snapshot is acked."""
+    async def on_event(self, instance_id: str) -> bool:
+        """An approval event: fetch the instance now; returns once its snapshot is acked.
+
+        A terminal instance already emitted cannot change any more (a modification or
+        revocation is a new, linked instance), so a repeated event for it costs no ``get``;
+        returns whether the instance was fetched.
+        """
         async with self._lock:
+            if instance_id in self._emitted:
+                return False
             await self._fetch([instance_id], hint_ms=self._clock(), trigger="event")
             await self._checkpoint(watermark=self.cp.watermark_ms)
+            return True
 
     async def cycle(self) -> None:
         """Read new windows, re-fetch due open instances, sweep when due; checkpoint each step."""
@@ -124,10 +132,13 @@ class FlowPoller:
         if self._until_ms is not None:
             end = min(end, self._until_ms)
         floor = max(self.source.start_ms(), now - int(p.lookback_max_days * DAY_MS) + 60_000)
-        start = max(floor, self.cp.watermark_ms - int(p.overlap_seconds * 1000))
+        fresh_from = max(floor, self.cp.watermark_ms - int(p.overlap_seconds * 1000))
+        start = self._ride_along(fresh_from, end)
         for lo, hi in split_windows(start, end, int(p.window_max_days * DAY_MS)):
             ids = await self._list(lo, hi)
-            await self._fetch(self._defer_young(ids, lo, now), hint_ms=lo, trigger="poll")
+            new = self._defer_young(ids, lo, now)
+            await self._fetch(new, hint_ms=lo, trigger="poll", late_before=fresh_from)
+            self._listed_settled(lo, hi, now)
             await self._checkpoint(watermark=max(self.cp.watermark_ms, hi + 1))
             if self._on_window is not None:
                 self._on_window(lo, hi, len(ids))
@@ -141,6 +152,25 @@ class FlowPoller:
         self._usage = count_cycle(self._usage, self.source.app, now)
         await self._checkpoint(watermark=max(self.cp.watermark_ms, end + 1))
         self._observe(now)
+
+    def _ride_along(self, fresh_from: int, end: int) -> int:
+        """Where this cycle's listing starts: the sweep rides along when that is cheap.
+
+        When the creation times not yet re-listed since they settled end shortly before this
+        cycle's window (at most the window's own length before it), the window simply starts
+        there: one listing instead of a window and a sweep, and the sweep finds nothing left.
+        """
+        swept = self.cp.swept_until_ms
+        if self._until_ms is None and 0 < fresh_from - swept <= end - fresh_from:
+            return swept
+        return fresh_from
+
+    def _listed_settled(self, lo: int, hi: int, now: int) -> None:
+        """Creation times listed at least ``sweep_delay`` after they passed need no sweep."""
+        swept = self.cp.swept_until_ms
+        if swept == 0 or lo <= swept:  # a first window, or one contiguous with the swept part
+            settled = min(hi + 1, now - int(self._poll.sweep_delay_seconds * 1000))
+            self.cp = self.cp.model_copy(update={"swept_until_ms": max(swept, settled)})
 
     async def sweep(self, now: int) -> None:
         """Compensation sweep: re-list settled creation times once, fetch any id not known yet.
@@ -160,10 +190,7 @@ class FlowPoller:
         missed: list[str] = []
         for w_lo, w_hi in split_windows(lo, hi, int(p.window_max_days * DAY_MS)):
             missed += [i for i in await self._list(w_lo, w_hi) if self._is_new(i)]
-        if missed:
-            log.warning("extractor.sweep.found", flow=self.source.flow, count=len(missed))
-            self._metrics.swept.labels(self.source.flow).inc(len(missed))
-            await self._fetch(missed, hint_ms=lo, trigger="sweep")
+        await self._fetch(missed, hint_ms=lo, trigger="sweep", late_before=hi + 1)
         swept_until = max(self.cp.swept_until_ms, hi + 1)
         self.cp = self.cp.model_copy(update={"last_sweep_ms": now, "swept_until_ms": swept_until})
 
@@ -204,18 +231,26 @@ class FlowPoller:
 
     # ---- fetching and emitting ---------------------------------------------------------------
 
-    async def _fetch(self, ids: list[str], *, hint_ms: int, trigger: Trigger) -> None:
-        """``get`` each id (bounded concurrency), emit changed snapshots, wait for the acks."""
+    async def _fetch(
+        self, ids: list[str], *, hint_ms: int, trigger: Trigger, late_before: int | None = None
+    ) -> None:
+        """``get`` each id (bounded concurrency), emit changed snapshots, wait for the acks.
+
+        New ids created before ``late_before`` were missing from the windows that covered their
+        creation time (DingTalk listed them late): they are counted and emitted as ``sweep``.
+        """
         limit = asyncio.Semaphore(self._concurrency)
 
         async def one(instance_id: str) -> None:
             async with limit:
-                await self._fetch_one(instance_id, hint_ms, trigger)
+                await self._fetch_one(instance_id, hint_ms, trigger, late_before)
 
         await asyncio.gather(*(one(i) for i in ids))
         await self._emitter.flush()
 
-    async def _fetch_one(self, instance_id: str, hint_ms: int, trigger: Trigger) -> None:
+    async def _fetch_one(
+        self, instance_id: str, hint_ms: int, trigger: Trigger, late_before: int | None = None
+    ) -> None:
         now = self._clock()
         try:
             instance = await self._call(
@@ -226,6 +261,15 @@ class FlowPoller:
             return
         fp = fingerprint(instance)
         created = create_time_ms(instance, self._tz, hint_ms)
+        if late_before is not None and created < late_before and self._is_new(instance_id):
+            trigger = "sweep"
+            self._metrics.swept.labels(self.source.flow).inc()
+            log.warning(
+                "extractor.sweep.found",
+                flow=self.source.flow,
+                approval_id=instance_id,
+                create_time_ms=created,
+            )
         if is_terminal(instance):
             self._open.pop(instance_id, None)
             previous = self._emitted.get(instance_id)
