@@ -352,12 +352,35 @@ async def test_a_monthly_budget_stretches_polling_and_the_month_is_reported(
         restarted, producer2, client2 = await make_app(kafka, sandbox, clock, CollectorRegistry())
         await producer2.stop()
         await client2.aclose()
+        at = datetime.fromtimestamp(clock.now_ms / 1000, UTC).isoformat()
+        code, out = await dingdee(kafka, "quota", "status", "--budget", "main=5000", "--at", at)
+        assert code == 0, out
+        row = next(line for line in out.splitlines() if line.strip("│ ").startswith("main"))
+        assert row.split("│")[5].strip() == f"{metered}", row
+        assert "yes" in row
+        # hourly cycles do not fit 2 000 calls; the pace that does is the one the extractor chose
+        code, out = await dingdee(kafka, "quota", "status", "--budget", "main=2000", "--at", at)
+        assert code == 1, "a month heading past its budget exits 1"
+        row = next(line for line in out.splitlines() if line.strip("│ ").startswith("main"))
+        fitting = row.split("│")[11].strip()
+        assert fitting == f"{paced[0] / 3600:.1f} h" or fitting == f"{paced[0] / 60:.1f} min", row
+        # re-checks of open instances slow down with polling, at most to a day
+        petty = next(p for p in app.pollers if p.source.flow == "petty-cash")
+        body = await sandbox.call(
+            "POST", "/_sandbox/instances", json={"process_code": PROCESS_CODES["petty-cash"]}
+        )
+        clock.now_ms += 3600_000
+        await sandbox.set_clock(clock.now_ms)
+        await petty.cycle()
+        due_in = petty.cp.open_instances[body["id"]].next_check_ms - clock.now_ms
+        assert 1800_000 * 2 < due_in <= 24 * 3600_000, due_in
     finally:
         await producer.stop()
         await client.aclose()
 
     used = registry.get_sample_value("dingdee_dingtalk_quota_used_calls", {"app": DEMO_APP.name})
     assert used == metered, "the extractor counts what DingTalk meters"
+    assert petty.pace == paced[0] / 30.0
     # 3 flows polling every 30 s would list ~259 000 times in the rest of November
     assert all(30.0 < s <= 24 * 3600 for s in paced)
     projected = registry.get_sample_value(
@@ -370,16 +393,3 @@ async def test_a_monthly_budget_stretches_polling_and_the_month_is_reported(
     assert remaining is not None and used is not None and remaining == 2000 - used
     resumed = sum(p.cp.usage.calls for p in restarted.pollers if p.cp.usage is not None)
     assert resumed == used, "the month's count survives a restart (it lives in the checkpoints)"
-
-    at = datetime.fromtimestamp(clock.now_ms / 1000, UTC).isoformat()
-    code, out = await dingdee(kafka, "quota", "status", "--budget", "main=5000", "--at", at)
-    assert code == 0, out
-    row = next(line for line in out.splitlines() if line.strip("│ ").startswith("main"))
-    assert row.split("│")[5].strip() == f"{used:.0f}", row
-    assert "yes" in row
-    # hourly cycles do not fit 2 000 calls; the pace that does is the one the extractor chose
-    code, out = await dingdee(kafka, "quota", "status", "--budget", "main=2000", "--at", at)
-    assert code == 1, "a month heading past its budget exits 1"
-    row = next(line for line in out.splitlines() if line.strip("│ ").startswith("main"))
-    fitting = row.split("│")[11].strip()
-    assert fitting == f"{paced[0] / 3600:.1f} h" or fitting == f"{paced[0] / 60:.1f} min", row

@@ -50,7 +50,8 @@ class BudgetPacer:
         self._paced: dict[str, float] = {}
 
     def interval(self, poller: FlowPoller, floor_s: float) -> float:
-        """Seconds until ``poller``'s next cycle; updates the app's quota metrics."""
+        """Seconds until ``poller``'s next cycle; sets its ``pace`` (re-checks slow down as
+        much as polling) and updates the app's quota metrics."""
         now = self._clock()
         month = month_of(now)
         usage = total_usage([*(p.cp.usage for p in self._pollers), *self._others], self.app, month)
@@ -84,4 +85,5 @@ class BudgetPacer:
                 projected=round(projected),
             )
         self._paced[flow] = interval
+        poller.pace = interval / floor_s
         return interval

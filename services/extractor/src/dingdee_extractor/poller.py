@@ -101,6 +101,7 @@ class FlowPoller:
         self._until_ms = until_ms
         self._on_window = on_window
         self._usage = self.cp.usage
+        self.pace = 1.0  # poll interval / configured interval, set by the app's budget pacer
         self.calls = 0  # metered calls since this poller started (every attempt)
         self.terminals = 0
 
@@ -296,7 +297,19 @@ class FlowPoller:
             p.open_recheck_max_seconds,
             p.open_recheck_initial_seconds * p.open_recheck_factor ** (checks - 1),
         )
-        return now + int(delay * 1000)
+        return now + self._paced_ms(delay)
+
+    def _paced_ms(self, delay_s: float) -> int:
+        """A re-check delay slowed as much as the monthly budget slows polling (``pace``).
+
+        Re-checks of open instances are most of what polling spends; a budget that stretches
+        the poll interval stretches them too, but never beyond a day (or the configured cap).
+        """
+        if self.pace <= 1.0:
+            return int(delay_s * 1000)
+        p = self._poll
+        cap = max(p.open_recheck_max_seconds, p.budget_max_interval_seconds)
+        return int(min(delay_s * self.pace, max(cap, delay_s)) * 1000)
 
     def _defer_young(self, ids: list[str], lo: int, now: int) -> list[str]:
         """New ids to fetch now; ids from a window younger than the initial delay wait for it.
@@ -305,7 +318,7 @@ class FlowPoller:
         first ``get`` is scheduled at ``window start + initial delay`` instead of spending a call
         on a snapshot that will change.
         """
-        first_check = lo + int(self._poll.open_recheck_initial_seconds * 1000)
+        first_check = lo + self._paced_ms(self._poll.open_recheck_initial_seconds)
         fresh = [i for i in ids if self._is_new(i)]
         if first_check <= now:
             return fresh
