@@ -16,7 +16,7 @@ from dingdee_common.errors import Decision, ErrorClass, PermanentError, Verdict,
 from dingdee_common.kafka import headers as hdr
 from dingdee_common.kafka.dlq import SourceRecord
 from dingdee_common.observability.logging import get_logger
-from dingdee_common.observability.tracing import consume_span, publish_span, record_error
+from dingdee_common.observability.tracing import consume_span, record_error
 from dingdee_transformer.flowspec import CompiledFlow
 from dingdee_transformer.mapping import MappingError, Skip, map_snapshot
 from dingdee_transformer.metrics import STAGE, TransformerMetrics
@@ -173,8 +173,9 @@ class Processor:
         return self._emit(result, snapshot, previous)
 
     def _emit(self, bill: BillReady, snapshot: ApprovalSnapshot, previous: Seen | None) -> Emit:
-        with publish_span(self._bills_topic, bill.bill_key):
-            headers = hdr.build(bill.flow, snapshot.process_instance_id)
+        # The bill carries the context of this record's process span (a new span of the
+        # approval's trace): a span per record, not a second one just for the publish.
+        headers = hdr.build(bill.flow, snapshot.process_instance_id)
         return Emit(
             flow=bill.flow,
             process_instance_id=snapshot.process_instance_id,
