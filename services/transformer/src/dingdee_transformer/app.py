@@ -94,6 +94,28 @@ class _Transport(faust_aiokafka.Transport):
     Consumer = _SeekSafeConsumer
 
 
+def consumer_failure(app: faust.App) -> str | None:
+    """Why faust's aiokafka consumer stopped working, or ``None`` while it runs (or isn't up yet).
+
+    Reads faust's and aiokafka's private attributes, so every step tolerates their absence.
+    """
+    thread = getattr(app.consumer, "_thread", None)
+    consumer = getattr(thread, "_consumer", None)
+    tasks = {
+        "group coordination": getattr(
+            getattr(consumer, "_coordinator", None), "_coordination_task", None
+        ),
+        "fetching": getattr(getattr(consumer, "_fetcher", None), "_fetch_task", None),
+    }
+    for what, task in tasks.items():
+        if isinstance(task, asyncio.Future) and task.done():
+            exc = None if task.cancelled() else task.exception()
+            if getattr(app.consumer, "should_stop", False):
+                return None  # stopping: the tasks end on purpose
+            return f"{what} ended: {exc!r}" if exc is not None else f"{what} ended"
+    return None
+
+
 class _FaustSender:
     """Adapts faust's producer to the ``send_and_wait`` the shared DLQ publisher expects."""
 
@@ -166,6 +188,7 @@ class TransformerApp:
             # never acked, so waiting for "all acked" would block shutdown and rebalances forever.
             stream_wait_empty=False,
             table_cleanup_interval=3600.0,
+            table_standby_replicas=s.standby_replicas,
             store="memory://",
         )
         # Before anything asks for the transport (app.topic does): the consumer must be ours.
@@ -198,12 +221,31 @@ class TransformerApp:
         return app
 
     async def _on_assigned(self, *_: Any, **__: Any) -> None:
+        log.info(
+            "transformer.partitions.assigned",
+            active=sorted(
+                f"{tp.topic}:{tp.partition}" for tp in self.app.assignor.assigned_actives()
+            ),
+            standby=sorted(
+                f"{tp.topic}:{tp.partition}" for tp in self.app.assignor.assigned_standbys()
+            ),
+        )
         if not self.guard.tripped:
             self.health.set_ready()
             self.metrics.stage.ready.labels(STAGE).set(1)
 
     async def _heartbeat(self) -> None:
-        # Liveness while idle: the consumer loop is faust's; this proves the event loop turns.
+        """Liveness while idle: the event loop turns *and* the Kafka consumer still runs.
+
+        aiokafka's group coordination and fetching run as tasks on faust's consumer thread; when
+        one dies (faust's assignor rejecting an assignment, say) faust logs it and carries on
+        with a consumer that never fetches again. A worker in that state is stopped here so the
+        orchestrator restarts it, instead of reporting itself alive with records piling up.
+        """
+        failure = consumer_failure(self.app)
+        if failure is not None:
+            self._fail(RuntimeError(f"Kafka consumer stopped: {failure}"))
+            return
         if not self.guard.tripped:
             self.health.progress()
 

@@ -32,5 +32,15 @@ class TransformerSettings(ServiceSettings):
     batch_linger_seconds: float = Field(
         default=0.05, gt=0, description="how long a batch waits for more records"
     )
+    standby_replicas: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "faust standby copies of the dedup table per partition; they only speed up a "
+            "failover between replicas (the table is rebuilt from its changelog either way). "
+            "0 by default: on Tansu a standby of a partition another member owns is dropped "
+            "from the assignment and faust's assignor then kills the consumer"
+        ),
+    )
     retry: RetrySettings = RetrySettings()
     flood_guard: FloodGuardSettings = FloodGuardSettings()
