@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
 from dingdee_common.errors import ErrorClass
 from dingdee_common.kafka import headers as hdr
 from dingdee_common.kafka.clients import make_consumer, make_producer
 from dingdee_common.kafka.dlq import DeadLetterPublisher, SourceRecord
+from dingdee_common.kafka.reading import exact_end_offsets
 from dingdee_common.kafka.topics import Topics, provision
 from dingdee_common.observability.metrics import StageMetrics
 from dingdee_common.observability.server import Health, OpsServer
@@ -87,3 +89,31 @@ async def test_ops_server_serves_metrics_health_and_readiness() -> None:
     finally:
         await server.stop()
     assert 'dingdee_records_in_total{flow="petty-cash",stage="loader"} 1.0' in body
+
+
+async def test_exact_end_offsets_reach_past_a_multi_record_last_batch(
+    kafka: KafkaSettings, topics: Topics
+) -> None:
+    """Batches of 1, 3 and 5 records: the exact end is the record count, whatever is listed."""
+    producer = make_producer(kafka, linger_ms=50)
+    await producer.start()
+    try:
+        for n in (1, 3, 5):
+            sent = [
+                await producer.send(topics.approvals_raw, b"x", key=b"k", partition=0)
+                for _ in range(n)
+            ]
+            for future in sent:
+                await future
+    finally:
+        await producer.stop()
+    consumer = make_consumer(kafka, group_id=None)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topics.approvals_raw, 0)
+        empty = TopicPartition(topics.approvals_raw, 1)
+        listed = await consumer.end_offsets([tp, empty])
+    finally:
+        await consumer.stop()
+    exact = await exact_end_offsets(kafka, listed)
+    assert exact == {tp: 9, empty: 0}, f"listed {listed}"

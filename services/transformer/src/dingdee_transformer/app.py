@@ -20,12 +20,13 @@ from typing import Any, cast
 import faust
 from faust.streams import Stream
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import EventT, StreamT
+from faust.types import TP, EventT, StreamT
 
 from dingdee_common.codec import dumps
 from dingdee_common.errors import ErrorClass, FatalError, TransientError
 from dingdee_common.floodguard import FloodGuard
 from dingdee_common.kafka.dlq import DeadLetterPublisher, SourceRecord
+from dingdee_common.kafka.reading import exact_end_offsets
 from dingdee_common.kafka.topics import Topics
 from dingdee_common.observability.logging import get_logger
 from dingdee_common.observability.server import Health
@@ -65,6 +66,9 @@ def _headers(raw: Any) -> tuple[tuple[str, bytes], ...]:
     return tuple((str(k), v if isinstance(v, bytes) else str(v).encode()) for k, v in items)
 
 
+_KAFKA_ATTR = "dingdee_kafka_settings"  # set on the faust app: what the consumer's probes use
+
+
 class _SeekSafeConsumer(faust_aiokafka.Consumer):
     """faust's aiokafka consumer, with delivery stopped while it seeks to the committed offsets.
 
@@ -88,6 +92,20 @@ class _SeekSafeConsumer(faust_aiokafka.Consumer):
         finally:
             if was_active:
                 self.resume_flow()
+
+    async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
+        """End offsets for table recovery, exact even where the broker lists them short.
+
+        faust restores the dedup table by reading each changelog partition up to its listed end.
+        Tansu lists "base offset of the last batch + 1", so a worker restored only the first
+        record of the last changelog batch and re-emitted snapshots it had already emitted
+        (tests/integration/test_transformer_scale.py).
+        """
+        listed = await super().highwaters(*partitions)
+        kafka: KafkaSettings | None = getattr(self.app, _KAFKA_ATTR, None)
+        if kafka is None:
+            return listed
+        return await exact_end_offsets(kafka, listed)
 
 
 class _Transport(faust_aiokafka.Transport):
@@ -191,6 +209,7 @@ class TransformerApp:
             table_standby_replicas=s.standby_replicas,
             store="memory://",
         )
+        setattr(app, _KAFKA_ATTR, s.kafka)
         # Before anything asks for the transport (app.topic does): the consumer must be ours.
         app.transport = _Transport(app.conf.broker_consumer, app)
         source = app.topic(

@@ -2,7 +2,8 @@
 
 Tansu lists a partition's end as "base offset of the last batch + 1", short of the real end when
 the last batch holds several records, so reaching the listed end offsets is not enough: a read is
-done only when, past them, fetches over all partitions come back empty.
+done only when, past them, fetches over all partitions come back empty. Code that needs the end
+itself (faust's table recovery) asks :func:`exact_end_offsets`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dingdee_common.errors import FatalError
 from dingdee_common.kafka.clients import make_consumer
 from dingdee_common.settings import KafkaSettings
 
-__all__ = ["partitions_of", "read_to_end", "read_topic", "tp_name"]
+__all__ = ["exact_end_offsets", "partitions_of", "read_to_end", "read_topic", "tp_name"]
 
 _STALL_SECONDS = 30.0
 _ROUNDS_PAST_END = 3
@@ -93,6 +94,41 @@ async def read_to_end(
             names = ", ".join(tp_name(tp) for tp in behind)
             raise FatalError(f"the broker returned nothing from {names} for {_STALL_SECONDS:.0f}s")
     return [rec for tp in tps for rec in out[tp]], position
+
+
+async def exact_end_offsets(
+    settings: KafkaSettings, listed: Mapping[Any, int], *, timeout: float = 10.0
+) -> dict[Any, int]:
+    """The real end offsets of partitions whose end the broker *listed* as ``listed``.
+
+    A fetch from just below a listed end carries the partition's high watermark, which Tansu
+    reports correctly; on Apache Kafka it equals the listed end and nothing changes. One fetch per
+    non-empty partition. A partition that answers nothing within ``timeout`` keeps its listed end.
+    """
+    ends = dict(listed)
+    # keys stay as given (faust passes its own TP tuples); the consumer gets aiokafka's
+    probe = {TopicPartition(tp[0], tp[1]): tp for tp, end in listed.items() if end and end > 0}
+    if not probe:
+        return ends
+    consumer = make_consumer(settings, group_id=None)
+    await consumer.start()
+    try:
+        consumer.assign(list(probe))
+        for tp, key in probe.items():
+            consumer.seek(tp, listed[key] - 1)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        waiting = set(probe)
+        while waiting and loop.time() < deadline:
+            await consumer.getmany(*waiting, timeout_ms=200)
+            for tp in list(waiting):
+                high = consumer.highwater(tp)
+                if high is not None:
+                    ends[probe[tp]] = max(listed[probe[tp]], high)
+                    waiting.discard(tp)
+        return ends
+    finally:
+        await consumer.stop()
 
 
 async def read_topic(settings: KafkaSettings, topic: str) -> list[Any]:
