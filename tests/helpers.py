@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from asyncio.subprocess import PIPE, STDOUT
 from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,3 +56,16 @@ async def dingdee(kafka: KafkaSettings, *args: str, timeout: float = 60) -> tupl
     out, _ = await asyncio.wait_for(proc.communicate(), timeout=timeout)
     assert proc.returncode is not None
     return proc.returncode, out.decode()
+
+
+def json_log_lines(path: Path) -> list[dict[str, Any]]:
+    """Every line of a service log, parsed; fails naming the first line that is not JSON."""
+    out: list[dict[str, Any]] = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            pytest.fail(f"{path.name}:{number} is not a JSON log line: {line[:200]!r}")
+    return out

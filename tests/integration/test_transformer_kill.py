@@ -28,8 +28,7 @@ from dingdee_common.kafka.reading import partitions_of
 from dingdee_common.kafka.topics import Topics
 from dingdee_common.settings import KafkaSettings
 from tests.helpers import poll_until, read_topic
-from tests.integration.test_transformer_restart import item
-from tests.integration.test_transformer_service import TRACEPARENT, transformer_process
+from tests.integration.test_transformer_service import TRACEPARENT, item, transformer_process
 from tests.unit.transformer.samples import snapshot
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -1,5 +1,6 @@
-"""A second replica joins a transformer that restored its dedup table: nobody crashes, nothing is
-lost, no bill is emitted twice.
+"""Restart, then scale out: offsets committed on a clean stop are not read again, the restarted
+worker restores its dedup table and recognises re-sent snapshots, a second replica joins, nobody
+crashes, nothing is lost, no bill is emitted twice, and every log line is JSON.
 
 This is KEDA scaling the transformer out after a restart. The restarted worker restores the table
 from its changelog, which the first worker wrote in multi-record batches; the join then moves some
@@ -22,10 +23,9 @@ import pytest
 from dingdee_common.contracts.v1 import ApprovalSnapshot
 from dingdee_common.kafka.topics import Topics
 from dingdee_common.settings import KafkaSettings
-from tests.helpers import poll_until, read_topic
-from tests.integration.test_transformer_kill import _bill_keys, _produce_batched
-from tests.integration.test_transformer_restart import item
-from tests.integration.test_transformer_service import transformer_process
+from tests.helpers import json_log_lines, poll_until, read_topic
+from tests.integration.test_transformer_kill import _bill_keys, _committed, _produce_batched
+from tests.integration.test_transformer_service import item, transformer_process
 from tests.unit.transformer.samples import snapshot
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -66,6 +66,10 @@ async def test_a_replica_joining_a_restored_worker_crashes_nothing(
         await bills_for(first, "the first worker's bills")
     finally:
         assert a.stop() == 0, a.tail()  # type: ignore[attr-defined]
+    # a clean stop commits every acked offset: the restart reads nothing of ``first`` again
+    committed = await _committed(kafka, group, topics.approvals_raw)
+    sources = await read_topic(kafka, topics.approvals_raw)
+    assert sum(committed.values()) == len(sources) == len(first), committed
 
     # b restores the table a wrote, then re-sent snapshots must be recognised
     b = worker("b")
@@ -87,3 +91,7 @@ async def test_a_replica_joining_a_restored_worker_crashes_nothing(
     assert set(counts) == expected
     twice = sorted(k for k, n in counts.items() if n > 1)
     assert not twice, f"bills emitted twice: {twice[:10]}"
+    # faust's and aiokafka's own records are JSON lines too (no plain or coloured text)
+    for name in ("a", "b", "c"):
+        lines = json_log_lines(tmp_path / name / "transformer.log")
+        assert lines[-1]["event"] == "transformer.stopped", lines[-1]

@@ -134,6 +134,11 @@ async def read_all(
     return got
 
 
+def item(snap: ApprovalSnapshot) -> tuple[bytes, bytes]:
+    """A snapshot as the (key, value) the extractor produces."""
+    return snap.process_instance_id.encode(), encode_model(snap)
+
+
 async def produce(kafka: KafkaSettings, topic: str, items: list[tuple[bytes, bytes]]) -> None:
     producer = make_producer(kafka)
     await producer.start()
@@ -154,11 +159,11 @@ async def test_good_bills_bad_dead_letters_skips_nothing(
 ) -> None:
     topics = Topics(kafka.topic_prefix)
     good, bad, skipped = _cases()
-    items = [(s.process_instance_id.encode(), encode_model(s)) for s in good + bad + skipped]
+    items = [item(s) for s in good + bad + skipped]
     poison = [(b"pi-poison-1", b"\xff not json"), (b"pi-poison-2", b'{"schema_version": 9}')]
-    duplicate = [(good[0].process_instance_id.encode(), encode_model(good[0]))]
+    duplicate = [item(good[0])]
     changed_snap = good[1].model_copy(update={"fingerprint": "f1-changed"})
-    changed = [(changed_snap.process_instance_id.encode(), encode_model(changed_snap))]
+    changed = [item(changed_snap)]
     await produce(kafka, topics.approvals_raw, items + poison + duplicate + changed)
 
     bills = await read_all(kafka, topics.bills_ready, len(good) + 1, "bills of the good approvals")

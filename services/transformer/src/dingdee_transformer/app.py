@@ -28,7 +28,7 @@ from dingdee_common.floodguard import FloodGuard
 from dingdee_common.kafka.dlq import DeadLetterPublisher, SourceRecord
 from dingdee_common.kafka.reading import exact_end_offsets
 from dingdee_common.kafka.topics import Topics
-from dingdee_common.observability.logging import get_logger
+from dingdee_common.observability.logging import get_logger, stdlib_handler
 from dingdee_common.observability.server import Health
 from dingdee_common.retry import retry_transient
 from dingdee_common.settings import KafkaSettings
@@ -208,6 +208,7 @@ class TransformerApp:
             table_cleanup_interval=3600.0,
             table_standby_replicas=s.standby_replicas,
             store="memory://",
+            loghandlers=[stdlib_handler(s.telemetry)],
         )
         setattr(app, _KAFKA_ATTR, s.kafka)
         # Before anything asks for the transport (app.topic does): the consumer must be ours.
