@@ -5,20 +5,26 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Iterator
 
 import pytest
+import structlog
 
 from dingdee_common.observability.logging import configure_logging, get_logger
 from dingdee_common.settings import TelemetrySettings
 
 
 @pytest.fixture(autouse=True)
-def _restore_root_logging() -> object:
+def _restore_logging() -> Iterator[None]:
+    """configure_logging binds capsys's stderr; later tests must not write to it once closed."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
+    config = structlog.get_config()
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+    structlog.configure(**config)
+    structlog.contextvars.clear_contextvars()
 
 
 def _lines(text: str) -> list[dict[str, object]]:
