@@ -19,7 +19,7 @@ import httpx
 
 from dingdee_common.broker import ENV_BOOTSTRAP, EmbeddedBroker, free_port
 from dingdee_common.kafka.clients import make_consumer
-from dingdee_common.kafka.reading import partitions_of
+from dingdee_common.kafka.reading import exact_end_offsets, partitions_of
 from dingdee_common.kafka.topics import Topics, provision
 from dingdee_common.procs import ManagedProcess, wait_http_ok
 from dingdee_common.settings import KafkaSettings
@@ -245,11 +245,7 @@ class Stack:
         return list(data["bills"])
 
     async def topic_counts(self) -> dict[str, int]:
-        """Records written to each pipeline topic so far (sum of partition end offsets).
-
-        On Tansu an end offset can trail the last record of its batch, so these progress counts
-        may read a little low; the pass/fail comparison uses the Kingdee sandbox's bills.
-        """
+        """Records written to each pipeline topic so far (sum of exact partition end offsets)."""
         t = self.topics
         names = {
             "extracted": t.approvals_raw,
@@ -262,10 +258,10 @@ class Stack:
         consumer = make_consumer(self.kafka, group_id=None)
         await consumer.start()
         try:
-            counts: dict[str, int] = {}
-            for label, topic in names.items():
-                ends = await consumer.end_offsets(await partitions_of(consumer, [topic]))
-                counts[label] = sum(ends.values())
-            return counts
+            tps = {label: await partitions_of(consumer, [topic]) for label, topic in names.items()}
+            listed = await consumer.end_offsets([tp for group in tps.values() for tp in group])
         finally:
             await consumer.stop()
+        # Tansu lists an end short of a multi-record last batch: the progress table read low
+        ends = await exact_end_offsets(self.kafka, listed)
+        return {label: sum(ends[tp] for tp in group) for label, group in tps.items()}
