@@ -107,13 +107,13 @@ async def test_exact_end_offsets_reach_past_a_multi_record_last_batch(
                 await future
     finally:
         await producer.stop()
+    tp = TopicPartition(topics.approvals_raw, 0)
+    empty = TopicPartition(topics.approvals_raw, 1)
     consumer = make_consumer(kafka, group_id=None)
     await consumer.start()
     try:
-        tp = TopicPartition(topics.approvals_raw, 0)
-        empty = TopicPartition(topics.approvals_raw, 1)
         listed = await consumer.end_offsets([tp, empty])
+        exact = await exact_end_offsets(consumer, [tp, empty])
     finally:
         await consumer.stop()
-    exact = await exact_end_offsets(kafka, listed)
     assert exact == {tp: 9, empty: 0}, f"listed {listed}"

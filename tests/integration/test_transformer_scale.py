@@ -22,6 +22,7 @@ import pytest
 
 from dingdee_common.contracts.v1 import ApprovalSnapshot
 from dingdee_common.kafka.topics import Topics
+from dingdee_common.procs import ManagedProcess
 from dingdee_common.settings import KafkaSettings
 from tests.helpers import json_log_lines, poll_until, read_topic
 from tests.integration.test_transformer_kill import _bill_keys, _committed, _produce_batched
@@ -54,7 +55,7 @@ async def test_a_replica_joining_a_restored_worker_crashes_nothing(
 
         await poll_until(arrived, timeout=150, what=what, interval=1.0)
 
-    def worker(name: str) -> object:
+    def worker(name: str) -> ManagedProcess:
         (tmp_path / name).mkdir()
         proc = transformer_process(kafka, tmp_path / name, group)
         proc.start()
@@ -65,7 +66,7 @@ async def test_a_replica_joining_a_restored_worker_crashes_nothing(
         await _produce_batched(kafka, topics.approvals_raw, [item(s) for s in first])
         await bills_for(first, "the first worker's bills")
     finally:
-        assert a.stop() == 0, a.tail()  # type: ignore[attr-defined]
+        assert a.stop() == 0, a.tail()
     # a clean stop commits every acked offset: the restart reads nothing of ``first`` again
     committed = await _committed(kafka, group, topics.approvals_raw)
     sources = await read_topic(kafka, topics.approvals_raw)
@@ -84,8 +85,8 @@ async def test_a_replica_joining_a_restored_worker_crashes_nothing(
         await asyncio.sleep(3)  # a late duplicate would show up here
     finally:
         if c is not None:
-            assert c.stop() == 0, c.tail()  # type: ignore[attr-defined]
-        assert b.stop() == 0, b.tail()  # type: ignore[attr-defined]
+            assert c.stop() == 0, c.tail()
+        assert b.stop() == 0, b.tail()
 
     counts = Counter(_bill_keys(await read_topic(kafka, topics.bills_ready)))
     assert set(counts) == expected

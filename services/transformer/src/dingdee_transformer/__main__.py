@@ -7,16 +7,13 @@ flushes the producer and commits acked offsets), so this module only prepares wh
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 
 from prometheus_client import CollectorRegistry
 
 from dingdee_common.errors import FatalError
-from dingdee_common.observability.logging import (
-    configure_logging,
-    get_logger,
-    library_log_level,
-)
+from dingdee_common.observability.logging import configure_logging, get_logger
 from dingdee_common.observability.server import Health, OpsServer
 from dingdee_common.observability.tracing import configure_tracing, shutdown_tracing
 from dingdee_common.runtime import settings_or_exit
@@ -51,16 +48,16 @@ def main() -> int:
     ops = OpsServer(settings.http, registry, health)
     loop.run_until_complete(ops.start())
     service = TransformerApp(settings, flows, TransformerMetrics.create(registry), health)
-    # faust's worker sets logging up again at start: the same JSON handler (app.conf.loghandlers,
-    # set by TransformerApp), no colour handler of its own
+    # faust's worker sets logging up again at start: keep the root level and JSON handler that
+    # configure_logging installed instead of its colour handler
+    service.app.conf.loghandlers = list(logging.root.handlers)
     worker = faust.Worker(
         service.app,
         loop=loop,
-        loglevel=library_log_level(settings.telemetry),
         logging_config={
             "version": 1,
             "disable_existing_loggers": False,
-            "root": {"level": library_log_level(settings.telemetry)},
+            "root": {"level": logging.root.level},
         },
         quiet=True,
         redirect_stdouts=False,

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
 import faust
+from aiokafka import TopicPartition
 from faust.streams import Stream
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, EventT, StreamT
@@ -25,10 +26,11 @@ from faust.types import TP, EventT, StreamT
 from dingdee_common.codec import dumps
 from dingdee_common.errors import ErrorClass, FatalError, TransientError
 from dingdee_common.floodguard import FloodGuard
+from dingdee_common.kafka.clients import make_consumer
 from dingdee_common.kafka.dlq import DeadLetterPublisher, SourceRecord
 from dingdee_common.kafka.reading import exact_end_offsets
 from dingdee_common.kafka.topics import Topics
-from dingdee_common.observability.logging import get_logger, stdlib_handler
+from dingdee_common.observability.logging import get_logger
 from dingdee_common.observability.server import Health
 from dingdee_common.retry import retry_transient
 from dingdee_common.settings import KafkaSettings
@@ -101,11 +103,14 @@ class _SeekSafeConsumer(faust_aiokafka.Consumer):
         record of the last changelog batch and re-emitted snapshots it had already emitted
         (tests/integration/test_transformer_scale.py).
         """
-        listed = await super().highwaters(*partitions)
-        kafka: KafkaSettings | None = getattr(self.app, _KAFKA_ATTR, None)
-        if kafka is None:
-            return listed
-        return await exact_end_offsets(kafka, listed)
+        kafka: KafkaSettings = getattr(self.app, _KAFKA_ATTR)
+        probe = make_consumer(kafka, group_id=None)  # faust's own consumer is in a group
+        await probe.start()
+        try:
+            ends = await exact_end_offsets(probe, [TopicPartition(*tp) for tp in partitions])
+        finally:
+            await probe.stop()
+        return {tp: ends[TopicPartition(*tp)] for tp in partitions}
 
 
 class _Transport(faust_aiokafka.Transport):
@@ -208,7 +213,6 @@ class TransformerApp:
             table_cleanup_interval=3600.0,
             table_standby_replicas=s.standby_replicas,
             store="memory://",
-            loghandlers=[stdlib_handler(s.telemetry)],
         )
         setattr(app, _KAFKA_ATTR, s.kafka)
         # Before anything asks for the transport (app.topic does): the consumer must be ours.

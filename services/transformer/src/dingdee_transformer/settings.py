@@ -38,8 +38,8 @@ class TransformerSettings(ServiceSettings):
         description=(
             "faust standby copies of the dedup table per partition; they only speed up a "
             "failover between replicas (the table is rebuilt from its changelog either way). "
-            "0 by default: on Tansu a standby of a partition another member owns is dropped "
-            "from the assignment and faust's assignor then kills the consumer"
+            "0 by default: once, after a SIGKILL + restart on Tansu, faust's assignor rejected "
+            "an assignment with a standby and the consumer died (not reproduced since)"
         ),
     )
     retry: RetrySettings = RetrySettings()

@@ -1,9 +1,9 @@
 """Reading a topic to its end, the one way every tool and test does it.
 
 Tansu lists a partition's end as "base offset of the last batch + 1", short of the real end when
-the last batch holds several records, so reaching the listed end offsets is not enough: a read is
-done only when, past them, fetches over all partitions come back empty. Code that needs the end
-itself (faust's table recovery) asks :func:`exact_end_offsets`.
+the last batch holds several records. :func:`exact_end_offsets` corrects it with one fetch below
+the listed end (whose response carries the true high watermark); every read to the end, faust's
+table recovery and the progress counts use it.
 """
 
 from __future__ import annotations
@@ -21,8 +21,6 @@ from dingdee_common.settings import KafkaSettings
 __all__ = ["exact_end_offsets", "partitions_of", "read_to_end", "read_topic", "tp_name"]
 
 _STALL_SECONDS = 30.0
-_ROUNDS_PAST_END = 3
-_EMPTY_FETCHES = 2  # a single empty fetch can be transient
 
 
 def tp_name(tp: TopicPartition) -> str:
@@ -50,23 +48,46 @@ async def partitions_of(consumer: AIOKafkaConsumer, topics: Iterable[str]) -> li
     return tps
 
 
+async def exact_end_offsets(
+    consumer: AIOKafkaConsumer, tps: list[TopicPartition], *, timeout: float = 10.0
+) -> dict[TopicPartition, int]:
+    """The end offsets of ``tps``, exact even where the broker lists them short.
+
+    Assigns ``tps`` to ``consumer`` (which must have no group) and fetches once from just below
+    each non-empty listed end: the fetch response's high watermark is the real end (on Apache
+    Kafka it equals the listed one). A partition that answers nothing within ``timeout`` keeps
+    its listed end.
+    """
+    consumer.assign(tps)
+    ends: dict[TopicPartition, int] = dict(await consumer.end_offsets(tps))
+    waiting = {tp for tp, end in ends.items() if end > 0}
+    for tp in waiting:
+        consumer.seek(tp, ends[tp] - 1)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while waiting and loop.time() < deadline:
+        await consumer.getmany(*waiting, timeout_ms=200)
+        for tp in list(waiting):
+            high = consumer.highwater(tp)
+            if high is not None:
+                ends[tp] = max(ends[tp], high)
+                waiting.discard(tp)
+    return ends
+
+
 async def read_to_end(
     consumer: AIOKafkaConsumer,
     tps: list[TopicPartition],
     start: Mapping[TopicPartition, int] | None = None,
 ) -> tuple[list[Any], dict[TopicPartition, int]]:
-    """Records of ``tps`` from ``start`` (default: the beginning) until the partitions are drained.
+    """Records of ``tps`` from ``start`` (default: the beginning) up to their ends at the call.
 
-    Drained means every position reached the end offsets listed at the start *and* fetches over
-    all partitions came back empty twice in a row (a topic written to right now stops a few
-    rounds past the listed end). Returns the records in partition order and where each
-    partition's read ended.
+    Returns the records in partition order and where each partition's read ended.
 
     Raises:
         FatalError: the broker delivered nothing for 30 s although the end was not reached.
     """
-    consumer.assign(tps)
-    listed_end = await consumer.end_offsets(tps)
+    end = await exact_end_offsets(consumer, tps)
     first = await consumer.beginning_offsets(tps)
     position: dict[TopicPartition, int] = {}
     for tp in tps:
@@ -75,60 +96,18 @@ async def read_to_end(
     out: dict[TopicPartition, list[Any]] = {tp: [] for tp in tps}
     loop = asyncio.get_running_loop()
     idle_since = loop.time()
-    rounds_past_end = empty = 0
-    while True:
-        batch = await consumer.getmany(timeout_ms=500, max_records=1000)
+    while behind := [tp for tp in tps if position[tp] < end[tp]]:
+        batch = await consumer.getmany(*behind, timeout_ms=500, max_records=1000)
         for tp, records in batch.items():
-            out[tp].extend(rec for rec in records if rec.offset >= position[tp])
+            out[tp].extend(rec for rec in records if position[tp] <= rec.offset < end[tp])
             if records:
-                position[tp] = max(position[tp], records[-1].offset + 1)
-        behind = [tp for tp in tps if position[tp] < listed_end[tp]]
-        if not behind:
-            rounds_past_end += 1
-            empty = 0 if batch else empty + 1
-            if empty >= _EMPTY_FETCHES or rounds_past_end > _ROUNDS_PAST_END + _EMPTY_FETCHES:
-                break
-        elif batch:
+                position[tp] = max(position[tp], min(records[-1].offset + 1, end[tp]))
+        if batch:
             idle_since = loop.time()
         elif loop.time() - idle_since > _STALL_SECONDS:
             names = ", ".join(tp_name(tp) for tp in behind)
             raise FatalError(f"the broker returned nothing from {names} for {_STALL_SECONDS:.0f}s")
     return [rec for tp in tps for rec in out[tp]], position
-
-
-async def exact_end_offsets(
-    settings: KafkaSettings, listed: Mapping[Any, int], *, timeout: float = 10.0
-) -> dict[Any, int]:
-    """The real end offsets of partitions whose end the broker *listed* as ``listed``.
-
-    A fetch from just below a listed end carries the partition's high watermark, which Tansu
-    reports correctly; on Apache Kafka it equals the listed end and nothing changes. One fetch per
-    non-empty partition. A partition that answers nothing within ``timeout`` keeps its listed end.
-    """
-    ends = dict(listed)
-    # keys stay as given (faust passes its own TP tuples); the consumer gets aiokafka's
-    probe = {TopicPartition(tp[0], tp[1]): tp for tp, end in listed.items() if end and end > 0}
-    if not probe:
-        return ends
-    consumer = make_consumer(settings, group_id=None)
-    await consumer.start()
-    try:
-        consumer.assign(list(probe))
-        for tp, key in probe.items():
-            consumer.seek(tp, listed[key] - 1)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        waiting = set(probe)
-        while waiting and loop.time() < deadline:
-            await consumer.getmany(*waiting, timeout_ms=200)
-            for tp in list(waiting):
-                high = consumer.highwater(tp)
-                if high is not None:
-                    ends[probe[tp]] = max(listed[probe[tp]], high)
-                    waiting.discard(tp)
-        return ends
-    finally:
-        await consumer.stop()
 
 
 async def read_topic(settings: KafkaSettings, topic: str) -> list[Any]:

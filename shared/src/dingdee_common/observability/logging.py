@@ -17,7 +17,7 @@ from opentelemetry import trace
 
 from dingdee_common.settings import TelemetrySettings
 
-__all__ = ["configure_logging", "get_logger", "library_log_level", "stdlib_handler"]
+__all__ = ["configure_logging", "get_logger"]
 
 
 def _add_trace_ids(
@@ -37,65 +37,42 @@ def _renderer(settings: TelemetrySettings) -> Any:
     return structlog.dev.ConsoleRenderer() if use_console else structlog.processors.JSONRenderer()
 
 
-_service: dict[str, str] = {}  # set by configure_logging: records from other threads carry it too
+def configure_logging(service: str, settings: TelemetrySettings) -> None:
+    """Configure structlog and the stdlib root logger. Safe to call more than once.
 
+    The root logger's handler renders library records (WARNING and up, or stricter) through the
+    same processors; ``service`` is added by a processor rather than a context variable, so records
+    logged on other threads (faust's consumer thread) carry it too.
+    """
 
-def _add_service(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    if "service" in _service:
-        event_dict.setdefault("service", _service["service"])
-    return event_dict
+    def add_service(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Any:
+        event_dict.setdefault("service", service)
+        return event_dict
 
-
-def _shared_processors() -> list[Any]:
-    return [
+    shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
-        _add_service,
+        add_service,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _add_trace_ids,
     ]
-
-
-def stdlib_handler(settings: TelemetrySettings) -> logging.Handler:
-    """A stderr handler rendering standard-library records like our own (JSON by default)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=[structlog.stdlib.add_logger_name, *_shared_processors()],
-            processors=[
-                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                structlog.processors.format_exc_info,
-                _renderer(settings),
-            ],
-        )
-    )
-    return handler
-
-
-def library_log_level(settings: TelemetrySettings) -> int:
-    """Libraries log at WARNING and above unless our own level is stricter."""
-    return max(int(logging.getLevelName(settings.log_level)), logging.WARNING)
-
-
-def configure_logging(service: str, settings: TelemetrySettings) -> None:
-    """Configure structlog and the stdlib root logger. Safe to call more than once."""
+    tail: list[Any] = [structlog.processors.format_exc_info, _renderer(settings)]
     level = logging.getLevelName(settings.log_level)
-    _service["service"] = service
     structlog.configure(
-        processors=[
-            *_shared_processors(),
-            structlog.processors.format_exc_info,
-            _renderer(settings),
-        ],
+        processors=[*shared, *tail],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
     structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(service=service)
-    logging.basicConfig(
-        level=library_log_level(settings), handlers=[stdlib_handler(settings)], force=True
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tail],
+        )
     )
+    logging.basicConfig(level=max(level, logging.WARNING), handlers=[handler], force=True)
 
 
 def get_logger(name: str | None = None) -> Any:
