@@ -54,7 +54,7 @@ LOADER_ENV = {
     "DINGDEE_RETRY__MAX_ATTEMPTS": "15",
     "DINGDEE_RETRY__DEADLINE_SECONDS": "90",
     "DINGDEE_SESSION_TIMEOUT_MS": "6000",
-    "DINGDEE_TELEMETRY__LOG_LEVEL": "WARNING",
+    "DINGDEE_TELEMETRY__LOG_LEVEL": "INFO",  # batch outcomes in loader.log when a run fails
 }
 
 

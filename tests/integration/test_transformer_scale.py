@@ -79,7 +79,17 @@ async def test_a_replica_joining_a_restored_worker_crashes_nothing(
         await _produce_batched(kafka, topics.approvals_raw, [item(s) for s in first[:30] + second])
         await bills_for(second, "the restarted worker's bills")
         c = worker("c")
-        await asyncio.sleep(20)  # c joins: the group rebalances, b keeps some partitions
+
+        def assignments(name: str) -> int:
+            log = (tmp_path / name / "transformer.log").read_text(errors="replace")
+            return log.count('"transformer.partitions.assigned"')
+
+        # c joins: the group rebalances, b keeps some partitions (and re-checks what it restored)
+        await poll_until(
+            lambda: assignments("c") >= 1 and assignments("b") >= 2,
+            timeout=120,
+            what="the rebalance that gives c partitions",
+        )
         await _produce_batched(kafka, topics.approvals_raw, [item(s) for s in first[30:60] + third])
         await bills_for(third, "the bills after the second replica joined")
         await asyncio.sleep(3)  # a late duplicate would show up here
