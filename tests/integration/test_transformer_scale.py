@@ -8,7 +8,7 @@ partitions away and the restarted worker keeps the rest. faust reads a changelog
 broker lists, and Tansu lists "base offset of the last batch + 1": the restore stopped short (the
 re-sent snapshots below were emitted again), and when the kept partitions were checked against
 that short end, faust's consistency check took the worker's own restore for a corrupt store and
-crashed it (CI, pipeline SIGKILL test). ``_SeekSafeConsumer.highwaters`` asks for the exact ends.
+crashed it (CI, pipeline SIGKILL test). ``TransformerConsumer.highwaters`` asks for the exact ends.
 """
 
 from __future__ import annotations

@@ -7,11 +7,11 @@ import asyncio
 import pytest
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from dingdee_transformer.app import _SeekSafeConsumer
+from dingdee_transformer.consumer import TransformerConsumer
 
 
-def _consumer(*, active: bool) -> _SeekSafeConsumer:
-    consumer = object.__new__(_SeekSafeConsumer)  # no broker: only the flow switches are used
+def _consumer(*, active: bool) -> TransformerConsumer:
+    consumer = object.__new__(TransformerConsumer)  # no broker: only the flow switches are used
     consumer.flow_active = active
     consumer.can_resume_flow = asyncio.Event()
     consumer.suspend_flow = asyncio.Event()

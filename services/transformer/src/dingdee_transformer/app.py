@@ -1,10 +1,11 @@
 """The faust-streaming app: ``approvals.raw`` → :class:`Processor` → ``bills.ready`` or the DLQ.
 
-At-least-once: the agent takes records in small batches with manual acks (``noack_take``), publishes
-every bill and dead letter of the batch, waits until the broker acknowledged all of them, records
-the emitted fingerprints in the dedup table, and only then acks the batch's events — faust commits
-acked offsets only. A batch that cannot be published is never acked: the worker stops instead, and
-the records are read again after the restart.
+faust's consumer hands whole fetches of ``approvals.raw`` to a :class:`FetchIntake`
+(``consumer.py``); the batch loop here takes batches from it, maps them, publishes every bill and
+dead letter of the batch, waits until the broker acknowledged all of them, records the emitted
+fingerprints in the dedup table, and only then acks the batch's messages — faust commits acked
+offsets only (at-least-once). A batch that cannot be published is never acked: the worker stops
+instead, and the records are read again after the restart.
 """
 
 from __future__ import annotations
@@ -15,31 +16,33 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
 import faust
-from aiokafka import TopicPartition
-from faust.streams import Stream
-from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import TP, EventT, StreamT
+from faust.types import Message
 
 from dingdee_common.codec import dumps
 from dingdee_common.errors import ErrorClass, FatalError, TransientError
 from dingdee_common.floodguard import FloodGuard
-from dingdee_common.kafka.clients import make_consumer
 from dingdee_common.kafka.dlq import DeadLetterPublisher, SourceRecord
-from dingdee_common.kafka.reading import exact_end_offsets
 from dingdee_common.kafka.topics import Topics
 from dingdee_common.observability.logging import get_logger
 from dingdee_common.observability.server import Health
 from dingdee_common.retry import retry_transient
 from dingdee_common.settings import KafkaSettings
+from dingdee_transformer.consumer import (
+    INTAKE_ATTR,
+    KAFKA_SETTINGS_ATTR,
+    FetchIntake,
+    TransformerTransport,
+    consumer_failure,
+)
 from dingdee_transformer.flowspec import CompiledFlow
 from dingdee_transformer.metrics import STAGE, TransformerMetrics
 from dingdee_transformer.pipeline import DeadLetter, Emit, Outcome, Processor, Seen
 from dingdee_transformer.settings import TransformerSettings
 
-__all__ = ["TransformerApp", "faust_broker"]
+__all__ = ["TransformerApp", "consumer_failure", "faust_broker"]
 
 log = get_logger(__name__)
 
@@ -66,77 +69,6 @@ def faust_broker(kafka: KafkaSettings) -> tuple[list[str], Any]:
 def _headers(raw: Any) -> tuple[tuple[str, bytes], ...]:
     items: Iterable[Any] = raw.items() if isinstance(raw, Mapping) else (raw or ())
     return tuple((str(k), v if isinstance(v, bytes) else str(v).encode()) for k, v in items)
-
-
-_KAFKA_ATTR = "dingdee_kafka_settings"  # set on the faust app: what the consumer's probes use
-
-
-class _SeekSafeConsumer(faust_aiokafka.Consumer):
-    """faust's aiokafka consumer, with delivery stopped while it seeks to the committed offsets.
-
-    After an assignment faust resumes the stream partitions and *then* seeks them to their
-    committed offsets (``Recovery._resume_streams``). Records fetched in between are already
-    being delivered when the seek resets faust's read offsets under them; the delivery loop goes
-    on with the stale batch, faust books the offsets between the committed one and the next
-    stale record as a "gap" (which it treats as acked) and drops the re-fetched records below
-    that record as already read. Records in that window were never processed, yet their offsets
-    got committed: a restart with a backlog lost records (tests/integration/
-    test_transformer_kill.py caught it about one restart in four). With the flow stopped nothing
-    is fetched during the seek and the delivery loop leaves a stale batch at its next record;
-    records are then at most delivered twice, which the dedup table and the loader absorb.
-    """
-
-    async def perform_seek(self) -> None:
-        was_active = self.flow_active
-        self.stop_flow()
-        try:
-            await super().perform_seek()
-        finally:
-            if was_active:
-                self.resume_flow()
-
-    async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
-        """End offsets for table recovery, exact even where the broker lists them short.
-
-        faust restores the dedup table by reading each changelog partition up to its listed end.
-        Tansu lists "base offset of the last batch + 1", so a worker restored only the first
-        record of the last changelog batch and re-emitted snapshots it had already emitted
-        (tests/integration/test_transformer_scale.py).
-        """
-        kafka: KafkaSettings = getattr(self.app, _KAFKA_ATTR)
-        probe = make_consumer(kafka, group_id=None)  # faust's own consumer is in a group
-        await probe.start()
-        try:
-            ends = await exact_end_offsets(probe, [TopicPartition(*tp) for tp in partitions])
-        finally:
-            await probe.stop()
-        return {tp: ends[TopicPartition(*tp)] for tp in partitions}
-
-
-class _Transport(faust_aiokafka.Transport):
-    Consumer = _SeekSafeConsumer
-
-
-def consumer_failure(app: faust.App) -> str | None:
-    """Why faust's aiokafka consumer stopped working, or ``None`` while it runs (or isn't up yet).
-
-    Reads faust's and aiokafka's private attributes, so every step tolerates their absence.
-    """
-    thread = getattr(app.consumer, "_thread", None)
-    consumer = getattr(thread, "_consumer", None)
-    tasks = {
-        "group coordination": getattr(
-            getattr(consumer, "_coordinator", None), "_coordination_task", None
-        ),
-        "fetching": getattr(getattr(consumer, "_fetcher", None), "_fetch_task", None),
-    }
-    for what, task in tasks.items():
-        if isinstance(task, asyncio.Future) and task.done():
-            exc = None if task.cancelled() else task.exception()
-            if getattr(app.consumer, "should_stop", False):
-                return None  # stopping: the tasks end on purpose
-            return f"{what} ended: {exc!r}" if exc is not None else f"{what} ended"
-    return None
 
 
 class _FaustSender:
@@ -214,12 +146,16 @@ class TransformerApp:
             table_standby_replicas=s.standby_replicas,
             store="memory://",
         )
-        setattr(app, _KAFKA_ATTR, s.kafka)
+        setattr(app, KAFKA_SETTINGS_ATTR, s.kafka)
         # Before anything asks for the transport (app.topic does): the consumer must be ours.
-        app.transport = _Transport(app.conf.broker_consumer, app)
+        app.transport = TransformerTransport(app.conf.broker_consumer, app)
         source = app.topic(
             self.topics.approvals_raw, key_serializer="raw", value_serializer="raw", internal=False
         )
+        # Subscribed like an agent's topic; its records reach the batch loop through the intake.
+        app.topics.add(source)
+        self.intake = FetchIntake(app, self.topics.approvals_raw)
+        setattr(app, INTAKE_ATTR, self.intake)
         self._changelog = f"{s.kafka.topic_prefix}transformer.seen-changelog"
         changelog = app.topic(
             self._changelog,
@@ -239,7 +175,7 @@ class TransformerApp:
             value_type=None,
             partitions=s.kafka.partitions,
         )
-        app.agent(source, name="transform")(self._agent)
+        app.task(self._run_batches, traced=False)
         app.timer(interval=5.0)(self._heartbeat)
         app.on_rebalance_complete.connect(self._on_assigned)
         return app
@@ -276,15 +212,12 @@ class TransformerApp:
     def _seen(self, pid: str) -> Seen | None:
         return Seen.from_value(self.seen_table.get(pid.encode()))
 
-    async def _agent(self, stream: StreamT[Any]) -> None:
+    async def _run_batches(self) -> None:
         s = self.settings
-        faust_stream = cast("Stream[bytes]", stream)
-        # noack_take yields the events themselves (typed as values by faust) and leaves acks to us.
-        batches = faust_stream.noack_take(s.batch_max_records, within=s.batch_linger_seconds)
         try:
-            async for batch in batches:
-                events = cast("Sequence[EventT[bytes]]", batch)
-                await self._handle_batch(faust_stream, events)
+            while True:
+                messages = await self.intake.take(s.batch_max_records, s.batch_linger_seconds)
+                await self._handle_batch(messages)
                 if self.guard.tripped:
                     await self._halt()
         except Exception as exc:  # noqa: BLE001 - a bug or a fatal error must stop the worker
@@ -310,60 +243,59 @@ class TransformerApp:
         log.error("transformer.floodguard.tripped", reason=self.guard.tripped_reason)
         await self.stopped.wait()
 
-    async def _handle_batch(self, stream: Stream[bytes], events: Sequence[EventT[bytes]]) -> None:
+    async def _handle_batch(self, messages: Sequence[Message]) -> None:
         started = time.perf_counter()
-        records = [self._record(e) for e in events]
+        records = [self._record(m) for m in messages]
         outcomes = self._process_all(records)
         mapped = time.perf_counter()
         await self._publish(records, outcomes)
         # Only the records processed before the flood guard tripped are acked; the rest are read
         # again after the restart that resumes the stage.
-        for event in events[: len(outcomes)]:
-            await stream.ack(event)
+        ack = self.app.consumer.ack
+        for message in messages[: len(outcomes)]:
+            ack(message)
         done = time.perf_counter()
         self.metrics.stage.processing.labels(STAGE).observe(done - started)
-        self._observe_lag(events[: len(outcomes)], outcomes)
+        self._observe_lag(messages[: len(outcomes)], outcomes)
         self.health.progress()
         log.info(
             "transformer.batch.done",
-            records=len(events),
+            records=len(messages),
             processed=len(outcomes),
             map_seconds=round(mapped - started, 4),
             publish_seconds=round(done - mapped, 4),
         )
 
-    def _observe_lag(self, events: Sequence[EventT[bytes]], outcomes: Sequence[Outcome]) -> None:
+    def _observe_lag(self, messages: Sequence[Message], outcomes: Sequence[Outcome]) -> None:
         """Record age (now - produce time upstream) and the lag left behind this batch.
 
         Lag in seconds is the age of the newest record processed while records remain behind
         it (an upper bound of the oldest unprocessed one's age), 0 when caught up.
         """
-        if not events:
+        if not messages:
             return
         now = time.time()
-        last: dict[Any, EventT[bytes]] = {}
+        last: dict[Any, Message] = {}
         ages: dict[str, list[float]] = {}
-        for event, outcome in zip(events, outcomes, strict=True):
-            msg = event.message
-            last[msg.tp] = event
+        for msg, outcome in zip(messages, outcomes, strict=True):
+            last[msg.tp] = msg
             ages.setdefault(outcome.flow, []).append(max(now - msg.timestamp, 0))
         for flow, values in ages.items():
             observe = self.metrics.stage.record_age.labels(STAGE, flow).observe
             for age in values:
                 observe(age)
         behind, oldest = 0, now
-        for tp, event in last.items():
+        for tp, msg in last.items():
             high = self.app.consumer.highwater(tp)
-            remaining = max((high or 0) - (event.message.offset + 1), 0)
+            remaining = max((high or 0) - (msg.offset + 1), 0)
             behind += remaining
             if remaining:
-                oldest = min(oldest, event.message.timestamp)
-        topic = events[0].message.topic
+                oldest = min(oldest, msg.timestamp)
+        topic = messages[0].topic
         self.metrics.stage.consumer_lag.labels(STAGE, topic).set(behind)
         self.metrics.stage.consumer_lag_seconds.labels(STAGE, topic).set(max(now - oldest, 0))
 
-    def _record(self, event: EventT[bytes]) -> SourceRecord:
-        msg = event.message
+    def _record(self, msg: Message) -> SourceRecord:
         return SourceRecord(
             topic=msg.topic,
             partition=msg.partition,

@@ -1,0 +1,320 @@
+"""faust's aiokafka consumer as the transformer runs it: whole fetches in, exact ends, a watch.
+
+faust delivers each record through its conductor into a per-topic queue and a ``Stream``; per
+record that costs a ``wait_first`` (four tasks), the event's construction, sensors and the stream's
+bookkeeping: about 150 µs, more than the mapping. For ``approvals.raw`` the transformer's consumer
+instead hands every fetch, as one list of messages, to a :class:`FetchIntake` that the batch loop
+(``app.py``) takes from. faust still runs everything else: group membership and its assignor,
+table recovery and standbys, the committed-offset seek after a rebalance, flow control and offset
+commits of the acked messages. Records of other topics (the dedup table's changelog during
+recovery) still go through faust's conductor one by one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Mapping
+from typing import Any, cast
+
+import faust
+from aiokafka import TopicPartition
+from faust.transport.consumer import CONSUMER_FETCHING
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP, Message
+from mode import Service, ServiceT
+
+from dingdee_common.kafka.clients import make_consumer
+from dingdee_common.kafka.reading import exact_end_offsets
+from dingdee_common.settings import KafkaSettings
+
+__all__ = ["FetchIntake", "TransformerConsumer", "TransformerTransport", "consumer_failure"]
+
+KAFKA_SETTINGS_ATTR = "dingdee_kafka_settings"  # on the faust app: what the consumer's probes use
+INTAKE_ATTR = "dingdee_intake"  # on the faust app: where the consumer hands whole fetches
+
+
+class FetchIntake:
+    """Fetched records of one topic, whole fetches at a time, from faust's consumer to the loop.
+
+    Bounded (``max_fetches`` lists) so a slow loop stops the consumer from fetching further.
+    Records from before the latest rebalance (an older consumer generation) are dropped when
+    taken, as faust's streams drop them: whoever owns the partition now reads them again from the
+    committed offset.
+    """
+
+    def __init__(self, app: faust.App, topic: str, *, max_fetches: int = 4) -> None:
+        self.topic = topic
+        self._app = app
+        self._fetches: asyncio.Queue[list[Message]] = asyncio.Queue(maxsize=max_fetches)
+        self._pending: deque[Message] = deque()
+
+    async def put(self, messages: list[Message]) -> None:
+        """Hand over one fetch (waits while ``max_fetches`` fetches are still queued)."""
+        await self._fetches.put(messages)
+
+    async def take(self, max_records: int, linger: float) -> list[Message]:
+        """The next batch: 1 to ``max_records`` current records, in fetch order.
+
+        Waits for the first record, then up to ``linger`` seconds for a fuller batch.
+        """
+        batch: list[Message] = []
+        while not batch:
+            if not self._pending:
+                self._pending.extend(await self._fetches.get())
+            self._move(batch, max_records)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + linger
+        while len(batch) < max_records:
+            if not self._pending:
+                try:
+                    fetch = self._fetches.get_nowait()
+                except asyncio.QueueEmpty:
+                    left = deadline - loop.time()
+                    if left <= 0:
+                        break
+                    try:
+                        fetch = await asyncio.wait_for(self._fetches.get(), left)
+                    except TimeoutError:
+                        break
+                self._pending.extend(fetch)
+            self._move(batch, max_records)
+        return batch
+
+    def _move(self, batch: list[Message], max_records: int) -> None:
+        generation = self._app.consumer_generation_id
+        pending = self._pending
+        while pending and len(batch) < max_records:
+            message = pending.popleft()
+            if message.generation_id == generation:
+                batch.append(message)
+
+
+class TransformerConsumer(faust_aiokafka.Consumer):
+    """faust's aiokafka consumer with whole-fetch delivery, a safe seek and exact table ends."""
+
+    # Per partition of the intake's topic: the offset the next delivered record must have (set by
+    # every seek, advanced by every delivery); absent until the first seek or record.
+    _next: dict[TP, int]
+    # Where a partition was sought back to after its records jumped ahead of ``_next``.
+    _reread: dict[TP, int]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._next = {}
+        self._reread = {}
+
+    async def _drain_messages(self, fetcher: ServiceT) -> None:
+        """faust's delivery loop, with each fetch of the intake's topic handed over whole.
+
+        Records of the intake's topic are delivered contiguously per partition from the offset of
+        the last seek: a fetch that was in flight while the consumer sought back to the committed
+        offsets is dropped and re-read (faust delivers it, counting the offsets between the new
+        position and its records as a gap, i.e. as processed). Otherwise this is faust's loop
+        (``Consumer._drain_messages``).
+        """
+        intake = cast("FetchIntake | None", getattr(self.app, INTAKE_ATTR, None))
+        if intake is None:
+            await super()._drain_messages(fetcher)
+            return
+        stopping: tuple[type[BaseException], ...] = (
+            *self.consumer_stopped_errors,
+            asyncio.CancelledError,
+        )
+        consumer_stopped = cast(Service, self)._stopped.is_set
+        fetcher_stopped = cast(Service, fetcher)._stopped.is_set
+        try:
+            while not (consumer_stopped() or fetcher_stopped()):
+                self.diag.set_flag(CONSUMER_FETCHING)
+                await self.sleep(0)
+                if self.should_stop:
+                    continue
+                records, active = await self._wait_next_records(1.0)
+                if records is None or self.should_stop:
+                    continue
+                if not self.flow_active:
+                    await self._seek_while_stopped()
+                    continue
+                await self._deliver(intake, records, active)
+                self.diag.unset_flag(CONSUMER_FETCHING)
+        except stopping:
+            if self.transport.app.should_stop:
+                return
+            raise
+        finally:
+            self.diag.unset_flag(CONSUMER_FETCHING)
+
+    async def _deliver(
+        self, intake: FetchIntake, records: Mapping[TP, list[Any]], active: set[TP] | None
+    ) -> None:
+        generation = self.app.consumer_generation_id
+        for tp, batch in records.items():
+            if not self.flow_active or self.app.consumer_generation_id != generation:
+                return
+            if active is not None and tp not in active and tp not in self._buffered_partitions:
+                continue
+            self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+            if tp.topic == intake.topic:
+                fresh = await self._contiguous(tp, batch)
+                if fresh:
+                    await self.wait_first(intake.put(fresh), self.suspend_flow.wait())
+            else:
+                for message in await self._fresh(tp, batch):
+                    await self.wait_first(self.callback(message), self.suspend_flow.wait())
+
+    async def _contiguous(self, tp: TP, records: list[Any]) -> list[Message]:
+        """``records`` as faust messages, from the partition's next offset on, without holes.
+
+        Records below the next offset were delivered already (a seek moved the position back).
+        Records above it come from a fetch that raced a seek: they are dropped and the partition
+        is sought back to the next offset, once; if the same jump comes again, the records in
+        between are gone from the broker (retention) and the jump is accepted, as faust would.
+        """
+        expected = self._next.get(tp)
+        fresh: list[Message] = []
+        for record in records:
+            offset = record.offset
+            if expected is not None and offset != expected:
+                if offset < expected:
+                    continue
+                if self._reread.get(tp) != expected:
+                    self._reread[tp] = expected
+                    self.log.info(
+                        "%s: fetched %s, expected %s: reading again", tp, offset, expected
+                    )
+                    await self.seek(tp, expected)
+                    return fresh  # the first `len(fresh)` records were contiguous
+                self.log.warning("%s: records %s..%s are gone; going on", tp, expected, offset - 1)
+                await self._add_gap(tp, expected, offset - 1)
+            fresh.append(self._to_message(tp, record))
+            expected = offset + 1
+        if fresh:
+            last = fresh[-1].offset
+            self._reread.pop(tp, None)
+            self._next[tp] = last + 1
+            self._read_offset[tp] = last
+            if self._commit_every is not None and self._n_acked >= self._commit_every:
+                self._n_acked = 0
+                await self.commit()
+        return fresh
+
+    async def _fresh(self, tp: TP, records: list[Any]) -> list[Message]:
+        """``records`` as faust messages, filtered and counted the way faust's loop does.
+
+        A record below the partition's read offset was already delivered (a seek moved the
+        position back); offsets skipped in an acking topic (compaction, transaction markers)
+        count as acked; every ``broker_commit_every`` acks, offsets are committed.
+        """
+        read_offset = self._read_offset
+        acking = self.app.topics.acks_enabled_for(tp.topic)
+        fresh: list[Message] = []
+        for record in records:
+            offset = record.offset
+            last = read_offset[tp]
+            if last is not None and offset < last:
+                continue
+            if acking and last and offset - last > 1:
+                await self._add_gap(tp, last + 1, offset)
+            if self._commit_every is not None and self._n_acked >= self._commit_every:
+                self._n_acked = 0
+                await self.commit()
+            fresh.append(self._to_message(tp, record))
+            read_offset[tp] = offset
+        return fresh
+
+    async def _seek_while_stopped(self) -> None:
+        """What faust's ``getmany`` does when fetching while the flow is stopped."""
+        try:
+            await self.perform_seek()
+        except Exception as exc:  # noqa: BLE001 - faust logs and goes on, as here
+            self.log.warning(f"exception performing seek when flow not active {exc}")
+
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        """Seek every partition to its committed offset; the intake's from the start if none.
+
+        aiokafka leaves a partition without a committed offset (or committed at 0) where its
+        fetching got to. Records of it fetched before this seek and then dropped (the flow was
+        stopped for the seek) would never be read again: such partitions of the intake's topic
+        are sought to offset 0 (the earliest record, as ``auto_offset_reset=earliest`` would).
+        """
+        committed = await super().seek_to_committed()
+        intake = cast("FetchIntake | None", getattr(self.app, INTAKE_ATTR, None))
+        self._next = {}
+        for partition, offset in committed.items():
+            tp = TP(partition.topic, partition.partition)
+            if intake is None or tp.topic != intake.topic:
+                continue
+            if isinstance(offset, int) and offset > 0:
+                self._next[tp] = offset
+                continue
+            await super().seek(tp, 0)
+            if offset == 0:
+                self._next[tp] = 0
+        return committed
+
+    async def seek(self, partition: TP, offset: int) -> None:
+        await super().seek(partition, offset)
+        self._next[TP(partition.topic, partition.partition)] = offset
+
+    async def perform_seek(self) -> None:
+        """Seek to the committed offsets with delivery stopped.
+
+        After an assignment faust resumes the stream partitions and *then* seeks them to their
+        committed offsets (``Recovery._resume_streams``). Records fetched in between were already
+        being delivered when the seek reset faust's read offsets under them; faust booked the
+        offsets between the committed one and the next stale record as a "gap" (treated as
+        acked) and dropped the re-fetched records below it as already read: a restart with a
+        backlog lost records (tests/integration/test_transformer_kill.py caught it about one
+        restart in four). With the flow stopped nothing is delivered during the seek; records
+        are then at most delivered twice, which the dedup table and the loader absorb.
+        """
+        was_active = self.flow_active
+        self.stop_flow()
+        try:
+            await super().perform_seek()
+        finally:
+            if was_active:
+                self.resume_flow()
+
+    async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
+        """End offsets for table recovery, exact even where the broker lists them short.
+
+        faust restores the dedup table by reading each changelog partition up to its listed end.
+        Tansu lists "base offset of the last batch + 1", so a worker restored only the first
+        record of the last changelog batch and re-emitted snapshots it had already emitted
+        (tests/integration/test_transformer_scale.py).
+        """
+        kafka: KafkaSettings = getattr(self.app, KAFKA_SETTINGS_ATTR)
+        probe = make_consumer(kafka, group_id=None)  # faust's own consumer is in a group
+        await probe.start()
+        try:
+            ends = await exact_end_offsets(probe, [TopicPartition(*tp) for tp in partitions])
+        finally:
+            await probe.stop()
+        return {tp: ends[TopicPartition(*tp)] for tp in partitions}
+
+
+class TransformerTransport(faust_aiokafka.Transport):
+    Consumer = TransformerConsumer
+
+
+def consumer_failure(app: faust.App) -> str | None:
+    """Why faust's aiokafka consumer stopped working, or ``None`` while it runs (or isn't up yet).
+
+    Reads faust's and aiokafka's private attributes, so every step tolerates their absence.
+    """
+    thread = getattr(app.consumer, "_thread", None)
+    consumer = getattr(thread, "_consumer", None)
+    tasks: dict[str, Any] = {
+        "group coordination": getattr(
+            getattr(consumer, "_coordinator", None), "_coordination_task", None
+        ),
+        "fetching": getattr(getattr(consumer, "_fetcher", None), "_fetch_task", None),
+    }
+    for what, task in tasks.items():
+        if isinstance(task, asyncio.Future) and task.done():
+            exc = None if task.cancelled() else task.exception()
+            if getattr(app.consumer, "should_stop", False):
+                return None  # stopping: the tasks end on purpose
+            return f"{what} ended: {exc!r}" if exc is not None else f"{what} ended"
+    return None
