@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import orjson
 import pytest
 
 from dingdee_common.codec import decode_model, encode_model
@@ -25,6 +26,17 @@ def snapshot() -> ApprovalSnapshot:
         fingerprint="abc",
         instance={"title": "张三提交的备用金补单"},
     )
+
+
+class TestEncode:
+    def test_bytes_are_the_json_of_the_json_dump(self) -> None:
+        """One serializer pass gives what dumping to JSON types and then to bytes gives."""
+        snap = snapshot().model_copy(
+            update={
+                "instance": {"title": "备用金", "amount": 1204.5, "rows": [{"n": 1}], "x": None}
+            }
+        )
+        assert encode_model(snap) == orjson.dumps(snap.model_dump(mode="json", by_alias=True))
 
 
 class TestDecode:

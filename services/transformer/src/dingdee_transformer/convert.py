@@ -8,16 +8,27 @@ raises :class:`ConversionError` with a reason a finance-IT reader understands
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import date, datetime, time
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
 
-__all__ = ["ConversionError", "convert", "to_bool", "to_datetime", "to_decimal"]
+__all__ = [
+    "ConversionError",
+    "Converter",
+    "convert",
+    "converter",
+    "to_bool",
+    "to_datetime",
+    "to_decimal",
+]
 
 _MONEY_NOISE = re.compile(r"[\s,，¥￥元]|^CNY|^RMB", re.IGNORECASE)
 _MONEY_SHAPE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
 _GROUPED = re.compile(r"^[+-]?\d{1,3}(,\d{3})+(\.\d*)?$")
+_CURRENCY_NOISE = re.compile(r"[¥￥\s元]")
+_QUANTA = {places: Decimal(1).scaleb(-places) for places in range(11)}
 _DATE_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d", "%Y/%m/%d %H:%M:%S", "%Y/%m/%d")
 _TRUE = {"true", "1", "yes", "y", "是", "on", "√"}
 _FALSE = {"false", "0", "no", "n", "否", "off", ""}
@@ -40,9 +51,10 @@ def to_decimal(raw: Any, *, precision: int | None, money: bool) -> Decimal:
         text = str(raw)
     else:
         text = str(raw).strip()
-        if "," in text and not _GROUPED.match(re.sub(r"[¥￥\s元]", "", text)):
-            raise ConversionError(f"{raw!r} is not a number")
-        text = _MONEY_NOISE.sub("", text) if money else text.replace(",", "")
+        if not _MONEY_SHAPE.match(text):  # plain "1234.50" needs no cleaning
+            if "," in text and not _GROUPED.match(_CURRENCY_NOISE.sub("", text)):
+                raise ConversionError(f"{raw!r} is not a number")
+            text = _MONEY_NOISE.sub("", text) if money else text.replace(",", "")
     if not _MONEY_SHAPE.match(text):
         raise ConversionError(f"{raw!r} is not a number")
     try:
@@ -51,10 +63,11 @@ def to_decimal(raw: Any, *, precision: int | None, money: bool) -> Decimal:
         raise ConversionError(f"{raw!r} is not a number") from exc
     if precision is None:
         return value
-    quantum = Decimal(1).scaleb(-precision)
-    if money and value != value.quantize(quantum, rounding=ROUND_HALF_UP):
+    quantum = _QUANTA.get(precision) or Decimal(1).scaleb(-precision)
+    rounded = value.quantize(quantum, rounding=ROUND_HALF_UP)
+    if money and value != rounded:
         raise ConversionError(f"{raw!r} has more than {precision} decimal places")
-    return value.quantize(quantum, rounding=ROUND_HALF_UP)
+    return rounded
 
 
 def to_datetime(raw: Any, tz: ZoneInfo) -> datetime:
@@ -118,23 +131,30 @@ def _datetime(raw: Any, tz: ZoneInfo) -> str:
     return to_datetime(raw, tz).strftime(KINGDEE_DATETIME)
 
 
-def convert(raw: Any, kind: str, *, precision: int, tz: ZoneInfo) -> Any:
-    """Apply conversion ``kind`` to ``raw``.
+Converter = Callable[[Any, ZoneInfo], Any]
+"""One conversion with its parameters bound: ``(raw, tenant time zone) → Kingdee value``."""
+
+
+def converter(kind: str, *, precision: int) -> Converter:
+    """The conversion ``kind`` at ``precision`` places, resolved once (per rule, at start-up).
 
     Money and decimals come back as ``float`` of the rounded decimal (JSON numbers in the Kingdee
     Model; a float's shortest repr of a 2-place decimal is exact), dates as ``yyyy-MM-dd HH:mm:ss``.
+    Each raises :class:`ConversionError` when ``raw`` does not fit ``kind``.
+    """
+    if kind in ("money", "decimal"):
+        money = kind == "money"
+        return lambda raw, _tz: float(to_decimal(raw, precision=precision, money=money))
+    return _SIMPLE.get(kind, _raw)
+
+
+def convert(raw: Any, kind: str, *, precision: int, tz: ZoneInfo) -> Any:
+    """Apply conversion ``kind`` to ``raw`` (see :func:`converter`).
 
     Raises:
         ConversionError: ``raw`` does not fit ``kind``.
     """
-    if kind in ("money", "decimal"):
-        return float(to_decimal(raw, precision=precision, money=kind == "money"))
-    if kind in ("date", "datetime"):
-        return _date(raw, tz) if kind == "date" else _datetime(raw, tz)
-    if kind == "text":
-        return raw if isinstance(raw, str) else _text(raw)
-    simple = {"int": _to_int, "bool": to_bool}.get(kind)
-    return simple(raw) if simple else raw
+    return converter(kind, precision=precision)(raw, tz)
 
 
 def _text(raw: Any) -> str:
@@ -145,3 +165,16 @@ def _text(raw: Any) -> str:
     if isinstance(raw, (list, dict)):
         raise ConversionError("is a list or object, not text; use pick or convert: raw")
     return str(raw)
+
+
+def _raw(raw: Any, _tz: ZoneInfo) -> Any:
+    return raw
+
+
+_SIMPLE: dict[str, Converter] = {
+    "date": _date,
+    "datetime": _datetime,
+    "text": lambda raw, _tz: raw if isinstance(raw, str) else _text(raw),
+    "int": lambda raw, _tz: _to_int(raw),
+    "bool": lambda raw, _tz: to_bool(raw),
+}

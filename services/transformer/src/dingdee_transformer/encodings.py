@@ -43,7 +43,7 @@ def _json(text: Any) -> Any:
         raise FormError(f"is not valid JSON ({exc})") from exc
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Row:
     """One row of a TableField: cells by key and by label."""
 
@@ -62,7 +62,7 @@ class Row:
         return False, None, None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Component:
     """One form component with its raw strings; ``decoded`` reads them by component type."""
 
@@ -136,7 +136,7 @@ def _row(number: int, raw: Any) -> Row:
     return row
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Form:
     """The form of one approval, addressable by component id or label."""
 

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from dingdee_common.errors import FatalError
 from dingdee_common.flows import FlowEntry, FlowsFile, load_flows
+from dingdee_transformer.rules import ModelBuilder, compile_fields
 from dingdee_transformer.schema import FieldRule, MappingSpec, TargetSpec
 
 __all__ = ["CompiledFlow", "compile_flows", "load_compiled"]
@@ -23,7 +24,7 @@ __all__ = ["CompiledFlow", "compile_flows", "load_compiled"]
 
 @dataclass(frozen=True, slots=True)
 class CompiledFlow:
-    """One enabled flow, validated, with its reference tables and time zone resolved."""
+    """One enabled flow, validated; reference tables, time zone and field rules resolved."""
 
     id: str
     process_code: str
@@ -31,6 +32,7 @@ class CompiledFlow:
     mapping: MappingSpec
     tables: Mapping[str, Mapping[str, str]]
     tz: ZoneInfo
+    build_model: ModelBuilder  # mapping.fields compiled: (context, errors) → Model fields
 
 
 def _where(prefix: str, exc: ValidationError) -> list[str]:
@@ -80,7 +82,8 @@ def _compile_one(
     if problems or target is None or mapping is None:
         return None, problems
     process_code = str(entry.dingtalk.get("process_code", ""))
-    return CompiledFlow(entry.id, process_code, target, mapping, tables, tz), []
+    fields = compile_fields(mapping.fields)
+    return CompiledFlow(entry.id, process_code, target, mapping, tables, tz, fields), []
 
 
 def compile_flows(flows: FlowsFile, *, source: str = "flows.yaml") -> dict[str, CompiledFlow]:

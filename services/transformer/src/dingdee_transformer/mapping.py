@@ -6,7 +6,7 @@ Pure functions: no I/O, no clocks except ``BillReady.mapped_at``. The faust agen
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +14,7 @@ from dingdee_common.contracts.v1 import ApprovalSnapshot, BillReady, SourceRef
 from dingdee_common.errors import PermanentError
 from dingdee_transformer.encodings import Form, parse_form
 from dingdee_transformer.flowspec import CompiledFlow
-from dingdee_transformer.rules import OMIT, Context, FieldError, evaluate, render_template
+from dingdee_transformer.rules import Context, FieldError, render_template
 
 __all__ = [
     "LINKED_ACTIONS",
@@ -70,20 +70,48 @@ class LinkedChangeError(PermanentError):
     """A MODIFY/REVOKE instance of an already approved approval: a finance decision is needed."""
 
 
-def _attrs(snapshot: ApprovalSnapshot) -> dict[str, Any]:
-    attrs: dict[str, Any] = dict(snapshot.instance)
-    attrs.update(
-        flow=snapshot.flow,
-        process_code=snapshot.process_code,
-        process_instance_id=snapshot.process_instance_id,
-        status=snapshot.status,
-        result=snapshot.result,
-        biz_action=snapshot.biz_action,
-        fetched_at=snapshot.fetched_at.isoformat(),
-    )
-    if snapshot.business_id:
-        attrs["business_id"] = snapshot.business_id
-    return attrs
+_OWN_ATTRS = frozenset(
+    {"flow", "process_code", "process_instance_id", "status", "result", "biz_action"}
+)
+
+
+class _Attributes(Mapping[str, Any]):
+    """What ``attr`` rules and templates read: the snapshot's own fields over its instance's.
+
+    Read in place (a rule reads a handful of them), not copied per approval.
+    """
+
+    __slots__ = ("_snapshot",)
+
+    def __init__(self, snapshot: ApprovalSnapshot) -> None:
+        self._snapshot = snapshot
+
+    def get(self, name: str, default: Any = None) -> Any:
+        snapshot = self._snapshot
+        if name in _OWN_ATTRS:
+            return getattr(snapshot, name)
+        if name == "fetched_at":
+            return snapshot.fetched_at.isoformat()
+        if name == "business_id" and snapshot.business_id:
+            return snapshot.business_id
+        return snapshot.instance.get(name, default)
+
+    def __getitem__(self, name: str) -> Any:
+        missing = object()
+        value = self.get(name, missing)
+        if value is missing:
+            raise KeyError(name)
+        return value
+
+    def _keys(self) -> dict[str, None]:
+        own = [*_OWN_ATTRS, "fetched_at", *(["business_id"] if self._snapshot.business_id else [])]
+        return dict.fromkeys([*self._snapshot.instance, *own])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys())
+
+    def __len__(self) -> int:
+        return len(self._keys())
 
 
 def _business_id(snapshot: ApprovalSnapshot) -> str:
@@ -151,11 +179,7 @@ def _build_model(
     flow: CompiledFlow, ctx: Context, bill_key: str
 ) -> tuple[dict[str, Any], list[FieldError]]:
     errors: list[FieldError] = []
-    model: dict[str, Any] = {}
-    for target, rule in flow.mapping.fields.items():
-        value = evaluate(target, rule, ctx, errors)
-        if value is not OMIT:
-            model[target] = value
+    model = flow.build_model(ctx, errors)
     number_field = flow.target.number_field
     given = model.get(number_field)
     if bill_key and given is not None and given != bill_key:
@@ -196,7 +220,7 @@ def map_snapshot(
         if skip is not None:
             return skip
     form: Form = parse_form(snapshot.instance.get("form_component_values"))
-    ctx = Context(form=form, attrs=_attrs(snapshot), tables=flow.tables, tz=flow.tz)
+    ctx = Context(form=form, attrs=_Attributes(snapshot), tables=flow.tables, tz=flow.tz)
     errors: list[FieldError] = []
     bill_key = _bill_key(flow, ctx, errors)
     model, field_errors = _build_model(flow, ctx, bill_key)

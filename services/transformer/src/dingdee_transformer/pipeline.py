@@ -111,6 +111,7 @@ class Processor:
     ) -> None:
         self._flows = flows
         self._metrics = metrics
+        self._records_in: dict[str, Any] = {}  # flow label → its counter child, looked up once
         self._source_topic = source_topic
         self._bills_topic = bills_topic
         self._group = group
@@ -134,13 +135,19 @@ class Processor:
                     record.value, ApprovalSnapshot, supported_versions=SUPPORTED_VERSIONS
                 )
                 flow_id = snapshot.flow
-                self._metrics.stage.records_in.labels(STAGE, self.flow_label(flow_id)).inc()
+                self._count_in(self.flow_label(flow_id))
                 return self._map(snapshot, seen)
             except Exception as exc:  # noqa: BLE001 - the one classify() call of this service
                 verdict = _dead_letter_verdict(exc)
                 record_error(span, exc, verdict.error_type)
                 self._count_field_errors(exc)
                 return DeadLetter(self.flow_label(flow_id), verdict)
+
+    def _count_in(self, flow: str) -> None:
+        counter = self._records_in.get(flow)
+        if counter is None:
+            counter = self._records_in[flow] = self._metrics.stage.records_in.labels(STAGE, flow)
+        counter.inc()
 
     def _count_field_errors(self, exc: BaseException) -> None:
         if isinstance(exc, MappingError):

@@ -7,16 +7,25 @@ every broken field of an approval at once.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from dingdee_transformer.convert import ConversionError, convert
+from dingdee_transformer.convert import ConversionError, converter
 from dingdee_transformer.encodings import Component, Form, FormError, Row, is_empty
 from dingdee_transformer.schema import FieldRule, RowsRule
 
-__all__ = ["OMIT", "Context", "FieldError", "evaluate", "render_template"]
+__all__ = [
+    "OMIT",
+    "Context",
+    "Evaluator",
+    "FieldError",
+    "ModelBuilder",
+    "compile_fields",
+    "compile_rule",
+    "render_template",
+]
 
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 
@@ -43,7 +52,7 @@ class FieldError:
         return f"{self.label} {self.problem} [{self.target}: {self.rule}]"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Context:
     """What rules read: the form, the approval attributes, reference tables, the tenant zone."""
 
@@ -102,33 +111,6 @@ _PICKERS = {
 }
 
 
-def _pick(comp: Component, pick: str) -> Any:
-    """The part of a component a rule reads (``value`` by default; see ``FieldRule.pick``)."""
-    picker = _PICKERS.get(pick)
-    return picker(comp, pick) if picker else comp.value
-
-
-def _component(rule: FieldRule, ctx: Context) -> tuple[str, Any]:
-    name = rule.component or ""
-    comp = ctx.form.find(name)
-    if comp is None:
-        if rule.required:
-            raise _RuleFailed("is missing from the form", "component")
-        return name, None
-    return comp.name or name, _pick(comp, rule.pick)
-
-
-def _cell(rule: FieldRule, ctx: Context) -> tuple[str, Any]:
-    name = rule.cell or ""
-    label = f"{ctx.row_label} {name}".strip()
-    if ctx.row is None:
-        raise _RuleFailed("cell rules only work inside rows", "cell")
-    found, value, _ext = ctx.row.cell(name)
-    if not found and rule.required:
-        raise _RuleFailed("is missing from the row", "cell")
-    return label, value
-
-
 def _placeholder(name: str, ctx: Context) -> Any:
     if name == "row":
         return ctx.row.number if ctx.row else None
@@ -163,100 +145,69 @@ def render_template(template: str, ctx: Context) -> tuple[str, str | None]:
     return text, problems[0] if problems else None
 
 
-def _source(rule: FieldRule, ctx: Context, target: str) -> tuple[str, Any]:
-    kind = rule.source_kind
-    if kind == "component":
-        return _component(rule, ctx)
-    if kind == "cell":
-        return _cell(rule, ctx)
-    if kind == "attr":
-        return rule.attr or "", ctx.attrs.get(rule.attr or "")
-    if kind == "template":
-        text, problem = render_template(rule.template or "", ctx)
+Source = Callable[[Context], Any]
+"""Reads a rule's raw value from the approval (raises :class:`_RuleFailed` or ``FormError``)."""
+Step = Callable[[Any, Context], Any]
+Evaluator = Callable[[Context, list[FieldError]], Any]
+"""A compiled rule: the field's Kingdee value (or :data:`OMIT`); problems go to the list."""
+
+
+def _component_source(rule: FieldRule) -> Source:
+    name = rule.component or ""
+    pick, required = rule.pick, rule.required
+    picker = _PICKERS.get(pick)
+
+    def read(ctx: Context) -> Any:
+        comp = ctx.form.find(name)
+        if comp is None:
+            if required:
+                raise _RuleFailed("is missing from the form", "component")
+            return None
+        return picker(comp, pick) if picker else comp.value
+
+    return read
+
+
+def _cell_source(rule: FieldRule) -> Source:
+    name, required = rule.cell or "", rule.required
+
+    def read(ctx: Context) -> Any:
+        if ctx.row is None:
+            raise _RuleFailed("cell rules only work inside rows", "cell")
+        found, value, _ext = ctx.row.cell(name)
+        if not found and required:
+            raise _RuleFailed("is missing from the row", "cell")
+        return value
+
+    return read
+
+
+def _template_source(rule: FieldRule) -> Source:
+    template = rule.template or ""
+
+    def read(ctx: Context) -> Any:
+        text, problem = render_template(template, ctx)
         if problem:
             raise _RuleFailed(problem, "template")
-        return target, text
-    return target, rule.const
+        return text
+
+    return read
 
 
-def _translate(value: Any, rule: FieldRule, ctx: Context) -> Any:
-    if rule.map is not None:
-        key = str(value)
-        if key in rule.map:
-            return rule.map[key]
-        if rule.has_map_default:
-            return rule.map_default
-        choices = ", ".join(list(rule.map)[:10])
-        raise _RuleFailed(f"{_quote(value)} is not one of: {choices}", "map")
-    if rule.lookup is not None:
-        table = ctx.tables.get(rule.lookup, {})
-        found = table.get(str(value))
-        if found is not None:
-            return found
-        if rule.lookup_default is not None:
-            return rule.lookup_default
-        raise _RuleFailed(
-            f"{_quote(value)} is not in reference table {rule.lookup!r}", f"lookup {rule.lookup}"
-        )
-    return value
-
-
-def _check(value: Any, rule: FieldRule) -> None:
-    text = value if isinstance(value, str) else str(value)
-    if rule.pattern is not None and not re.fullmatch(rule.pattern, text):
-        raise _RuleFailed(f"{_quote(value)} does not match {rule.pattern}", "pattern")
-    if rule.max_length is not None and len(text) > rule.max_length:
-        raise _RuleFailed(f"is longer than {rule.max_length} characters", "max_length")
-
-
-def _steps(value: Any, rule: FieldRule, ctx: Context) -> Any:
-    if rule.trim and isinstance(value, str):
-        value = value.strip()
-    value = _translate(value, rule, ctx)
-    try:
-        value = convert(value, rule.convert, precision=rule.precision, tz=ctx.tz)
-    except ConversionError as exc:
-        raise _RuleFailed(str(exc), f"convert {rule.convert}") from exc
-    _check(value, rule)
-    return value
-
-
-def _wrap(value: Any, rule: FieldRule) -> Any:
-    return {rule.ref: value} if rule.ref else value
-
-
-def _evaluate(target: str, rule: FieldRule, ctx: Context, errors: list[FieldError]) -> Any:
-    if rule.rows is not None:
-        return _rows(target, rule.rows, ctx, errors)
-    label, value = _source(rule, ctx, target)
-    if rule.source_kind == "const":
-        return _wrap(value, rule)
-    if is_empty(value):
-        if rule.has_default:
-            return _wrap(rule.default, rule)
-        if rule.required:
-            raise _RuleFailed("is required but empty", "required")
-        return OMIT
-    try:
-        return _wrap(_steps(value, rule, ctx), rule)
-    except _RuleFailed as exc:
-        errors.append(FieldError(target, label, exc.problem, exc.rule))
-        return OMIT
-
-
-def evaluate(target: str, rule: FieldRule, ctx: Context, errors: list[FieldError]) -> Any:
-    """The Kingdee value of ``target`` per ``rule``, or :data:`OMIT`; problems go to ``errors``."""
-    try:
-        return _evaluate(target, rule, ctx, errors)
-    except _RuleFailed as exc:
-        label = _label(target, rule, ctx)
-        errors.append(FieldError(target, label, exc.problem, exc.rule))
-    except (FormError, ConversionError) as exc:
-        errors.append(FieldError(target, _label(target, rule, ctx), str(exc), rule.source_kind))
-    return OMIT
+def _source(rule: FieldRule) -> Source:
+    kind = rule.source_kind
+    if kind == "component":
+        return _component_source(rule)
+    if kind == "cell":
+        return _cell_source(rule)
+    if kind == "template":
+        return _template_source(rule)
+    attr = rule.attr or ""
+    return lambda ctx: ctx.attrs.get(attr)
 
 
 def _label(target: str, rule: FieldRule, ctx: Context) -> str:
+    """How an error names the field it could not read: by the rule's own words."""
     if rule.rows is not None:
         return rule.rows.table
     if rule.component:
@@ -268,27 +219,217 @@ def _label(target: str, rule: FieldRule, ctx: Context) -> str:
     return target
 
 
-def _rows(target: str, spec: RowsRule, ctx: Context, errors: list[FieldError]) -> Any:
-    comp = ctx.form.find(spec.table)
-    if comp is None:
-        raise _RuleFailed("is missing from the form", "rows")
-    label = comp.name or spec.table
-    try:
-        rows = comp.rows()
-    except FormError as exc:
-        errors.append(FieldError(target, label, str(exc), "rows"))
-        return OMIT
-    if len(rows) < spec.min_rows:
-        raise _RuleFailed(f"has {len(rows)} rows, at least {spec.min_rows} needed", "min_rows")
-    if spec.max_rows is not None and len(rows) > spec.max_rows:
-        raise _RuleFailed(f"has {len(rows)} rows, at most {spec.max_rows} allowed", "max_rows")
-    out: list[dict[str, Any]] = []
-    for row in rows:
-        row_ctx = Context(ctx.form, ctx.attrs, ctx.tables, ctx.tz, row, f"{label}第{row.number}行")
-        entry: dict[str, Any] = {}
-        for key, rule in spec.fields.items():
-            value = evaluate(f"{target}[{row.number}].{key}", rule, row_ctx, errors)
+def _read_label(target: str, rule: FieldRule, ctx: Context) -> str:
+    """How an error names a field whose value was read: a component by its form label."""
+    if rule.component and rule.source_kind == "component":
+        comp = ctx.form.find(rule.component)  # found moments ago, so neither missing nor ambiguous
+        return (comp.name if comp else "") or rule.component
+    return _label(target, rule, ctx)
+
+
+def _translation(rule: FieldRule) -> Step | None:
+    if rule.map is not None:
+        table, has_default, fallback = rule.map, rule.has_map_default, rule.map_default
+        choices = ", ".join(list(table)[:10])
+
+        def mapped(value: Any, _ctx: Context) -> Any:
+            key = str(value)
+            if key in table:
+                return table[key]
+            if has_default:
+                return fallback
+            raise _RuleFailed(f"{_quote(value)} is not one of: {choices}", "map")
+
+        return mapped
+    if rule.lookup is not None:
+        name, lookup_default = rule.lookup, rule.lookup_default
+
+        def looked_up(value: Any, ctx: Context) -> Any:
+            found = ctx.tables.get(name, {}).get(str(value))
+            if found is not None:
+                return found
+            if lookup_default is not None:
+                return lookup_default
+            raise _RuleFailed(
+                f"{_quote(value)} is not in reference table {name!r}", f"lookup {name}"
+            )
+
+        return looked_up
+    return None
+
+
+def _checks(rule: FieldRule) -> Callable[[Any], None] | None:
+    pattern = re.compile(rule.pattern) if rule.pattern is not None else None
+    max_length = rule.max_length
+    if pattern is None and max_length is None:
+        return None
+
+    def check(value: Any) -> None:
+        text = value if isinstance(value, str) else str(value)
+        if pattern is not None and not pattern.fullmatch(text):
+            raise _RuleFailed(f"{_quote(value)} does not match {pattern.pattern}", "pattern")
+        if max_length is not None and len(text) > max_length:
+            raise _RuleFailed(f"is longer than {max_length} characters", "max_length")
+
+    return check
+
+
+def _steps(rule: FieldRule) -> Step:
+    """trim → map/lookup → convert → checks, as one function."""
+    trim, translate, check = rule.trim, _translation(rule), _checks(rule)
+    conversion, convert_rule = converter(rule.convert, precision=rule.precision), rule.convert
+
+    def steps(value: Any, ctx: Context) -> Any:
+        if trim and isinstance(value, str):
+            value = value.strip()
+        if translate is not None:
+            value = translate(value, ctx)
+        try:
+            value = conversion(value, ctx.tz)
+        except ConversionError as exc:
+            raise _RuleFailed(str(exc), f"convert {convert_rule}") from exc
+        if check is not None:
+            check(value)
+        return value
+
+    return steps
+
+
+def _wrap(value: Any, rule: FieldRule) -> Any:
+    return {rule.ref: value} if rule.ref else value
+
+
+def compile_rule(target: str, rule: FieldRule) -> Evaluator:
+    """``rule`` as one function, resolved once per flow at start-up.
+
+    ``target`` names the field in errors; inside rows the caller renames the row's errors.
+    """
+    if rule.rows is not None:
+        return _compile_rows(target, rule, rule.rows)
+    if rule.source_kind == "const":
+        const = _wrap(rule.const, rule)
+        return lambda _ctx, _errors: const
+    source, steps = _source(rule), _steps(rule)
+    ref, required, has_default = rule.ref, rule.required, rule.has_default
+    default = _wrap(rule.default, rule)
+
+    def evaluate(ctx: Context, errors: list[FieldError]) -> Any:
+        try:
+            value = source(ctx)
+            if is_empty(value):
+                if has_default:
+                    return default
+                if required:
+                    raise _RuleFailed("is required but empty", "required")
+                return OMIT
+        except _RuleFailed as exc:
+            errors.append(FieldError(target, _label(target, rule, ctx), exc.problem, exc.rule))
+            return OMIT
+        except (FormError, ConversionError) as exc:
+            errors.append(FieldError(target, _label(target, rule, ctx), str(exc), rule.source_kind))
+            return OMIT
+        try:
+            value = steps(value, ctx)
+        except _RuleFailed as exc:
+            label = _read_label(target, rule, ctx)
+            errors.append(FieldError(target, label, exc.problem, exc.rule))
+            return OMIT
+        return {ref: value} if ref else value
+
+    return evaluate
+
+
+ModelBuilder = Callable[[Context, list[FieldError]], dict[str, Any]]
+
+
+def compile_fields(fields: Mapping[str, FieldRule]) -> ModelBuilder:
+    """The Model fields of ``fields`` as one function: ``{key: value}`` without omitted ones.
+
+    Fields whose rules differ only in ``ref`` (three amounts read from the same cell, say) are
+    evaluated once per call; each still gets its own wrap, and its own copy of any error.
+    """
+    cores: list[Evaluator] = []
+    index: dict[tuple[str, tuple[str, ...]], int] = {}
+    plan: list[tuple[str, int, str | None, bool]] = []
+    for key, rule in fields.items():
+        signature = (key, ()) if rule.rows is not None else _signature(rule)
+        if signature not in index:
+            index[signature] = len(cores)
+            core = rule if rule.rows is not None else rule.model_copy(update={"ref": None})
+            cores.append(compile_rule(key, core))
+        plan.append((key, index[signature], None if rule.rows else rule.ref, _by_target(rule)))
+
+    def build(ctx: Context, errors: list[FieldError]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        done: list[tuple[Any, list[FieldError]] | None] = [None] * len(cores)
+        for key, i, ref, by_target in plan:
+            result = done[i]
+            if result is None:
+                before = len(errors)
+                value = cores[i](ctx, errors)
+                done[i] = (value, errors[before:])
+            else:
+                value, failed = result
+                errors.extend(_renamed(e, key, by_target) for e in failed)
             if value is not OMIT:
-                entry[key] = value
-        out.append(entry)
-    return out
+                out[key] = {ref: value} if ref else value
+        return out
+
+    return build
+
+
+def _signature(rule: FieldRule) -> tuple[str, tuple[str, ...]]:
+    """What makes two rules compute the same value: everything but ``ref``."""
+    given = tuple(sorted(rule.model_fields_set - {"ref"}))
+    return rule.model_dump_json(exclude={"ref"}), given
+
+
+def _by_target(rule: FieldRule) -> bool:
+    """Errors of this rule name the field by its target (no component, cell or attr to name)."""
+    return not (rule.rows or rule.component or rule.cell or rule.attr)
+
+
+def _renamed(error: FieldError, target: str, by_target: bool) -> FieldError:
+    return replace(error, target=target, label=target if by_target else error.label)
+
+
+def _compile_rows(target: str, rule: FieldRule, spec: RowsRule) -> Evaluator:
+    build_row = compile_fields(spec.fields)
+    by_target = {key: _by_target(field) for key, field in spec.fields.items()}
+    table, min_rows, max_rows = spec.table, spec.min_rows, spec.max_rows
+
+    def evaluate(ctx: Context, errors: list[FieldError]) -> Any:
+        try:
+            comp = ctx.form.find(table)
+            if comp is None:
+                raise _RuleFailed("is missing from the form", "rows")
+            label = comp.name or table
+            try:
+                rows = comp.rows()
+            except FormError as exc:
+                errors.append(FieldError(target, label, str(exc), "rows"))
+                return OMIT
+            if len(rows) < min_rows:
+                raise _RuleFailed(f"has {len(rows)} rows, at least {min_rows} needed", "min_rows")
+            if max_rows is not None and len(rows) > max_rows:
+                raise _RuleFailed(f"has {len(rows)} rows, at most {max_rows} allowed", "max_rows")
+        except _RuleFailed as exc:
+            errors.append(FieldError(target, _label(target, rule, ctx), exc.problem, exc.rule))
+            return OMIT
+        except FormError as exc:
+            errors.append(FieldError(target, _label(target, rule, ctx), str(exc), "rows"))
+            return OMIT
+        out: list[dict[str, Any]] = []
+        for row in rows:
+            row_ctx = Context(
+                ctx.form, ctx.attrs, ctx.tables, ctx.tz, row, f"{label}第{row.number}行"
+            )
+            row_errors: list[FieldError] = []
+            out.append(build_row(row_ctx, row_errors))
+            errors.extend(  # name the row: FEntity[2].FAmount
+                _renamed(e, f"{target}[{row.number}].{e.target}", by_target[e.target])
+                for e in row_errors
+            )
+        return out
+
+    return evaluate
