@@ -5,6 +5,10 @@ per input; both commit offsets only after their output was acked. Throughput is 
 output side as N / (last − first output timestamp), so start-up (faust's ~30 s group join on Tansu)
 does not count. Also prints the transformer process's peak RSS (VmHWM).
 
+The transformer runs twice: as deployed without a trace collector (no spans recorded; trace
+context still propagated), and with ``OTEL_EXPORTER_OTLP_ENDPOINT`` pointing at a local sink, so
+every record's span is recorded and exported as in production.
+
 Run: ``.venv/bin/python -m bench transformer`` (``BENCH_TRANSFORMER_N`` records, default 5000).
 """
 
@@ -15,8 +19,10 @@ import os
 import resource
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
@@ -106,11 +112,35 @@ def _peak_rss_mb(pid: int | None) -> float:
     return float("nan")
 
 
-async def _transformer_rate(kafka: KafkaSettings, n: int, logs: Path) -> tuple[float, float]:
+class _OtlpSink(BaseHTTPRequestHandler):
+    """Accepts OTLP/HTTP span exports and throws them away (an empty protobuf reply is valid)."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *_: object) -> None:
+        return
+
+
+def _otlp_sink() -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _OtlpSink)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+async def _transformer_rate(
+    kafka: KafkaSettings, n: int, logs: Path, env: dict[str, str] | None = None
+) -> tuple[float, float]:
+    name = "transformer-traced" if env else "transformer"
     proc = ManagedProcess.python_module(
-        "transformer",
+        name,
         "dingdee_transformer",
         env={
+            **(env or {}),
             "DINGDEE_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
             "DINGDEE_KAFKA__TOPIC_PREFIX": kafka.topic_prefix,
             "DINGDEE_KAFKA__PARTITIONS": str(kafka.partitions),
@@ -121,7 +151,7 @@ async def _transformer_rate(kafka: KafkaSettings, n: int, logs: Path) -> tuple[f
             "DINGDEE_TELEMETRY__LOG_LEVEL": "WARNING",
             "DINGDEE_FLOOD_GUARD__ENABLED": "false",
         },
-        log_path=logs / "transformer.log",
+        log_path=logs / f"{name}.log",
         cwd=ROOT,
     )
     proc.start()
@@ -133,13 +163,19 @@ async def _transformer_rate(kafka: KafkaSettings, n: int, logs: Path) -> tuple[f
 
 
 async def _run(bootstrap: str, n: int, logs: Path) -> None:
-    kafka = KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=f"b{uuid.uuid4().hex[:8]}.")
-    sink = KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=f"p{uuid.uuid4().hex[:8]}.")
-    await provision(kafka)
-    await provision(sink)
+    def prefixed(letter: str) -> KafkaSettings:
+        return KafkaSettings(
+            bootstrap_servers=bootstrap, topic_prefix=f"{letter}{uuid.uuid4().hex[:8]}."
+        )
+
+    kafka, traced, sink = prefixed("b"), prefixed("t"), prefixed("p")
+    for settings in (kafka, traced, sink):
+        await provision(settings)
     source = Topics(kafka.topic_prefix).approvals_raw
-    print(f"producing {n} petty-cash snapshots to {source} …", flush=True)
-    await _produce(kafka, source, _snapshots(n))
+    print(f"producing {n} petty-cash snapshots to {source} (and a copy for the traced run) …")
+    snapshots = _snapshots(n)
+    await _produce(kafka, source, snapshots)
+    await _produce(traced, Topics(traced.topic_prefix).approvals_raw, snapshots)
 
     passthrough = asyncio.create_task(
         _passthrough(kafka, source, Topics(sink.topic_prefix).bills_ready, n)
@@ -149,11 +185,22 @@ async def _run(bootstrap: str, n: int, logs: Path) -> None:
     print(f"baseline  aiokafka pass-through : {baseline:8.0f} records/s", flush=True)
 
     rate, rss = await _transformer_rate(kafka, n, logs)
-    print(f"transformer (faust, mapping)    : {rate:8.0f} records/s", flush=True)
     ratio = rate / baseline
     verdict = "meets" if ratio >= GOAL else "BELOW"
+    print(f"transformer (faust, mapping)    : {rate:8.0f} records/s", flush=True)
     print(f"ratio transformer / baseline    : {ratio:8.2f}  ({verdict} the {GOAL} goal)")
-    print(f"transformer peak RSS            : {rss:8.1f} MiB")
+    print(f"transformer peak RSS            : {rss:8.1f} MiB", flush=True)
+
+    collector = _otlp_sink()
+    try:
+        endpoint = f"http://127.0.0.1:{collector.server_address[1]}"
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}
+        traced_rate, traced_rss = await _transformer_rate(traced, n, logs, env)
+    finally:
+        collector.shutdown()
+    print(f"  with spans exported (OTLP)    : {traced_rate:8.0f} records/s", flush=True)
+    print(f"  ratio with spans / baseline   : {traced_rate / baseline:8.2f}")
+    print(f"  peak RSS with spans           : {traced_rss:8.1f} MiB")
     bench_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"bench process peak RSS          : {bench_rss:8.1f} MiB (baseline ran in here)")
 

@@ -1,6 +1,6 @@
 """``python -m dingdee_transformer``: build settings and observability, then run the faust worker.
 
-STYLE §9: faust owns the worker loop (and its SIGTERM/SIGINT handling, which stops the agent,
+STYLE §9: faust owns the worker loop (and its SIGTERM/SIGINT handling, which stops the batch loop,
 flushes the producer and commits acked offsets), so this module only prepares what it needs.
 """
 

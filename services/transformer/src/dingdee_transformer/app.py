@@ -16,6 +16,7 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -71,6 +72,18 @@ def _headers(raw: Any) -> tuple[tuple[str, bytes], ...]:
     return tuple((str(k), v if isinstance(v, bytes) else str(v).encode()) for k, v in items)
 
 
+@dataclass(frozen=True, slots=True)
+class _Dispatched:
+    """A mapped batch whose bills are on their way to the broker."""
+
+    messages: Sequence[Message]
+    outcomes: Sequence[Outcome]
+    sent: list[tuple[Emit, Awaitable[Any], int]]
+    started: float
+    wait_seconds: float  # how long the loop waited for these records
+    map_seconds: float
+
+
 class _FaustSender:
     """Adapts faust's producer to the ``send_and_wait`` the shared DLQ publisher expects."""
 
@@ -92,7 +105,7 @@ class _FaustSender:
 
 
 class TransformerApp:
-    """Builds the faust app, its topics, the dedup table and the agent; ``__main__`` runs it."""
+    """Builds the faust app, its topics, the dedup table and batch loop; ``__main__`` runs it."""
 
     def __init__(
         self,
@@ -117,6 +130,8 @@ class TransformerApp:
         self.dlq = DeadLetterPublisher(_FaustSender(self.app), self.topics, STAGE)
         self.stopped = asyncio.Event()
         self.fatal: BaseException | None = None
+        # Fingerprints emitted but not yet remembered in the table (their batch is in flight).
+        self._unsettled: dict[str, Seen] = {}
 
     def _make_app(self) -> faust.App:
         s = self.settings
@@ -139,8 +154,8 @@ class TransformerApp:
             broker_commit_interval=1.0,
             broker_session_timeout=15.0,
             broker_heartbeat_interval=3.0,
-            # Acks are ours (noack_take): a batch halted by the flood guard or a failed publish is
-            # never acked, so waiting for "all acked" would block shutdown and rebalances forever.
+            # Acks are ours (by hand, per batch): a batch halted by the flood guard or a failed
+            # publish is never acked; waiting for "all acked" would block shutdown and rebalances.
             stream_wait_empty=False,
             table_cleanup_interval=3600.0,
             table_standby_replicas=s.standby_replicas,
@@ -164,8 +179,9 @@ class TransformerApp:
             partitions=s.kafka.partitions,
             internal=True,
         )
-        # use_partitioner: the changelog key (the instance id) hashes to the same partition as the
-        # approvals.raw record, so the table can be written after the bill's ack, outside the event.
+        # The changelog is written by hand (``_remember``), after the bill's ack and outside any
+        # event, to the partition of the approvals.raw record: the one whose owner looks the
+        # instance up next. use_partitioner only tells faust not to expect an event there.
         self.seen_table = app.Table(
             "seen",
             default=None,
@@ -213,12 +229,28 @@ class TransformerApp:
         return Seen.from_value(self.seen_table.get(pid.encode()))
 
     async def _run_batches(self) -> None:
+        """Map batch N+1 while the broker acknowledges batch N (two batches in flight at most).
+
+        Batches are settled (bills confirmed, fingerprints remembered, offsets acked) strictly
+        in order; a batch whose bills cannot be published stops the worker before anything after
+        it is acked.
+        """
         s = self.settings
+        in_flight: _Dispatched | None = None
         try:
             while True:
+                if in_flight is not None and not self.intake.ready():
+                    await self._settle(in_flight)  # nothing to overlap with: finish it now
+                    in_flight = None
+                waiting = time.perf_counter()
                 messages = await self.intake.take(s.batch_max_records, s.batch_linger_seconds)
-                await self._handle_batch(messages)
+                dispatched = await self._dispatch(messages, time.perf_counter() - waiting)
+                if in_flight is not None:
+                    await self._settle(in_flight)
+                in_flight = dispatched
                 if self.guard.tripped:
+                    await self._settle(in_flight)
+                    in_flight = None
                     await self._halt()
         except Exception as exc:  # noqa: BLE001 - a bug or a fatal error must stop the worker
             self._fail(exc)
@@ -226,8 +258,8 @@ class TransformerApp:
     def _fail(self, exc: BaseException) -> None:
         """Stop the worker without acking the current batch; ``__main__`` exits non-zero.
 
-        A restarted pod reads the unacked records again, so nothing is lost; faust's own agent
-        restart would instead go on with the next records and leave a gap behind.
+        A restarted pod reads the unacked records again, so nothing is lost; restarting just the
+        loop would instead go on with the next records and leave a gap behind.
         """
         self.fatal = exc
         self.health.set_not_ready(f"fatal: {type(exc).__name__}")
@@ -243,27 +275,44 @@ class TransformerApp:
         log.error("transformer.floodguard.tripped", reason=self.guard.tripped_reason)
         await self.stopped.wait()
 
-    async def _handle_batch(self, messages: Sequence[Message]) -> None:
+    async def _dispatch(self, messages: Sequence[Message], waited: float) -> _Dispatched:
+        """Map a batch and hand its bills to the producer; dead letters are published at once."""
         started = time.perf_counter()
         records = [self._record(m) for m in messages]
         outcomes = self._process_all(records)
         mapped = time.perf_counter()
-        await self._publish(records, outcomes)
+        sent = await self._send_all(records, outcomes)
         # Only the records processed before the flood guard tripped are acked; the rest are read
         # again after the restart that resumes the stage.
+        return _Dispatched(
+            messages[: len(outcomes)], outcomes, sent, started, waited, mapped - started
+        )
+
+    async def _settle(self, batch: _Dispatched) -> None:
+        """Wait for the batch's bills, remember their fingerprints, then ack its records."""
+        settling = time.perf_counter()
+        counts: Counter[str] = Counter()
+        try:
+            for emit, future, partition in batch.sent:
+                await self._confirm(emit, future)
+                await self._remember(emit, partition)
+                counts[emit.flow] += 1
+        finally:
+            for flow, n in counts.items():
+                self.metrics.stage.records_out.labels(STAGE, flow, "bill").inc(n)
         ack = self.app.consumer.ack
-        for message in messages[: len(outcomes)]:
+        for message in batch.messages:
             ack(message)
         done = time.perf_counter()
-        self.metrics.stage.processing.labels(STAGE).observe(done - started)
-        self._observe_lag(messages[: len(outcomes)], outcomes)
+        self.metrics.stage.processing.labels(STAGE).observe(done - batch.started)
+        self._observe_lag(batch.messages, batch.outcomes)
         self.health.progress()
         log.info(
             "transformer.batch.done",
-            records=len(messages),
-            processed=len(outcomes),
-            map_seconds=round(mapped - started, 4),
-            publish_seconds=round(done - mapped, 4),
+            records=len(batch.messages),
+            wait_seconds=round(batch.wait_seconds, 4),
+            map_seconds=round(batch.map_seconds, 4),
+            settle_seconds=round(done - settling, 4),
         )
 
     def _observe_lag(self, messages: Sequence[Message], outcomes: Sequence[Outcome]) -> None:
@@ -306,10 +355,10 @@ class TransformerApp:
         )
 
     def _process_all(self, records: Sequence[SourceRecord]) -> list[Outcome]:
-        batch_seen: dict[str, Seen] = {}
+        unsettled = self._unsettled
 
         def seen(pid: str) -> Seen | None:
-            return batch_seen.get(pid) or self._seen(pid)
+            return unsettled.get(pid) or self._seen(pid)
 
         outcomes: list[Outcome] = []
         for record in records:
@@ -317,44 +366,47 @@ class TransformerApp:
                 break
             outcome = self.processor.process(record, seen)
             if isinstance(outcome, Emit):
-                batch_seen[outcome.process_instance_id] = outcome.seen
+                unsettled[outcome.process_instance_id] = outcome.seen
             outcomes.append(outcome)
             self.guard.record(isinstance(outcome, DeadLetter))
         return outcomes
 
-    async def _publish(self, records: Sequence[SourceRecord], outcomes: Sequence[Outcome]) -> None:
-        pending: list[tuple[Emit, Awaitable[Any]]] = []
-        counts: Counter[tuple[str, str]] = Counter()  # counted per batch, not per record
+    async def _send_all(
+        self, records: Sequence[SourceRecord], outcomes: Sequence[Outcome]
+    ) -> list[tuple[Emit, Awaitable[Any], int]]:
+        """Send the batch's bills (not yet confirmed) and dead letters (confirmed), count skips."""
+        sent: list[tuple[Emit, Awaitable[Any], int]] = []
+        skipped: Counter[str] = Counter()
         try:
             for record, outcome in zip(records[: len(outcomes)], outcomes, strict=True):
                 if isinstance(outcome, Emit):
-                    pending.append((outcome, await self._send(outcome)))
+                    sent.append((outcome, await self._send(outcome), record.partition))
                 elif isinstance(outcome, DeadLetter):
                     await self._dead_letter(record, outcome)
                 else:
-                    counts[outcome.flow, "skipped"] += 1
+                    skipped[outcome.flow] += 1
                     self.metrics.skipped.labels(outcome.flow, outcome.reason).inc()
-            for emit, future in pending:
-                await self._confirm(emit, future)
-                await self._remember(emit)
-                counts[emit.flow, "bill"] += 1
         finally:
-            for (flow, outcome_name), n in counts.items():
-                self.metrics.stage.records_out.labels(STAGE, flow, outcome_name).inc(n)
+            for flow, n in skipped.items():
+                self.metrics.stage.records_out.labels(STAGE, flow, "skipped").inc(n)
+        return sent
 
-    async def _remember(self, emit: Emit) -> None:
+    async def _remember(self, emit: Emit, partition: int) -> None:
         """Record an acked bill's fingerprint in the ``seen`` table.
 
         Same effect as ``table[key] = value`` (store entry plus changelog record, which faust
         replays into the table on recovery), without faust's per-key changelog machinery, which
-        cost more than the whole mapping. The changelog write is flushed before the next offset
-        commit like any send; if it were lost, the snapshot would be emitted once more and the
-        loader's bill-key idempotency absorbs it.
+        cost more than the whole mapping. The changelog record goes to the approvals.raw record's
+        partition, as faust's own table writes do: the worker that owns that partition restores
+        it. The write is flushed before the next offset commit like any send; if it were lost,
+        the snapshot would be emitted once more and the loader's bill-key idempotency absorbs it.
         """
         key = emit.process_instance_id.encode()
         value = emit.seen.as_dict()
         self.seen_table.data[key] = value
-        await self.app.producer.send(self._changelog, key, dumps(value), None, None, None)
+        if self._unsettled.get(emit.process_instance_id) is emit.seen:
+            del self._unsettled[emit.process_instance_id]
+        await self.app.producer.send(self._changelog, key, dumps(value), partition, None, None)
 
     async def _send(self, emit: Emit) -> Awaitable[Any]:
         fut: Awaitable[Any] = await self.app.producer.send(

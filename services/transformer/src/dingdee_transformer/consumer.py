@@ -53,6 +53,10 @@ class FetchIntake:
         """Hand over one fetch (waits while ``max_fetches`` fetches are still queued)."""
         await self._fetches.put(messages)
 
+    def ready(self) -> bool:
+        """Whether :meth:`take` has records to return without waiting for a fetch."""
+        return bool(self._pending) or not self._fetches.empty()
+
     async def take(self, max_records: int, linger: float) -> list[Message]:
         """The next batch: 1 to ``max_records`` current records, in fetch order.
 

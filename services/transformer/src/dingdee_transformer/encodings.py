@@ -168,13 +168,15 @@ def parse_form(values: Any) -> Form:
         if not isinstance(raw, dict):
             continue
         name = raw.get("name")
-        labels = _labels(name)
+        # a plain label is the common case; _labels handles date ranges and odd values
+        labels = [name] if type(name) is str and name and name[0] != "[" else _labels(name)
+        cid, ctype = raw.get("id"), raw.get("component_type")
         comp = Component(
-            id=str(raw.get("id") or ""),
-            name=labels[0] if labels else "",
-            component_type=str(raw.get("component_type") or ""),
-            value=raw.get("value"),
-            ext_value=raw.get("ext_value"),
+            cid if type(cid) is str else str(cid or ""),
+            labels[0] if labels else "",
+            ctype if type(ctype) is str else str(ctype or ""),
+            raw.get("value"),
+            raw.get("ext_value"),
         )
         if comp.id:
             by_id.setdefault(comp.id, comp)

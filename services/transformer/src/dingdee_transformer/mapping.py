@@ -1,6 +1,6 @@
 """The mapping engine: one approval snapshot → one Kingdee bill, or a skip, or field-level errors.
 
-Pure functions: no I/O, no clocks except ``BillReady.mapped_at``. The faust agent only calls
+Pure functions: no I/O, no clocks except ``BillReady.mapped_at``. The batch loop only calls
 :func:`map_snapshot`; ``dingdee mapping preview`` calls the same function.
 """
 

@@ -1,6 +1,6 @@
 """One ``approvals.raw`` record → one outcome: a bill to publish, a skip, or a dead letter.
 
-No Kafka I/O here: the faust agent (``app.py``) feeds records in and acts on the outcomes. This is
+No Kafka I/O here: the batch loop (``app.py``) feeds records in and acts on the outcomes. This is
 the one place per service that calls :func:`dingdee_common.errors.classify`.
 """
 
@@ -98,7 +98,7 @@ def _dead_letter_verdict(exc: BaseException) -> Verdict:
 
 
 class Processor:
-    """Maps records of every configured flow; called by the faust agent, one record at a time."""
+    """Maps records of every configured flow; called by the batch loop, one record at a time."""
 
     def __init__(
         self,

@@ -7,6 +7,7 @@ every broken field of an approval at once.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -350,27 +351,32 @@ def compile_fields(fields: Mapping[str, FieldRule]) -> ModelBuilder:
     """
     cores: list[Evaluator] = []
     index: dict[tuple[str, tuple[str, ...]], int] = {}
-    plan: list[tuple[str, int, str | None, bool]] = []
+    entries: list[tuple[str, int, str | None, bool]] = []
     for key, rule in fields.items():
         signature = (key, ()) if rule.rows is not None else _signature(rule)
         if signature not in index:
             index[signature] = len(cores)
             core = rule if rule.rows is not None else rule.model_copy(update={"ref": None})
             cores.append(compile_rule(key, core))
-        plan.append((key, index[signature], None if rule.rows else rule.ref, _by_target(rule)))
+        entries.append((key, index[signature], None if rule.rows else rule.ref, _by_target(rule)))
+    uses = Counter(i for _, i, _, _ in entries)
+    # (key, core, ref, named by target, slot of a shared core's result or -1)
+    plan = [(k, cores[i], ref, by, i if uses[i] > 1 else -1) for k, i, ref, by in entries]
 
     def build(ctx: Context, errors: list[FieldError]) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        done: list[tuple[Any, list[FieldError]] | None] = [None] * len(cores)
-        for key, i, ref, by_target in plan:
-            result = done[i]
-            if result is None:
-                before = len(errors)
-                value = cores[i](ctx, errors)
-                done[i] = (value, errors[before:])
+        done: dict[int, tuple[Any, list[FieldError]]] = {}
+        for key, core, ref, by_target, slot in plan:
+            if slot < 0:
+                value = core(ctx, errors)
+            elif slot in done:
+                value, failed = done[slot]
+                if failed:
+                    errors.extend(_renamed(e, key, by_target) for e in failed)
             else:
-                value, failed = result
-                errors.extend(_renamed(e, key, by_target) for e in failed)
+                before = len(errors)
+                value = core(ctx, errors)
+                done[slot] = (value, errors[before:])
             if value is not OMIT:
                 out[key] = {ref: value} if ref else value
         return out
@@ -426,10 +432,11 @@ def _compile_rows(target: str, rule: FieldRule, spec: RowsRule) -> Evaluator:
             )
             row_errors: list[FieldError] = []
             out.append(build_row(row_ctx, row_errors))
-            errors.extend(  # name the row: FEntity[2].FAmount
-                _renamed(e, f"{target}[{row.number}].{e.target}", by_target[e.target])
-                for e in row_errors
-            )
+            if row_errors:  # name the row: FEntity[2].FAmount
+                errors.extend(
+                    _renamed(e, f"{target}[{row.number}].{e.target}", by_target[e.target])
+                    for e in row_errors
+                )
         return out
 
     return evaluate
