@@ -10,6 +10,7 @@ import pytest
 from dingdee_common.contracts.v1 import BillReady
 from dingdee_common.errors import FatalError
 from dingdee_common.flows import FlowsFile
+from dingdee_transformer.encodings import FormError, parse_form
 from dingdee_transformer.flowspec import CompiledFlow, compile_flows
 from dingdee_transformer.mapping import MappingError, Skip, map_snapshot
 from tests.unit.transformer.samples import petty_form, petty_row, snapshot, table_value
@@ -70,6 +71,29 @@ class TestSources:
         form = [comp("TextField", "T1", "备注", "a"), comp("TextField", "T2", "备注", "b")]
         (err,) = errors_of({"A": {"component": "备注"}}, form)
         assert "label '备注' is ambiguous (T1, T2); use the component id" in err
+
+    def test_a_flow_indexes_only_the_components_it_reads(self) -> None:
+        flow = make_flow(
+            {
+                "A": {"component": "事由"},
+                "B": {"template": "{form:T9}-{business_id}"},
+                "E": {"rows": {"table": "明细", "fields": {"X": {"cell": "金额"}}}},
+            },
+            bill_key="K{form:编号}",
+        )
+        assert flow.form_names == {"事由", "T9", "明细", "编号"}
+        form = [
+            comp("TextField", "T1", "事由", "a"),
+            comp("TextField", "T2", "事由", "b"),  # still ambiguous
+            comp("TextField", "T9", "备注", "c"),  # by id
+            comp("TextField", "T3", "无关", "d"),
+        ]
+        parsed = parse_form(form, flow.form_names)
+        assert sorted(parsed.by_id) == ["T1", "T2", "T9"]
+        assert parsed.find("T9") is not None
+        assert parsed.find("无关") is None
+        with pytest.raises(FormError, match="ambiguous"):
+            parsed.find("事由")
 
     def test_missing_component_optional_is_omitted_required_is_error(self) -> None:
         assert model_of({"A": {"component": "不存在"}}) == {}

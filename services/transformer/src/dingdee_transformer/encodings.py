@@ -158,8 +158,12 @@ class Form:
         return found[0] if found else None
 
 
-def parse_form(values: Any) -> Form:
-    """Index ``form_component_values``; unknown shapes become empty components, never a crash."""
+def parse_form(values: Any, wanted: frozenset[str] | None = None) -> Form:
+    """Index ``form_component_values``; unknown shapes become empty components, never a crash.
+
+    With ``wanted`` (the ids and labels a flow reads), only components carrying one of them are
+    indexed: :meth:`Form.find` answers the same for those names, ambiguity included.
+    """
     by_id: dict[str, Component] = {}
     by_label: dict[str, list[Component]] = {}
     if not isinstance(values, list):
@@ -171,8 +175,11 @@ def parse_form(values: Any) -> Form:
         # a plain label is the common case; _labels handles date ranges and odd values
         labels = [name] if type(name) is str and name and name[0] != "[" else _labels(name)
         cid, ctype = raw.get("id"), raw.get("component_type")
+        cid = cid if type(cid) is str else str(cid or "")
+        if wanted is not None and cid not in wanted and wanted.isdisjoint(labels):
+            continue
         comp = Component(
-            cid if type(cid) is str else str(cid or ""),
+            cid,
             labels[0] if labels else "",
             ctype if type(ctype) is str else str(ctype or ""),
             raw.get("value"),

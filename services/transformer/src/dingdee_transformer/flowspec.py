@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from dingdee_common.errors import FatalError
 from dingdee_common.flows import FlowEntry, FlowsFile, load_flows
-from dingdee_transformer.rules import ModelBuilder, compile_fields
+from dingdee_transformer.rules import ModelBuilder, compile_fields, form_names
 from dingdee_transformer.schema import FieldRule, MappingSpec, TargetSpec
 
 __all__ = ["CompiledFlow", "compile_flows", "load_compiled"]
@@ -33,6 +33,7 @@ class CompiledFlow:
     tables: Mapping[str, Mapping[str, str]]
     tz: ZoneInfo
     build_model: ModelBuilder  # mapping.fields compiled: (context, errors) → Model fields
+    form_names: frozenset[str]  # the component ids and labels the flow reads
 
 
 def _where(prefix: str, exc: ValidationError) -> list[str]:
@@ -83,7 +84,8 @@ def _compile_one(
         return None, problems
     process_code = str(entry.dingtalk.get("process_code", ""))
     fields = compile_fields(mapping.fields)
-    return CompiledFlow(entry.id, process_code, target, mapping, tables, tz, fields), []
+    names = form_names(mapping.fields, [target.bill_key])
+    return CompiledFlow(entry.id, process_code, target, mapping, tables, tz, fields, names), []
 
 
 def compile_flows(flows: FlowsFile, *, source: str = "flows.yaml") -> dict[str, CompiledFlow]:

@@ -219,7 +219,7 @@ def map_snapshot(
         skip = _linked_change(flow, snapshot, bill_key_of)
         if skip is not None:
             return skip
-    form: Form = parse_form(snapshot.instance.get("form_component_values"))
+    form: Form = parse_form(snapshot.instance.get("form_component_values"), flow.form_names)
     ctx = Context(form=form, attrs=_Attributes(snapshot), tables=flow.tables, tz=flow.tz)
     errors: list[FieldError] = []
     bill_key = _bill_key(flow, ctx, errors)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -25,6 +25,7 @@ __all__ = [
     "ModelBuilder",
     "compile_fields",
     "compile_rule",
+    "form_names",
     "render_template",
 ]
 
@@ -121,6 +122,26 @@ def _placeholder(name: str, ctx: Context) -> Any:
     if name.startswith("cell:"):
         return ctx.row.cell(name[5:])[1] if ctx.row else None
     return ctx.attrs.get(name)
+
+
+def form_names(fields: Mapping[str, FieldRule], templates: Iterable[str] = ()) -> frozenset[str]:
+    """The component ids and labels that ``fields`` and ``templates`` read from a form."""
+    names: set[str] = set()
+    texts = list(templates)
+    for rule in fields.values():
+        if rule.component is not None:
+            names.add(rule.component)
+        if rule.template is not None:
+            texts.append(rule.template)
+        if rule.rows is not None:
+            names.add(rule.rows.table)
+            names |= form_names(rule.rows.fields)
+    for text in texts:
+        for placeholder in _PLACEHOLDER.findall(text):
+            name = placeholder.strip()
+            if name.startswith("form:"):
+                names.add(name[5:])
+    return frozenset(names)
 
 
 def render_template(template: str, ctx: Context) -> tuple[str, str | None]:
