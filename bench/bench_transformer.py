@@ -153,7 +153,7 @@ async def _transformer_rate(
             "DINGDEE_FLOOD_GUARD__ENABLED": "false",
         },
         log_path=logs / f"{name}.log",
-        cwd=ROOT,
+        cwd=logs,  # faust creates its data directory here
     )
     proc.start()
     try:

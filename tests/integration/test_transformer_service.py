@@ -52,7 +52,7 @@ def transformer_process(
             **extra_env,
         },
         log_path=tmp_path / "transformer.log",
-        cwd=ROOT,
+        cwd=tmp_path,  # faust creates its data directory here
     )
     proc.port = port  # type: ignore[attr-defined]
     return proc

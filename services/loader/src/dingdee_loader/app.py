@@ -250,8 +250,14 @@ class LoaderApp:
     async def _publish(self, resolutions: list[Resolution]) -> None:
         """Dead letters one by one (the flood guard may stop them), then the other results.
 
-        A bill counts as resolved only once its dead letter and its result were acked.
+        A bill counts as resolved only once its dead letter and its result were acked. The flood
+        guard hears of the batch's other outcomes first: dead letters wait for one another (one
+        at a time), so after a restart, with many batches settling together, counting only the
+        dead letters as they go out made 6 % of rejected rows look like 44 of 50 and tripped it.
         """
+        done = [r for r in resolutions if r.outcome != "dead_letter"]
+        for _ in done:
+            self._guard(False)
         for r in resolutions:
             if r.outcome != "dead_letter" or r.error_class is None:
                 continue
@@ -266,8 +272,16 @@ class LoaderApp:
                     attempts=max(r.pending.attempts, 1),
                 )
                 await (await self._send_result(r))
+                log.warning(
+                    "loader.bill.dead_lettered",
+                    bill_key=r.pending.bill.bill_key,
+                    error_class=r.error_class.value,
+                    error_type=r.error_type,
+                    reason=(r.message or "")[:300],
+                    attempts=max(r.pending.attempts, 1),
+                )
                 self._resolved(r)
-        done = [r for r in resolutions if r.outcome != "dead_letter"]
+                self._guard(True)
         await asyncio.gather(*[await self._send_result(r) for r in done])
         for r in done:
             self._resolved(r)
@@ -292,7 +306,6 @@ class LoaderApp:
         self.metrics.rows.labels(flow, "rejected" if row == "dead_letter" else row).inc()
         if r.error_class is not None:
             self.metrics.stage.dead_letters.labels(STAGE, flow, r.error_class.value).inc()
-        self._guard(r.outcome == "dead_letter")
 
     def _guard(self, dead_lettered: bool) -> None:
         if self.guard.record(dead_lettered):
