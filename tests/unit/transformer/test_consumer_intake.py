@@ -10,7 +10,7 @@ import pytest
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
-from dingdee_transformer.consumer import FetchIntake, TransformerConsumer
+from dingdee_transformer.consumer import FetchIntake, TransformerConsumer, consumer_failure
 
 TOPIC = "approvals.raw"
 P0 = TP(TOPIC, 0)
@@ -162,3 +162,28 @@ async def test_partitions_without_a_committed_offset_are_read_from_the_start(
     assert await consumer.seek_to_committed() == committed
     assert sorted(sought) == [(P0, 0), (TP(TOPIC, 1), 0)], "the changelog is faust's business"
     assert consumer._next == {TP(TOPIC, 1): 0, TP(TOPIC, 2): 5}
+
+
+async def test_a_broken_delivery_loop_is_reported_for_the_heartbeat(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """faust would log the crash and keep a worker that never gets records again."""
+    consumer, _, _ = _consumer(None)
+    consumer.__dict__["app"] = SimpleNamespace(dingdee_intake=SimpleNamespace(topic=TOPIC))
+    consumer.__dict__["_stopped"] = asyncio.Event()
+    consumer.__dict__["_crashed"] = asyncio.Event()
+    consumer.__dict__["diag"] = SimpleNamespace(set_flag=lambda _: None, unset_flag=lambda _: None)
+
+    async def sleep(_: float) -> None:
+        return None
+
+    async def broken(_: float) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(consumer, "sleep", sleep)
+    monkeypatch.setattr(consumer, "_wait_next_records", broken)
+    fetcher = SimpleNamespace(_stopped=asyncio.Event())
+    with pytest.raises(RuntimeError):
+        await consumer._drain_messages(fetcher)  # type: ignore[arg-type]
+    reason = consumer_failure(SimpleNamespace(consumer=consumer))  # type: ignore[arg-type]
+    assert reason == "record delivery ended: RuntimeError('a bug')"

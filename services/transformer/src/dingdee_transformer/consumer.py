@@ -102,6 +102,8 @@ class TransformerConsumer(faust_aiokafka.Consumer):
     _next: dict[TP, int]
     # Where a partition was sought back to after its records jumped ahead of ``_next``.
     _reread: dict[TP, int]
+    # What ended the delivery loop, if anything but a stop did.
+    delivery_failure: BaseException | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -144,6 +146,11 @@ class TransformerConsumer(faust_aiokafka.Consumer):
         except stopping:
             if self.transport.app.should_stop:
                 return
+            raise
+        except Exception as exc:
+            # faust's fetcher service would log this and leave the worker up without records;
+            # the worker's heartbeat reads it (consumer_failure) and stops the worker instead.
+            self.delivery_failure = exc
             raise
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
@@ -307,6 +314,9 @@ def consumer_failure(app: faust.App) -> str | None:
 
     Reads faust's and aiokafka's private attributes, so every step tolerates their absence.
     """
+    delivery = getattr(app.consumer, "delivery_failure", None)
+    if delivery is not None:
+        return f"record delivery ended: {delivery!r}"
     thread = getattr(app.consumer, "_thread", None)
     consumer = getattr(thread, "_consumer", None)
     tasks: dict[str, Any] = {
