@@ -9,7 +9,8 @@ Two checks, both on the exact set of bill keys:
 The approvals are produced in multi-record batches, so the restart resumes in the middle of a
 broker batch, as it does in production. The restart is where faust used to lose records: it seeked
 the partitions to their committed offsets while already delivering records fetched from there,
-then dropped some of the re-fetched ones and committed past them (``consumer.TransformerConsumer``).
+then dropped some of the re-fetched ones and committed past them; ``consumer.TransformerConsumer``
+delivers each partition without holes instead.
 """
 
 from __future__ import annotations

@@ -95,7 +95,7 @@ class FetchIntake:
 
 
 class TransformerConsumer(faust_aiokafka.Consumer):
-    """faust's aiokafka consumer with whole-fetch delivery, a safe seek and exact table ends."""
+    """faust's aiokafka consumer with whole-fetch, gap-free delivery and exact table ends."""
 
     # Per partition of the intake's topic: the offset the next delivered record must have (set by
     # every seek, advanced by every delivery); absent until the first seek or record.
@@ -200,13 +200,9 @@ class TransformerConsumer(faust_aiokafka.Consumer):
             fresh.append(self._to_message(tp, record))
             expected = offset + 1
         if fresh:
-            last = fresh[-1].offset
             self._reread.pop(tp, None)
-            self._next[tp] = last + 1
-            self._read_offset[tp] = last
-            if self._commit_every is not None and self._n_acked >= self._commit_every:
-                self._n_acked = 0
-                await self.commit()
+            self._next[tp] = fresh[-1].offset + 1
+            await self._commit_if_due()
         return fresh
 
     async def _fresh(self, tp: TP, records: list[Any]) -> list[Message]:
@@ -226,12 +222,16 @@ class TransformerConsumer(faust_aiokafka.Consumer):
                 continue
             if acking and last and offset - last > 1:
                 await self._add_gap(tp, last + 1, offset)
-            if self._commit_every is not None and self._n_acked >= self._commit_every:
-                self._n_acked = 0
-                await self.commit()
+            await self._commit_if_due()
             fresh.append(self._to_message(tp, record))
             read_offset[tp] = offset
         return fresh
+
+    async def _commit_if_due(self) -> None:
+        """faust's ``broker_commit_every``: commit once that many records were acked."""
+        if self._commit_every is not None and self._n_acked >= self._commit_every:
+            self._n_acked = 0
+            await self.commit()
 
     async def _seek_while_stopped(self) -> None:
         """What faust's ``getmany`` does when fetching while the flow is stopped."""
@@ -245,8 +245,9 @@ class TransformerConsumer(faust_aiokafka.Consumer):
 
         aiokafka leaves a partition without a committed offset (or committed at 0) where its
         fetching got to. Records of it fetched before this seek and then dropped (the flow was
-        stopped for the seek) would never be read again: such partitions of the intake's topic
-        are sought to offset 0 (the earliest record, as ``auto_offset_reset=earliest`` would).
+        stopped or the generation changed for a rebalance) would never be read again: such
+        partitions of the intake's topic are sought to offset 0 (the earliest record, as
+        ``auto_offset_reset=earliest`` would).
         """
         committed = await super().seek_to_committed()
         intake = cast("FetchIntake | None", getattr(self.app, INTAKE_ATTR, None))
@@ -266,26 +267,6 @@ class TransformerConsumer(faust_aiokafka.Consumer):
     async def seek(self, partition: TP, offset: int) -> None:
         await super().seek(partition, offset)
         self._next[TP(partition.topic, partition.partition)] = offset
-
-    async def perform_seek(self) -> None:
-        """Seek to the committed offsets with delivery stopped.
-
-        After an assignment faust resumes the stream partitions and *then* seeks them to their
-        committed offsets (``Recovery._resume_streams``). Records fetched in between were already
-        being delivered when the seek reset faust's read offsets under them; faust booked the
-        offsets between the committed one and the next stale record as a "gap" (treated as
-        acked) and dropped the re-fetched records below it as already read: a restart with a
-        backlog lost records (tests/integration/test_transformer_kill.py caught it about one
-        restart in four). With the flow stopped nothing is delivered during the seek; records
-        are then at most delivered twice, which the dedup table and the loader absorb.
-        """
-        was_active = self.flow_active
-        self.stop_flow()
-        try:
-            await super().perform_seek()
-        finally:
-            if was_active:
-                self.resume_flow()
 
     async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
         """End offsets for table recovery, exact even where the broker lists them short.

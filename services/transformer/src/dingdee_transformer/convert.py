@@ -17,7 +17,6 @@ from zoneinfo import ZoneInfo
 __all__ = [
     "ConversionError",
     "Converter",
-    "convert",
     "converter",
     "to_bool",
     "to_datetime",
@@ -146,15 +145,6 @@ def converter(kind: str, *, precision: int) -> Converter:
         money = kind == "money"
         return lambda raw, _tz: float(to_decimal(raw, precision=precision, money=money))
     return _SIMPLE.get(kind, _raw)
-
-
-def convert(raw: Any, kind: str, *, precision: int, tz: ZoneInfo) -> Any:
-    """Apply conversion ``kind`` to ``raw`` (see :func:`converter`).
-
-    Raises:
-        ConversionError: ``raw`` does not fit ``kind``.
-    """
-    return converter(kind, precision=precision)(raw, tz)
 
 
 def _text(raw: Any) -> str:

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 from dingdee_transformer.convert import ConversionError, converter
 from dingdee_transformer.encodings import Component, Form, FormError, Row, is_empty
-from dingdee_transformer.schema import FieldRule, RowsRule
+from dingdee_transformer.schema import PLACEHOLDER, FieldRule, RowsRule
 
 __all__ = [
     "OMIT",
@@ -28,8 +28,6 @@ __all__ = [
     "form_names",
     "render_template",
 ]
-
-_PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 
 
 class _Omit:
@@ -137,7 +135,7 @@ def form_names(fields: Mapping[str, FieldRule], templates: Iterable[str] = ()) -
             names.add(rule.rows.table)
             names |= form_names(rule.rows.fields)
     for text in texts:
-        for placeholder in _PLACEHOLDER.findall(text):
+        for placeholder in PLACEHOLDER.findall(text):
             name = placeholder.strip()
             if name.startswith("form:"):
                 names.add(name[5:])
@@ -163,7 +161,7 @@ def render_template(template: str, ctx: Context) -> tuple[str, str | None]:
             return ""
         return str(value).strip()
 
-    text = _PLACEHOLDER.sub(fill, template)
+    text = PLACEHOLDER.sub(fill, template)
     return text, problems[0] if problems else None
 
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 __all__ = [
     "CONVERSIONS",
+    "PLACEHOLDER",
     "FieldRule",
     "LinkedChangeAction",
     "MappingSpec",
@@ -49,7 +50,7 @@ Pick = Literal[
 ]
 LinkedChangeAction = Literal["dead_letter", "skip", "map"]
 _SOURCES = ("const", "component", "attr", "template", "cell", "rows")
-_PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
+PLACEHOLDER = re.compile(r"\{([^{}]+)\}")  # {business_id}, {form:补单事由}: templates and bill keys
 _KINGDEE_KEY = re.compile(r"^F[A-Za-z0-9_]+$")
 
 
@@ -126,7 +127,7 @@ class FieldRule(_Strict):
     @field_validator("template")
     @classmethod
     def _template(cls, value: str | None) -> str | None:
-        if value is not None and not _PLACEHOLDER.search(value):
+        if value is not None and not PLACEHOLDER.search(value):
             raise ValueError("template has no {placeholder}; use const for fixed text")
         return value
 
