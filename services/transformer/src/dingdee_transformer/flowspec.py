@@ -16,7 +16,13 @@ from pydantic import ValidationError
 
 from dingdee_common.errors import FatalError
 from dingdee_common.flows import FlowEntry, FlowsFile, load_flows
-from dingdee_transformer.rules import ModelBuilder, compile_fields, form_names
+from dingdee_transformer.rules import (
+    ModelBuilder,
+    Template,
+    compile_fields,
+    compile_template,
+    form_names,
+)
 from dingdee_transformer.schema import FieldRule, MappingSpec, TargetSpec
 
 __all__ = ["CompiledFlow", "compile_flows", "load_compiled"]
@@ -33,6 +39,7 @@ class CompiledFlow:
     tables: Mapping[str, Mapping[str, str]]
     tz: ZoneInfo
     build_model: ModelBuilder  # mapping.fields compiled: (context, errors) → Model fields
+    render_bill_key: Template  # target.bill_key compiled
     form_names: frozenset[str]  # the component ids and labels the flow reads
 
 
@@ -83,9 +90,18 @@ def _compile_one(
     if problems or target is None or mapping is None:
         return None, problems
     process_code = str(entry.dingtalk.get("process_code", ""))
-    fields = compile_fields(mapping.fields)
-    names = form_names(mapping.fields, [target.bill_key])
-    return CompiledFlow(entry.id, process_code, target, mapping, tables, tz, fields, names), []
+    compiled = CompiledFlow(
+        entry.id,
+        process_code,
+        target,
+        mapping,
+        tables,
+        tz,
+        compile_fields(mapping.fields),
+        compile_template(target.bill_key),
+        form_names(mapping.fields, [target.bill_key]),
+    )
+    return compiled, []
 
 
 def compile_flows(flows: FlowsFile, *, source: str = "flows.yaml") -> dict[str, CompiledFlow]:

@@ -14,7 +14,7 @@ from dingdee_common.contracts.v1 import ApprovalSnapshot, BillReady, SourceRef
 from dingdee_common.errors import PermanentError
 from dingdee_transformer.encodings import Form, parse_form
 from dingdee_transformer.flowspec import CompiledFlow
-from dingdee_transformer.rules import Context, FieldError, render_template
+from dingdee_transformer.rules import Context, FieldError
 
 __all__ = [
     "LINKED_ACTIONS",
@@ -153,7 +153,7 @@ def _linked_change(
 
 
 def _bill_key(flow: CompiledFlow, ctx: Context, errors: list[FieldError]) -> str:
-    key, problem = render_template(flow.target.bill_key, ctx)
+    key, problem = flow.render_bill_key(ctx)
     if problem or not key.strip():
         errors.append(FieldError("bill_key", "bill key", problem or "is empty", "template"))
         return ""

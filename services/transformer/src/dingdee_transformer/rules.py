@@ -23,10 +23,11 @@ __all__ = [
     "Evaluator",
     "FieldError",
     "ModelBuilder",
+    "Template",
     "compile_fields",
     "compile_rule",
+    "compile_template",
     "form_names",
-    "render_template",
 ]
 
 
@@ -142,27 +143,40 @@ def form_names(fields: Mapping[str, FieldRule], templates: Iterable[str] = ()) -
     return frozenset(names)
 
 
-def render_template(template: str, ctx: Context) -> tuple[str, str | None]:
+Template = Callable[[Context], tuple[str, str | None]]
+"""A compiled template: the filled-in text and the first problem (or ``None``)."""
+
+
+def compile_template(template: str) -> Template:
     """Fill ``{business_id}``, ``{form:补单事由}``, ``{cell:金额}``, ``{row}`` placeholders.
 
-    Returns the text and the first problem (an empty or unknown placeholder), or ``None``.
+    The template is split once; the returned function gives the text and the first problem (an
+    empty or unknown placeholder), or ``None``.
     """
-    problems: list[str] = []
+    parts = PLACEHOLDER.split(template)  # literal, name, literal, name, …, literal
+    head, pairs = (
+        parts[0],
+        [(n.strip(), lit) for n, lit in zip(parts[1::2], parts[2::2], strict=True)],
+    )
 
-    def fill(match: re.Match[str]) -> str:
-        name = match.group(1).strip()
-        try:
-            value = _placeholder(name, ctx)
-        except FormError as exc:
-            problems.append(f"placeholder {{{name}}}: {exc}")
-            return ""
-        if is_empty(value) or isinstance(value, (dict, list)):
-            problems.append(f"placeholder {{{name}}} is empty")
-            return ""
-        return str(value).strip()
+    def render(ctx: Context) -> tuple[str, str | None]:
+        out = [head]
+        problem: str | None = None
+        for name, literal in pairs:
+            try:
+                value = _placeholder(name, ctx)
+            except FormError as exc:
+                problem = problem or f"placeholder {{{name}}}: {exc}"
+                value = None
+            else:
+                if is_empty(value) or isinstance(value, (dict, list)):
+                    problem = problem or f"placeholder {{{name}}} is empty"
+                    value = None
+            out.append("" if value is None else str(value).strip())
+            out.append(literal)
+        return "".join(out), problem
 
-    text = PLACEHOLDER.sub(fill, template)
-    return text, problems[0] if problems else None
+    return render
 
 
 Source = Callable[[Context], Any]
@@ -203,10 +217,10 @@ def _cell_source(rule: FieldRule) -> Source:
 
 
 def _template_source(rule: FieldRule) -> Source:
-    template = rule.template or ""
+    render = compile_template(rule.template or "")
 
     def read(ctx: Context) -> Any:
-        text, problem = render_template(template, ctx)
+        text, problem = render(ctx)
         if problem:
             raise _RuleFailed(problem, "template")
         return text
