@@ -226,7 +226,9 @@ class TransformerApp:
             self.health.progress()
 
     def _seen(self, pid: str) -> Seen | None:
-        return Seen.from_value(self.seen_table.get(pid.encode()))
+        # The store ``_remember`` writes to, read directly: the table's own ``get`` goes through
+        # KeyError and a sensor call for every instance it has not seen (most of them).
+        return Seen.from_value(self.seen_table.data.get(pid.encode()))
 
     async def _run_batches(self) -> None:
         """Map batch N+1 while the broker acknowledges batch N (two batches in flight at most).
