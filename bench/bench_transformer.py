@@ -7,7 +7,7 @@ does not count. Also prints the transformer process's peak RSS (VmHWM).
 
 The transformer runs twice: as deployed without a trace collector (no spans recorded; trace
 context still propagated), and with ``OTEL_EXPORTER_OTLP_ENDPOINT`` pointing at a local sink, so
-every record's span is recorded and exported as in production.
+every record's span is recorded and exported as in production (to the tests' OTLP collector).
 
 Run: ``.venv/bin/python -m bench transformer`` (``BENCH_TRANSFORMER_N`` records, default 20000;
 at 5000 a single slow fetch moves the ratio by a third).
@@ -20,13 +20,12 @@ import os
 import resource
 import sys
 import tempfile
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
+from tests.otlp import Collected, start_collector
 from tests.unit.transformer.samples import petty_form, petty_row, snapshot
 
 from dingdee_common.broker import ENV_BOOTSTRAP, EmbeddedBroker, free_port
@@ -113,26 +112,6 @@ def _peak_rss_mb(pid: int | None) -> float:
     return float("nan")
 
 
-class _OtlpSink(BaseHTTPRequestHandler):
-    """Accepts OTLP/HTTP span exports and throws them away (an empty protobuf reply is valid)."""
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-protobuf")
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *_: object) -> None:
-        return
-
-
-def _otlp_sink() -> ThreadingHTTPServer:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _OtlpSink)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
-
-
 async def _transformer_rate(
     kafka: KafkaSettings, n: int, logs: Path, env: dict[str, str] | None = None
 ) -> tuple[float, float]:
@@ -192,16 +171,17 @@ async def _run(bootstrap: str, n: int, logs: Path) -> None:
     print(f"ratio transformer / baseline    : {ratio:8.2f}  ({verdict} the {GOAL} goal)")
     print(f"transformer peak RSS            : {rss:8.1f} MiB", flush=True)
 
-    collector = _otlp_sink()
+    spans = Collected()
+    collector, port = await start_collector(spans)
     try:
-        endpoint = f"http://127.0.0.1:{collector.server_address[1]}"
-        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}"}
         traced_rate, traced_rss = await _transformer_rate(traced, n, logs, env)
     finally:
-        collector.shutdown()
+        await collector.cleanup()
     print(f"  with spans exported (OTLP)    : {traced_rate:8.0f} records/s", flush=True)
     print(f"  ratio with spans / baseline   : {traced_rate / baseline:8.2f}")
     print(f"  peak RSS with spans           : {traced_rss:8.1f} MiB")
+    print(f"  spans the collector received  : {len(spans.spans):8d}")
     bench_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"bench process peak RSS          : {bench_rss:8.1f} MiB (baseline ran in here)")
 

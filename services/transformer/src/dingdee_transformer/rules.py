@@ -242,15 +242,15 @@ def _source(rule: FieldRule) -> Source:
 
 def _label(target: str, rule: FieldRule, ctx: Context) -> str:
     """How an error names the field it could not read: by the rule's own words."""
+    if _by_target(rule):
+        return target
     if rule.rows is not None:
         return rule.rows.table
     if rule.component:
         return rule.component
     if rule.cell:
         return f"{ctx.row_label} {rule.cell}".strip()
-    if rule.attr:
-        return rule.attr
-    return target
+    return rule.attr or target
 
 
 def _read_label(target: str, rule: FieldRule, ctx: Context) -> str:
@@ -424,7 +424,7 @@ def _signature(rule: FieldRule) -> tuple[str, tuple[str, ...]]:
 
 
 def _by_target(rule: FieldRule) -> bool:
-    """Errors of this rule name the field by its target (no component, cell or attr to name)."""
+    """Errors of this rule name the field by its target: no table, component, cell or attr."""
     return not (rule.rows or rule.component or rule.cell or rule.attr)
 
 
