@@ -27,6 +27,19 @@ class TestTraceHeaders:
         ctx = hdr.extract_context([("dingdee-flow", b"x")])
         assert not trace.get_current_span(ctx).get_span_context().is_valid
 
+    def test_carried_trace_headers_pass_on_unchanged(self) -> None:
+        incoming = [
+            ("dingdee-flow", b"petty-cash"),
+            ("traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+            ("tracestate", b"dd=s:1"),
+            ("baggage", b"tenant=acme"),
+        ]
+        carried = hdr.trace_headers(incoming)
+        assert carried == incoming[1:]
+        headers = hdr.build("department-sync", "PID-2", carry=carried)
+        assert headers == [(hdr.FLOW, b"department-sync"), (hdr.SOURCE_ID, b"PID-2"), *carried]
+        assert hdr.trace_headers(None) == []
+
     def test_replace_overrides_without_duplicates(self) -> None:
         headers = hdr.replace([("a", b"1"), ("b", b"2")], {"a": "3"})
         assert sorted(headers) == [("a", b"3"), ("b", b"2")]

@@ -11,8 +11,9 @@ import pytest
 SCRIPT = """
 from opentelemetry import trace
 from dingdee_common.kafka import headers as hdr
-from dingdee_common.observability.tracing import configure_tracing, consume_span
+from dingdee_common.observability.tracing import configure_tracing, consume_span, recording
 provider = configure_tracing("transformer")
+assert recording() is (provider is not None)
 incoming = [("traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")]
 with consume_span("approvals.raw", incoming, partition=0, offset=1, group="g") as span:
     out = hdr.get(hdr.build("petty-cash", "pi-1"), "traceparent")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from dingdee_common.codec import encode_model, loads
@@ -43,6 +44,30 @@ def _record(value: bytes, offset: int = 0) -> SourceRecord:
 
 
 class TestProcessor:
+    @pytest.mark.parametrize("spans", [False, True])
+    def test_the_bill_continues_the_records_trace(
+        self, spans: bool, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # Without recorded spans the trace headers pass on as they are; with a span, the bill
+        # carries the span's context, a child in the same trace.
+        monkeypatch.setattr("dingdee_transformer.pipeline.recording", lambda: spans)
+        record = SourceRecord(
+            "approvals.raw",
+            0,
+            0,
+            b"pi-0001",
+            encode_model(snapshot()),
+            (("traceparent", TRACEPARENT.encode()), ("tracestate", b"dd=s:1"), ("x-other", b"1")),
+        )
+        out = _processor().process(record, lambda _pid: None)
+        assert isinstance(out, Emit)
+        headers = hdr.as_dict(out.headers)
+        assert headers["traceparent"].split("-")[1] == TRACEPARENT.split("-")[1]
+        assert headers["tracestate"] == "dd=s:1"
+        assert "x-other" not in headers
+        if not spans:
+            assert headers["traceparent"] == TRACEPARENT
+
     def test_emit_carries_key_value_and_headers(self) -> None:
         out = _processor().process(_record(encode_model(snapshot())), lambda _pid: None)
         assert isinstance(out, Emit)

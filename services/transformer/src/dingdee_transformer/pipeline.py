@@ -10,13 +10,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from opentelemetry.trace import Span
+
 from dingdee_common.codec import decode_model, encode_model
 from dingdee_common.contracts.v1 import SCHEMA_VERSION, ApprovalSnapshot, BillReady
 from dingdee_common.errors import Decision, ErrorClass, PermanentError, Verdict, classify
 from dingdee_common.kafka import headers as hdr
 from dingdee_common.kafka.dlq import SourceRecord
 from dingdee_common.observability.logging import get_logger
-from dingdee_common.observability.tracing import consume_span, record_error
+from dingdee_common.observability.tracing import consume_span, record_error, recording
 from dingdee_transformer.flowspec import CompiledFlow
 from dingdee_transformer.mapping import MappingError, Skip, map_snapshot
 from dingdee_transformer.metrics import STAGE, TransformerMetrics
@@ -121,7 +123,13 @@ class Processor:
         return flow if flow is not None and flow in self._flows else "unknown"
 
     def process(self, record: SourceRecord, seen: SeenLookup) -> Outcome:
-        """Decode, dedup and map one record (never raises; failures become :class:`DeadLetter`)."""
+        """Decode, dedup and map one record (never raises; failures become :class:`DeadLetter`).
+
+        Inside a CONSUMER span when spans are recorded; otherwise the record's trace headers pass
+        on to its bill unchanged (DESIGN §11, "spans only where they go").
+        """
+        if not recording():
+            return self._process(record, seen, None, hdr.trace_headers(record.headers))
         with consume_span(
             self._source_topic,
             record.headers,
@@ -129,19 +137,25 @@ class Processor:
             offset=record.offset,
             group=self._group,
         ) as span:
-            flow_id = hdr.get(record.headers, hdr.FLOW)
-            try:
-                snapshot = decode_model(
-                    record.value, ApprovalSnapshot, supported_versions=SUPPORTED_VERSIONS
-                )
-                flow_id = snapshot.flow
-                self._count_in(self.flow_label(flow_id))
-                return self._map(snapshot, seen)
-            except Exception as exc:  # noqa: BLE001 - the one classify() call of this service
-                verdict = _dead_letter_verdict(exc)
+            return self._process(record, seen, span, None)
+
+    def _process(
+        self, record: SourceRecord, seen: SeenLookup, span: Span | None, carry: hdr.Headers | None
+    ) -> Outcome:
+        flow_id = hdr.get(record.headers, hdr.FLOW)
+        try:
+            snapshot = decode_model(
+                record.value, ApprovalSnapshot, supported_versions=SUPPORTED_VERSIONS
+            )
+            flow_id = snapshot.flow
+            self._count_in(self.flow_label(flow_id))
+            return self._map(snapshot, seen, carry)
+        except Exception as exc:  # noqa: BLE001 - the one classify() call of this service
+            verdict = _dead_letter_verdict(exc)
+            if span is not None:
                 record_error(span, exc, verdict.error_type)
-                self._count_field_errors(exc)
-                return DeadLetter(self.flow_label(flow_id), verdict)
+            self._count_field_errors(exc)
+            return DeadLetter(self.flow_label(flow_id), verdict)
 
     def _count_in(self, flow: str) -> None:
         counter = self._records_in.get(flow)
@@ -155,7 +169,9 @@ class Processor:
                 rule = err.rule.split(" ", 1)[0]
                 self._metrics.field_errors.labels(self.flow_label(exc.flow), rule).inc()
 
-    def _map(self, snapshot: ApprovalSnapshot, seen: SeenLookup) -> Outcome:
+    def _map(
+        self, snapshot: ApprovalSnapshot, seen: SeenLookup, carry: hdr.Headers | None
+    ) -> Outcome:
         flow = self._flows.get(snapshot.flow)
         if flow is None:
             raise PermanentError(
@@ -177,12 +193,19 @@ class Processor:
         if isinstance(result, Skip):
             reason = "linked_change" if snapshot.biz_action != "NONE" else "not_qualified"
             return Skipped(flow.id, reason)
-        return self._emit(result, snapshot, previous)
+        return self._emit(result, snapshot, previous, carry)
 
-    def _emit(self, bill: BillReady, snapshot: ApprovalSnapshot, previous: Seen | None) -> Emit:
+    def _emit(
+        self,
+        bill: BillReady,
+        snapshot: ApprovalSnapshot,
+        previous: Seen | None,
+        carry: hdr.Headers | None,
+    ) -> Emit:
         # The bill carries the context of this record's process span (a new span of the
-        # approval's trace): a span per record, not a second one just for the publish.
-        headers = hdr.build(bill.flow, snapshot.process_instance_id)
+        # approval's trace): a span per record, not a second one just for the publish. Without
+        # a span, the record's own trace headers (``carry``).
+        headers = hdr.build(bill.flow, snapshot.process_instance_id, carry=carry)
         return Emit(
             flow=bill.flow,
             process_instance_id=snapshot.process_instance_id,

@@ -18,6 +18,7 @@ __all__ = [
     "get",
     "inject_context",
     "replace",
+    "trace_headers",
 ]
 
 Headers = list[tuple[str, bytes]]
@@ -59,7 +60,20 @@ def extract_context(headers: Iterable[tuple[str, bytes]] | None) -> Context:
     return propagate.extract(carrier, context=otel_context.Context())
 
 
-def build(flow: str, source_id: str, *, ctx: Context | None = None) -> Headers:
-    """Headers for a new message: flow, source id and the trace context."""
+def trace_headers(headers: Iterable[tuple[str, bytes]] | None) -> Headers:
+    """The W3C trace headers among ``headers``, as they are."""
+    return [(k, v) for k, v in headers or () if k in TRACE_HEADERS and v is not None]
+
+
+def build(
+    flow: str, source_id: str, *, ctx: Context | None = None, carry: Headers | None = None
+) -> Headers:
+    """Headers for a new message: flow, source id and the trace context.
+
+    The context is the current (or given) one, injected; or, with ``carry``, the trace headers of
+    the record this one is made from, passed on unchanged (no span was made for it).
+    """
     headers: Headers = [(FLOW, flow.encode()), (SOURCE_ID, source_id.encode())]
+    if carry is not None:
+        return headers + carry
     return inject_context(headers, ctx)

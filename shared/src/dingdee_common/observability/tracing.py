@@ -20,6 +20,7 @@ __all__ = [
     "consume_span",
     "publish_span",
     "record_error",
+    "recording",
     "shutdown_tracing",
     "tracer",
 ]
@@ -57,6 +58,16 @@ def configure_tracing(
     for processor in extra_processors:
         _provider.add_span_processor(processor)
     return _provider
+
+
+def recording() -> bool:
+    """Whether spans are recorded: :func:`configure_tracing` installed the SDK provider.
+
+    When not, a hop makes no span at all and passes its record's trace headers on unchanged
+    (:func:`dingdee_common.kafka.headers.trace_headers`): the same context a non-recording span
+    would carry, without paying for the span.
+    """
+    return _provider is not None
 
 
 def shutdown_tracing() -> None:
