@@ -17,9 +17,10 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import faust
+from aiokafka import AIOKafkaProducer
 from faust.types import Message
 
 from dingdee_common.codec import dumps
@@ -40,6 +41,7 @@ from dingdee_transformer.consumer import (
 )
 from dingdee_transformer.flowspec import CompiledFlow
 from dingdee_transformer.metrics import STAGE, TransformerMetrics
+from dingdee_transformer.outbox import Outbox
 from dingdee_transformer.pipeline import DeadLetter, Emit, Outcome, Processor, Seen
 from dingdee_transformer.settings import TransformerSettings
 
@@ -78,7 +80,7 @@ class _Dispatched:
 
     messages: Sequence[Message]
     outcomes: Sequence[Outcome]
-    sent: list[tuple[Emit, Awaitable[Any], int]]
+    sent: list[tuple[Emit, Awaitable[Any], int]]  # bill, its batch's future, source partition
     started: float
     wait_seconds: float  # how long the loop waited for these records
     map_seconds: float
@@ -294,12 +296,15 @@ class TransformerApp:
         """Wait for the batch's bills, remember their fingerprints, then ack its records."""
         settling = time.perf_counter()
         counts: Counter[str] = Counter()
+        changelog = await Outbox.open(self._producer(), self._changelog)
         try:
             for emit, future, partition in batch.sent:
                 await self._confirm(emit, future)
-                await self._remember(emit, partition)
+                self._remember(emit, partition, changelog)
                 counts[emit.flow] += 1
         finally:
+            # Queued like any send: faust flushes its producer before every offset commit.
+            await changelog.send()
             for flow, n in counts.items():
                 self.metrics.stage.records_out.labels(STAGE, flow, "bill").inc(n)
         ack = self.app.consumer.ack
@@ -373,16 +378,22 @@ class TransformerApp:
             self.guard.record(isinstance(outcome, DeadLetter))
         return outcomes
 
+    def _producer(self) -> AIOKafkaProducer:
+        """faust's own aiokafka producer: the one faust flushes before every offset commit."""
+        return cast(AIOKafkaProducer, cast(Any, self.app.producer)._ensure_producer())
+
     async def _send_all(
         self, records: Sequence[SourceRecord], outcomes: Sequence[Outcome]
     ) -> list[tuple[Emit, Awaitable[Any], int]]:
         """Send the batch's bills (not yet confirmed) and dead letters (confirmed), count skips."""
-        sent: list[tuple[Emit, Awaitable[Any], int]] = []
+        bills = await Outbox.open(self._producer(), self.topics.bills_ready)
+        slots: list[tuple[Emit, int, int]] = []
         skipped: Counter[str] = Counter()
         try:
             for record, outcome in zip(records[: len(outcomes)], outcomes, strict=True):
                 if isinstance(outcome, Emit):
-                    sent.append((outcome, await self._send(outcome), record.partition))
+                    slot = bills.add(outcome.key, outcome.value, outcome.headers)
+                    slots.append((outcome, slot, record.partition))
                 elif isinstance(outcome, DeadLetter):
                     await self._dead_letter(record, outcome)
                 else:
@@ -391,30 +402,26 @@ class TransformerApp:
         finally:
             for flow, n in skipped.items():
                 self.metrics.stage.records_out.labels(STAGE, flow, "skipped").inc(n)
-        return sent
+        futures = await bills.send()
+        return [(emit, futures[slot], partition) for emit, slot, partition in slots]
 
-    async def _remember(self, emit: Emit, partition: int) -> None:
+    def _remember(self, emit: Emit, partition: int, changelog: Outbox) -> None:
         """Record an acked bill's fingerprint in the ``seen`` table.
 
         Same effect as ``table[key] = value`` (store entry plus changelog record, which faust
         replays into the table on recovery), without faust's per-key changelog machinery, which
         cost more than the whole mapping. The changelog record goes to the approvals.raw record's
         partition, as faust's own table writes do: the worker that owns that partition restores
-        it. The write is flushed before the next offset commit like any send; if it were lost,
-        the snapshot would be emitted once more and the loader's bill-key idempotency absorbs it.
+        it. The write (sent with the batch's others by ``changelog``) is flushed before the next
+        offset commit like any send; if it were lost, the snapshot would be emitted once more and
+        the loader's bill-key idempotency absorbs it.
         """
         key = emit.process_instance_id.encode()
         value = emit.seen.as_dict()
         self.seen_table.data[key] = value
         if self._unsettled.get(emit.process_instance_id) is emit.seen:
             del self._unsettled[emit.process_instance_id]
-        await self.app.producer.send(self._changelog, key, dumps(value), partition, None, None)
-
-    async def _send(self, emit: Emit) -> Awaitable[Any]:
-        fut: Awaitable[Any] = await self.app.producer.send(
-            self.topics.bills_ready, emit.key, emit.value, None, None, emit.headers
-        )
-        return fut
+        changelog.add(key, dumps(value), [], partition)
 
     async def _confirm(self, emit: Emit, future: Awaitable[Any]) -> None:
         """Wait for the broker's ack of one bill; re-send on failure within the retry budget.
