@@ -49,6 +49,17 @@ class KafkaSettings(_Block):
         default=False,
         description="Kafka idempotent producer; Tansu has none, Apache Kafka should set it true",
     )
+    fetch_max_wait_ms: int = Field(
+        default=100,
+        ge=0,
+        le=60_000,
+        description=(
+            "how long the broker may hold a consumer's fetch waiting for new records. A consumer "
+            "has one fetch in flight per broker, so while one waits on caught-up partitions, "
+            "partitions with a backlog on that broker wait too (aiokafka's default is 500 ms, "
+            "faust's 1500 ms)"
+        ),
+    )
 
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments shared by aiokafka producers, consumers and admin clients."""

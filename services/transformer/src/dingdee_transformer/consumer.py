@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 import faust
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
@@ -94,6 +94,18 @@ class FetchIntake:
                 batch.append(message)
 
 
+class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """faust's consumer thread, with the fetch wait of the shared Kafka settings."""
+
+    def _create_worker_consumer(self, transport: faust_aiokafka.Transport) -> AIOKafkaConsumer:
+        consumer = super()._create_worker_consumer(transport)
+        # faust hard-codes 1500 ms: once some partitions are caught up, a partition with a
+        # backlog waited up to that long for its next fetch (one fetch in flight per broker).
+        kafka: KafkaSettings = getattr(self.app, KAFKA_SETTINGS_ATTR)
+        consumer._fetch_max_wait_ms = kafka.fetch_max_wait_ms  # read when the consumer starts
+        return consumer
+
+
 class TransformerConsumer(faust_aiokafka.Consumer):
     """faust's aiokafka consumer with whole-fetch, gap-free delivery and exact table ends."""
 
@@ -109,6 +121,9 @@ class TransformerConsumer(faust_aiokafka.Consumer):
         super().__init__(*args, **kwargs)
         self._next = {}
         self._reread = {}
+
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def _drain_messages(self, fetcher: ServiceT) -> None:
         """faust's delivery loop, with each fetch of the intake's topic handed over whole.

@@ -36,6 +36,7 @@ def make_consumer(
         "auto_offset_reset": "earliest",
         "isolation_level": "read_uncommitted",
         "max_poll_records": 500,
+        "fetch_max_wait_ms": settings.fetch_max_wait_ms,
         "session_timeout_ms": 30_000,
         "heartbeat_interval_ms": 3_000,
         "max_poll_interval_ms": 600_000,
