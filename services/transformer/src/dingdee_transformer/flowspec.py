@@ -38,7 +38,7 @@ class CompiledFlow:
     mapping: MappingSpec
     tables: Mapping[str, Mapping[str, str]]
     tz: ZoneInfo
-    build_model: ModelBuilder  # mapping.fields compiled: (context, errors) → Model fields
+    build_model: ModelBuilder  # mapping.fields compiled, with a slot for the bill number
     render_bill_key: Template  # target.bill_key compiled
     form_names: frozenset[str]  # the component ids and labels the flow reads
 
@@ -97,7 +97,7 @@ def _compile_one(
         mapping,
         tables,
         tz,
-        compile_fields(mapping.fields),
+        compile_fields(mapping.fields, number_field=target.number_field),
         compile_template(target.bill_key),
         form_names(mapping.fields, [target.bill_key]),
     )

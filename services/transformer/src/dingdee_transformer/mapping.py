@@ -160,33 +160,23 @@ def _bill_key(flow: CompiledFlow, ctx: Context, errors: list[FieldError]) -> str
     return key.strip()
 
 
-def _with_number(model: dict[str, Any], number_field: str, bill_key: str) -> dict[str, Any]:
-    """``model`` with the bill key in ``number_field``, placed right after the primary key.
-
-    Kingdee replays Model fields in order, so the number goes early, as in its own templates.
-    """
-    out: dict[str, Any] = {}
-    items = list(model.items())
-    if items and items[0][1] == 0 and items[0][0] != number_field:
-        out[items[0][0]] = 0
-        items = items[1:]
-    out[number_field] = bill_key
-    out.update((k, v) for k, v in items if k != number_field)
-    return out
-
-
 def _build_model(
     flow: CompiledFlow, ctx: Context, bill_key: str
 ) -> tuple[dict[str, Any], list[FieldError]]:
     errors: list[FieldError] = []
     model = flow.build_model(ctx, errors)
     number_field = flow.target.number_field
+    if number_field not in flow.mapping.fields:
+        # the builder kept the number's slot (``compile_fields``); fill it, or drop it
+        if bill_key:
+            model[number_field] = bill_key
+        else:
+            del model[number_field]
+        return model, errors
     given = model.get(number_field)
     if bill_key and given is not None and given != bill_key:
         problem = f"{given!r} differs from the bill key {bill_key!r}"
         errors.append(FieldError(number_field, number_field, problem, "bill_key"))
-    if bill_key and number_field not in flow.mapping.fields:
-        model = _with_number(model, number_field, bill_key)
     return model, errors
 
 

@@ -62,7 +62,12 @@ class Context:
     tables: Mapping[str, Mapping[str, str]]
     tz: ZoneInfo
     row: Row | None = None
-    row_label: str = ""
+    table_label: str = ""  # the table whose ``row`` is being evaluated
+
+    @property
+    def row_label(self) -> str:
+        """How errors name the current row: ``费用明细第2行``."""
+        return f"{self.table_label}第{self.row.number}行" if self.row is not None else ""
 
 
 class _RuleFailed(Exception):
@@ -376,28 +381,43 @@ def compile_rule(target: str, rule: FieldRule) -> Evaluator:
 ModelBuilder = Callable[[Context, list[FieldError]], dict[str, Any]]
 
 
-def compile_fields(fields: Mapping[str, FieldRule]) -> ModelBuilder:
+def compile_fields(
+    fields: Mapping[str, FieldRule], *, number_field: str | None = None
+) -> ModelBuilder:
     """The Model fields of ``fields`` as one function: ``{key: value}`` without omitted ones.
 
-    Fields whose rules differ only in ``ref`` (three amounts read from the same cell, say) are
-    evaluated once per call; each still gets its own wrap, and its own copy of any error.
+    Constants are placed once, in a template every call copies; only the other rules run per
+    call. Fields whose rules differ only in ``ref`` (three amounts read from the same cell, say)
+    are evaluated once per call; each still gets its own wrap, and its own copy of any error.
+
+    With ``number_field`` (a field the rules do not set), the Model keeps a slot for the bill
+    number, holding ``None`` for the caller to fill: right after a leading constant 0 (the
+    primary key, ``FID: 0``), else first. Kingdee replays Model fields in order, so the number
+    goes early, as in its own templates.
     """
+    template: dict[str, Any] = {}
     cores: list[Evaluator] = []
     index: dict[tuple[str, tuple[str, ...]], int] = {}
     entries: list[tuple[str, int, str | None, bool]] = []
     for key, rule in fields.items():
+        if rule.source_kind == "const":
+            template[key] = _wrap(rule.const, rule)
+            continue
+        template[key] = None  # the key's place; its value (or its absence) comes per call
         signature = (key, ()) if rule.rows is not None else _signature(rule)
         if signature not in index:
             index[signature] = len(cores)
             core = rule if rule.rows is not None else rule.model_copy(update={"ref": None})
             cores.append(compile_rule(key, core))
         entries.append((key, index[signature], None if rule.rows else rule.ref, _by_target(rule)))
+    if number_field is not None and number_field not in fields:
+        template = _with_slot(template, fields, number_field)
     uses = Counter(i for _, i, _, _ in entries)
     # (key, core, ref, named by target, slot of a shared core's result or -1)
     plan = [(k, cores[i], ref, by, i if uses[i] > 1 else -1) for k, i, ref, by in entries]
 
     def build(ctx: Context, errors: list[FieldError]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
+        out = template.copy()
         done: dict[int, tuple[Any, list[FieldError]]] = {}
         for key, core, ref, by_target, slot in plan:
             if slot < 0:
@@ -410,11 +430,24 @@ def compile_fields(fields: Mapping[str, FieldRule]) -> ModelBuilder:
                 before = len(errors)
                 value = core(ctx, errors)
                 done[slot] = (value, errors[before:])
-            if value is not OMIT:
+            if value is OMIT:
+                del out[key]
+            else:
                 out[key] = {ref: value} if ref else value
         return out
 
     return build
+
+
+def _with_slot(
+    template: dict[str, Any], fields: Mapping[str, FieldRule], number_field: str
+) -> dict[str, Any]:
+    """``template`` with an empty ``number_field`` after a leading constant 0, else first."""
+    items = list(template.items())
+    first = fields[items[0][0]] if items else None
+    leading = first is not None and first.source_kind == "const" and items[0][1] == 0
+    head = items[:1] if leading else []
+    return dict([*head, (number_field, None), *items[len(head) :]])
 
 
 def _signature(rule: FieldRule) -> tuple[str, tuple[str, ...]]:
@@ -459,17 +492,17 @@ def _compile_rows(target: str, rule: FieldRule, spec: RowsRule) -> Evaluator:
             errors.append(FieldError(target, _label(target, rule, ctx), str(exc), "rows"))
             return OMIT
         out: list[dict[str, Any]] = []
+        row_ctx = Context(ctx.form, ctx.attrs, ctx.tables, ctx.tz, None, label)
+        row_errors: list[FieldError] = []
         for row in rows:
-            row_ctx = Context(
-                ctx.form, ctx.attrs, ctx.tables, ctx.tz, row, f"{label}第{row.number}行"
-            )
-            row_errors: list[FieldError] = []
+            row_ctx.row = row
             out.append(build_row(row_ctx, row_errors))
             if row_errors:  # name the row: FEntity[2].FAmount
                 errors.extend(
                     _renamed(e, f"{target}[{row.number}].{e.target}", by_target[e.target])
                     for e in row_errors
                 )
+                row_errors.clear()
         return out
 
     return evaluate
