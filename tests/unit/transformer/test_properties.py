@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import datetime, time
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -18,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from dingdee_common.codec import encode_model
 from dingdee_common.contracts.v1 import BillReady
 from dingdee_common.kafka.dlq import SourceRecord
+from dingdee_transformer.convert import KINGDEE_DATETIME, ConversionError, converter, to_decimal
 from dingdee_transformer.flowspec import load_compiled
 from dingdee_transformer.mapping import LinkedChangeError, MappingError, Skip, map_snapshot
 from dingdee_transformer.metrics import TransformerMetrics
@@ -137,3 +140,37 @@ def test_processor_on_truncated_snapshots(cut: int) -> None:
         assert isinstance(outcome, Emit)
     else:
         assert isinstance(outcome, (DeadLetter, Skipped))
+
+
+_NUMBER_TEXT = st.from_regex(r"\A[+-]?(\d{1,14}(\.\d{0,5})?|\.\d{1,5})\n?\Z")
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    text=st.one_of(_NUMBER_TEXT, st.text(max_size=12)),
+    precision=st.integers(0, 4),
+    money=st.booleans(),
+)
+def test_number_conversion_agrees_with_its_decimal(text: str, precision: int, money: bool) -> None:
+    """The converter's shortcut for plain numbers gives what rounding the decimal gives."""
+    tz = ZoneInfo("Asia/Shanghai")
+    convert = converter("money" if money else "decimal", precision=precision)
+    try:
+        expected: Any = float(to_decimal(text, precision=precision, money=money))
+    except ConversionError as exc:
+        expected = str(exc)
+    try:
+        got: Any = convert(text, tz)
+    except ConversionError as exc:
+        got = str(exc)
+    assert repr(got) == repr(expected)
+
+
+@settings(max_examples=200, deadline=None)
+@given(moment=st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31)))
+def test_kingdee_dates_agree_with_strftime(moment: datetime) -> None:
+    tz = ZoneInfo("Asia/Shanghai")
+    text = moment.isoformat(" ")
+    assert converter("datetime", precision=2)(text, tz) == moment.strftime(KINGDEE_DATETIME)
+    day = datetime.combine(moment.date(), time())
+    assert converter("date", precision=2)(text, tz) == day.strftime(KINGDEE_DATETIME)

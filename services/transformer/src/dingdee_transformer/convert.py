@@ -123,11 +123,17 @@ def _to_int(raw: Any) -> int:
 
 
 def _date(raw: Any, tz: ZoneInfo) -> str:
-    return datetime.combine(to_datetime(raw, tz).date(), time()).strftime(KINGDEE_DATETIME)
+    day = to_datetime(raw, tz).date()
+    if day.year >= 1000:  # isoformat pads years below 1000, strftime does not
+        return f"{day.isoformat()} 00:00:00"
+    return datetime.combine(day, time()).strftime(KINGDEE_DATETIME)
 
 
 def _datetime(raw: Any, tz: ZoneInfo) -> str:
-    return to_datetime(raw, tz).strftime(KINGDEE_DATETIME)
+    value = to_datetime(raw, tz)
+    if value.year >= 1000:
+        return value.isoformat(" ", "seconds")
+    return value.strftime(KINGDEE_DATETIME)
 
 
 Converter = Callable[[Any, ZoneInfo], Any]
@@ -143,7 +149,17 @@ def converter(kind: str, *, precision: int) -> Converter:
     """
     if kind in ("money", "decimal"):
         money = kind == "money"
-        return lambda raw, _tz: float(to_decimal(raw, precision=precision, money=money))
+
+        def number(raw: Any, _tz: ZoneInfo) -> float:
+            if type(raw) is str and _MONEY_SHAPE.match(raw):
+                # plain "1234.50" with at most `precision` places: rounding changes nothing, and
+                # the float of the text is the float of the decimal (both correctly rounded)
+                dot = raw.find(".")
+                if dot < 0 or len(raw) - dot - 1 <= precision:
+                    return float(raw)
+            return float(to_decimal(raw, precision=precision, money=money))
+
+        return number
     return _SIMPLE.get(kind, _raw)
 
 
