@@ -22,9 +22,25 @@ def loads(data: bytes | str) -> Any:
     return orjson.loads(data)
 
 
+def _fields(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.__dict__
+    raise TypeError(type(value).__name__)
+
+
 def encode_model(model: BaseModel) -> bytes:
-    """Serialise a contract model to UTF-8 JSON bytes (pydantic's serializer, in one pass)."""
-    return model.__pydantic_serializer__.to_json(model, by_alias=True)
+    """Serialise a contract model to UTF-8 JSON bytes: the bytes pydantic's serializer writes.
+
+    orjson writes the model's fields directly, in a third of pydantic's time for a bill (whose
+    Model is typed ``Any``, which pydantic inspects value by value). That holds for models with
+    plain fields, as the contracts are: no aliases, custom serializers or excluded fields (a
+    test holds every contract model to pydantic's bytes). A value orjson does not know (Decimal,
+    bytes, a set …) falls back to pydantic's serializer for the whole model.
+    """
+    try:
+        return orjson.dumps(model, default=_fields, option=orjson.OPT_UTC_Z)
+    except orjson.JSONEncodeError:
+        return model.__pydantic_serializer__.to_json(model, by_alias=True)
 
 
 def decode_model(data: bytes | None, model: type[M], *, supported_versions: frozenset[int]) -> M:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import inspect
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 
 import orjson
 import pytest
+from pydantic import BaseModel
 
 from dingdee_common.codec import decode_model, encode_model
 from dingdee_common.contracts import ApprovalSnapshot
+from dingdee_common.contracts import v1 as contracts
 from dingdee_common.errors import PoisonMessageError
 
 V1 = frozenset({1})
@@ -37,6 +41,85 @@ class TestEncode:
             }
         )
         assert encode_model(snap) == orjson.dumps(snap.model_dump(mode="json", by_alias=True))
+
+
+def _pydantic(model: BaseModel) -> bytes:
+    return model.__pydantic_serializer__.to_json(model, by_alias=True)
+
+
+CST = timezone(timedelta(hours=8))
+SOURCE = contracts.SourceRef(process_instance_id="pi-1", business_id=None, fingerprint="fp")
+EVERY_CONTRACT: list[BaseModel] = [
+    snapshot().model_copy(
+        update={
+            "fetched_at": datetime(2026, 11, 28, 9, 30, 1, 250, tzinfo=CST),
+            "instance": {"title": "张三", "n": 1, "f": 1204.5, "big": 1e16, "x": None, "ok": True},
+        }
+    ),
+    contracts.BillReady(
+        flow="petty-cash",
+        bill_key="BYJ1",
+        form_id="ER_ExpReimbursement",
+        save_options={"NeedReturnFields": ["FBillNo"], "IsAutoSubmitAndAudit": False},
+        model={"FID": 0, "FEntity": [{"FAmt": 0.1, "FName": "高铁票"}], "FRate": 1.0},
+        source=SOURCE,
+        mapped_at=datetime(2026, 11, 29, 14, 0, tzinfo=UTC),
+    ),
+    contracts.BillResult(
+        flow="petty-cash",
+        bill_key="BYJ1",
+        form_id="ER_ExpReimbursement",
+        outcome=contracts.BillOutcome.ALREADY_EXISTS,
+        kingdee_id=100234,
+        number="BYJ1",
+        source=SOURCE,
+        latency_seconds=0.25,
+    ),
+    contracts.Checkpoint(
+        flow="petty-cash",
+        watermark_ms=1_793_667_600_000,
+        open_instances={"pi-2": contracts.OpenInstance(create_time_ms=1, fingerprint=None)},
+        emitted={"pi-3": contracts.EmittedInstance(fingerprint="f", create_time_ms=2)},
+        usage=contracts.CallUsage(app="main", month="2026-11", since_ms=3, list_calls=4),
+    ),
+    contracts.ReplayAudit(
+        run_id="r1",
+        who="ops",
+        started_at=datetime(2026, 11, 29, tzinfo=UTC),
+        dry_run=True,
+        filters={"stage": "loader"},
+        counts={"copied": 2},
+        outcome="done",
+        handled={"dlq.loader:0": [(3, 7)]},
+    ),
+]
+
+
+class TestContractEncoding:
+    @pytest.mark.parametrize("model", EVERY_CONTRACT, ids=lambda m: type(m).__name__)
+    def test_bytes_are_pydantics(self, model: BaseModel) -> None:
+        assert encode_model(model) == _pydantic(model)
+
+    def test_every_contract_is_covered_and_has_plain_fields(self) -> None:
+        """What encode_model's fast path relies on: no aliases, serializers or computed fields."""
+        messages = {
+            cls
+            for _, cls in inspect.getmembers(contracts, inspect.isclass)
+            if issubclass(cls, contracts._Message) and cls is not contracts._Message
+        }
+        assert messages <= {type(m) for m in EVERY_CONTRACT}
+        for _, cls in inspect.getmembers(contracts, inspect.isclass):
+            if not issubclass(cls, BaseModel) or cls is BaseModel:
+                continue
+            decorators = cls.__pydantic_decorators__
+            assert not decorators.field_serializers and not decorators.model_serializers
+            assert not decorators.computed_fields
+            assert all(f.alias is None and not f.exclude for f in cls.model_fields.values())
+
+    def test_values_orjson_does_not_know_fall_back_to_pydantic(self) -> None:
+        snap = snapshot().model_copy(update={"instance": {"amount": Decimal("1.10"), "b": b"x"}})
+        assert encode_model(snap) == _pydantic(snap)
+        assert b'"amount":"1.10"' in encode_model(snap)
 
 
 class TestDecode:
