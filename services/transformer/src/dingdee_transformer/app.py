@@ -70,8 +70,14 @@ def faust_broker(kafka: KafkaSettings) -> tuple[list[str], Any]:
 
 
 def _headers(raw: Any) -> tuple[tuple[str, bytes], ...]:
+    if type(raw) is list and all(type(v) is bytes for _, v in raw):
+        return tuple(raw)  # as aiokafka delivers them
     items: Iterable[Any] = raw.items() if isinstance(raw, Mapping) else (raw or ())
     return tuple((str(k), v if isinstance(v, bytes) else str(v).encode()) for k, v in items)
+
+
+def _acknowledged(future: asyncio.Future[Any]) -> bool:
+    return future.done() and not future.cancelled() and future.exception() is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +86,7 @@ class _Dispatched:
 
     messages: Sequence[Message]
     outcomes: Sequence[Outcome]
-    sent: list[tuple[Emit, Awaitable[Any], int]]  # bill, its batch's future, source partition
+    sent: list[tuple[Emit, asyncio.Future[Any], int]]  # bill, its batch's future, source partition
     started: float
     wait_seconds: float  # how long the loop waited for these records
     map_seconds: float
@@ -299,7 +305,8 @@ class TransformerApp:
         changelog = await Outbox.open(self._producer(), self._changelog)
         try:
             for emit, future, partition in batch.sent:
-                await self._confirm(emit, future)
+                if not _acknowledged(future):
+                    await self._confirm(emit, future)
                 self._remember(emit, partition, changelog)
                 counts[emit.flow] += 1
         finally:
@@ -384,7 +391,7 @@ class TransformerApp:
 
     async def _send_all(
         self, records: Sequence[SourceRecord], outcomes: Sequence[Outcome]
-    ) -> list[tuple[Emit, Awaitable[Any], int]]:
+    ) -> list[tuple[Emit, asyncio.Future[Any], int]]:
         """Send the batch's bills (not yet confirmed) and dead letters (confirmed), count skips."""
         bills = await Outbox.open(self._producer(), self.topics.bills_ready)
         slots: list[tuple[Emit, int, int]] = []

@@ -10,15 +10,47 @@ within a partition; each record learns which batch (future) carries it.
 from __future__ import annotations
 
 import asyncio
+import struct
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import DefaultPartitioner
 
-__all__ = ["Outbox"]
+__all__ = ["Outbox", "murmur2", "partition_for"]
 
 
-_BY_KEY = DefaultPartitioner()  # murmur2 of the key, as Kafka's Java client and a plain send do
+_M = 0x5BD1E995
+_MASK = 0xFFFFFFFF
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's key hash (Java client ``Utils.murmur2``), as aiokafka's ``murmur2`` computes it.
+
+    The same function with the words unpacked in one call and no redundant masking: 1.9 µs for a
+    bill key instead of 3.5 (a unit test holds it to aiokafka's on random keys).
+    """
+    length = len(data)
+    h = 0x9747B28C ^ length
+    words = length >> 2
+    for word in struct.unpack_from(f"<{words}I", data):
+        k = (word * _M) & _MASK
+        k = ((k ^ (k >> 24)) * _M) & _MASK
+        h = ((h * _M) & _MASK) ^ k
+    rest = length & 3
+    if rest:
+        tail = data[words * 4 :]
+        if rest == 3:
+            h ^= tail[2] << 16
+        if rest >= 2:
+            h ^= tail[1] << 8
+        h = ((h ^ tail[0]) * _M) & _MASK
+    h ^= h >> 13
+    h = (h * _M) & _MASK
+    return h ^ (h >> 15)
+
+
+def partition_for(key: bytes, partitions: list[int]) -> int:
+    """The partition a keyed record goes to, as Kafka's default partitioner chooses it."""
+    return partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
 
 
 class Outbox:
@@ -48,7 +80,7 @@ class Outbox:
     ) -> int:
         """Append a record (to ``partition``, else by key); returns its slot in the futures."""
         if partition is None:
-            partition = _BY_KEY(key, self._partitions, self._partitions)
+            partition = partition_for(key, self._partitions)
         current = self._open.get(partition)
         if current is not None and current[1].append(
             timestamp=None, key=key, value=value, headers=headers

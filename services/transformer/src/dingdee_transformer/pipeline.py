@@ -212,5 +212,9 @@ class Processor:
             key=bill.bill_key.encode(),
             value=encode_model(bill),
             headers=headers,
-            seen=(previous or Seen((), bill.bill_key)).adding(snapshot.fingerprint, bill.bill_key),
+            seen=(
+                previous.adding(snapshot.fingerprint, bill.bill_key)
+                if previous is not None
+                else Seen((snapshot.fingerprint,), bill.bill_key)
+            ),
         )
