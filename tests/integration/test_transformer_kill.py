@@ -34,7 +34,7 @@ from tests.unit.transformer.samples import snapshot
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-N = 2500
+N = 8000  # enough work that the kill lands mid-stream (small batches: seconds of it)
 
 
 async def _produce_batched(
