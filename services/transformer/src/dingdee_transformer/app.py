@@ -21,6 +21,7 @@ from typing import Any, cast
 
 import faust
 from aiokafka import AIOKafkaProducer
+from faust.stores.memory import Store as MemoryStore
 from faust.types import Message
 
 from dingdee_common.codec import dumps
@@ -234,9 +235,13 @@ class TransformerApp:
             self.health.progress()
 
     def _seen(self, pid: str) -> Seen | None:
-        # The store ``_remember`` writes to, read directly: the table's own ``get`` goes through
-        # KeyError and a sensor call for every instance it has not seen (most of them).
-        return Seen.from_value(self.seen_table.data.get(pid.encode()))
+        # The dict of the memory store that ``_remember`` writes to and recovery fills, read
+        # directly: the table's ``get`` and even the store's go through a raised KeyError for
+        # every instance not seen yet (most of them), ~1.5 µs each.
+        store = cast(
+            "MemoryStore[bytes, Any]", self.seen_table.data
+        )  # store="memory://", set in _make_app
+        return Seen.from_value(store.data.get(pid.encode()))
 
     async def _run_batches(self) -> None:
         """Map batch N+1 while the broker acknowledges batch N (two batches in flight at most).
