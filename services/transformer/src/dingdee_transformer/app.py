@@ -235,12 +235,10 @@ class TransformerApp:
             self.health.progress()
 
     def _seen(self, pid: str) -> Seen | None:
-        # The dict of the memory store that ``_remember`` writes to and recovery fills, read
-        # directly: the table's ``get`` and even the store's go through a raised KeyError for
-        # every instance not seen yet (most of them), ~1.5 µs each.
-        store = cast(
-            "MemoryStore[bytes, Any]", self.seen_table.data
-        )  # store="memory://", set in _make_app
+        # The dict of the memory store (store="memory://") that ``_remember`` writes to and
+        # recovery fills, read directly: the table's ``get`` and even the store's go through a
+        # raised KeyError for every instance not seen yet (most of them), ~1.5 µs each.
+        store = cast("MemoryStore[bytes, Any]", self.seen_table.data)
         return Seen.from_value(store.data.get(pid.encode()))
 
     async def _run_batches(self) -> None:

@@ -1,10 +1,11 @@
 """One topic's records of a batch, packed into Kafka record batches: one future per record batch.
 
-aiokafka's ``send`` costs the transformer's thread ~15 µs a record (a future per message,
-metadata checks, faust's produce signal); appending to a record batch costs ~1 µs. The batch loop
-writes hundreds of bills and dedup changelog records at once, so it packs them here and hands each
-partition's record batch to the producer in one ``send_batch`` call. Records keep their order
-within a partition; each record learns which batch (future) carries it.
+A ``send`` per record costs a future, metadata checks and (through faust) a produce signal each:
+~18 µs of CPU per 1.5 KB record against ~11 µs packed into record batches (aiokafka on the local
+broker, partitioning and the sender's requests included; appending itself is ~1 µs). The batch
+loop writes hundreds of bills and dedup changelog records at once, so it packs them here and
+hands each partition's record batch to the producer in one ``send_batch`` call. Records keep
+their order within a partition; each record learns which batch (future) carries it.
 """
 
 from __future__ import annotations
