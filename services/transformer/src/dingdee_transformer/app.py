@@ -15,7 +15,7 @@ import os
 import signal
 import time
 from collections import Counter
-from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -306,10 +306,11 @@ class TransformerApp:
         settling = time.perf_counter()
         counts: Counter[str] = Counter()
         changelog = await Outbox.open(self._producer(), self._changelog)
+        failed: set[asyncio.Future[Any]] = set()
         try:
             for emit, future, partition in batch.sent:
                 if not _acknowledged(future):
-                    await self._confirm(emit, future)
+                    await self._confirm(emit, future, failed)
                 self._remember(emit, partition, changelog)
                 counts[emit.flow] += 1
         finally:
@@ -433,8 +434,13 @@ class TransformerApp:
             del self._unsettled[emit.process_instance_id]
         changelog.add(key, dumps(value), [], partition)
 
-    async def _confirm(self, emit: Emit, future: Awaitable[Any]) -> None:
-        """Wait for the broker's ack of one bill; re-send on failure within the retry budget.
+    async def _confirm(
+        self, emit: Emit, future: asyncio.Future[Any], failed: set[asyncio.Future[Any]]
+    ) -> None:
+        """Wait for the broker's ack of one bill; re-send it alone on failure, within the budget.
+
+        ``failed`` collects the record batches that failed, so each is logged once, not once
+        per bill in it.
 
         Raises:
             FatalError: the bill could not be published within the budget; the batch stays unacked.
@@ -443,7 +449,9 @@ class TransformerApp:
             await future
             return
         except Exception as exc:  # noqa: BLE001 - any send failure is retried below
-            log.warning("transformer.bill.send_failed", error=type(exc).__name__)
+            if future not in failed:
+                failed.add(future)
+                log.warning("transformer.bill.send_failed", error=type(exc).__name__)
 
         async def resend() -> None:
             try:
