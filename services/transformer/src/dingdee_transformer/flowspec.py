@@ -38,7 +38,8 @@ class CompiledFlow:
     mapping: MappingSpec
     tables: Mapping[str, Mapping[str, str]]
     tz: ZoneInfo
-    build_model: ModelBuilder  # mapping.fields compiled, with a slot for the bill number
+    build_model: ModelBuilder  # mapping.fields compiled, with a slot for number_slot
+    number_slot: str | None  # target.number_field when no rule sets it: the builder leaves it
     render_bill_key: Template  # target.bill_key compiled
     form_names: frozenset[str]  # the component ids and labels the flow reads
 
@@ -90,6 +91,8 @@ def _compile_one(
     if problems or target is None or mapping is None:
         return None, problems
     process_code = str(entry.dingtalk.get("process_code", ""))
+    # the bill key becomes the number unless a rule sets the number field itself
+    number_slot = None if target.number_field in mapping.fields else target.number_field
     compiled = CompiledFlow(
         entry.id,
         process_code,
@@ -97,7 +100,8 @@ def _compile_one(
         mapping,
         tables,
         tz,
-        compile_fields(mapping.fields, number_field=target.number_field),
+        compile_fields(mapping.fields, number_field=number_slot),
+        number_slot,
         compile_template(target.bill_key),
         form_names(mapping.fields, [target.bill_key]),
     )

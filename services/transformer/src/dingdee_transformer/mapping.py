@@ -165,14 +165,13 @@ def _build_model(
 ) -> tuple[dict[str, Any], list[FieldError]]:
     errors: list[FieldError] = []
     model = flow.build_model(ctx, errors)
-    number_field = flow.target.number_field
-    if number_field not in flow.mapping.fields:
-        # the builder kept the number's slot (``compile_fields``); fill it, or drop it
+    if flow.number_slot is not None:  # the builder kept the number's place: fill it, or drop it
         if bill_key:
-            model[number_field] = bill_key
+            model[flow.number_slot] = bill_key
         else:
-            del model[number_field]
+            del model[flow.number_slot]
         return model, errors
+    number_field = flow.target.number_field
     given = model.get(number_field)
     if bill_key and given is not None and given != bill_key:
         problem = f"{given!r} differs from the bill key {bill_key!r}"

@@ -69,9 +69,6 @@ class Outbox:
         """An empty outbox for ``topic`` (waits for the topic's metadata the first time)."""
         return cls(producer, topic, sorted(await producer.partitions_for(topic)))
 
-    def __len__(self) -> int:
-        return len(self._batches)
-
     def add(
         self,
         key: bytes,

@@ -142,15 +142,16 @@ class Processor:
     def _process(
         self, record: SourceRecord, seen: SeenLookup, span: Span | None, carry: hdr.Headers | None
     ) -> Outcome:
-        flow_id = hdr.get(record.headers, hdr.FLOW)
+        snapshot: ApprovalSnapshot | None = None
         try:
             snapshot = decode_model(
                 record.value, ApprovalSnapshot, supported_versions=SUPPORTED_VERSIONS
             )
-            flow_id = snapshot.flow
-            self._count_in(self.flow_label(flow_id))
+            self._count_in(self.flow_label(snapshot.flow))
             return self._map(snapshot, seen, carry)
         except Exception as exc:  # noqa: BLE001 - the one classify() call of this service
+            # the flow of an undecodable record is the one its header names, if any
+            flow_id = snapshot.flow if snapshot is not None else hdr.get(record.headers, hdr.FLOW)
             verdict = _dead_letter_verdict(exc)
             if span is not None:
                 record_error(span, exc, verdict.error_type)

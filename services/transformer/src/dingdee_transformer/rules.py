@@ -20,12 +20,10 @@ from dingdee_transformer.schema import PLACEHOLDER, FieldRule, RowsRule
 __all__ = [
     "OMIT",
     "Context",
-    "Evaluator",
     "FieldError",
     "ModelBuilder",
     "Template",
     "compile_fields",
-    "compile_rule",
     "compile_template",
     "form_names",
 ]
@@ -338,16 +336,14 @@ def _wrap(value: Any, rule: FieldRule) -> Any:
     return {rule.ref: value} if rule.ref else value
 
 
-def compile_rule(target: str, rule: FieldRule) -> Evaluator:
-    """``rule`` as one function, resolved once per flow at start-up.
+def _compile_rule(target: str, rule: FieldRule) -> Evaluator:
+    """A rule that reads the approval (not a constant: those sit in the builder's template) as
+    one function, resolved once per flow at start-up.
 
     ``target`` names the field in errors; inside rows the caller renames the row's errors.
     """
     if rule.rows is not None:
         return _compile_rows(target, rule, rule.rows)
-    if rule.source_kind == "const":
-        const = _wrap(rule.const, rule)
-        return lambda _ctx, _errors: const
     source, steps = _source(rule), _steps(rule)
     ref, required, has_default = rule.ref, rule.required, rule.has_default
     default = _wrap(rule.default, rule)
@@ -390,7 +386,7 @@ def compile_fields(
     call. Fields whose rules differ only in ``ref`` (three amounts read from the same cell, say)
     are evaluated once per call; each still gets its own wrap, and its own copy of any error.
 
-    With ``number_field`` (a field the rules do not set), the Model keeps a slot for the bill
+    With ``number_field`` (a field the rules must not set), the Model keeps a slot for the bill
     number, holding ``None`` for the caller to fill: right after a leading constant 0 (the
     primary key, ``FID: 0``), else first. Kingdee replays Model fields in order, so the number
     goes early, as in its own templates.
@@ -408,9 +404,9 @@ def compile_fields(
         if signature not in index:
             index[signature] = len(cores)
             core = rule if rule.rows is not None else rule.model_copy(update={"ref": None})
-            cores.append(compile_rule(key, core))
+            cores.append(_compile_rule(key, core))
         entries.append((key, index[signature], None if rule.rows else rule.ref, _by_target(rule)))
-    if number_field is not None and number_field not in fields:
+    if number_field is not None:
         template = _with_slot(template, fields, number_field)
     uses = Counter(i for _, i, _, _ in entries)
     # (key, core, ref, named by target, slot of a shared core's result or -1)
