@@ -39,19 +39,33 @@ def _emit(n: int) -> Emit:
     return Emit("petty-cash", f"pi-{n}", f"BYJ{n}".encode(), b"{}", [], Seen(("fp",), f"BYJ{n}"))
 
 
+def _failing_producer(
+    service: TransformerApp, monkeypatch: pytest.MonkeyPatch, *, resends_fail: bool
+) -> list[bytes]:
+    """The keys faust's producer is asked to resend (each resend fails when ``resends_fail``)."""
+    sent: list[bytes] = []
+
+    async def send_and_wait(topic: str, key: bytes, *_: Any) -> None:
+        sent.append(key)
+        if resends_fail:
+            raise ConnectionError("still gone")
+
+    monkeypatch.setattr(service.app.producer, "send_and_wait", send_and_wait)
+    return sent
+
+
+def _failed_batch() -> asyncio.Future[Any]:
+    batch: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    batch.set_exception(ConnectionError("broker gone"))
+    return batch
+
+
 async def test_a_failed_batch_is_resent_bill_by_bill_and_logged_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     service = _service(tmp_path, monkeypatch)
-    resent: list[bytes] = []
-
-    async def send_and_wait(topic: str, key: bytes, *_: Any) -> None:
-        resent.append(key)
-
-    monkeypatch.setattr(service.app.producer, "send_and_wait", send_and_wait)
-    batch: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    batch.set_exception(ConnectionError("broker gone"))
-    failed: set[asyncio.Future[Any]] = set()
+    resent = _failing_producer(service, monkeypatch, resends_fail=False)
+    batch, failed = _failed_batch(), set[asyncio.Future[Any]]()
     with capture_logs() as logs:
         for n in range(3):
             await service._confirm(_emit(n), batch, failed)
@@ -63,15 +77,7 @@ async def test_a_bill_that_cannot_be_resent_is_fatal(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     service = _service(tmp_path, monkeypatch)
-    attempts: list[bytes] = []
-
-    async def send_and_wait(topic: str, key: bytes, *_: Any) -> None:
-        attempts.append(key)
-        raise ConnectionError("still gone")
-
-    monkeypatch.setattr(service.app.producer, "send_and_wait", send_and_wait)
-    batch: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    batch.set_exception(ConnectionError("broker gone"))
+    attempts = _failing_producer(service, monkeypatch, resends_fail=True)
     with pytest.raises(FatalError, match="could not publish"):
-        await service._confirm(_emit(7), batch, set())
+        await service._confirm(_emit(7), _failed_batch(), set())
     assert attempts == [b"BYJ7", b"BYJ7"]
