@@ -307,7 +307,7 @@ class _Display:
         key = progress.key()
         if key != self._last:
             self._last = key
-            self.console.print(progress.line(), markup=False, highlight=False)
+            self.console.print(progress.line(), markup=False, highlight=False, soft_wrap=True)
 
     def close(self) -> None:
         if self._live is not None:
