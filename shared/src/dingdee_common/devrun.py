@@ -1,32 +1,42 @@
 """``dingdee-dev run`` (what ``make run`` calls): the real pipeline on the embedded default.
 
 Starts the embedded broker (unless ``DINGDEE_KAFKA__BOOTSTRAP_SERVERS`` is set), both sandboxes
-seeded with demo approvals, and the three services; shows live progress until every approved demo
-approval is a bill in the Kingdee sandbox, prints a summary, and keeps running until Ctrl-C.
+seeded with demo approvals, and the three services; supervises the services (one that exits is
+restarted with backoff, as Kubernetes would) and shows live progress until every approved demo
+approval is a bill in the Kingdee sandbox, prints a summary, and keeps showing progress until
+Ctrl-C. A part that does not answer is shown as such; it never stops the run.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
 from dingdee_common.devstack import Stack, StackConfig
+from dingdee_common.procs import ManagedProcess, Supervisor
+from dingdee_common.settings import RetrySettings
 
-__all__ = ["Expectation", "expected_bills", "main"]
+__all__ = ["Expectation", "Progress", "RunOptions", "Watcher", "expected_bills", "main", "run"]
 
 ROOT = Path(__file__).resolve().parents[3]
 PETTY_CASH_FORM = "ER_ExpReimbursement"
 DEPARTMENT_FORM = "BD_Department"
+T = TypeVar("T")
+# A service that exits is started again after 0-1 s, then 0-2 s, … up to 0-30 s (full jitter).
+RESTART_BACKOFF = RetrySettings(initial_backoff_seconds=1.0, max_backoff_seconds=30.0)
 
 
 @dataclass(frozen=True)
@@ -84,32 +94,252 @@ async def loaded_bills(stack: Stack, expectation: Expectation) -> dict[str, set[
     return loaded
 
 
-def _table(counts: dict[str, int], loaded: int, expected: int, elapsed: float) -> Table:
-    table = Table(title=f"dingdee — local pipeline ({elapsed:5.0f}s)", show_lines=False)
-    for col in ("extracted", "transformed", "loaded (Kingdee)", "expected", "dead-lettered"):
-        table.add_column(col, justify="right")
-    dead = sum(v for k, v in counts.items() if k.startswith("dlq."))
-    table.add_row(
-        str(counts.get("extracted", 0)),
-        str(counts.get("transformed", 0)),
-        str(loaded),
-        str(expected),
-        str(dead),
-    )
-    return table
+@dataclass(frozen=True)
+class RunOptions:
+    """How ``run`` watches: ``dingdee-dev run``'s flags."""
+
+    timeout: float = 900.0  # give up when not every bill is loaded by then
+    poll_timeout: float = 3.0  # a part that takes longer to answer is "not answering"
+    interval: float = 1.0
+    exit_when_done: bool = False
+    restart_backoff: RetrySettings = field(default_factory=lambda: RESTART_BACKOFF)
 
 
-async def _run(args: argparse.Namespace, console: Console) -> int:
-    workdir, flows = args.workdir, args.flows
-    config = StackConfig(workdir=workdir, flows_file=flows, demo=args.demo)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+@dataclass
+class Progress:
+    """One look at the pipeline: counts (the last known when a part does not answer) and parts."""
+
+    elapsed: float = 0.0
+    counts: dict[str, int] = field(default_factory=dict)
+    loaded: int | None = None
+    expected: int | None = None
+    parts: dict[str, str] = field(default_factory=dict)  # part → state ("ok", "not answering …")
+    restarts: dict[str, int] = field(default_factory=dict)  # supervised service → restarts
+    done: bool = False
+
+    @property
+    def dead_letters(self) -> int:
+        return sum(v for k, v in self.counts.items() if k.startswith("dlq."))
+
+    def figures(self) -> list[tuple[str, str]]:
+        def shown(value: int | None) -> str:
+            return "?" if value is None else str(value)
+
+        counts = self.counts
+        return [
+            ("extracted", shown(counts.get("extracted") if counts else None)),
+            ("transformed", shown(counts.get("transformed") if counts else None)),
+            ("loaded (Kingdee)", shown(self.loaded)),
+            ("expected", shown(self.expected)),
+            ("dead-lettered", shown(self.dead_letters if counts else None)),
+        ]
+
+    def line(self) -> str:
+        """One line for a log or a pipe: the figures, then every part's state."""
+        figures = " · ".join(f"{name} {value}" for name, value in self.figures())
+        parts = " · ".join(
+            f"{part} {state}"
+            + (f" (restarts {self.restarts[part]})" if part in self.restarts else "")
+            for part, state in self.parts.items()
+        )
+        return f"[{self.elapsed:5.0f}s] {figures} | {parts}"
+
+    def table(self) -> Group:
+        """The live view: the figures, then one row per part with its state and restarts."""
+        status = "all bills loaded; Ctrl-C stops" if self.done else "loading"
+        figures = Table(title=f"dingdee — local pipeline ({self.elapsed:5.0f}s, {status})")
+        parts = Table()
+        for name, _ in self.figures():
+            figures.add_column(name, justify="right")
+        figures.add_row(*(value for _, value in self.figures()))
+        for col in ("part", "state", "restarts"):
+            parts.add_column(col)
+        for part, state in self.parts.items():
+            style = "" if state in ("ok", "ready") else "yellow"
+            restarts = str(self.restarts[part]) if part in self.restarts else "-"
+            parts.add_row(part, f"[{style}]{state}[/]" if style else state, restarts)
+        return Group(figures, parts)
+
+    def key(self) -> tuple[Any, ...]:
+        """What a change is: anything but the elapsed time."""
+        return (
+            sorted(self.counts.items()),
+            self.loaded,
+            self.expected,
+            list(self.parts.items()),
+            sorted(self.restarts.items()),
+            self.done,
+        )
+
+
+def _failure(exc: BaseException) -> str:
+    """What a part that failed to answer is shown as."""
+    if isinstance(exc, (TimeoutError, httpx.TimeoutException)):
+        return "not answering (timeout)"
+    if isinstance(exc, httpx.ConnectError):
+        return "not answering (connection refused)"
+    if isinstance(exc, httpx.HTTPStatusError):
+        return f"answering HTTP {exc.response.status_code}"
+    return f"not answering ({type(exc).__name__})"
+
+
+class Watcher:
+    """Polls every part of the stack, each under ``poll_timeout``; a poll never raises."""
+
+    def __init__(self, stack: Stack, supervisor: Supervisor, options: RunOptions) -> None:
+        self.stack = stack
+        self.supervisor = supervisor
+        self.options = options
+        self.expectation: Expectation | None = None
+        self._expecting: asyncio.Task[Expectation] | None = None
+        self.progress = Progress()
+
+    async def _timed(self, what: str, call: Callable[[], Awaitable[T]]) -> T | None:
+        """``call()``'s result, or ``None`` with ``what``'s state set to why it did not answer."""
+        try:
+            result = await asyncio.wait_for(call(), self.options.poll_timeout)
+        except Exception as exc:  # noqa: BLE001 - any failure of a part is shown, never raised
+            self.progress.parts[what] = _failure(exc)
+            return None
+        self.progress.parts[what] = "ok"
+        return result
+
+    async def poll(self, elapsed: float) -> Progress:
+        progress = self.progress
+        progress.elapsed = elapsed
+        progress.parts = dict.fromkeys(("Kafka", "DingTalk", "Kingdee"), "…")
+        await asyncio.gather(self._poll_kafka(), self._poll_dingtalk(), self._poll_kingdee())
+        await self._poll_services()
+        return progress
+
+    async def _poll_kafka(self) -> None:
+        counts = await self._timed("Kafka", self.stack.topic_counts)
+        if counts is not None:
+            self.progress.counts = counts
+
+    async def _poll_dingtalk(self) -> None:
+        await self._timed(
+            "DingTalk",
+            lambda: self.stack.sandbox_json(self.stack.dingtalk_url, "/_sandbox/healthz"),
+        )
+        if self.expectation is not None:
+            return
+        # Read once, in the background: it takes a request per department approval.
+        task = self._expecting
+        if task is None:
+            self._expecting = asyncio.create_task(expected_bills(self.stack))
+        elif task.done():
+            self._expecting = None  # read again at the next poll if it failed
+            failed = task.exception()
+            if failed is not None:
+                self.progress.parts["DingTalk"] = f"expected set not read: {_failure(failed)}"
+                return
+            self.expectation = task.result()
+            self.progress.expected = self.expectation.total
+
+    async def _poll_kingdee(self) -> None:
+        expectation = self.expectation
+        if expectation is None:
+            await self._timed(
+                "Kingdee",
+                lambda: self.stack.sandbox_json(self.stack.kingdee_url, "/_sandbox/healthz"),
+            )
+            return
+        loaded = await self._timed("Kingdee", lambda: loaded_bills(self.stack, expectation))
+        if loaded is None:
+            return
+        self.progress.loaded = sum(len(v & expectation.by_form[f]) for f, v in loaded.items())
+        if all(loaded[f] == expectation.by_form[f] for f in expectation.by_form):
+            self.progress.done = True
+
+    async def _poll_services(self) -> None:
+        now = time.monotonic()
+        readiness = await asyncio.gather(
+            *(self._readiness(name) for name in self.supervisor.processes)
+        )
+        for name, ready in zip(self.supervisor.processes, readiness, strict=True):
+            state = self.supervisor.states[name]
+            self.progress.restarts[name] = state.restarts
+            pending = state.restart_at is not None
+            self.progress.parts[name] = state.describe(now) if pending else ready
+
+    async def _readiness(self, name: str) -> str:
+        url = f"http://127.0.0.1:{self.stack.ops_ports[name]}/readyz"
+        try:
+            async with httpx.AsyncClient(timeout=self.options.poll_timeout) as client:
+                response = await client.get(url)
+        except httpx.HTTPError as exc:
+            return _failure(exc)
+        if response.is_success:
+            return "ready"
+        with contextlib.suppress(ValueError):
+            return f"not ready: {response.json().get('reason')}"
+        return f"not ready (HTTP {response.status_code})"
+
+    def close(self) -> None:
+        if self._expecting is not None:
+            self._expecting.cancel()
+
+
+def _lost(stack: Stack) -> ManagedProcess | None:
+    """A sandbox that exited: its state was in memory, so the run cannot go on."""
+    for name, proc in stack.processes.items():
+        if name.startswith("sandbox-") and not proc.alive:
+            return proc
+    return None
+
+
+class _Display:
+    """A live table on a terminal; one line per change otherwise (a pipe, a log file, a test)."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self._live: Live | None = None
+        self._last: tuple[Any, ...] | None = None
+        if console.is_terminal:
+            self._live = Live(console=console, refresh_per_second=2, transient=False)
+            self._live.start()
+
+    def show(self, progress: Progress) -> None:
+        if self._live is not None:
+            self._live.update(progress.table())
+            return
+        key = progress.key()
+        if key != self._last:
+            self._last = key
+            self.console.print(progress.line(), markup=False, highlight=False, soft_wrap=True)
+
+    def close(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+
+
+async def run(
+    config: StackConfig,
+    options: RunOptions,
+    console: Console,
+    stop: asyncio.Event,
+    on_started: Callable[[Stack, Supervisor], None] | None = None,
+) -> int:
+    """Start the stack, supervise and watch it until ``stop`` (or done with ``exit_when_done``).
+
+    Returns 0 when stopped or done, 1 when the bills were not all loaded within ``timeout`` or a
+    sandbox exited. ``on_started`` sees the running stack and its supervisor (the tests' hook).
+    """
     stack = Stack(config)
-    console.print(f"[bold]dingdee[/] starting the local stack (logs in {workdir}) …")
+    console.print(f"[bold]dingdee[/] starting the local stack (logs in {config.workdir}) …")
     started = time.monotonic()
-    async with stack:
+    try:
+        await stack.start()
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        console.print(f"[red]the local stack did not start[/]: {exc}")
+        await stack.stop()
+        return 1
+    supervisor = Supervisor(
+        {name: stack.processes[name] for name in config.services}, options.restart_backoff
+    )
+    supervising = asyncio.create_task(supervisor.run())
+    try:
         console.print(
             f"broker {stack.bootstrap} · DingTalk sandbox {stack.dingtalk_url} · "
             f"Kingdee sandbox {stack.kingdee_url}"
@@ -117,74 +347,87 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
         console.print(
             "ops ports: " + ", ".join(f"{k} :{v}" for k, v in sorted(stack.ops_ports.items()))
         )
-        expectation = await expected_bills(stack)
-        done_at = await _watch(stack, expectation, stop, started, args, console)
-        if done_at is None:
-            return 0 if stop.is_set() else 1
-        if not args.exit_when_done:
-            console.print("Pipeline keeps running; press Ctrl-C to stop everything.")
-            await stop.wait()
+        if on_started is not None:
+            on_started(stack, supervisor)
+        return await _watch(Watcher(stack, supervisor, options), stop, started, options, console)
+    finally:
+        supervisor.close()
+        supervising.cancel()
         console.print("stopping …")
-    console.print("stopped cleanly.")
-    return 0
+        await stack.stop()
+        console.print("stopped cleanly.")
 
 
 async def _watch(
-    stack: Stack,
-    expectation: Expectation,
-    stop: asyncio.Event,
-    started: float,
-    args: argparse.Namespace,
-    console: Console,
-) -> float | None:
-    """Show progress until every expected bill is loaded; return the time it took."""
-    with Live(console=console, refresh_per_second=2, transient=False) as live:
+    watcher: Watcher, stop: asyncio.Event, started: float, options: RunOptions, console: Console
+) -> int:
+    """Show progress until ``stop``; print the summary once every expected bill is loaded."""
+    display = _Display(console)
+    summarised = False
+    try:
         while not stop.is_set():
-            counts = await stack.topic_counts()
-            loaded = await loaded_bills(stack, expectation)
-            n_loaded = sum(len(v & expectation.by_form[f]) for f, v in loaded.items())
-            elapsed = time.monotonic() - started
-            live.update(_table(counts, n_loaded, expectation.total, elapsed))
-            if all(loaded[f] == expectation.by_form[f] for f in expectation.by_form):
-                counts = await stack.topic_counts()
-                live.update(_table(counts, n_loaded, expectation.total, elapsed))
-                live.stop()
-                _summary(console, expectation, counts, elapsed)
-                return elapsed
-            for name, proc in stack.processes.items():
-                if not proc.alive:
-                    console.print(f"[red]{name} exited[/]:\n{proc.tail()}")
-                    return None
-            if elapsed > args.timeout:
-                console.print(f"[red]not all bills loaded after {args.timeout:.0f}s[/]")
-                return None
-            await asyncio.sleep(1.0)
-    return None
+            progress = await watcher.poll(time.monotonic() - started)
+            display.show(progress)
+            if progress.done and not summarised:
+                summarised = True
+                console.print(_summary(watcher.expectation or Expectation({}), progress))
+                if options.exit_when_done:
+                    return 0
+                console.print("Pipeline keeps running; press Ctrl-C to stop everything.")
+            lost = _lost(watcher.stack)
+            if lost is not None:
+                console.print(f"[red]{lost.name} exited[/]:\n{lost.tail()}", markup=False)
+                return 1
+            if not summarised and progress.elapsed > options.timeout:
+                console.print(f"[red]not all bills loaded after {options.timeout:.0f}s[/]")
+                return 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), options.interval)
+        return 0
+    finally:
+        watcher.close()
+        display.close()
 
 
-def _summary(
-    console: Console, expectation: Expectation, counts: dict[str, int], elapsed: float
-) -> None:
-    console.print(
+def _summary(expectation: Expectation, progress: Progress) -> str:
+    return (
         f"[green bold]All {expectation.total} approved demo approvals are bills in the Kingdee "
-        f"sandbox[/] after {elapsed:.1f}s — "
+        f"sandbox[/] after {progress.elapsed:.1f}s — "
         + ", ".join(f"{form}: {len(nums)}" for form, nums in expectation.by_form.items())
-        + f"; {counts.get('extracted', 0)} snapshots extracted, "
-        f"{sum(v for k, v in counts.items() if k.startswith('dlq.'))} dead-lettered."
+        + f"; {progress.counts.get('extracted', 0)} snapshots extracted, "
+        f"{progress.dead_letters} dead-lettered."
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dingdee-dev", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run the whole local pipeline with live progress")
-    run.add_argument("--demo", type=int, default=300, help="petty-cash approvals to seed")
-    run.add_argument("--workdir", type=Path, default=Path.cwd() / ".run", help="logs and state")
-    run.add_argument("--flows", type=Path, default=ROOT / "config" / "flows.yaml")
-    run.add_argument("--timeout", type=float, default=900.0, help="give up after this long")
-    run.add_argument("--exit-when-done", action="store_true", help="stop once every bill is loaded")
+    cmd = sub.add_parser("run", help="run the whole local pipeline with live progress")
+    cmd.add_argument("--demo", type=int, default=300, help="petty-cash approvals to seed")
+    cmd.add_argument("--workdir", type=Path, default=Path.cwd() / ".run", help="logs and state")
+    cmd.add_argument("--flows", type=Path, default=ROOT / "config" / "flows.yaml")
+    cmd.add_argument("--timeout", type=float, default=900.0, help="give up after this long")
+    cmd.add_argument(
+        "--poll-timeout",
+        type=float,
+        default=3.0,
+        help="seconds a part may take to answer a progress poll before it shows as not answering",
+    )
+    cmd.add_argument("--exit-when-done", action="store_true", help="stop once every bill is loaded")
     args = parser.parse_args(argv)
-    return asyncio.run(_run(args, Console()))
+    config = StackConfig(workdir=args.workdir, flows_file=args.flows, demo=args.demo)
+    options = RunOptions(
+        timeout=args.timeout, poll_timeout=args.poll_timeout, exit_when_done=args.exit_when_done
+    )
+    return asyncio.run(_main(config, options))
+
+
+async def _main(config: StackConfig, options: RunOptions) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return await run(config, options, Console(), stop)
 
 
 if __name__ == "__main__":

@@ -256,8 +256,8 @@ class Stack:
             "dlq.loader": t.dlq("loader"),
         }
         consumer = make_consumer(self.kafka, group_id=None)
-        await consumer.start()
-        try:
+        try:  # started inside: a caller's timeout may cancel the start, and it must be closed
+            await consumer.start()
             tps = {label: await partitions_of(consumer, [topic]) for label, topic in names.items()}
             ends = await exact_end_offsets(consumer, [tp for group in tps.values() for tp in group])
         finally:

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from types import SimpleNamespace
 from typing import Any
 
+import faust
+import faust.tables.manager
+import faust.transport.consumer
 import pytest
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
-from dingdee_transformer.consumer import FetchIntake, TransformerConsumer, consumer_failure
+from dingdee_transformer.consumer import (
+    FetchIntake,
+    TransformerConsumer,
+    consumer_failure,
+    require_faust_hooks,
+)
 
 TOPIC = "approvals.raw"
 P0 = TP(TOPIC, 0)
@@ -21,7 +30,9 @@ def _message(offset: int, generation: int = 1) -> Any:
 
 
 def _intake(generation: int = 1) -> tuple[FetchIntake, Any]:
-    app: Any = SimpleNamespace(consumer_generation_id=generation)
+    app: Any = SimpleNamespace(
+        consumer_generation_id=generation, monitor=SimpleNamespace(stream_inbound_time={})
+    )
     return FetchIntake(app, TOPIC, max_fetches=2), app
 
 
@@ -34,6 +45,15 @@ class TestFetchIntake:
         second = await intake.take(4, linger=0.01)
         assert [m.offset for m in first] == [0, 1, 2, 3]
         assert [m.offset for m in second] == [4]
+
+    async def test_taking_a_fetch_stamps_its_partition_for_the_stall_detector(self) -> None:
+        intake, app = _intake()
+        inbound = app.monitor.stream_inbound_time
+        await intake.put([_message(0)])
+        assert inbound == {}, "fetched is not taken: a loop that never takes is stalled"
+        before = time.monotonic()
+        await intake.take(4, linger=0.01)
+        assert before <= inbound[P0] <= time.monotonic()
 
     async def test_linger_waits_for_a_fuller_batch(self) -> None:
         intake, _ = _intake()
@@ -187,3 +207,25 @@ async def test_a_broken_delivery_loop_is_reported_for_the_heartbeat(
         await consumer._drain_messages(fetcher)  # type: ignore[arg-type]
     reason = consumer_failure(SimpleNamespace(consumer=consumer))  # type: ignore[arg-type]
     assert reason == "record delivery ended: RuntimeError('a bug')"
+
+
+class TestFaustHooks:
+    def test_present_in_the_pinned_faust(self) -> None:
+        require_faust_hooks(faust.App("hooks-present", autodiscover=False))
+
+    @pytest.mark.parametrize(
+        ("owner", "name"),
+        [
+            (faust.transport.consumer.Consumer, "verify_event_path"),
+            (faust.transport.consumer.Consumer, "verify_all_partitions_active"),
+            (faust.tables.manager.TableManager, "changelog_topics"),
+            ("monitor", "stream_inbound_time"),  # set per instance by Monitor.__init__
+        ],
+    )
+    def test_a_missing_one_stops_the_start(
+        self, monkeypatch: pytest.MonkeyPatch, owner: Any, name: str
+    ) -> None:
+        app = faust.App("hooks-missing", autodiscover=False)
+        monkeypatch.delattr(app.monitor if owner == "monitor" else owner, name)
+        with pytest.raises(RuntimeError, match=name):
+            require_faust_hooks(app)

@@ -39,6 +39,7 @@ from dingdee_transformer.consumer import (
     FetchIntake,
     TransformerTransport,
     consumer_failure,
+    require_faust_hooks,
 )
 from dingdee_transformer.flowspec import CompiledFlow
 from dingdee_transformer.metrics import STAGE, TransformerMetrics
@@ -163,6 +164,8 @@ class TransformerApp:
             broker_commit_interval=1.0,
             broker_session_timeout=15.0,
             broker_heartbeat_interval=3.0,
+            stream_processing_timeout=s.stall_timeout_seconds,
+            broker_commit_livelock_soft_timeout=s.stall_timeout_seconds,
             # Acks are ours (by hand, per batch): a batch halted by the flood guard or a failed
             # publish is never acked; waiting for "all acked" would block shutdown and rebalances.
             stream_wait_empty=False,
@@ -200,6 +203,7 @@ class TransformerApp:
             value_type=None,
             partitions=s.kafka.partitions,
         )
+        require_faust_hooks(app)
         app.task(self._run_batches, traced=False)
         app.timer(interval=5.0)(self._heartbeat)
         app.on_rebalance_complete.connect(self._on_assigned)

@@ -15,9 +15,11 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Mapping
+from time import monotonic
 from typing import Any, cast
 
 import faust
+import faust.transport.consumer
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -28,7 +30,13 @@ from dingdee_common.kafka.clients import make_consumer
 from dingdee_common.kafka.reading import exact_end_offsets
 from dingdee_common.settings import KafkaSettings
 
-__all__ = ["FetchIntake", "TransformerConsumer", "TransformerTransport", "consumer_failure"]
+__all__ = [
+    "FetchIntake",
+    "TransformerConsumer",
+    "TransformerTransport",
+    "consumer_failure",
+    "require_faust_hooks",
+]
 
 KAFKA_SETTINGS_ATTR = "dingdee_kafka_settings"  # on the faust app: what the consumer's probes use
 INTAKE_ATTR = "dingdee_intake"  # on the faust app: where the consumer hands whole fetches
@@ -65,7 +73,7 @@ class FetchIntake:
         batch: list[Message] = []
         while not batch:
             if not self._pending:
-                self._pending.extend(await self._fetches.get())
+                self._pull(await self._fetches.get())
             self._move(batch, max_records)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + linger
@@ -81,9 +89,20 @@ class FetchIntake:
                         fetch = await asyncio.wait_for(self._fetches.get(), left)
                     except TimeoutError:
                         break
-                self._pending.extend(fetch)
+                self._pull(fetch)
             self._move(batch, max_records)
         return batch
+
+    def _pull(self, fetch: list[Message]) -> None:
+        """Take one fetch (records of one partition) and tell faust's stall detector so.
+
+        The detector (``TransformerConsumer.verify_event_path``) calls a partition stalled when
+        records were fetched and no stream took one for ``stall_timeout_seconds``; these records
+        reach no faust stream, so the intake stamps the time a stream would.
+        """
+        if fetch:
+            self._app.monitor.stream_inbound_time[fetch[0].tp] = monotonic()
+        self._pending.extend(fetch)
 
     def _move(self, batch: list[Message], max_records: int) -> None:
         generation = self._app.consumer_generation_id
@@ -283,6 +302,19 @@ class TransformerConsumer(faust_aiokafka.Consumer):
         await super().seek(partition, offset)
         self._next[TP(partition.topic, partition.partition)] = offset
 
+    def verify_event_path(self, now: float, tp: TP) -> None:
+        """faust's stall detector, for the partitions a stream reads.
+
+        faust runs it for every assigned partition every 2.5 commit intervals and logs at ERROR
+        when fetched records wait unprocessed. No stream reads a table's changelog: recovery
+        reads it (and checks itself, ``verify_recovery_event_path``), then faust pauses it while
+        this worker keeps writing to it, so its end moves on and its position does not, which
+        the detector took for a stream that never started (~70 ERROR lines a minute, forever).
+        """
+        if tp.topic in self.app.tables.changelog_topics:
+            return None
+        return super().verify_event_path(now, tp)
+
     async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
         """End offsets for table recovery, exact even where the broker lists them short.
 
@@ -303,6 +335,39 @@ class TransformerConsumer(faust_aiokafka.Consumer):
 
 class TransformerTransport(faust_aiokafka.Transport):
     Consumer = TransformerConsumer
+
+
+def require_faust_hooks(app: faust.App) -> None:
+    """Fail at start-up if a faust name the stall detector's quiet depends on is gone.
+
+    These are faust internals (faust-streaming is pinned in constraints.txt); when one goes, the
+    worker would start fine and then log false stalls at ERROR, or none at all, so a missing one
+    stops the worker at start-up instead:
+
+    - ``Consumer.verify_all_partitions_active`` → ``verify_event_path(now, tp)``: the detector
+      loop and the per-partition check ``TransformerConsumer`` overrides to leave changelogs out;
+    - ``app.tables.changelog_topics``: which partitions are changelogs;
+    - ``app.monitor.stream_inbound_time``: the per-partition time a stream last took a record,
+      which the detector reads and ``FetchIntake`` stamps for ``approvals.raw``.
+
+    Raises:
+        RuntimeError: one of them is missing; names it and the faust version.
+    """
+    missing = [
+        f"faust.transport.consumer.Consumer.{name}"
+        for name in ("verify_all_partitions_active", "verify_event_path")
+        if not callable(getattr(faust.transport.consumer.Consumer, name, None))
+    ]
+    if not isinstance(getattr(app.tables, "changelog_topics", None), set):
+        missing.append("faust.App.tables.changelog_topics")
+    if not isinstance(getattr(app.monitor, "stream_inbound_time", None), dict):
+        missing.append("faust.App.monitor.stream_inbound_time")
+    if missing:
+        raise RuntimeError(
+            f"faust {faust.__version__} lacks {', '.join(missing)}, which the transformer's "
+            "stall detection relies on (dingdee_transformer.consumer); install the faust-streaming "
+            "version pinned in constraints.txt"
+        )
 
 
 def consumer_failure(app: faust.App) -> str | None:

@@ -42,5 +42,15 @@ class TransformerSettings(ServiceSettings):
             "an assignment with a standby and the consumer died (not reproduced since)"
         ),
     )
+    stall_timeout_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description=(
+            "faust's stall detector (stream_processing_timeout and "
+            "broker_commit_livelock_soft_timeout): a partition of approvals.raw with records "
+            "waiting that the batch loop has not taken, or whose offsets were not committed, for "
+            "this long is logged at ERROR"
+        ),
+    )
     retry: RetrySettings = RetrySettings()
     flood_guard: FloodGuardSettings = FloodGuardSettings()
