@@ -197,3 +197,47 @@ async def test_a_budget_that_cannot_fit(sandboxes: Env) -> None:
     assert line.startswith("error   quota/main: monthly budget:")
     assert "3,000 approvals/month" in line and "budget 2,000" in line
     assert "raise the app's monthly_call_budget" in line
+
+
+async def start(module: str, env: Env) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", module,
+        env={**os.environ, **env, "DINGDEE_HTTP__PORT": "0"}, stdout=PIPE, stderr=PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode() + err.decode()
+
+
+async def test_the_extractor_refuses_a_budget_that_cannot_fit_before_kafka(
+    sandboxes: Env,
+) -> None:
+    apps = {
+        "main": {
+            "app_key": DEMO_APP.app_key,
+            "app_secret": DEMO_APP.app_secret,
+            "approvals_per_month": 3000,
+        }
+    }
+    env = {**sandboxes, "DINGDEE_DINGTALK__APPS": json.dumps(apps), "DINGDEE_EVENTS__ENABLED": "0"}
+    code, out = await start("dingdee_extractor", env)
+    assert code == 1, out
+    [fatal] = [json.loads(x)["error"] for x in out.splitlines() if '"extractor.fatal"' in x]
+    assert "start-up check failed: error   quota/main: monthly budget" in fatal
+    assert "polling, 3,000 approvals/month" in fatal and "budget 5,000" in fatal
+    assert "DINGDEE_DINGTALK__ALLOW_OVER_BUDGET=true starts anyway" in fatal
+    assert "Kafka" not in fatal and "KafkaConnectionError" not in out, "it fails before Kafka"
+
+
+async def test_the_extractor_refuses_a_renamed_component(sandboxes: Env) -> None:
+    code = PROCESS_CODES["department-sync"]
+    async with httpx.AsyncClient(base_url=sandboxes["DINGDEE_DINGTALK__BASE_URL"]) as http:
+        await http.post(f"/_sandbox/schemas/{code}", json={"rename": {"部门编码": "部门代码"}})
+        try:
+            exit_code, out = await start("dingdee_extractor", sandboxes)
+        finally:
+            await http.post(f"/_sandbox/schemas/{code}", json={"reset": True})
+    assert exit_code == 1, out
+    [fatal] = [json.loads(x)["error"] for x in out.splitlines() if '"extractor.fatal"' in x]
+    assert "error   dingtalk/department-sync: component 部门编码" in fatal
+    assert "(+1 more: run dingdee doctor)" in fatal, "FNumber and the bill key both read it"

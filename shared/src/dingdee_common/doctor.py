@@ -9,10 +9,12 @@ its rendering, and the projection of each DingTalk app's month against its budge
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from dingdee_common.errors import FatalError
+from dingdee_common.observability.logging import get_logger
 from dingdee_common.quota import (
     GETS_PER_APPROVAL,
     HEADROOM,
@@ -22,7 +24,16 @@ from dingdee_common.quota import (
     project_month,
 )
 
-__all__ = ["AppPlan", "Check", "Level", "budget_check", "exit_code", "render", "worst"]
+__all__ = [
+    "AppPlan",
+    "Check",
+    "Level",
+    "budget_check",
+    "exit_code",
+    "render",
+    "startup_verdict",
+    "worst",
+]
 
 Level = Literal["ok", "warning", "error"]
 _ORDER = {"ok": 0, "warning": 1, "error": 2}
@@ -59,6 +70,23 @@ def exit_code(checks: Iterable[Check]) -> int:
 def render(checks: Iterable[Check]) -> str:
     """One line per check."""
     return "\n".join(c.line() for c in checks)
+
+
+def startup_verdict(service: str, checks: Sequence[Check]) -> None:
+    """A service's own checks at start-up: log each warning, fail on the first error.
+
+    Raises:
+        FatalError: one line, the first error (and how many more ``dingdee doctor`` shows).
+    """
+    log = get_logger(f"dingdee_{service}.doctor")
+    for check in checks:
+        if check.level == "warning":
+            log.warning(f"{service}.doctor.warning", check=check.line())
+    errors = [c for c in checks if c.level == "error"]
+    if errors:
+        more = f" (+{len(errors) - 1} more: run dingdee doctor)" if len(errors) > 1 else ""
+        raise FatalError(f"start-up check failed: {errors[0].line()}{more}", code="doctor")
+    log.info(f"{service}.doctor.passed", checks=len(checks))
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,13 +17,13 @@ from typing import Any, Protocol
 
 import httpx
 
-from dingdee_common.doctor import AppPlan, Check, Level, budget_check
+from dingdee_common.doctor import AppPlan, Check, Level, budget_check, startup_verdict
 from dingdee_common.errors import DingdeeError, FatalError
 from dingdee_extractor.dingtalk.client import DingTalkClient
 from dingdee_extractor.flows import FlowSource
 from dingdee_extractor.settings import ExtractorSettings
 
-__all__ = ["Read", "app_plans", "dingtalk_checks", "schema_components"]
+__all__ = ["Read", "app_plans", "dingtalk_checks", "schema_components", "startup_check"]
 
 SCHEMA_PATH = "/v1.0/workflow/forms/schemas/processCodes"
 _NUMERIC = frozenset({"NumberField", "MoneyField", "CalculateField"})
@@ -389,3 +389,31 @@ async def dingtalk_checks(
         await v1.aclose()
     checks += [budget_check(plan) for plan in app_plans(settings, sources)]
     return checks
+
+
+def _mapping_reads(settings: ExtractorSettings) -> dict[str, Sequence[Read]] | None:
+    """What each flow's mapping reads, when the transformer is installed beside the extractor
+    (``make run``, the doctor image); the extractor's own image has no mappings to check."""
+    try:
+        from dingdee_transformer.flowspec import load_compiled  # optional: not a dependency
+        from dingdee_transformer.reads import form_reads
+    except ModuleNotFoundError:
+        return None
+    try:
+        compiled = load_compiled(settings.flows_file)
+    except FatalError:
+        return None  # the transformer reports its own flows at its start-up
+    return {flow.id: form_reads(flow) for flow in compiled.values()}
+
+
+async def startup_check(
+    settings: ExtractorSettings, sources: Sequence[FlowSource], client: DingTalkClient
+) -> None:
+    """The extractor's part of the doctor at start-up: tokens, templates, components, budget.
+
+    Raises:
+        FatalError: one line naming the first error (a budget that cannot fit included, unless
+            ``DINGDEE_DINGTALK__ALLOW_OVER_BUDGET``).
+    """
+    checks = await dingtalk_checks(settings, sources, client, _mapping_reads(settings), full=False)
+    startup_verdict("extractor", checks)

@@ -17,13 +17,15 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from dingdee_common.doctor import Check
+from dingdee_common.doctor import Check, startup_verdict
 from dingdee_common.errors import DingdeeError, FatalError
 from dingdee_loader.kingdee.client import KingdeeClient, Lane
 from dingdee_loader.metrics import LoaderMetrics
 from dingdee_loader.settings import KingdeeSettings
 
-__all__ = ["FormTarget", "kingdee_checks"]
+__all__ = ["FormTarget", "kingdee_checks", "startup_check"]
+# the Java SDK's session heartbeat (kingdee.md §4.2): any answer but MsgCode 1 proves the login
+_HEARTBEAT = ("BD_Currency", "FNUMBER")
 
 _UNKNOWN_KEY = re.compile(r"元数据中标识为(.+?)的字段不存在")
 _UNKNOWN_FORM = "业务对象不存在"
@@ -147,8 +149,13 @@ async def kingdee_checks(
     checks: list[Check] = []
     try:
         await probe.client.login(probe.lane)
-        if mode == "signature" and targets:  # the signature is only checked by a call
-            await probe.query(targets[0].form_id, [settings.primary_key(targets[0].form_id)])
+        if mode == "signature":  # the signature is only checked by a call
+            form_id, key = (
+                (targets[0].form_id, settings.primary_key(targets[0].form_id))
+                if targets
+                else _HEARTBEAT
+            )
+            await probe.query(form_id, [key])
         checks.append(Check("kingdee", settings.acct_id, "login", "ok", f"{mode} mode"))
         for target in targets:
             checks += await _form_checks(probe, target)
@@ -159,3 +166,12 @@ async def kingdee_checks(
     finally:
         await probe.lane.aclose()
     return checks
+
+
+async def startup_check(settings: KingdeeSettings) -> None:
+    """The loader's part of the doctor at start-up: the login (the loader has no flows file).
+
+    Raises:
+        FatalError: one line, when Kingdee refuses the credentials.
+    """
+    startup_verdict("loader", await kingdee_checks(settings))
