@@ -117,6 +117,35 @@ def _compatible(read: Read, comp: Component) -> tuple[Level, str] | None:
     return "error", f"convert {read.convert} needs {sorted(wanted)}"
 
 
+def _read_problem(
+    read: Read,
+    matches: Sequence[Component],
+    process_code: str,
+    components: Sequence[Component],
+    table_id: str | None,
+) -> tuple[Level, str] | None:
+    """Why ``read`` fails against the components it ``matches`` (level and message), or None."""
+    if not matches:
+        labels = sorted({c.label for c in components if c.table == table_id})
+        return (
+            "error",
+            f"{read.path} reads {read.name!r}, which template {process_code} does not have "
+            f"(it has: {', '.join(labels)}); rename it in flows.yaml or restore it in "
+            "DingTalk's form designer",
+        )
+    if len(matches) > 1:
+        ids = ", ".join(c.id for c in matches)
+        return (
+            "error",
+            f"{read.path}: label {read.name!r} is ambiguous ({ids}); name the component id",
+        )
+    problem = _compatible(read, matches[0])
+    if problem is None:
+        return None
+    level, why = problem
+    return level, f"{read.path} reads a {matches[0].kind}: {why}; fix the rule in flows.yaml"
+
+
 def component_checks(
     flow: str, process_code: str, result: Mapping[str, Any], reads: Sequence[Read]
 ) -> list[Check]:
@@ -144,42 +173,10 @@ def component_checks(
                 continue  # reported once, for the rows rule itself
             table_id = tables.setdefault(read.table, table[0].id)
         matches = _find(components, read.name, table_id)
-        what = f"column {read.table}/{read.name}" if read.table else f"component {read.name}"
-        if not matches:
-            labels = sorted({c.label for c in components if c.table == table_id})
-            checks.append(
-                Check(
-                    "dingtalk",
-                    flow,
-                    what,
-                    "error",
-                    f"{read.path} reads {read.name!r}, which template {process_code} does not have "
-                    f"(it has: {', '.join(labels)}); rename it in flows.yaml or restore it in "
-                    "DingTalk's form designer",
-                )
-            )
-        elif len(matches) > 1:
-            ids = ", ".join(c.id for c in matches)
-            checks.append(
-                Check(
-                    "dingtalk",
-                    flow,
-                    what,
-                    "error",
-                    f"{read.path}: label {read.name!r} is ambiguous ({ids}); name the component id",
-                )
-            )
-        elif (problem := _compatible(read, matches[0])) is not None:
-            level, why = problem
-            checks.append(
-                Check(
-                    "dingtalk",
-                    flow,
-                    what,
-                    level,
-                    f"{read.path} reads a {matches[0].kind}: {why}; fix the rule in flows.yaml",
-                )
-            )
+        problem = _read_problem(read, matches, process_code, components, table_id)
+        if problem is not None:
+            what = f"column {read.table}/{read.name}" if read.table else f"component {read.name}"
+            checks.append(Check("dingtalk", flow, what, *problem))
     if not checks or all(c.name == "template status" for c in checks):
         modified = datetime.fromtimestamp(int(result.get("gmtModified") or 0) / 1000, UTC)
         checks.append(
