@@ -1,5 +1,7 @@
 """``dingdee doctor`` against both sandboxes over real HTTP (no Kafka): all ok for
-``config/flows.yaml``, and exit 1 with one actionable line for each kind of drift or typo."""
+``config/flows.yaml``, and exit 1 with one actionable line for each kind of drift or typo; the
+extractor's start-up part refusing to start. The command line runs as a process where its exit
+code and output are the point; the other cases run the same checks in-process (faster)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,9 @@ import httpx
 import pytest
 import yaml
 
+from dingdee_common.cli.doctor import run_checks
 from dingdee_common.devstack import _KINGDEE_DEMO, start_sandbox
+from dingdee_common.doctor import exit_code, render
 from dingdee_sandbox.demo_org import DEMO_APP, PROCESS_CODES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,6 +63,14 @@ async def doctor(env: Env, *args: str) -> tuple[int, str]:
     return proc.returncode, out.decode() + err.decode()
 
 
+async def checked(env: Env, monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
+    """The same checks in-process (the command line itself is run by the first tests)."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    checks = await run_checks()
+    return exit_code(checks), render(checks)
+
+
 def errors(out: str) -> list[str]:
     return [line for line in out.splitlines() if line.startswith("error")]
 
@@ -96,7 +108,9 @@ async def test_all_ok_for_the_shipped_flows(sandboxes: Env) -> None:
     assert {c["part"] for c in report["checks"]} == {"config", "dingtalk", "kingdee", "quota"}
 
 
-async def test_a_component_renamed_in_the_designer(sandboxes: Env) -> None:
+async def test_a_component_renamed_in_the_designer(
+    sandboxes: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
     code = PROCESS_CODES["petty-cash"]
     async with httpx.AsyncClient(base_url=sandboxes["DINGDEE_DINGTALK__BASE_URL"]) as http:
         renamed = await http.post(
@@ -104,7 +118,7 @@ async def test_a_component_renamed_in_the_designer(sandboxes: Env) -> None:
         )
         assert renamed.status_code == 200
         try:
-            exit_code, out = await doctor(sandboxes)
+            exit_code, out = await checked(sandboxes, monkeypatch)
         finally:
             await http.post(f"/_sandbox/schemas/{code}", json={"reset": True})
     assert exit_code == 1
@@ -115,13 +129,15 @@ async def test_a_component_renamed_in_the_designer(sandboxes: Env) -> None:
 
 
 async def test_a_mapping_naming_a_missing_component_or_column(
-    sandboxes: Env, tmp_path: Path
+    sandboxes: Env, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     def edit(flow: dict[str, Any]) -> None:
         flow["mapping"]["fields"]["FCausa"]["component"] = "事由说明"
         flow["mapping"]["fields"]["FEntity"]["rows"]["fields"]["FRemark"]["cell"] = "摘要"
 
-    code, out = await doctor({**sandboxes, "DINGDEE_FLOWS_FILE": str(edited_flows(tmp_path, edit))})
+    code, out = await checked(
+        {**sandboxes, "DINGDEE_FLOWS_FILE": str(edited_flows(tmp_path, edit))}, monkeypatch
+    )
     assert code == 1
     header, column = errors(out)
     assert header.startswith("error   dingtalk/petty-cash: component 事由说明:")
@@ -129,35 +145,47 @@ async def test_a_mapping_naming_a_missing_component_or_column(
     assert "(it has: 日期, 费用类型, 金额, 项目)" in column
 
 
-async def test_a_read_of_an_incompatible_type(sandboxes: Env, tmp_path: Path) -> None:
+async def test_a_read_of_an_incompatible_type(
+    sandboxes: Env, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     def edit(flow: dict[str, Any]) -> None:
         flow["mapping"]["fields"]["FCausa"]["convert"] = "date"
         flow["mapping"]["fields"]["FCausa"]["component"] = "支付方式"
 
-    code, out = await doctor({**sandboxes, "DINGDEE_FLOWS_FILE": str(edited_flows(tmp_path, edit))})
+    code, out = await checked(
+        {**sandboxes, "DINGDEE_FLOWS_FILE": str(edited_flows(tmp_path, edit))}, monkeypatch
+    )
     assert code == 1
     [line] = errors(out)
     assert "reads a DDSelectField: convert date needs ['DDDateField']" in line
 
 
-async def test_a_process_code_that_does_not_exist(sandboxes: Env, tmp_path: Path) -> None:
+async def test_a_process_code_that_does_not_exist(
+    sandboxes: Env, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     def edit(flow: dict[str, Any]) -> None:
         flow["dingtalk"]["process_code"] = "PROC-BYJ-TYPO"
 
-    code, out = await doctor({**sandboxes, "DINGDEE_FLOWS_FILE": str(edited_flows(tmp_path, edit))})
+    code, out = await checked(
+        {**sandboxes, "DINGDEE_FLOWS_FILE": str(edited_flows(tmp_path, edit))}, monkeypatch
+    )
     assert code == 1
     [line] = errors(out)
     assert line.startswith("error   dingtalk/petty-cash: process_code:")
     assert "formNotExist" in line and "check dingtalk.process_code" in line
 
 
-async def test_a_missing_kingdee_field_key(sandboxes: Env, tmp_path: Path) -> None:
+async def test_a_missing_kingdee_field_key(
+    sandboxes: Env, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     def edit(flow: dict[str, Any]) -> None:
         fields = flow["mapping"]["fields"]
         fields["FCausaX"] = fields.pop("FCausa")
         fields["FEntity"]["rows"]["fields"]["FRemarkX"] = {"cell": "项目"}
 
-    code, out = await doctor({**sandboxes, "DINGDEE_FLOWS_FILE": str(edited_flows(tmp_path, edit))})
+    code, out = await checked(
+        {**sandboxes, "DINGDEE_FLOWS_FILE": str(edited_flows(tmp_path, edit))}, monkeypatch
+    )
     assert code == 1
     header, entry = errors(out)
     assert header.startswith("error   kingdee/petty-cash: field FCausaX:")
@@ -174,15 +202,15 @@ async def test_a_wrong_app_secret(sandboxes: Env) -> None:
     assert "check DINGDEE_DINGTALK__APPS app_key/app_secret" in line
 
 
-async def test_a_wrong_kingdee_secret(sandboxes: Env) -> None:
-    code, out = await doctor({**sandboxes, "DINGDEE_KINGDEE__APP_SECRET": "0" * 32})
+async def test_a_wrong_kingdee_secret(sandboxes: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    code, out = await checked({**sandboxes, "DINGDEE_KINGDEE__APP_SECRET": "0" * 32}, monkeypatch)
     assert code == 1
     [line] = errors(out)
     assert line.startswith("error   kingdee/5db25ac8d2b819: login:")
     assert "check DINGDEE_KINGDEE__APP_ID" in line
 
 
-async def test_a_budget_that_cannot_fit(sandboxes: Env) -> None:
+async def test_a_budget_that_cannot_fit(sandboxes: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     apps = {
         "main": {
             "app_key": DEMO_APP.app_key,
@@ -191,7 +219,9 @@ async def test_a_budget_that_cannot_fit(sandboxes: Env) -> None:
             "approvals_per_month": 3000,
         }
     }
-    code, out = await doctor({**sandboxes, "DINGDEE_DINGTALK__APPS": json.dumps(apps)})
+    code, out = await checked(
+        {**sandboxes, "DINGDEE_DINGTALK__APPS": json.dumps(apps)}, monkeypatch
+    )
     assert code == 1
     [line] = errors(out)
     assert line.startswith("error   quota/main: monthly budget:")
@@ -241,3 +271,22 @@ async def test_the_extractor_refuses_a_renamed_component(sandboxes: Env) -> None
     [fatal] = [json.loads(x)["error"] for x in out.splitlines() if '"extractor.fatal"' in x]
     assert "error   dingtalk/department-sync: component 部门编码" in fatal
     assert "(+1 more: run dingdee doctor)" in fatal, "FNumber and the bill key both read it"
+
+
+async def test_an_app_without_the_approval_permissions(
+    sandboxes: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with httpx.AsyncClient(base_url=sandboxes["DINGDEE_DINGTALK__BASE_URL"]) as http:
+        await http.post("/_sandbox/faults", json={"forbidden_apps": [DEMO_APP.app_key]})
+        try:
+            code, out = await checked(sandboxes, monkeypatch)
+        finally:
+            await http.post("/_sandbox/faults", json={"forbidden_apps": []})
+    assert code == 1
+    found = errors(out)
+    assert len(found) == 4, out  # per flow: the template and the listing
+    schema = [line for line in found if ": process_code:" in line]
+    listing = [line for line in found if ": approval read:" in line]
+    assert len(schema) == len(listing) == 2
+    assert all("AccessTokenPermissionDenied" in x and "Workflow.Form.Read" in x for x in schema)
+    assert all("60011" in x and "grant the app the approval read permission" in x for x in listing)

@@ -105,14 +105,19 @@ async def _form_checks(probe: _Probe, target: FormTarget) -> list[Check]:
         ]
     checks = [Check("kingdee", target.flow, "form", "ok", f"{target.form_id} answers queries")]
     keys, missing = list(target.keys), []
+    key: str | None = None
     while keys:
         failure = await probe.query(target.form_id, keys)
         found = _UNKNOWN_KEY.search(failure or "")
-        if failure is None or found is None or found.group(1) not in keys:
+        named = found.group(1).upper() if found else None
+        key = next((k for k in keys if k.upper() == named), None)
+        if failure is None or key is None:
             break
-        missing.append(found.group(1))
-        keys.remove(found.group(1))
-    if failure is not None and (found is None or not keys):
+        missing.append(key)
+        keys.remove(key)
+    else:
+        failure = None  # every key was missing, and each is reported below
+    if failure is not None and key is None:  # an answer that names no key of ours
         checks.append(
             Check("kingdee", target.flow, "field keys", "error", f"{target.form_id}: {failure}")
         )
