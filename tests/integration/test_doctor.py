@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from dingdee_common.cli.doctor import run_checks
-from dingdee_common.devstack import _KINGDEE_DEMO, start_sandbox
+from dingdee_common.devstack import _KINGDEE_DEMO, Stack, StackConfig, start_sandbox
 from dingdee_common.doctor import exit_code, render
 from dingdee_sandbox.demo_org import DEMO_APP, PROCESS_CODES
 
@@ -106,6 +106,20 @@ async def test_all_ok_for_the_shipped_flows(sandboxes: Env) -> None:
     report = json.loads(out)
     assert code == 0 and report["ok"] is True
     assert {c["part"] for c in report["checks"]} == {"config", "dingtalk", "kingdee", "quota"}
+
+
+async def test_make_runs_settings_pass(
+    sandboxes: Env, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The environment ``make run`` gives the extractor and the loader (devstack), as it is."""
+    stack = Stack(StackConfig(workdir=tmp_path, flows_file=FLOWS))
+    stack.dingtalk_url = sandboxes["DINGDEE_DINGTALK__BASE_URL"]
+    stack.kingdee_url = sandboxes["DINGDEE_KINGDEE__SERVER_URL"].removesuffix("/k3cloud")
+    env = {**stack.service_env("extractor"), **stack.service_env("loader")}
+    monkeypatch.delenv("DINGDEE_EVENTS__ENABLED", raising=False)
+    code, out = await checked(env, monkeypatch)
+    assert code == 0 and not errors(out), out
+    assert "ok      quota/main: monthly budget: 2 flow(s), polling" in out
 
 
 async def test_a_component_renamed_in_the_designer(
