@@ -185,3 +185,69 @@ class TestErrors:
         error(*await ids_page(sb, token), 403, "Forbidden.AccessDenied.AccessTokenPermissionDenied")
         status, body = await sb.call("GET", "/v1.0/workflow/nothing", headers={HEADER: token})
         error(status, body, 404, "InvalidAction.NotFound")
+
+
+SCHEMA = "/v1.0/workflow/forms/schemas/processCodes"
+
+
+class TestFormSchema:
+    """§9.5.1 and the simulator notes §9.6 item 5."""
+
+    async def test_schema_per_process_code_agrees_with_the_instances(self, sb: Sandbox) -> None:
+        token = await v1_token(sb)
+        status, body = await sb.call(
+            "GET", SCHEMA, params={"processCode": PETTY}, headers={HEADER: token}
+        )
+        assert status == 200 and "success" not in body, body
+        result = body["result"]
+        assert result["formCode"] == PETTY and result["status"] == "PUBLISHED"
+        assert result["gmtModified"].isdigit()
+        items = result["schemaContent"]["items"]
+        table = next(i for i in items if i["componentName"] == "TableField")
+        assert [c["props"]["label"] for c in table["children"]] == [
+            "项目",
+            "费用类型",
+            "金额",
+            "日期",
+        ]
+        schema_ids = {(i["props"]["id"], i["props"]["label"]) for i in items}
+        form = next(i for i in sb.state.instances.values() if i.process_code == PETTY).form
+        assert schema_ids == {(c["id"], c["name"]) for c in form}
+
+    async def test_unknown_code_missing_query_post_and_no_token(self, sb: Sandbox) -> None:
+        token = await v1_token(sb)
+        status, body = await sb.call(
+            "GET", SCHEMA, params={"processCode": "PROC-NOPE"}, headers={HEADER: token}
+        )
+        error(status, body, 400, "formNotExist")
+        status, body = await sb.call("GET", SCHEMA, headers={HEADER: token})
+        error(status, body, 400, "invalidParameter")
+        status, body = await sb.call("POST", SCHEMA, params={"processCode": PETTY})
+        assert status == 404 and body["code"] == "InvalidAction.NotFound"
+        status, body = await sb.call("GET", SCHEMA, params={"processCode": PETTY})
+        error(status, body, 400, "AuthenticationFailed.MissingParameter")
+
+    async def test_rename_knob_moves_gmt_modified_and_reset_restores(self, sb: Sandbox) -> None:
+        token = await v1_token(sb)
+
+        async def labels() -> tuple[str, list[str]]:
+            _, body = await sb.call(
+                "GET", SCHEMA, params={"processCode": PETTY}, headers={HEADER: token}
+            )
+            items = body["result"]["schemaContent"]["items"]
+            return body["result"]["gmtModified"], [i["props"]["label"] for i in items]
+
+        before, old = await labels()
+        status, _ = await sb.call(
+            "POST", f"/_sandbox/schemas/{PETTY}", json={"rename": {"补单事由": "报销事由"}}
+        )
+        assert status == 200
+        after, new = await labels()
+        assert new == ["报销事由" if x == "补单事由" else x for x in old] and new != old
+        assert after == str(T0) != before
+        status, _ = await sb.call(
+            "POST", f"/_sandbox/schemas/{PETTY}", json={"rename": {"无": "x"}}
+        )
+        assert status == 400
+        await sb.call("POST", f"/_sandbox/schemas/{PETTY}", json={"reset": True})
+        assert await labels() == (before, old)

@@ -362,6 +362,44 @@ class TestQueryAndView:
             == "元数据中标识为FNope的字段不存在"
         )
 
+    async def test_entry_fields_answer_by_their_own_key(self, kd: Kd) -> None:
+        """kingdee.md §10.3: entry fields are checked like header fields, the entry id only as
+        ``FEntity_FEntryID``; the entity key itself is not queryable."""
+        await kd.call(BATCH, {"formid": FORM, "data": {"Model": models_for("E1")}})
+        q = {"FormId": FORM, "FilterString": "FBillNo='E1'", "Limit": 1}
+        [row] = await kd.call(
+            QUERY, {"data": {**q, "FieldKeys": "FBillNo,FRemark,FEntity_FEntryID"}}
+        )
+        assert row[0] == "E1" and len(row) == 3
+        for key in ("FEntity", "FEntryID", "FRemarkX"):
+            bad = await kd.call(QUERY, {"data": {**q, "FieldKeys": f"FBillNo,{key}"}})
+            message = bad[0][0]["Result"]["ResponseStatus"]["Errors"][0]["Message"]
+            assert message == f"元数据中标识为{key}的字段不存在"
+        unknown = await kd.call(QUERY, {"data": {**q, "FormId": "BD_STAFF", "FieldKeys": "FID"}})
+        assert unknown[0][0]["Result"]["ResponseStatus"]["Errors"][0]["Message"] == "业务对象不存在"
+
+    async def test_query_business_info_read_with_the_defensive_walker(self, kd: Kd) -> None:
+        """§10.3: the outer shape is documented, the inside is not; walk it for string ``Key``s."""
+        service = f"{STUB}.DynamicFormService.QueryBusinessInfo"
+        answer = await kd.call(service, {"data": {"FormId": FORM}})
+        assert answer["Result"]["ResponseStatus"] == ""
+
+        def keys(node: Any) -> set[str]:
+            found: set[str] = set()
+            if isinstance(node, dict):
+                if isinstance(node.get("Key"), str):
+                    found.add(node["Key"])
+                node = list(node.values())
+            if isinstance(node, list):
+                for child in node:
+                    found |= keys(child)
+            return found
+
+        assert {"FCausa", "FEntity", "FExpID"} <= keys(answer["Result"]["NeedReturnData"])
+        assert "FCausaX" not in keys(answer)
+        unknown = await kd.call(service, {"parameters": [json.dumps({"FormId": "BD_STAFF"})]})
+        assert status(unknown)["Errors"][0]["Message"] == "业务对象不存在"
+
     async def test_view_by_number_uses_f_less_names(self, kd: Kd) -> None:
         await kd.call(
             BATCH, {"formid": FORM, "data": {"Model": [expense_model("V1", random.Random(7))]}}

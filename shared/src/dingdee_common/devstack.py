@@ -160,8 +160,10 @@ class Stack:
             env["DINGDEE_DINGTALK__BASE_URL"] = self.dingtalk_url
             env["DINGDEE_EVENTS__BASE_URL"] = self.dingtalk_url  # used when events are enabled
             env["DINGDEE_POLL__INTERVAL_SECONDS"] = "5"
+            # the sandbox meters nothing: a budget this large keeps the demo's 5 s polling
+            demo_app = {"app_key": DEMO_APP.app_key, "app_secret": DEMO_APP.app_secret}
             env["DINGDEE_DINGTALK__APPS"] = json.dumps(
-                {DEMO_APP.name: {"app_key": DEMO_APP.app_key, "app_secret": DEMO_APP.app_secret}}
+                {DEMO_APP.name: {**demo_app, "monthly_call_budget": 1_000_000_000}}
             )
         if name == "loader":
             env["DINGDEE_KINGDEE__SERVER_URL"] = f"{self.kingdee_url}/k3cloud"

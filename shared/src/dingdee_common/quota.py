@@ -23,6 +23,7 @@ from dingdee_common.contracts import CallUsage
 
 __all__ = [
     "CST",
+    "DEFAULT_MONTHLY_BUDGET",
     "GETS_PER_APPROVAL",
     "HEADROOM",
     "MONTH_SECONDS",
@@ -40,6 +41,9 @@ __all__ = [
 CST = timezone(timedelta(hours=8), "CST")
 MONTH_SECONDS = 30 * 86_400.0  # a planning month
 RATE_FLOOR_SECONDS = 3600.0  # no rate is extrapolated from less than an hour of counting
+# An app without its own budget gets the standard edition's allowance (dingtalk.md §5.1: 5 000
+# metered calls a month per organisation in the 2026 doc; older pages say 10 000).
+DEFAULT_MONTHLY_BUDGET = 5000
 HEADROOM = 0.9  # pace to 90 % of a budget: counts can lag one step, other tools share the quota
 
 CallKind = Literal["list", "get"]

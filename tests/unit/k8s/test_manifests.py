@@ -16,7 +16,7 @@ from dingdee_common.kafka.topics import Topics
 from tests.unit.k8s.conftest import K8S, ROOT, SERVICES, Obj, by_name, of_kind
 
 K8S_VERSION = "1.32"
-BUILTIN_GROUPS = ("v1", "apps/v1", "policy/v1", "networking.k8s.io/v1")
+BUILTIN_GROUPS = ("v1", "apps/v1", "batch/v1", "policy/v1", "networking.k8s.io/v1")
 SETTINGS = {
     "extractor": ("dingdee_extractor.settings", "ExtractorSettings"),
     "transformer": ("dingdee_transformer.settings", "TransformerSettings"),
@@ -233,6 +233,83 @@ class TestDeployments:
             for p in of_kind(objects, "PodDisruptionBudget")
         }
         assert selected == {f"dingdee-{s}" for s in SERVICES}
+
+
+class TestDoctorAndBudget:
+    """The pre-deploy doctor Job and the settings that keep DingTalk's monthly quota."""
+
+    def test_the_doctor_job_runs_dingdee_doctor_with_the_extractor_and_loader_settings(
+        self, objects: list[Obj]
+    ) -> None:
+        job = by_name(objects, "Job", "dingdee-doctor")
+        assert job["metadata"]["annotations"]["argocd.argoproj.io/hook"] == "PreSync"
+        assert job["spec"]["backoffLimit"] == 0
+        pod = job["spec"]["template"]["spec"]
+        c = container(job)
+        assert pod["restartPolicy"] == "Never" and pod["securityContext"]["runAsNonRoot"]
+        assert c["securityContext"]["readOnlyRootFilesystem"] is True
+        assert c["image"].rsplit(":", 1)[0].endswith("/dingdee-doctor")
+        dockerfile = (ROOT / "services" / "doctor" / "Dockerfile").read_text(encoding="utf-8")
+        assert all(f"./services/{s}" in dockerfile for s in SERVICES)
+        assert '"dingdee"' in dockerfile and c["args"] == ["doctor"]
+        names = env_names(objects, job)
+        extractor, loader = settings_class("extractor"), settings_class("loader")
+        for name, value in names.items():
+            assert is_settings_field(extractor, name) or is_settings_field(loader, name), name
+            if any(word in name for word in ("SECRET", "PASSWORD", "APPS")):
+                assert isinstance(value, dict) and "secretKeyRef" in value, name
+        extractor_env = env_names(objects, by_name(objects, "Deployment", "dingdee-extractor"))
+        for name in ("DINGDEE_EVENTS__ENABLED", "DINGDEE_DINGTALK__DEFAULT_MONTHLY_CALL_BUDGET"):
+            assert names[name] == extractor_env[name], "the doctor checks what will run"
+        flows = next(m for m in c["volumeMounts"] if m["name"] == "flows")
+        assert names["DINGDEE_FLOWS_FILE"] == f"{flows['mountPath']}/flows.yaml"
+
+    def test_the_doctor_reaches_only_dns_dingtalk_and_kingdee(self, objects: list[Obj]) -> None:
+        deny = by_name(objects, "NetworkPolicy", "dingdee-default-deny")
+        assert "doctor" in deny["spec"]["podSelector"]["matchExpressions"][0]["values"]
+        policy = by_name(objects, "NetworkPolicy", "dingdee-doctor-egress")
+        kingdee = by_name(objects, "NetworkPolicy", "dingdee-loader-kingdee")
+        assert policy["spec"]["egress"][0] == kingdee["spec"]["egress"][0], "same Kingdee range"
+        ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]}
+        assert 9093 not in ports, "no Kafka"
+
+    def test_prod_turns_events_on_and_every_app_has_a_budget_that_fits(self) -> None:
+        from dingdee_common.doctor import budget_check
+        from dingdee_extractor.doctor import app_plans
+        from dingdee_extractor.flows import load_sources
+        from dingdee_extractor.settings import ExtractorSettings
+        from tests.unit.k8s.conftest import render
+
+        objects = render("prod")
+        env = env_names(objects, by_name(objects, "Deployment", "dingdee-extractor"))
+        assert env["DINGDEE_EVENTS__ENABLED"] == "true"
+        budget = int(env["DINGDEE_DINGTALK__DEFAULT_MONTHLY_CALL_BUDGET"])
+        assert budget == 5000, "the standard edition's allowance (dingtalk.md §5.1)"
+        plain = {k: v for k, v in env.items() if isinstance(v, str) and k.startswith("DINGDEE_")}
+        sources = load_sources(ROOT / "config" / "flows.yaml", frozenset({"main"}))
+        settings = ExtractorSettings.model_validate(
+            {
+                "events": {"enabled": plain["DINGDEE_EVENTS__ENABLED"]},
+                "dingtalk": {
+                    "default_monthly_call_budget": budget,
+                    # the Secret names the apps; one without a budget of its own gets the default
+                    "apps": {"main": {"app_key": "k", "app_secret": "s"}},
+                },
+            }
+        )
+        [plan] = app_plans(settings, sources)
+        assert plan.budget == budget and plan.events
+        check = budget_check(plan)
+        assert check.level == "ok", check.line()
+        # and the issue's organisation (1 000 approvals a month) with `dingdee quota plan`
+        from typer.testing import CliRunner
+
+        from dingdee_common.cli.quota import app as quota_app
+
+        args = ["--approvals-per-month", "1000", "--flows", str(plan.flows), "--budget", "5000"]
+        events_every = str(settings.events.poll_interval_seconds)
+        done = CliRunner().invoke(quota_app, ["plan", *args, "--events-interval", events_every])
+        assert done.exit_code == 0, done.output
 
 
 class TestNetworkPolicies:

@@ -23,6 +23,7 @@ async def _run(argv: list[str]) -> int:  # noqa: PLR0915 - linear start-up seque
     from dingdee_extractor.app import ExtractorApp
     from dingdee_extractor.backfill import parse_args, run_backfill
     from dingdee_extractor.dingtalk.client import DingTalkClient
+    from dingdee_extractor.doctor import startup_check
     from dingdee_extractor.flows import load_sources
     from dingdee_extractor.metrics import ExtractorMetrics
     from dingdee_extractor.settings import ExtractorSettings
@@ -49,6 +50,8 @@ async def _run(argv: list[str]) -> int:  # noqa: PLR0915 - linear start-up seque
     client = DingTalkClient(settings.dingtalk, metrics)
     code = 0
     try:
+        if backfill is None:
+            await startup_check(settings, sources, client)  # fail fast, before Kafka
         await producer.start()
         if backfill is not None:
             source = next((s for s in sources if s.flow == backfill.flow), None)

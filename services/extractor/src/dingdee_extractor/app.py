@@ -102,11 +102,10 @@ class ExtractorApp:
         ``others`` are the counts of checkpoints this process does not advance (backfills), as
         they were at start-up.
         """
-        apps = self._settings.dingtalk.apps
         for app in {p.source.app for p in self.pollers}:
             self.pacers[app] = BudgetPacer(
                 app,
-                apps[app].monthly_call_budget,
+                self._settings.dingtalk.budget_of(app),
                 [p for p in self.pollers if p.source.app == app],
                 self._metrics,
                 others=others,

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from dingdee_common.quota import DEFAULT_MONTHLY_BUDGET
 from dingdee_common.settings import HttpServerSettings, RetrySettings, ServiceSettings
 
 __all__ = [
@@ -27,7 +28,16 @@ class DingTalkApp(_Block):
     app_key: str = Field(min_length=1)
     app_secret: SecretStr
     monthly_call_budget: int | None = Field(
-        default=None, ge=1, description="metered calls a month; the extractor paces itself to it"
+        default=None,
+        ge=1,
+        description="metered calls a month; the extractor paces itself to it (unset: "
+        "DINGDEE_DINGTALK__DEFAULT_MONTHLY_CALL_BUDGET)",
+    )
+    approvals_per_month: int = Field(
+        default=500,
+        ge=0,
+        description="approvals a month over the app's flows: the planning figure the start-up "
+        "budget check (and dingdee doctor) projects the month with",
     )
 
 
@@ -45,6 +55,21 @@ class DingTalkSettings(_Block):
     token_refresh_margin_seconds: float = Field(default=600.0, ge=0)
     get_concurrency: int = Field(default=8, ge=1, le=64)
     page_size: int = Field(default=20, ge=1, le=20)
+    default_monthly_call_budget: int = Field(
+        default=DEFAULT_MONTHLY_BUDGET,
+        ge=1,
+        description="budget of an app that sets no monthly_call_budget (the standard edition's "
+        "allowance)",
+    )
+    allow_over_budget: bool = Field(
+        default=False,
+        description="start even when the settings cannot fit an app's budget (polling is still "
+        "paced to it)",
+    )
+
+    def budget_of(self, app: str) -> int:
+        """The monthly call budget of ``app``: its own, else the default."""
+        return self.apps[app].monthly_call_budget or self.default_monthly_call_budget
 
 
 class PollSettings(_Block):

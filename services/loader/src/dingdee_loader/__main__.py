@@ -10,7 +10,7 @@ __all__ = ["main"]
 SERVICE = "loader"
 
 
-async def _run() -> int:
+async def _run() -> int:  # noqa: PLR0915 - linear start-up sequence
     from prometheus_client import CollectorRegistry
 
     from dingdee_common.errors import FatalError
@@ -22,6 +22,7 @@ async def _run() -> int:
     from dingdee_common.runtime import install_stop_handlers, settings_or_exit
     from dingdee_common.settings import masked
     from dingdee_loader.app import LoaderApp
+    from dingdee_loader.doctor import startup_check
     from dingdee_loader.kingdee.client import KingdeeClient
     from dingdee_loader.metrics import LoaderMetrics
     from dingdee_loader.settings import LoaderSettings
@@ -52,6 +53,7 @@ async def _run() -> int:
     )
     code = 0
     try:
+        await startup_check(settings.kingdee)  # fail fast, before Kafka
         await producer.start()
         await consumer.start()
         consumer.subscribe([topics.bills_ready], listener=app.listener)

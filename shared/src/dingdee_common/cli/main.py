@@ -1,4 +1,5 @@
-"""``dingdee``: the operator's command line (topics, mapping, dead letters, reconciliation, quota).
+"""``dingdee``: the operator's command line (topics, mapping, dead letters, reconciliation, quota,
+doctor).
 
 Sub-command groups that belong to one service live in that service's package and are attached here
 when the package is installed, so each concept has one home.
@@ -29,6 +30,7 @@ _PLUGINS = (
     ("dingdee_common.cli.dlq", "app", "dlq"),
     ("dingdee_common.cli.reconcile", "app", "reconcile"),
     ("dingdee_common.cli.quota", "app", "quota"),
+    ("dingdee_common.cli.doctor", "doctor", "doctor"),
 )
 
 

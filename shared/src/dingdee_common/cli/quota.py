@@ -25,6 +25,7 @@ from dingdee_common.contracts import CallUsage
 from dingdee_common.dlq.records import parse_time
 from dingdee_common.kafka.topics import Topics
 from dingdee_common.quota import (
+    DEFAULT_MONTHLY_BUDGET,
     GETS_PER_APPROVAL,
     HEADROOM,
     MONTH_SECONDS,
@@ -43,10 +44,12 @@ __all__ = ["app"]
 app = typer.Typer(help="DingTalk's monthly call allowance: spent, projected, planned.")
 console = Console()
 APPS_ENV = "DINGDEE_DINGTALK__APPS"
+DEFAULT_ENV = "DINGDEE_DINGTALK__DEFAULT_MONTHLY_CALL_BUDGET"
 
 
 def _budgets(options: list[str]) -> dict[str, int]:
-    """``--budget APP=N`` options over the budgets in the extractor's own ``APPS_ENV``."""
+    """``--budget APP=N`` options over the budgets of the apps in the extractor's own
+    ``APPS_ENV`` (``monthly_call_budget``, else ``DEFAULT_ENV``, else the standard allowance)."""
     budgets: dict[str, int] = {}
     raw = os.environ.get(APPS_ENV)
     if raw:
@@ -54,9 +57,10 @@ def _budgets(options: list[str]) -> dict[str, int]:
             apps = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise typer.BadParameter(f"{APPS_ENV} is not JSON: {exc}") from exc
+        default = int(os.environ.get(DEFAULT_ENV) or DEFAULT_MONTHLY_BUDGET)
         for name, spec in apps.items() if isinstance(apps, dict) else ():
-            if isinstance(spec, dict) and spec.get("monthly_call_budget"):
-                budgets[name] = int(spec["monthly_call_budget"])
+            if isinstance(spec, dict):  # the extractor's rule: its own budget, else the default
+                budgets[name] = int(spec.get("monthly_call_budget") or default)
     for option in options:
         name, sep, value = option.partition("=")
         if not sep or not value.isdigit():
@@ -75,7 +79,7 @@ def _interval(seconds: float) -> str:
 def status(
     budget: Annotated[
         list[str] | None,
-        typer.Option(help=f"APP=CALLS; defaults to monthly_call_budget in {APPS_ENV}"),
+        typer.Option(help=f"APP=CALLS; defaults to each app's budget in {APPS_ENV}"),
     ] = None,
     at: Annotated[
         str | None, typer.Option(help="project as of this time (ISO 8601); default now")

@@ -16,6 +16,7 @@ from aiohttp import web
 from dingdee_sandbox.dingtalk.control import control_routes
 from dingdee_sandbox.dingtalk.keys import API, APP, BODY, STATE
 from dingdee_sandbox.dingtalk.oldhost import old_routes
+from dingdee_sandbox.dingtalk.schemas import schema_routes
 from dingdee_sandbox.dingtalk.state import State
 from dingdee_sandbox.dingtalk.stream import StreamGateway
 from dingdee_sandbox.dingtalk.v1host import v1_fallback, v1_routes
@@ -102,6 +103,7 @@ def create_app(state: State | None = None) -> web.Application:
     app.add_routes(gateway.routes())
     app.add_routes(old_routes())
     app.add_routes(v1_routes())
+    app.add_routes(schema_routes())
     app.add_routes(control_routes())
     app.add_routes([v1_fallback()])
     return app

@@ -13,6 +13,7 @@ import orjson
 from dingdee_sandbox.demo_org import DEPARTMENTS, EMPLOYEES, EXPENSE_TYPES, PROCESS_CODES
 
 __all__ = [
+    "COLUMNS",
     "DEPT",
     "PETTY",
     "Instance",
@@ -131,7 +132,7 @@ def upper_amount(amount: Decimal) -> str:
     return text + (_DIGITS[fen] + "分" if fen else "")
 
 
-_COLUMNS = (
+COLUMNS = (
     ("TextField", "TextField_BYJ061", "项目"),
     ("DDSelectField", "DDSelectField_BYJ062", "费用类型"),
     ("MoneyField", "MoneyField_BYJ063", "金额"),
@@ -147,19 +148,19 @@ def _column_definitions() -> str:
             "componentType": kind,
             "props": {"id": cid, "label": label, "placeholder": "请输入", "required": True},
         }
-        for kind, cid, label in _COLUMNS
+        for kind, cid, label in COLUMNS
     ]
     return orjson.dumps(columns).decode()
 
 
 def _row(rng: random.Random, labels: list[str], n: int, day: str) -> dict[str, Any]:
-    """One 费用明细 row in read format (cells in ``_COLUMNS`` order)."""
+    """One 费用明细 row in read format (cells in ``COLUMNS`` order)."""
     row_kind = rng.choice(labels)
     amount = _money(Decimal(rng.randint(2000, 200000)) / 100)
     values = (rng.choice(_ITEMS[row_kind]), row_kind, amount, day)
     cells = [
         {"componentType": kind, "label": label, "value": value, "key": key}
-        for (kind, key, label), value in zip(_COLUMNS, values, strict=True)
+        for (kind, key, label), value in zip(COLUMNS, values, strict=True)
     ]
     return {"rowValue": cells, "rowNumber": f"TableField_BYJ06_{n + 1:04d}"}
 

@@ -25,6 +25,7 @@ from dingdee_sandbox.dingtalk.generator import (
     petty_cash_form,
 )
 from dingdee_sandbox.dingtalk.limits import Limiter
+from dingdee_sandbox.dingtalk.templates import demo_schemas
 from dingdee_sandbox.dingtalk.tokens import TOKEN_TTL_MS, TokenStore
 
 __all__ = ["CST", "DAY_MS", "TOKEN_TTL_MS", "Faults", "Listener", "State", "cst"]
@@ -68,6 +69,7 @@ class State:
     token_store: TokenStore = field(default_factory=TokenStore)
     limiter: Limiter = field(default_factory=Limiter)
     apps: dict[str, str] = field(default_factory=lambda: {DEMO_APP.app_key: DEMO_APP.app_secret})
+    schemas: dict[str, dict[str, Any]] = field(default_factory=demo_schemas)
     _seq: int = 0
 
     def __post_init__(self) -> None:

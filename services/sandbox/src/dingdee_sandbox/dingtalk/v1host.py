@@ -72,7 +72,8 @@ async def access_token(request: web.Request) -> web.Response:
     return v1_json({"accessToken": state.issue_token(str(key), "v1"), "expireIn": 7200})
 
 
-async def _admitted(request: web.Request, api: str) -> web.Response | None:
+async def admitted(request: web.Request, api: str) -> web.Response | None:
+    """Admit one v1.0 data call (token, limits, faults); the refusal to answer, else None."""
     request[API] = api
     app_key, refusal = await admit(request.app[STATE], request.headers.get(HEADER), "v1", api)
     if app_key is not None:
@@ -87,7 +88,7 @@ def _success(request: web.Request, result: dict[str, Any]) -> web.Response:
 
 async def instance_ids(request: web.Request) -> web.Response:
     """``POST /v1.0/workflow/processes/instanceIds/query``: one page of ids."""
-    failure = await _admitted(request, "listids_v1")
+    failure = await admitted(request, "listids_v1")
     if failure is not None:
         return failure
     state, body = request.app[STATE], await _json_body(request)
@@ -118,7 +119,7 @@ async def instance_ids(request: web.Request) -> web.Response:
 
 async def process_instance(request: web.Request) -> web.Response:
     """``GET /v1.0/workflow/processInstances?processInstanceId=``: one instance, camelCase."""
-    failure = await _admitted(request, "get_v1")
+    failure = await admitted(request, "get_v1")
     if failure is not None:
         return failure
     state = request.app[STATE]

@@ -27,6 +27,7 @@ from dingdee_sandbox.kingdee.service import (
     LOGIN_METHODS,
     async_started,
     do_async_result,
+    do_business_info,
     do_login,
     do_query,
     do_save,
@@ -40,7 +41,15 @@ __all__ = ["STATE_KEY", "create_app"]
 
 STATE_KEY: web.AppKey[SandboxState] = web.AppKey("kingdee_state", SandboxState)
 SUFFIX = ".common.kdsvc"
-BUSINESS = ("save", "batchsave", "executebillquery", "billquery", "view", "queryasyncresult")
+BUSINESS = (
+    "save",
+    "batchsave",
+    "executebillquery",
+    "billquery",
+    "view",
+    "queryasyncresult",
+    "querybusinessinfo",
+)
 KNOWN = (*BUSINESS, *LOGIN_METHODS, "logout", "getdatacenterlist")
 _UNAVAILABLE = "<html><body>Service Unavailable</body></html>"
 _CALL_LIMITED = "调用次数超出限制，请稍后再试"
@@ -136,6 +145,8 @@ def _dispatch(
         return do_query(params, state, as_objects=method == "billquery")
     if method == "view":
         return do_view(params, session, state)
+    if method == "querybusinessinfo":
+        return do_business_info(params)
     return failure_envelope(f"不支持的服务 {method}", 8)
 
 

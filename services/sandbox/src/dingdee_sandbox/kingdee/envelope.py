@@ -19,6 +19,7 @@ POSITIONAL: dict[str, tuple[str, ...]] = {
     "loginbyappsecret": ("acctid", "username", "appid", "appsecret", "lcid"),
     "loginbysign": ("acctid", "username", "appid", "timestamp", "sign", "lcid"),
     "executebillquery": ("data",),
+    "querybusinessinfo": ("data",),
     "billquery": ("data",),
     "queryasyncresult": ("queryinfo",),
     "logout": (),

@@ -42,7 +42,18 @@ class FormSpec:
         keys |= {self.pk.upper(), self.number_field.upper(), "FDOCUMENTSTATUS", "FFORBIDSTATUS"}
         for entry_key in self.entries:
             keys |= {f"{entry_key.upper()}_FENTRYID", f"{entry_key.upper()}_FSEQ"}
-        return keys
+        return keys | set(self.entry_field_keys())
+
+    def entry_field_keys(self) -> dict[str, str]:
+        """Entry field keys a query may name (upper-case) → their entity key: kingdee.md §10.3,
+        "entry fields are checked the same way" (by their own key); the entry id is only
+        queryable as ``<entity>_FEntryID`` (§4.1), so it is not listed here."""
+        return {
+            key.upper(): entry_key
+            for entry_key, entry in self.entries.items()
+            for key in entry.fields
+            if key.upper() != "FENTRYID"
+        }
 
 
 F = FieldSpec

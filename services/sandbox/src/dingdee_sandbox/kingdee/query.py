@@ -174,6 +174,7 @@ def _array_filter(items: list[Any]) -> str:
 def _getter(store: Store, spec: FormSpec) -> Callable[[str], Callable[[Record], Any]]:
     known = spec.field_keys()
     refs = {k.upper(): f.ref for k, f in spec.fields.items() if f.ref}
+    entries = spec.entry_field_keys()
 
     def make(key: str) -> Callable[[Record], Any]:
         base, _, suffix = key.partition(".")
@@ -184,15 +185,21 @@ def _getter(store: Store, spec: FormSpec) -> Callable[[str], Callable[[Record], 
             return lambda r: r.id
         if upper == spec.number_field.upper():
             return lambda r: r.number
-        if upper == "FDOCUMENTSTATUS":
-            return lambda r: r.status
-        if upper == "FFORBIDSTATUS":
-            return lambda r: "A"
+        if upper in ("FDOCUMENTSTATUS", "FFORBIDSTATUS"):
+            return (lambda r: r.status) if upper == "FDOCUMENTSTATUS" else (lambda r: "A")
         if upper in refs:
             return _ref_getter(store, upper, refs[upper] or "", suffix.upper())
+        if upper in entries:  # the first entry row's value (one row per bill, not per entry)
+            return lambda r: _first_entry_value(r, entries[upper], base)
         return lambda r: ci_get(r.model, base)
 
     return make
+
+
+def _first_entry_value(record: Record, entity: str, key: str) -> Any:
+    rows = ci_get(record.model, entity)
+    first = rows[0] if isinstance(rows, list) and rows and isinstance(rows[0], dict) else {}
+    return ci_get(first, key)
 
 
 def _ref_getter(store: Store, key: str, kind: str, suffix: str) -> Callable[[Record], Any]:

@@ -26,6 +26,7 @@ from dingdee_sandbox.kingdee.store import SaveOptions
 __all__ = [
     "async_started",
     "do_async_result",
+    "do_business_info",
     "do_login",
     "do_query",
     "do_save",
@@ -214,3 +215,33 @@ def do_async_result(params: dict[str, Any], state: SandboxState) -> dict[str, An
     done = async_started(task_id)
     done.update({"Status": 2, "Result": result, "Successful": True, "Progress": 100})
     return done
+
+
+def do_business_info(params: dict[str, Any]) -> dict[str, Any]:
+    """QueryBusinessInfo (kingdee.md §10.3): ``{"data": {"FormId": …}}`` → the form's metadata.
+
+    Only the outer shape is documented (``{"Result": {"ResponseStatus": "", "NeedReturnData":
+    …}}``); what ``NeedReturnData`` holds is not confirmed. The sandbox answers entities holding
+    fields with ``Key``, ``Caption``, ``MustInput`` and ``IsViewVisible`` (the attributes a 3P
+    client reads, §10.3) — a guess in that shape, so clients must walk it defensively (§10.5
+    item 3). An unknown FormId answers ``业务对象不存在`` as ExecuteBillQuery does (§4.2).
+    """
+    data = params.get("data")
+    form_id = str(ci_get(data, "FormId") or "") if isinstance(data, dict) else ""
+    spec = FORMS.get(form_id.upper())
+    if spec is None:
+        return failure_envelope("业务对象不存在", 9)
+
+    def fields(specs: dict[str, Any]) -> list[dict[str, Any]]:
+        return [
+            {"Key": k, "Caption": f.caption, "MustInput": int(f.required), "IsViewVisible": True}
+            for k, f in specs.items()
+        ]
+
+    entities = [{"Key": "FBillHead", "Fields": fields(spec.fields)}]
+    entities += [
+        {"Key": key, "Caption": entry.caption, "Fields": fields(entry.fields)}
+        for key, entry in spec.entries.items()
+    ]
+    info = {"FormId": spec.form_id, "Caption": spec.caption, "Entities": entities}
+    return {"Result": {"ResponseStatus": "", "NeedReturnData": info}}

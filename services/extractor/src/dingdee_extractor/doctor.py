@@ -1,0 +1,416 @@
+"""The DingTalk part of ``dingdee doctor``, also run by the extractor at start-up.
+
+Per app: the credentials give a token (old host, as polling uses it), the app may read approvals
+(one ``listids`` page), Stream mode opens when events are on (``connections/open``), and the
+configured polling fits the monthly budget (:func:`dingdee_common.doctor.budget_check`). Per
+flow: the ``process_code`` exists (the form-schema API, dingtalk.md §9.5.1) and every component
+and table column the mapping reads is in the template's schema with a type it can be read as.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import httpx
+
+from dingdee_common.doctor import AppPlan, Check, Level, budget_check, startup_verdict
+from dingdee_common.errors import DingdeeError, FatalError
+from dingdee_extractor.dingtalk.client import DingTalkClient
+from dingdee_extractor.flows import FlowSource
+from dingdee_extractor.settings import ExtractorSettings
+
+__all__ = ["Read", "app_plans", "dingtalk_checks", "schema_components", "startup_check"]
+
+SCHEMA_PATH = "/v1.0/workflow/forms/schemas/processCodes"
+_NUMERIC = frozenset({"NumberField", "MoneyField", "CalculateField"})
+_TEXT = frozenset({"TextField", "TextareaField"})
+_SELECT = frozenset({"DDSelectField", "DDMultiSelectField"})
+# pick → component types it can read (transformer rules._PICKERS); "value" is decided by convert
+_PICK_TYPES = {
+    "rows": frozenset({"TableField", "DDTableField"}),
+    "key": _SELECT,
+    "userid": frozenset({"InnerContactField"}),
+    "userids": frozenset({"InnerContactField"}),
+    "name": frozenset({"InnerContactField"}),
+    "names": frozenset({"InnerContactField"}),
+    "start": frozenset({"DDDateRangeField"}),
+    "end": frozenset({"DDDateRangeField"}),
+    "count": frozenset({"TableField", "DDAttachment", "DDMultiSelectField", "DDPhotoField"}),
+    "file_names": frozenset({"DDAttachment"}),
+}
+_CONVERT_TYPES = {
+    "money": _NUMERIC,
+    "decimal": _NUMERIC,
+    "int": _NUMERIC,
+    "date": frozenset({"DDDateField"}),
+    "datetime": frozenset({"DDDateField"}),
+}
+
+
+class Read(Protocol):
+    """What the mapping reads (``dingdee_transformer.reads.FormRead``)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def table(self) -> str | None: ...
+    @property
+    def pick(self) -> str: ...
+    @property
+    def convert(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Component:
+    id: str
+    kind: str
+    label: str
+    table: str | None  # the id of the TableField it is a column of
+
+
+def schema_components(result: Mapping[str, Any]) -> list[Component]:
+    """Flatten ``schemaContent.items`` and their ``children`` (§9.5.1 "Mapping check"); layout
+    containers (``FieldGroup``) are walked through, a table's children are its columns."""
+    found: list[Component] = []
+
+    def walk(items: Iterable[Any], table: str | None) -> None:
+        for item in items:
+            if not isinstance(item, dict):
+                continue
+            props = item.get("props") or {}
+            kind = str(item.get("componentName") or "")
+            cid = str(props.get("id") or "")
+            found.append(Component(cid, kind, str(props.get("label") or ""), table))
+            children = item.get("children") or []
+            walk(children, cid if kind in _PICK_TYPES["rows"] else table)
+
+    walk(((result.get("schemaContent") or {}).get("items")) or [], None)
+    return found
+
+
+def _find(components: Sequence[Component], name: str, table: str | None) -> list[Component]:
+    scope = [c for c in components if c.table == table]
+    by_id = [c for c in scope if c.id == name]
+    return by_id or [c for c in scope if c.label == name]
+
+
+def _compatible(read: Read, comp: Component) -> tuple[Level, str] | None:
+    """None when ``comp`` can be read as ``read`` says; else the level and why not."""
+    allowed = _PICK_TYPES.get(read.pick)
+    if allowed is not None:
+        return (
+            None if comp.kind in allowed else ("error", f"pick {read.pick} needs {sorted(allowed)}")
+        )
+    if comp.kind in _PICK_TYPES["rows"]:
+        return "error", "a table is read with rows: (or pick: count)"
+    wanted = _CONVERT_TYPES.get(read.convert)
+    if wanted is None or comp.kind in wanted:
+        return None
+    if comp.kind in _TEXT:  # free text may hold a number or a date; it fails per record if not
+        return "warning", f"convert {read.convert} of free text fails for records that hold none"
+    return "error", f"convert {read.convert} needs {sorted(wanted)}"
+
+
+def _read_problem(
+    read: Read,
+    matches: Sequence[Component],
+    process_code: str,
+    components: Sequence[Component],
+    table_id: str | None,
+) -> tuple[Level, str] | None:
+    """Why ``read`` fails against the components it ``matches`` (level and message), or None."""
+    if not matches:
+        labels = sorted({c.label for c in components if c.table == table_id})
+        return (
+            "error",
+            f"{read.path} reads {read.name!r}, which template {process_code} does not have "
+            f"(it has: {', '.join(labels)}); rename it in flows.yaml or restore it in "
+            "DingTalk's form designer",
+        )
+    if len(matches) > 1:
+        ids = ", ".join(c.id for c in matches)
+        return (
+            "error",
+            f"{read.path}: label {read.name!r} is ambiguous ({ids}); name the component id",
+        )
+    problem = _compatible(read, matches[0])
+    if problem is None:
+        return None
+    level, why = problem
+    return level, f"{read.path} reads a {matches[0].kind}: {why}; fix the rule in flows.yaml"
+
+
+def component_checks(
+    flow: str, process_code: str, result: Mapping[str, Any], reads: Sequence[Read]
+) -> list[Check]:
+    """Compare what ``flow`` reads with the template's schema ``result``."""
+    components = schema_components(result)
+    checks: list[Check] = []
+    status = result.get("status")
+    if status != "PUBLISHED":
+        checks.append(
+            Check(
+                "dingtalk",
+                flow,
+                "template status",
+                "warning",
+                f"template {process_code} is {status} (not PUBLISHED): no new approvals; "
+                "publish it in DingTalk's form designer or disable the flow",
+            )
+        )
+    tables: dict[str, str] = {}
+    for read in reads:
+        table_id = None
+        if read.table is not None:
+            table = _find(components, read.table, None)
+            if not table:
+                continue  # reported once, for the rows rule itself
+            table_id = tables.setdefault(read.table, table[0].id)
+        matches = _find(components, read.name, table_id)
+        problem = _read_problem(read, matches, process_code, components, table_id)
+        if problem is not None:
+            what = f"column {read.table}/{read.name}" if read.table else f"component {read.name}"
+            checks.append(Check("dingtalk", flow, what, *problem))
+    if not checks or all(c.name == "template status" for c in checks):
+        modified = datetime.fromtimestamp(int(result.get("gmtModified") or 0) / 1000, UTC)
+        checks.append(
+            Check(
+                "dingtalk",
+                flow,
+                "form components",
+                "ok",
+                f"{len(reads)} read(s) found in template {result.get('name')!r} "
+                f"(modified {modified:%Y-%m-%d %H:%M} UTC) with compatible types",
+            )
+        )
+    return checks
+
+
+def app_plans(settings: ExtractorSettings, sources: Sequence[FlowSource]) -> list[AppPlan]:
+    """What each app's flows spend, as the extractor will run them."""
+    plans = []
+    events = settings.events.enabled
+    default = settings.events.poll_interval_seconds if events else settings.poll.interval_seconds
+    for app in sorted({s.app for s in sources}):
+        mine = [s for s in sources if s.app == app]
+        plans.append(
+            AppPlan(
+                app=app,
+                flows=len(mine),
+                events=events,
+                interval_s=min(s.poll_interval_seconds or default for s in mine),
+                max_interval_s=settings.poll.budget_max_interval_seconds,
+                sweep_interval_s=settings.poll.sweep_interval_seconds,
+                approvals_per_month=settings.dingtalk.apps[app].approvals_per_month,
+                budget=settings.dingtalk.budget_of(app),
+                allow_over_budget=settings.dingtalk.allow_over_budget,
+            )
+        )
+    return plans
+
+
+class _V1:
+    """The v1.0 host calls the doctor makes (token, schema, Stream ``connections/open``)."""
+
+    def __init__(self, settings: ExtractorSettings) -> None:
+        self._settings = settings
+        self._http = httpx.AsyncClient(
+            base_url=settings.events.base_url.rstrip("/"),
+            timeout=settings.dingtalk.timeout_seconds,
+        )
+        self._tokens: dict[str, str] = {}
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _token(self, app: str) -> str:
+        if app not in self._tokens:
+            creds = self._settings.dingtalk.apps[app]
+            body = {"appKey": creds.app_key, "appSecret": creds.app_secret.get_secret_value()}
+            response = await self._http.post("/v1.0/oauth2/accessToken", json=body)
+            data = response.json()
+            if response.status_code != 200 or "accessToken" not in data:
+                raise FatalError(f"v1.0 accessToken: {data.get('code')} {data.get('message')}")
+            self._tokens[app] = str(data["accessToken"])
+        return self._tokens[app]
+
+    async def schema(self, app: str, process_code: str) -> tuple[int, dict[str, Any]]:
+        headers = {"x-acs-dingtalk-access-token": await self._token(app)}
+        params = {"processCode": process_code}
+        response = await self._http.get(SCHEMA_PATH, params=params, headers=headers)
+        data = response.json()
+        return response.status_code, data if isinstance(data, dict) else {}
+
+    async def open_stream(self, app: str) -> tuple[int, str]:
+        creds = self._settings.dingtalk.apps[app]
+        body = {
+            "clientId": creds.app_key,
+            "clientSecret": creds.app_secret.get_secret_value(),
+            "subscriptions": [{"type": "EVENT", "topic": "*"}],
+            "ua": "dingdee-doctor",
+        }
+        response = await self._http.post("/v1.0/gateway/connections/open", json=body)
+        return response.status_code, response.text[:200]
+
+
+def _unreachable(part: str, subject: str, name: str, exc: Exception) -> Check:
+    return Check(
+        part,
+        subject,
+        name,
+        "warning",
+        f"could not check ({type(exc).__name__}: {exc}); is the endpoint reachable? run "
+        "dingdee doctor again",
+    )
+
+
+async def _app_checks(
+    client: DingTalkClient, v1: _V1, settings: ExtractorSettings, app: str, full: bool
+) -> tuple[list[Check], bool]:
+    """Token (and, in full, Stream mode); the bool says whether the token works."""
+    try:
+        await client.token(app)
+    except FatalError as exc:
+        return [Check("dingtalk", app, "access token", "error", exc.message)], False
+    except (DingdeeError, httpx.HTTPError) as exc:
+        return [_unreachable("dingtalk", app, "access token", exc)], False
+    checks = [Check("dingtalk", app, "access token", "ok", "the app key and secret give a token")]
+    if full and settings.events.enabled:
+        try:
+            status, text = await v1.open_stream(app)
+        except httpx.HTTPError as exc:
+            checks.append(_unreachable("dingtalk", app, "stream mode", exc))
+        else:
+            checks.append(
+                Check("dingtalk", app, "stream mode", "ok", "connections/open answers 200")
+                if status == 200
+                else Check(
+                    "dingtalk",
+                    app,
+                    "stream mode",
+                    "error",
+                    f"connections/open answered HTTP {status} {text}: enable Stream mode "
+                    "(推送方式: Stream 模式) for the app in the developer console, or set "
+                    "DINGDEE_EVENTS__ENABLED=false",
+                )
+            )
+    return checks, True
+
+
+async def _read_permission(client: DingTalkClient, source: FlowSource) -> Check:
+    now = int(time.time() * 1000)
+    try:
+        await client.listids(source.app, source.process_code, now - 3_600_000, now, 0)
+    except FatalError as exc:
+        return Check("dingtalk", source.flow, "approval read", "error", exc.message)
+    except DingdeeError as exc:
+        if exc.code and exc.code.startswith("errcode_"):
+            return Check(
+                "dingtalk",
+                source.flow,
+                "approval read",
+                "error",
+                f"listids refused ({exc.code}: {exc.message}): grant the app the approval "
+                "read permission (审批 › 读取审批实例) in the developer console",
+            )
+        return _unreachable("dingtalk", source.flow, "approval read", exc)
+    return Check("dingtalk", source.flow, "approval read", "ok", "listids answers")
+
+
+async def _schema_checks(v1: _V1, source: FlowSource, reads: Sequence[Read] | None) -> list[Check]:
+    flow, code = source.flow, source.process_code
+    try:
+        status, data = await v1.schema(source.app, code)
+    except (DingdeeError, httpx.HTTPError, ValueError) as exc:
+        return [_unreachable("dingtalk", flow, "process_code", exc)]
+    if status != 200 or not isinstance(data.get("result"), dict):
+        reason = f"{data.get('code')}: {data.get('message')}"
+        todo = {
+            "formNotExist": "check dingtalk.process_code in flows.yaml (DingTalk lists nothing "
+            "for an unknown code, silently)",
+            "aflowProcessCodeIsError": "the template was deleted; check dingtalk.process_code",
+            "noPermission": "grant the app Workflow.Form.Read (审批表单读权限)",
+        }.get(str(data.get("code")), "grant the app Workflow.Form.Read and check the code")
+        return [
+            Check(
+                "dingtalk",
+                flow,
+                "process_code",
+                "error",
+                f"the form-schema API refuses {code} (HTTP {status} {reason}): {todo}",
+            )
+        ]
+    result = data["result"]
+    checks = [
+        Check("dingtalk", flow, "process_code", "ok", f"{code} is {result.get('name')!r}"),
+    ]
+    if reads is not None:
+        checks += component_checks(flow, code, result, reads)
+    return checks
+
+
+async def dingtalk_checks(
+    settings: ExtractorSettings,
+    sources: Sequence[FlowSource],
+    client: DingTalkClient,
+    reads: Mapping[str, Sequence[Read]] | None = None,
+    *,
+    full: bool = True,
+) -> list[Check]:
+    """Every DingTalk check of ``sources``; ``reads`` (flow → what its mapping reads) enables the
+    component checks; ``full`` adds the checks that cost a metered call or open a stream ticket
+    (approval read, Stream mode), which the extractor's own start-up leaves to its first cycle."""
+    v1 = _V1(settings)
+    checks: list[Check] = []
+    try:
+        usable: set[str] = set()
+        for app in sorted({s.app for s in sources}):
+            app_checks, ok = await _app_checks(client, v1, settings, app, full)
+            checks += app_checks
+            if ok:
+                usable.add(app)
+        for source in sources:
+            if source.app not in usable:
+                continue
+            flow_reads = None if reads is None else reads.get(source.flow, ())
+            checks += await _schema_checks(v1, source, flow_reads)
+            if full:
+                checks.append(await _read_permission(client, source))
+    finally:
+        await v1.aclose()
+    checks += [budget_check(plan) for plan in app_plans(settings, sources)]
+    return checks
+
+
+def _mapping_reads(settings: ExtractorSettings) -> dict[str, Sequence[Read]] | None:
+    """What each flow's mapping reads, when the transformer is installed beside the extractor
+    (``make run``, the doctor image); the extractor's own image has no mappings to check."""
+    try:
+        from dingdee_transformer.flowspec import load_compiled  # optional: not a dependency
+        from dingdee_transformer.reads import form_reads
+    except ModuleNotFoundError:
+        return None
+    try:
+        compiled = load_compiled(settings.flows_file)
+    except FatalError:
+        return None  # the transformer reports its own flows at its start-up
+    return {flow.id: form_reads(flow) for flow in compiled.values()}
+
+
+async def startup_check(
+    settings: ExtractorSettings, sources: Sequence[FlowSource], client: DingTalkClient
+) -> None:
+    """The extractor's part of the doctor at start-up: tokens, templates, components, budget.
+
+    Raises:
+        FatalError: one line naming the first error (a budget that cannot fit included, unless
+            ``DINGDEE_DINGTALK__ALLOW_OVER_BUDGET``).
+    """
+    checks = await dingtalk_checks(settings, sources, client, _mapping_reads(settings), full=False)
+    startup_verdict("extractor", checks)
