@@ -17,6 +17,7 @@ from aiohttp import web
 
 from dingdee_sandbox.kingdee.control import add_control_routes
 from dingdee_sandbox.kingdee.envelope import EnvelopeError, parse_envelope
+from dingdee_sandbox.kingdee.operations import OPERATIONS, do_operation
 from dingdee_sandbox.kingdee.responses import (
     SESSION_LOST,
     failure_envelope,
@@ -40,7 +41,15 @@ __all__ = ["STATE_KEY", "create_app"]
 
 STATE_KEY: web.AppKey[SandboxState] = web.AppKey("kingdee_state", SandboxState)
 SUFFIX = ".common.kdsvc"
-BUSINESS = ("save", "batchsave", "executebillquery", "billquery", "view", "queryasyncresult")
+BUSINESS = (
+    "save",
+    "batchsave",
+    "executebillquery",
+    "billquery",
+    "view",
+    "queryasyncresult",
+    *OPERATIONS,
+)
 KNOWN = (*BUSINESS, *LOGIN_METHODS, "logout", "getdatacenterlist")
 _UNAVAILABLE = "<html><body>Service Unavailable</body></html>"
 _CALL_LIMITED = "调用次数超出限制，请稍后再试"
@@ -136,6 +145,8 @@ def _dispatch(
         return do_query(params, state, as_objects=method == "billquery")
     if method == "view":
         return do_view(params, session, state)
+    if method in OPERATIONS:
+        return do_operation(method, params, state)
     return failure_envelope(f"不支持的服务 {method}", 8)
 
 
