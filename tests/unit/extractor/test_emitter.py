@@ -32,7 +32,7 @@ async def test_a_snapshot_starts_a_trace_when_no_span_is_recorded(
     # no tracer provider: the publish span is a no-op and carries no context of its own
     monkeypatch.setattr(tracing, "_tracer", trace.NoOpTracer())
     producer = _Producer()
-    emitter = Emitter(producer, "approvals.raw")  # type: ignore[arg-type]
+    emitter = Emitter(producer, "approvals.raw")
     for instance_id in ("pi-1", "pi-2"):
         await emitter.emit(
             flow="petty-cash",
