@@ -140,7 +140,7 @@ def inspect(
 ) -> None:
     """显示符合条件的死信：位置、状态、原因、全部消息头、key 与消息体（只读）。
 
-    记录中的控制字符（ANSI 转义、\x00、双向文本控制符）一律转义显示，长值被截断；
+    记录中的控制字符（ANSI 转义、NUL、双向文本控制符）一律转义显示，长值被截断；
     用 --full 显示全部，或用 --raw FILE 取得原始字节。
     """
     selection = _selection(stage, since, until, error_class, error_type, flow, key, pattern, offset)
