@@ -113,9 +113,15 @@ class Store:
         return self.by_id.get(form_id.upper(), {}).get(record_id)
 
     def delete(self, record: Record) -> None:
-        """Remove a bill (Delete, contract §8.4 item 18); its number becomes free again."""
+        """Remove a bill (Delete, contract §8.4 item 18); its number becomes free again.
+
+        A deleted base-data record (a department) can no longer be referenced.
+        """
         self.records.get(record.form_id.upper(), {}).pop(record.number, None)
         self.by_id.get(record.form_id.upper(), {}).pop(record.id, None)
+        kind = FORMS[record.form_id.upper()].base_kind
+        if kind:
+            self.base.kinds.get(kind, {}).pop(record.number, None)
 
     def ref_item(self, kind: str | None, value: Any) -> BaseItem | None:
         """The base-data item a reference names (of ``kind``, or of any kind when unknown)."""
