@@ -19,7 +19,7 @@ from dingdee_common.dlq.records import DeadLetter
 from dingdee_common.dlq.replay import Action, PlannedRecord, ReplayReport
 from dingdee_common.terminal import BODY_LIMIT, FIELD_LIMIT, safe
 
-__all__ = ["ACTION_LABELS", "FULL_HINT", "letter_panel", "render_report", "summary_table"]
+__all__ = ["ACTION_LABELS", "letter_panel", "render_report", "summary_table"]
 
 ACTION_LABELS = {
     Action.REPLAY: "重放到原主题",
