@@ -286,6 +286,15 @@ class TestBatchSave:
         again = status(await kd.call(BATCH, body))
         assert {e["FieldName"] for e in again["Errors"]} == {"FNumber"}
 
+    async def test_a_deleted_department_is_no_longer_referenceable(self, kd: Kd) -> None:
+        body = {"formid": "BD_Department", "data": {"Model": [department_model("BM001003", "X")]}}
+        assert status(await kd.call(BATCH, body))["IsSuccess"] is True
+        assert kd.state.store.base.find("departments", "BM001003") is not None
+        delete = {"formid": "BD_Department", "data": {"Numbers": ["BM001003"]}}
+        assert status(await kd.call(f"{STUB}.DynamicFormService.Delete", delete))["IsSuccess"]
+        assert kd.state.store.base.find("departments", "BM001003") is None
+        assert kd.state.store.find("BD_Department", "BM001003") is None
+
 
 class TestUpdate:
     async def test_update_by_primary_key_and_refusal_when_audited(self, kd: Kd) -> None:

@@ -98,3 +98,72 @@ async def test_async_batchsave_via_query_mode(server: tuple[str, SandboxState]) 
     assert answer["Result"]["ResponseStatus"]["SuccessEntitys"][0]["Number"] == "BYJASYNC1"
     assert state.stats["calls_queryasyncresult"] == 1
     assert state.async_results == {}
+
+
+def _status(answer: dict[str, Any]) -> dict[str, Any]:
+    status: dict[str, Any] = answer["Result"]["ResponseStatus"]
+    return status
+
+
+async def test_submit_audit_unaudit_delete_walk_the_status_machine(
+    server: tuple[str, SandboxState],
+) -> None:
+    """Contract §5.2–§5.4: A →Submit→ B →Audit→ C →UnAudit→ D →Delete; refusals are per row."""
+    url, state = server
+    client = sdk(url)
+    form = "ER_ExpReimbursement"
+    rng = random.Random(4)
+    models = [expense_model("BYJOP1", rng), expense_model("BYJOP2", rng)]
+    await call(client.BatchSave, form, {"Model": models})
+    record_id = state.store.find(form, "BYJOP2").id  # type: ignore[union-attr]
+
+    early = _status(await call(client.Audit, form, {"Numbers": ["BYJOP1"]}))
+    assert early["IsSuccess"] is False and early["MsgCode"] == 11
+    assert "BYJOP1" in early["Errors"][0]["Message"]
+
+    submitted = _status(
+        await call(client.Submit, form, {"Numbers": ["BYJOP1", "NOPE", "BYJOP2"], "Ids": ""})
+    )
+    assert submitted["IsSuccess"] is True
+    assert [(e["Number"], e["DIndex"]) for e in submitted["SuccessEntitys"]] == [
+        ("BYJOP1", 0),
+        ("BYJOP2", 2),
+    ]
+    audited = _status(await call(client.Audit, form, {"Ids": str(record_id)}))
+    assert audited["SuccessEntitys"] == [{"Id": record_id, "Number": "BYJOP2", "DIndex": 0}]
+    assert audited["SuccessMessages"][0]["Message"].endswith("审核成功！")
+    again = _status(await call(client.Audit, form, {"Numbers": ["BYJOP1", "BYJOP2"]}))
+    assert again["IsSuccess"] is False and again["MsgCode"] == 11
+    assert [e["Number"] for e in again["SuccessEntitys"]] == ["BYJOP1"]
+    assert again["Errors"][0]["Message"] == "单据编号为“BYJOP2”的费用报销单，单据已经审核！"
+
+    refused = _status(await call(client.Delete, form, {"Numbers": ["BYJOP2"]}))
+    assert refused["IsSuccess"] is False and state.store.find(form, "BYJOP2") is not None
+    unaudited = _status(await call(client.UnAudit, form, {"Numbers": ["BYJOP2"]}))
+    assert unaudited["IsSuccess"] is True
+    assert state.store.find(form, "BYJOP2").status == "D"  # type: ignore[union-attr]
+    deleted = _status(await call(client.Delete, form, {"Numbers": ["BYJOP2"]}))
+    assert deleted["IsSuccess"] is True and state.store.find(form, "BYJOP2") is None
+    gone = _status(await call(client.Delete, form, {"Numbers": ["BYJOP2"]}))
+    assert gone["IsSuccess"] is False and gone["MsgCode"] == 10
+
+
+async def test_view_expands_references_with_internal_ids(
+    server: tuple[str, SandboxState],
+) -> None:
+    """Contract §5.1: references carry the base-data item's internal id, plus ``Xxx_Id``."""
+    url, state = server
+    client = sdk(url)
+    model = expense_model("BYJVIEW1", random.Random(5))
+    await call(client.BatchSave, "ER_ExpReimbursement", {"Model": [model]})
+    answer = await call(client.View, "ER_ExpReimbursement", {"Number": "BYJVIEW1"})
+    body = answer["Result"]["Result"]
+    staff = state.store.base.find("staff", model["FProposerID"]["FSTAFFNUMBER"])
+    assert staff is not None and staff.id > 0
+    assert body["ProposerID_Id"] == staff.id
+    assert body["ProposerID"]["Id"] == staff.id
+    assert body["ProposerID"]["Name"] == [{"Key": 2052, "Value": staff.name}]
+    assert body["OrgID"]["Id"] == 1  # the organisation's id (contract §5.1 example)
+    row = body["ER_ExpenseReimbEntry"][0]
+    expense = state.store.base.find("expense_items", row["ExpID"]["Number"])
+    assert expense is not None and row["ExpID_Id"] == expense.id != 0

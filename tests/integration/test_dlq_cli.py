@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import sys
 from asyncio.subprocess import PIPE, STDOUT
+from pathlib import Path
 
+import orjson
 import pytest
 
 from dingdee_common.dlq import ReplayEngine
 from dingdee_common.errors import ErrorClass
+from dingdee_common.kafka import headers as hdr
+from dingdee_common.kafka.clients import make_producer
+from dingdee_common.kafka.dlq import DeadLetterPublisher, SourceRecord
 from dingdee_common.kafka.topics import Topics
 from dingdee_common.settings import KafkaSettings
 from tests.helpers import dingdee, poll_until
@@ -91,3 +97,88 @@ async def test_ctrl_c_stops_cleanly_and_a_rerun_finishes(
     keys = [k for k, _, _ in await read_topic(kafka, topics.bills_ready)]
     assert set(keys) == {f"BX-{i:04d}".encode() for i in range(n)}
     assert len(keys) == n, "a clean interrupt copies nothing twice"
+
+
+# Any C0/C1 control (ESC, NUL, BEL …) except newline, and the bidi controls that reorder text.
+RAW_CONTROL = re.compile(
+    "[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+)
+FLOW = "petty\x1b[31m-cash"
+HOSTILE_KEY = b"BX-\x1b[2J\x00[red]evil[/red]\xe2\x80\xae"  # ESC, NUL, rich markup, U+202E
+
+
+async def seed_hostile(kafka: KafkaSettings, topics: Topics) -> None:
+    """Dead letters a bad producer could have caused, through the real publisher."""
+    big = b'{"note": "' + b"x" * (3 << 20) + b'\x1b[2J"}'  # 3 MB, not even valid JSON at the end
+    values = [b"\x00\x1b[2J\x1b]0;pwned\x07", orjson.dumps({"remark": "\x1b[5m\u202egnp.exe"}), big]
+    producer = make_producer(kafka)
+    await producer.start()
+    try:
+        for i, value in enumerate(values):
+            headers = hdr.build(FLOW, f"inst-\x1b[1m{i}")
+            headers.append(("x-\x1b[31mname", b"\x9b31m\x1b[0m\x00"))
+            record = SourceRecord(
+                topics.bills_ready, 0, 500 + i, HOSTILE_KEY, value, tuple(headers)
+            )
+            await DeadLetterPublisher(producer, topics, "loader").publish(
+                record,
+                error_class=ErrorClass.PERMANENT,
+                error_type="kingdee\x1b[8m_row_rejected",
+                message="金额\x1b[2K\r不能为负 [bold]boom[/bold]",
+            )
+    finally:
+        await producer.stop()
+
+
+def assert_terminal_safe(out: str, max_chars: int = 200_000) -> None:
+    found = RAW_CONTROL.search(out)
+    assert found is None, (
+        f"raw {found.group()!r} at {found.start()}: {out[: found.start()][-80:]!r}"
+    )
+    assert len(out) < max_chars, f"{len(out)} characters printed"
+
+
+async def test_hostile_records_never_reach_the_terminal_raw(
+    kafka: KafkaSettings, topics: Topics, tmp_path: Path
+) -> None:
+    await seed_hostile(kafka, topics)
+    outputs = {}
+    for args in (
+        ("dlq", "list"),
+        ("dlq", "inspect", "--limit", "10"),
+        ("dlq", "replay", "--flow", FLOW),  # the dry run's plan and sample lines
+    ):
+        code, out = await dingdee(kafka, *args)
+        assert code == 0, out
+        assert_terminal_safe(out)
+        assert "petty\\x1b[31m-cash" in out, f"{args}: the flow is shown with its escape visible"
+        outputs[args[1]] = out
+    assert "待处理" in outputs["list"] and "合计 3 条" in outputs["list"]
+    inspect = outputs["inspect"]
+    assert "[red]evil[/red]" in inspect, "rich markup in a key is shown, not interpreted"
+    assert "[bold]boom[/bold]" in inspect and "\\u202e" in inspect and "\\x00" in inspect
+    assert "已截断：共" in inspect and "--full" in inspect, "the 3 MB value is cut"
+
+    raw = tmp_path / "value.bin"
+    code, out = await dingdee(
+        kafka, "dlq", "inspect", "--offset", "2", "--full", "--raw", str(raw), timeout=120
+    )
+    assert code == 0, out[-2000:]
+    assert_terminal_safe(out, max_chars=4 << 20)
+    assert raw.read_bytes().startswith(b'{"note": "xxx') and raw.stat().st_size > 3 << 20
+    assert "已截断" not in out, "--full prints the whole value (escaped)"
+
+
+async def test_list_tells_pending_from_replayed(kafka: KafkaSettings, topics: Topics) -> None:
+    """A replayed dead letter that fails again is one pending letter, not two."""
+    await seed(kafka, topics, [Seed("loader", topics.bills_ready, "BX-R1")])
+    code, out = await dingdee(kafka, "dlq", "replay", "--execute", "--rate", "0")
+    assert code == 0, out
+    assert len(await read_topic(kafka, topics.bills_ready)) == 1
+    # the replayed copy fails again in the loader: a second dead letter of the same bill
+    await seed(kafka, topics, [Seed("loader", topics.bills_ready, "BX-R1", replay_count=1)])
+    code, out = await dingdee(kafka, "dlq", "list")
+    assert code == 0, out
+    assert "合计 2 条：待处理 1 条，已重放/停放 1 条" in out, out
+    code, out = await dingdee(kafka, "dlq", "inspect", "--key", "BX-R1")
+    assert out.count("已重放/停放（见 dlq.replay.audit）") == 1 and out.count("待处理") == 1, out

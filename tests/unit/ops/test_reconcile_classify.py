@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime
 
-from dingdee_common.reconcile.model import Expected, KafkaFacts, ReconcileReport, classify
+from dingdee_common.reconcile.model import (
+    Expected,
+    KafkaFacts,
+    KeyPattern,
+    ReconcileReport,
+    classify,
+)
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 T1 = datetime(2026, 11, 2, tzinfo=UTC)
@@ -16,9 +22,15 @@ def run(
     in_kingdee: Counter[str],
     facts: KafkaFacts,
     skipped: list[str] | None = None,
+    by_pattern: Counter[str] | None = None,
 ) -> ReconcileReport:
     return classify(
-        ReconcileReport("petty-cash", T0, T1), expected, skipped or [], in_kingdee, facts
+        ReconcileReport("petty-cash", T0, T1),
+        expected,
+        skipped or [],
+        in_kingdee,
+        facts,
+        by_pattern,
     )
 
 
@@ -60,8 +72,33 @@ class TestClassify:
             skipped=["i9", "i10"],
         )
         assert sorted((x.bill_key, x.count) for x in report.extra) == [("BX-1", 2), ("BX-9", 1)]
-        assert report.ok, "extra bills are reported but do not mean something is missing"
+        assert not report.missing and not report.ok, "an extra bill alone fails reconciliation"
+
+    def test_bills_of_the_pattern_without_a_source_are_extra(self) -> None:
+        """DESIGN §5: a BX… bill no approved instance of the period or pipeline bill explains."""
+        facts = KafkaFacts(bill_keys={"i-old": "BX-OLD"})  # another period's bill, made by us
+        by_pattern = Counter({"BX-1": 1, "BX-OLD": 1, "BX-HAND": 1})
+        report = run([Expected("i1", None, "BX-1")], Counter({"BX-1": 1}), facts, None, by_pattern)
+        assert [(x.bill_key, x.count) for x in report.extra] == [("BX-HAND", 1)]
+        assert "没有对应的已审批钉钉实例" in report.extra[0].why
+        assert not report.ok
 
     def test_nothing_expected_is_ok(self) -> None:
         report = run([], Counter(), KafkaFacts())
         assert report.ok and report.counts()["expected"] == 0
+
+
+class TestKeyPattern:
+    def test_fixed_text_becomes_a_like_pattern_and_a_full_match(self) -> None:
+        pattern = KeyPattern(("BYJ", ""))
+        assert pattern.fixed and pattern.like() == "BYJ%"
+        assert pattern.matches("BYJ2026110312000001") and not pattern.matches("BYJ")
+        assert not pattern.matches("XBYJ1")
+
+    def test_sql_wildcards_and_quotes_in_the_fixed_text_are_escaped(self) -> None:
+        pattern = KeyPattern(("A_%'[", "-", ""))
+        assert pattern.like() == "A[_][%]''[[]%-%"
+        assert pattern.matches("A_%'[x-y") and not pattern.matches("AB%'[x-y")
+
+    def test_a_template_without_fixed_text_has_no_pattern(self) -> None:
+        assert not KeyPattern(("", "")).fixed

@@ -10,6 +10,7 @@ from dingdee_common.contracts.v1 import BillReady
 from dingdee_sandbox import demo_org
 from dingdee_transformer.flowspec import CompiledFlow, load_compiled
 from dingdee_transformer.mapping import LinkedChangeError, MappingError, Skip, map_snapshot
+from dingdee_transformer.pipeline import Seen
 from tests.unit.transformer.samples import (
     EMPTY_TABLE_VALUE,
     dept_form,
@@ -100,11 +101,26 @@ class TestPettyCash:
         self, flows: dict[str, CompiledFlow], action: str
     ) -> None:
         snap = snapshot(biz_action=action, main_process_instance_id="pi-orig")
+        original = Seen(("fp",), "BYJ202610011200000000007", "202610011200000000007")
         with pytest.raises(LinkedChangeError) as caught:
-            map_snapshot(flows["petty-cash"], snap, bill_key_of={"pi-orig": "BYJ1"}.get)
+            map_snapshot(flows["petty-cash"], snap, original_of={"pi-orig": original}.get)
         text = str(caught.value)
-        assert "pi-orig" in text and "bill BYJ1" in text and "finance decision" in text
+        # what finance searches for: both 审批编号 and the Kingdee bill number, plus the ids
+        assert "审批编号 202610011200000000007 (instance pi-orig)" in text
+        assert "FBillNo BYJ202610011200000000007" in text
+        assert f"审批编号 {snap.business_id} (instance {snap.process_instance_id})" in text
+        assert "finance decision" in text
         assert caught.value.error_type == f"linked_{action.lower()}"
+
+    def test_linked_change_of_an_unknown_original_says_what_is_unknown(
+        self, flows: dict[str, CompiledFlow]
+    ) -> None:
+        snap = snapshot(biz_action="REVOKE", main_process_instance_id="pi-gone")
+        with pytest.raises(LinkedChangeError) as caught:
+            map_snapshot(flows["petty-cash"], snap, original_of=lambda _pid: None)
+        text = str(caught.value)
+        assert "instance pi-gone (审批编号 unknown to the transformer)" in text
+        assert "(FBillNo unknown to the transformer)" in text
 
     def test_reference_tables_match_demo_org(self, flows: dict[str, CompiledFlow]) -> None:
         tables = flows["petty-cash"].tables

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 
 from dingdee_common.codec import encode_model, loads
@@ -68,6 +69,17 @@ class TestProcessor:
         if not spans:
             assert headers["traceparent"] == TRACEPARENT
 
+    def test_a_record_without_trace_headers_gets_a_new_trace(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # DESIGN §3: every message has a traceparent, also on the no-span fast path
+        monkeypatch.setattr("dingdee_transformer.pipeline.recording", lambda: False)
+        record = SourceRecord("approvals.raw", 0, 0, b"pi-0001", encode_model(snapshot()), ())
+        out = _processor().process(record, lambda _pid: None)
+        assert isinstance(out, Emit)
+        ctx = trace.get_current_span(hdr.extract_context(out.headers)).get_span_context()
+        assert ctx.is_valid, hdr.as_dict(out.headers)
+
     def test_emit_carries_key_value_and_headers(self) -> None:
         out = _processor().process(_record(encode_model(snapshot())), lambda _pid: None)
         assert isinstance(out, Emit)
@@ -75,7 +87,8 @@ class TestProcessor:
         assert loads(out.value)["model"]["FBillNo"] == "BYJ202611031200000000123"
         headers = hdr.as_dict(out.headers)
         assert headers[hdr.FLOW] == "petty-cash" and headers[hdr.SOURCE_ID] == "pi-0001"
-        assert out.seen == Seen(("fp-1",), "BYJ202611031200000000123")
+        assert out.seen == Seen(("fp-1",), "BYJ202611031200000000123", "202611031200000000123")
+        assert Seen.from_value(out.seen.as_dict()) == out.seen, "the 审批编号 survives the table"
 
     def test_known_fingerprints_are_duplicates_new_ones_are_emitted(self) -> None:
         table: dict[str, Seen] = {}

@@ -24,7 +24,11 @@ class KingdeeSettings(BaseModel):
     server_url: str = Field(description="K3Cloud web root incl. virtual dir, e.g. http://h/k3cloud")
     acct_id: str = Field(min_length=1, description="data-center id (账套 DCID)")
     username: str = Field(min_length=1, description="integration user")
-    app_id: str = Field(default="", description="signature mode: <clientId>_<encodedSecret>")
+    app_id: SecretStr = Field(
+        default=SecretStr(""),
+        description="signature mode: <clientId>_<encodedSecret>; a secret, since its second "
+        "part is the key of the request signature",
+    )
     app_secret: SecretStr = SecretStr("")
     password: SecretStr | None = Field(default=None, description="session mode (ValidateUser)")
     auth_mode: Literal["signature", "session"] = "signature"
@@ -42,7 +46,8 @@ class KingdeeSettings(BaseModel):
     @model_validator(mode="after")
     def _credentials(self) -> KingdeeSettings:
         if self.auth_mode == "signature" and (
-            len(self.app_id.split("_")) != 2 or not self.app_secret.get_secret_value()
+            len(self.app_id.get_secret_value().split("_")) != 2
+            or not self.app_secret.get_secret_value()
         ):
             raise ValueError("signature mode needs DINGDEE_KINGDEE__APP_ID and __APP_SECRET")
         if self.auth_mode == "session" and not self.password:

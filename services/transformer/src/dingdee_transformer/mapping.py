@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from dingdee_common.contracts.v1 import ApprovalSnapshot, BillReady, SourceRef
 from dingdee_common.errors import PermanentError
@@ -20,6 +20,7 @@ __all__ = [
     "LINKED_ACTIONS",
     "LinkedChangeError",
     "MappingError",
+    "Original",
     "Skip",
     "map_snapshot",
 ]
@@ -128,10 +129,20 @@ def _qualifies(flow: CompiledFlow, snapshot: ApprovalSnapshot) -> str | None:
     return None
 
 
+class Original(Protocol):
+    """What the transformer remembers of an approval it made a bill of (its ``seen`` entry)."""
+
+    @property
+    def bill_key(self) -> str: ...
+
+    @property
+    def business_id(self) -> str | None: ...
+
+
 def _linked_change(
     flow: CompiledFlow,
     snapshot: ApprovalSnapshot,
-    bill_key_of: Callable[[str], str | None] | None,
+    original_of: Callable[[str], Original | None] | None,
 ) -> Skip | None:
     action = flow.mapping.on_linked_change
     if action == "map":
@@ -139,14 +150,20 @@ def _linked_change(
     if action == "skip":
         return Skip(flow.id, snapshot.process_instance_id, f"biz_action {snapshot.biz_action}")
     original = str(snapshot.instance.get("main_process_instance_id") or "(not given)")
-    known = bill_key_of(original) if bill_key_of and original != "(not given)" else None
-    bill = f"bill {known}" if known else "its bill (bill key unknown to the transformer)"
+    known = original_of(original) if original_of and original != "(not given)" else None
+    field = flow.target.number_field
+    if known is not None:
+        was = f"审批编号 {known.business_id or '(none)'} (instance {original})"
+        bill = f"its Kingdee bill {field} {known.bill_key}"
+    else:
+        was = f"instance {original} (审批编号 unknown to the transformer)"
+        bill = f"its Kingdee bill ({field} unknown to the transformer)"
     verb = "modified" if snapshot.biz_action == "MODIFY" else "revoked"
     raise LinkedChangeError(
-        f"flow {flow.id!r} approval {_business_id(snapshot)} {verb} the already approved "
-        f"approval {original}; {bill} stays as it is in Kingdee and no second bill is made: "
-        "a finance decision is needed (adjust or reverse the bill by hand, then discard this "
-        "dead letter)",
+        f"flow {flow.id!r} approval 审批编号 {_business_id(snapshot)} (instance "
+        f"{snapshot.process_instance_id}) {verb} the already approved approval {was}; {bill} "
+        "stays as it is in Kingdee and no second bill is made: a finance decision is needed "
+        "(adjust or reverse the bill by hand, then discard this dead letter)",
         field="biz_action",
         code=f"linked_{snapshot.biz_action.lower()}",
     )
@@ -183,15 +200,15 @@ def map_snapshot(
     flow: CompiledFlow,
     snapshot: ApprovalSnapshot,
     *,
-    bill_key_of: Callable[[str], str | None] | None = None,
+    original_of: Callable[[str], Original | None] | None = None,
 ) -> BillReady | Skip:
     """Map one approval snapshot of ``flow``.
 
     Args:
         flow: the compiled flow the snapshot belongs to.
         snapshot: the approval as the extractor fetched it.
-        bill_key_of: optional lookup of the bill key emitted for an earlier instance id, used to
-            name the original bill in a MODIFY/REVOKE dead letter.
+        original_of: optional lookup of what was emitted for an earlier instance id (its bill
+            key and 审批编号), used to name the original bill in a MODIFY/REVOKE dead letter.
 
     Returns:
         The bill to save, or a :class:`Skip` when the approval does not qualify.
@@ -205,7 +222,7 @@ def map_snapshot(
     if not_qualified:
         return Skip(flow.id, snapshot.process_instance_id, not_qualified)
     if snapshot.biz_action in LINKED_ACTIONS:
-        skip = _linked_change(flow, snapshot, bill_key_of)
+        skip = _linked_change(flow, snapshot, original_of)
         if skip is not None:
             return skip
     form: Form = parse_form(snapshot.instance.get("form_component_values"), flow.form_names)

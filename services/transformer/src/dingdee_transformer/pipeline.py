@@ -41,26 +41,32 @@ class Seen:
 
     fingerprints: tuple[str, ...]
     bill_key: str
+    business_id: str | None = None  # the approval's 审批编号, named in a linked-change dead letter
 
     def knows(self, fingerprint: str) -> bool:
         return fingerprint in self.fingerprints
 
-    def adding(self, fingerprint: str, bill_key: str) -> Seen:
+    def adding(self, fingerprint: str, bill_key: str, business_id: str | None = None) -> Seen:
         """This record plus ``fingerprint`` (kept to the most recent :data:`MAX_FINGERPRINTS`)."""
         kept = tuple(f for f in self.fingerprints if f != fingerprint)
-        return Seen((*kept, fingerprint)[-MAX_FINGERPRINTS:], bill_key)
+        return Seen((*kept, fingerprint)[-MAX_FINGERPRINTS:], bill_key, business_id)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"fps": list(self.fingerprints), "bill_key": self.bill_key}
+        out: dict[str, Any] = {"fps": list(self.fingerprints), "bill_key": self.bill_key}
+        if self.business_id:
+            out["business_id"] = self.business_id
+        return out
 
     @classmethod
     def from_value(cls, value: Any) -> Seen | None:
         if not isinstance(value, Mapping) or "bill_key" not in value:
             return None
         fps = value.get("fps")
-        if isinstance(fps, list):
-            return cls(tuple(str(f) for f in fps), str(value["bill_key"]))
-        return cls((str(value.get("fp", "")),), str(value["bill_key"]))
+        business_id = value.get("business_id")
+        prints = (
+            tuple(str(f) for f in fps) if isinstance(fps, list) else (str(value.get("fp", "")),)
+        )
+        return cls(prints, str(value["bill_key"]), str(business_id) if business_id else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,11 +192,7 @@ class Processor:
         if previous is not None and previous.knows(snapshot.fingerprint):
             return Skipped(flow.id, "duplicate")
 
-        def bill_key_of(pid: str) -> str | None:
-            found = seen(pid)
-            return found.bill_key if found else None
-
-        result = map_snapshot(flow, snapshot, bill_key_of=bill_key_of)
+        result = map_snapshot(flow, snapshot, original_of=seen)
         if isinstance(result, Skip):
             reason = "linked_change" if snapshot.biz_action != "NONE" else "not_qualified"
             return Skipped(flow.id, reason)
@@ -214,8 +216,8 @@ class Processor:
             value=encode_model(bill),
             headers=headers,
             seen=(
-                previous.adding(snapshot.fingerprint, bill.bill_key)
+                previous.adding(snapshot.fingerprint, bill.bill_key, snapshot.business_id)
                 if previous is not None
-                else Seen((snapshot.fingerprint,), bill.bill_key)
+                else Seen((snapshot.fingerprint,), bill.bill_key, snapshot.business_id)
             ),
         )

@@ -2,26 +2,30 @@
 
 A thin layer over :mod:`dingdee_common.dlq`: it turns options into a :class:`Selection` and
 :class:`ReplayOptions`, runs the engine and prints the result. Kafka settings come from the same
-``DINGDEE_KAFKA__*`` variables the services read.
+``DINGDEE_KAFKA__*`` variables the services read. Record data is printed only through
+:func:`dingdee_common.terminal.safe` (control characters escaped, long values cut).
 """
 
 from __future__ import annotations
 
 import asyncio
 import getpass
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+from rich.text import Text
 
 from dingdee_common.dlq import ReplayEngine, ReplayOptions, ReplayReport, Selection, parse_time
 from dingdee_common.dlq.records import DeadLetter
 from dingdee_common.dlq.render import letter_panel, render_report, summary_table
-from dingdee_common.dlq.scan import read_dead_letters
+from dingdee_common.dlq.scan import handled_offsets, read_audits, read_dead_letters, was_handled
 from dingdee_common.errors import FatalError
 from dingdee_common.kafka.topics import STAGES, Topics
 from dingdee_common.settings import KafkaSettings, ServiceSettings
+from dingdee_common.terminal import safe
 
 __all__ = ["app"]
 
@@ -73,20 +77,25 @@ def _kafka() -> KafkaSettings:
 
 
 def _fail(exc: FatalError) -> typer.Exit:
-    console.print(f"[red]失败:[/red] {exc}")
+    console.print(Text("失败: ", style="red") + safe(str(exc), limit=None))
     return typer.Exit(1)
 
 
-def _chosen(selection: Selection) -> list[DeadLetter]:
-    """The dead letters of the selected stages that match ``selection`` (read-only)."""
-    kafka = _kafka()
+async def _read(
+    kafka: KafkaSettings, stages: tuple[str, ...]
+) -> tuple[list[DeadLetter], dict[str, set[int]]]:
+    topics = Topics(kafka.topic_prefix)
+    letters = await read_dead_letters(kafka, topics, stages)
+    return letters, handled_offsets(await read_audits(kafka, topics))
+
+
+def _chosen(selection: Selection) -> tuple[list[DeadLetter], dict[str, set[int]]]:
+    """The dead letters that match ``selection``, and the offsets replays handled (read-only)."""
     try:
-        letters = asyncio.run(
-            read_dead_letters(kafka, Topics(kafka.topic_prefix), selection.stages)
-        )
+        letters, handled = asyncio.run(_read(_kafka(), selection.stages))
     except FatalError as exc:
         raise _fail(exc) from exc
-    return [d for d in letters if selection.matches(d)]
+    return [d for d in letters if selection.matches(d)], handled
 
 
 @app.command("list")
@@ -100,10 +109,10 @@ def list_(
     key: KeyOpt = None,
     pattern: PatternOpt = None,
 ) -> None:
-    """按阶段、错误类别/类型和流程统计死信条数（只读）。"""
+    """按阶段、错误类别/类型和流程统计死信条数，分待处理与已重放（只读）。"""
     selection = _selection(stage, since, until, error_class, error_type, flow, key, pattern)
-    chosen = _chosen(selection)
-    console.print(summary_table(chosen, "死信统计"))
+    chosen, handled = _chosen(selection)
+    console.print(summary_table(chosen, "死信统计", lambda d: was_handled(handled, d)))
 
 
 @app.command("inspect")
@@ -118,13 +127,32 @@ def inspect(
     pattern: PatternOpt = None,
     offset: OffsetOpt = None,
     limit: Annotated[int, typer.Option(help="最多显示几条")] = 5,
+    full: Annotated[bool, typer.Option("--full", help="不截断长值（控制字符仍转义显示）")] = False,
+    raw: Annotated[
+        Path | None,
+        typer.Option(
+            "--raw",
+            metavar="FILE",
+            help="把第一条符合条件的死信的消息体原样（字节）写入 FILE",
+            dir_okay=False,
+        ),
+    ] = None,
 ) -> None:
-    """完整显示符合条件的死信：位置、原因、全部消息头、key 与消息体（只读）。"""
+    """显示符合条件的死信：位置、状态、原因、全部消息头、key 与消息体（只读）。
+
+    记录中的控制字符（ANSI 转义、NUL、双向文本控制符）一律转义显示，长值被截断；
+    用 --full 显示全部，或用 --raw FILE 取得原始字节。
+    """
     selection = _selection(stage, since, until, error_class, error_type, flow, key, pattern, offset)
-    chosen = _chosen(selection)
+    chosen, handled = _chosen(selection)
     for letter in chosen[:limit]:
-        console.print(letter_panel(letter))
+        console.print(letter_panel(letter, full=full, replayed=was_handled(handled, letter)))
     console.print(f"符合条件 {len(chosen)} 条，显示 {min(limit, len(chosen))} 条。")
+    if raw is not None and chosen:
+        value = chosen[0].value or b""
+        raw.write_bytes(value)
+        where = f"已把 {chosen[0].coordinates} 的消息体原样（{len(value)} 字节）写入 "
+        console.print(Text(where) + safe(str(raw), limit=None))
 
 
 @app.command("replay")

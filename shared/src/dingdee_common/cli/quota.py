@@ -38,6 +38,7 @@ from dingdee_common.quota import (
 )
 from dingdee_common.runtime import settings_or_exit
 from dingdee_common.settings import ServiceSettings
+from dingdee_common.terminal import safe
 
 __all__ = ["app"]
 
@@ -135,7 +136,7 @@ def status(
                 )
             )
         table.add_row(
-            name,
+            safe(name),  # the app name comes from a checkpoint record on a topic
             str(flows),
             str(usage.list_calls),
             str(usage.get_calls),

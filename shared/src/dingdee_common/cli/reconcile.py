@@ -1,7 +1,9 @@
 """``dingdee reconcile``: prove per flow and period that nothing was lost (DESIGN §5).
 
-Exit codes: 0 nothing missing; 1 at least one approved instance has no bill, no dead letter and is
-not in flight; 2 bad arguments or settings.
+Exit codes: 0 nothing missing and nothing extra; 1 at least one approved instance has no bill, no
+dead letter and is not in flight, or Kingdee holds an extra bill (DESIGN §5); 2 bad arguments or
+settings. Ids, bill numbers and mapping problems are printed through
+:func:`dingdee_common.terminal.safe`.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from dingdee_common.dlq.records import parse_time
 from dingdee_common.errors import FatalError
 from dingdee_common.reconcile.engine import ReconcileSettings, reconcile
 from dingdee_common.reconcile.model import ReconcileReport
 from dingdee_common.runtime import settings_or_exit
+from dingdee_common.terminal import safe
 
 __all__ = ["app"]
 
@@ -48,7 +52,7 @@ def app(
     to: Annotated[str, typer.Option("--to", help="期间结束 (ISO 8601, 不含)")],
     details: Annotated[int, typer.Option(help="每类最多列出几条明细")] = 20,
 ) -> None:
-    """对账：钉钉已审批实例 vs 金蝶单据 vs 死信队列；有缺失时退出码为 1。"""
+    """对账：钉钉已审批实例 vs 金蝶单据 vs 死信队列；有缺失或多余的单据时退出码为 1。"""
     start, end = _time(from_, "--from"), _time(to, "--to")
     if end <= start:
         raise typer.BadParameter("--to 必须晚于 --from")
@@ -56,34 +60,60 @@ def app(
     try:
         report = asyncio.run(reconcile(settings, flow, start, end))
     except FatalError as exc:
-        console.print(f"[red]对账失败:[/red] {exc}")
+        console.print(Text("对账失败: ", style="red") + safe(str(exc), limit=None))
         raise typer.Exit(2) from exc
     render(report, details)
     raise typer.Exit(0 if report.ok else 1)
 
 
+def _line(label: str, style: str, item_id: str | None, bill_key: str | None, why: str) -> Text:
+    """One detail line; every value from DingTalk, Kingdee or Kafka goes through ``safe``."""
+    return Text.assemble(
+        (label, style),
+        " 实例 ",
+        safe(item_id or "?"),
+        " 单号 ",
+        safe(bill_key or "?"),
+        safe(why, limit=None) if why else "",
+    )
+
+
 def render(report: ReconcileReport, details: int) -> None:
     """Print the counts and the records behind every non-matched bucket."""
     console.print(
-        f"[bold]对账[/bold] 流程 {report.flow}  期间 {report.period_from.isoformat()} ~ "
-        f"{report.period_to.isoformat()}"
+        Text.assemble(
+            ("对账", "bold"),
+            " 流程 ",
+            safe(report.flow),
+            f"  期间 {report.period_from.isoformat()} ~ {report.period_to.isoformat()}",
+        )
     )
     table = Table("项目", "条数")
     for key, count in report.counts().items():
-        style = "red" if key == "missing" and count else ""
-        table.add_row(LABELS[key], f"[{style}]{count}[/{style}]" if style else str(count))
+        style = "red" if key in ("missing", "extra") and count else ""
+        table.add_row(LABELS[key], Text(str(count), style=style))
     console.print(table)
     for item in report.missing[:details]:
         why = f"（映射失败: {item.problem}）" if item.problem else ""
-        console.print(
-            f"[red]缺失[/red] 实例 {item.process_instance_id} 单号 {item.bill_key or '?'}{why}"
-        )
+        console.print(_line("缺失", "red", item.process_instance_id, item.bill_key, why))
     for item, where in report.dead_lettered[:details]:
-        console.print(f"死信 实例 {item.process_instance_id} 单号 {item.bill_key or '?'}: {where}")
+        console.print(_line("死信", "", item.process_instance_id, item.bill_key, f": {where}"))
     for item, where in report.in_flight[:details]:
-        console.print(
-            f"处理中 实例 {item.process_instance_id} 单号 {item.bill_key or '?'}: {where}"
-        )
+        console.print(_line("处理中", "", item.process_instance_id, item.bill_key, f": {where}"))
     for extra in report.extra[:details]:
-        console.print(f"[yellow]多余[/yellow] 单号 {extra.bill_key} ×{extra.count}: {extra.why}")
-    console.print("[green]无缺失。[/green]" if report.ok else "[red]存在缺失的单据。[/red]")
+        console.print(
+            Text.assemble(
+                ("多余", "red"),
+                " 单号 ",
+                safe(extra.bill_key),
+                f" ×{extra.count}: ",
+                safe(extra.why, limit=None),
+            )
+        )
+    if report.unchecked_extras:
+        console.print(Text(f"注意: {report.unchecked_extras}", style="yellow"))
+    if report.ok:
+        console.print(Text("无缺失，无多余。", style="green"))
+    else:
+        problems = [n for n, items in (("缺失", report.missing), ("多余", report.extra)) if items]
+        console.print(Text(f"存在{'和'.join(problems)}的单据。", style="red"))

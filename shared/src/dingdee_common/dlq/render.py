@@ -1,9 +1,13 @@
-"""Readable (Chinese) terminal output of dead letters and replay runs, with rich."""
+"""Readable (Chinese) terminal output of dead letters and replay runs, with rich.
+
+Everything taken from a record (key, headers, value, error text, flow …) goes through
+:func:`dingdee_common.terminal.safe`; nothing here builds rich markup from record data.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import orjson
 from rich.console import Console, Group
@@ -13,6 +17,7 @@ from rich.text import Text
 
 from dingdee_common.dlq.records import DeadLetter
 from dingdee_common.dlq.replay import Action, PlannedRecord, ReplayReport
+from dingdee_common.terminal import BODY_LIMIT, FIELD_LIMIT, safe
 
 __all__ = ["ACTION_LABELS", "letter_panel", "render_report", "summary_table"]
 
@@ -23,48 +28,70 @@ ACTION_LABELS = {
     Action.ALREADY: "此前已重放，跳过",
 }
 CLASS_LABELS = {"permanent": "永久错误", "poison": "无法解析", "exhausted": "重试耗尽"}
+FULL_HINT = "加 --full 显示全部，或 --raw FILE 保存原始字节"
 
 
-def _class(error_class: str) -> str:
-    return (
-        f"{error_class}（{CLASS_LABELS[error_class]}）"
-        if error_class in CLASS_LABELS
-        else error_class
-    )
+def _class(error_class: str) -> Text:
+    label = CLASS_LABELS.get(error_class)
+    return safe(f"{error_class}（{label}）" if label else error_class)
 
 
-def summary_table(letters: Iterable[DeadLetter], title: str) -> Table:
-    """Counts by stage, error class, error type and flow, most frequent first."""
-    groups = Counter((d.stage, d.error_class, d.error_type, d.flow) for d in letters)
+def summary_table(
+    letters: Iterable[DeadLetter], title: str, replayed: Callable[[DeadLetter], bool]
+) -> Table:
+    """Counts by stage, error class, error type and flow, most frequent first.
+
+    Each group is split into pending dead letters and those an earlier replay run already put
+    back (or parked), as its ``dlq.replay.audit`` record says; a copy that failed again after a
+    replay is a new, pending dead letter.
+    """
+    groups: Counter[tuple[str, str, str, str]] = Counter()
+    done: Counter[tuple[str, str, str, str]] = Counter()
+    for letter in letters:
+        group = (letter.stage, letter.error_class, letter.error_type, letter.flow)
+        groups[group] += 1
+        done[group] += replayed(letter)
     table = Table(title=title, title_justify="left")
-    for name in ("阶段", "错误类别", "错误类型", "流程", "条数"):
-        table.add_column(name, justify="right" if name == "条数" else "left")
+    for name in ("阶段", "错误类别", "错误类型", "流程", "待处理", "已重放/停放"):
+        table.add_column(name, justify="right" if name in ("待处理", "已重放/停放") else "left")
     for (stage, error_class, error_type, flow), count in groups.most_common():
-        table.add_row(stage, _class(error_class), error_type, flow, str(count))
-    table.caption = f"合计 {sum(groups.values())} 条"
+        handled = done[(stage, error_class, error_type, flow)]
+        cells = (safe(stage), _class(error_class), safe(error_type), safe(flow))
+        table.add_row(*cells, str(count - handled), str(handled))
+    total, handled_total = sum(groups.values()), sum(done.values())
+    table.caption = (
+        f"合计 {total} 条：待处理 {total - handled_total} 条，已重放/停放 {handled_total} 条"
+    )
     return table
 
 
-def _pretty_value(value: bytes | None) -> str:
+def _pretty_value(value: bytes | None) -> str | bytes:
     if value is None:
         return "（空值）"
     try:
         parsed = orjson.loads(value)
     except orjson.JSONDecodeError:
-        return value.decode("utf-8", errors="replace")
+        return value
     return orjson.dumps(parsed, option=orjson.OPT_INDENT_2).decode()
 
 
-def letter_panel(letter: DeadLetter, *, action: str | None = None) -> Panel:
-    """One dead letter in full: where it is, why it failed, every header, key and value."""
+def letter_panel(
+    letter: DeadLetter, *, action: str | None = None, full: bool = False, replayed: bool = False
+) -> Panel:
+    """One dead letter: where it is, why it failed, every header, key and value.
+
+    Long values are cut (the body after :data:`BODY_LIMIT` characters) unless ``full``.
+    """
+    field_limit = None if full else FIELD_LIMIT
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="bold")
     facts.add_column()
-    rows = [
+    rows: list[tuple[str, str | bytes | Text]] = [
         ("位置", letter.coordinates),
+        ("状态", "已重放/停放（见 dlq.replay.audit）" if replayed else "待处理"),
         ("阶段", letter.stage),
         ("流程", letter.flow),
-        ("业务键 (key)", letter.key_text or "（无）"),
+        ("业务键 (key)", letter.key if letter.key is not None else "（无）"),
         ("钉钉实例 ID", letter.source_id or "（无）"),
         ("错误类别", _class(letter.error_class)),
         ("错误类型", letter.error_type),
@@ -76,13 +103,20 @@ def letter_panel(letter: DeadLetter, *, action: str | None = None) -> Panel:
     if action:
         rows.append(("本次处理", ACTION_LABELS.get(action, action)))
     for label, value in rows:
-        facts.add_row(label, Text(value))
+        cell = value if isinstance(value, Text) else safe(value, limit=field_limit, hint=FULL_HINT)
+        facts.add_row(label, cell)
     headers = Table("消息头", "值", title="全部消息头", title_justify="left")
     for name, raw in letter.headers:
-        headers.add_row(name, Text(raw.decode("utf-8", errors="replace")))
-    body = Text(_pretty_value(letter.value))
+        headers.add_row(safe(name), safe(raw, limit=field_limit, hint=FULL_HINT))
+    body = safe(
+        _pretty_value(letter.value),
+        limit=None if full else BODY_LIMIT,
+        multiline=True,
+        hint=FULL_HINT,
+    )
     return Panel(
-        Group(facts, headers, Text("消息体:", style="bold"), body), title=letter.coordinates
+        Group(facts, headers, Text("消息体:", style="bold"), body),
+        title=safe(letter.coordinates),
     )
 
 
@@ -92,7 +126,8 @@ def _plan_table(report: ReplayReport) -> Table:
         table.add_column(name, justify="right" if name == "条数" else "left")
     for (stage, error_class, error_type, flow, action), count in report.groups.most_common():
         label = ACTION_LABELS.get(action, action)
-        table.add_row(stage, _class(error_class), error_type, flow, label, str(count))
+        cells = (safe(stage), _class(error_class), safe(error_type), safe(flow), safe(label))
+        table.add_row(*cells, str(count))
     return table
 
 
@@ -105,7 +140,7 @@ def render_report(console: Console, report: ReplayReport, *, show_sample: bool =
     console.print(f"计划: {planned or '没有符合条件的死信'}")
     if report.targets:
         targets = ", ".join(f"{topic} ({n})" for topic, n in report.targets.items())
-        console.print(f"目标主题: {targets}")
+        console.print(Text("目标主题: ") + safe(targets, limit=2 * FIELD_LIMIT))
     if show_sample and report.sample:
         console.print(f"[bold]样例（前 {len(report.sample)} 条）[/bold]")
         for item in report.sample:
@@ -123,8 +158,9 @@ def render_report(console: Console, report: ReplayReport, *, show_sample: bool =
 
 def _sample_line(item: PlannedRecord) -> Text:
     letter = item.letter
-    return Text(
-        f"  {letter.coordinates}  key={letter.key_text}  {letter.error_type}: "
+    return Text("  ") + safe(
+        f"{letter.coordinates}  key={letter.key_text}  {letter.error_type}: "
         f"{letter.error_message[:120]}  → {ACTION_LABELS.get(item.action, item.action)}"
-        + (f" ({item.target})" if item.target else "")
+        + (f" ({item.target})" if item.target else ""),
+        limit=2 * FIELD_LIMIT,
     )

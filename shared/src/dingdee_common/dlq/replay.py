@@ -38,11 +38,11 @@ from dingdee_common.dlq.records import (
     DeadLetter,
     Selection,
 )
-from dingdee_common.dlq.scan import handled_offsets, read_audits, read_window
+from dingdee_common.dlq.scan import handled_offsets, read_audits, read_window, was_handled
 from dingdee_common.kafka import dlq as dlq_headers
 from dingdee_common.kafka import headers as hdr
 from dingdee_common.kafka.clients import make_consumer, make_producer
-from dingdee_common.kafka.reading import partitions_of, tp_name
+from dingdee_common.kafka.reading import partitions_of
 from dingdee_common.kafka.topics import Topics
 from dingdee_common.observability.logging import get_logger
 from dingdee_common.settings import KafkaSettings
@@ -208,7 +208,7 @@ class ReplayEngine:
         for letter in letters:
             tp = TopicPartition(letter.topic, letter.partition)
             positions[tp].scanned.append(letter.offset)
-            if letter.offset in done_before.get(tp_name(tp), set()):
+            if was_handled(done_before, letter):
                 positions[tp].handled.add(letter.offset)
                 if options.selection.matches(letter):
                     self._count(report, PlannedRecord(letter, Action.ALREADY, None), options)

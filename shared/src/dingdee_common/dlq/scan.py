@@ -21,6 +21,7 @@ __all__ = [
     "read_audits",
     "read_dead_letters",
     "read_window",
+    "was_handled",
 ]
 
 
@@ -77,6 +78,11 @@ def handled_offsets(audits: Iterable[ReplayAudit]) -> dict[str, set[int]]:
             for first, last in ranges:
                 bucket.update(range(first, last + 1))
     return out
+
+
+def was_handled(handled: Mapping[str, set[int]], letter: DeadLetter) -> bool:
+    """Whether an earlier replay run replayed or parked ``letter`` (see :func:`handled_offsets`)."""
+    return letter.offset in handled.get(f"{letter.topic}:{letter.partition}", ())
 
 
 async def read_dead_letters(

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 from opentelemetry import context as otel_context
-from opentelemetry import propagate
+from opentelemetry import propagate, trace
 from opentelemetry.context import Context
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 __all__ = [
     "FLOW",
@@ -47,10 +49,36 @@ def replace(headers: Sequence[tuple[str, bytes]] | None, updates: Mapping[str, s
     return kept + [(k, v.encode()) for k, v in updates.items()]
 
 
+def _fresh_trace() -> Context:
+    """A new root context (random W3C ids) for a message that would otherwise carry none.
+
+    Without a recording tracer provider the current span is invalid and propagation writes no
+    ``traceparent``; DESIGN §3 wants one on every message, so the approval starts its trace
+    here. The sampled flag is set so that a later hop whose service does export spans records
+    them (its parent-based sampler follows this flag) instead of dropping the whole trace.
+    """
+    ids = RandomIdGenerator()
+    span = NonRecordingSpan(
+        SpanContext(
+            ids.generate_trace_id(),
+            ids.generate_span_id(),
+            is_remote=False,
+            trace_flags=TraceFlags(TraceFlags.SAMPLED),
+        )
+    )
+    return trace.set_span_in_context(span, otel_context.Context())
+
+
 def inject_context(headers: Headers, ctx: Context | None = None) -> Headers:
-    """Write the current (or given) trace context into ``headers`` as W3C ``traceparent``."""
+    """Write the current (or given) trace context into ``headers`` as W3C ``traceparent``.
+
+    When that context holds no valid span (no tracer provider records spans, or nothing is
+    being traced), a fresh root context is written instead (:func:`_fresh_trace`).
+    """
     carrier: dict[str, str] = {}
     propagate.inject(carrier, context=ctx)
+    if "traceparent" not in carrier:
+        propagate.inject(carrier, context=_fresh_trace())
     return replace(headers, carrier)
 
 
@@ -71,9 +99,10 @@ def build(
     """Headers for a new message: flow, source id and the trace context.
 
     The context is the current (or given) one, injected; or, with ``carry``, the trace headers of
-    the record this one is made from, passed on unchanged (no span was made for it).
+    the record this one is made from, passed on unchanged (no span was made for it). Either way
+    the message gets a valid ``traceparent``: a new trace when there is none to continue.
     """
     headers: Headers = [(FLOW, flow.encode()), (SOURCE_ID, source_id.encode())]
-    if carry is not None:
+    if carry is not None and any(k == "traceparent" for k, _ in carry):
         return headers + carry
     return inject_context(headers, ctx)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, ValidationError
 
@@ -19,9 +19,12 @@ from dingdee_common.errors import FatalError, PermanentError
 from dingdee_common.flows import load_flows
 from dingdee_common.kafka.topics import Topics
 from dingdee_common.reconcile.kafka_facts import Groups, gather_kafka_facts
-from dingdee_common.reconcile.model import Expected, ReconcileReport, classify
+from dingdee_common.reconcile.model import Expected, KeyPattern, ReconcileReport, classify
 from dingdee_common.reconcile.readers import DingTalkReader, KingdeeReader
 from dingdee_common.settings import ServiceSettings
+
+if TYPE_CHECKING:
+    from dingdee_transformer.flowspec import CompiledFlow
 
 __all__ = ["ReconcileSettings", "reconcile"]
 
@@ -59,16 +62,27 @@ def _snapshot(
     )
 
 
-async def _expected(
-    settings: ReconcileSettings, flow_id: str, start: datetime, end: datetime
-) -> tuple[list[Expected], list[str], dict[tuple[str, str], list[str]], int]:
+def _target(settings: ReconcileSettings, flow_id: str) -> CompiledFlow:
     from dingdee_transformer.flowspec import load_compiled
-    from dingdee_transformer.mapping import Skip, map_snapshot
 
     compiled = load_compiled(settings.flows_file)
     if flow_id not in compiled:
         raise FatalError(f"flow {flow_id!r} is not an enabled flow of {settings.flows_file}")
-    flow = compiled[flow_id]
+    return compiled[flow_id]
+
+
+def _key_pattern(flow: CompiledFlow) -> KeyPattern:
+    from dingdee_transformer.schema import PLACEHOLDER
+
+    return KeyPattern(tuple(PLACEHOLDER.split(flow.target.bill_key)[0::2]))
+
+
+async def _expected(
+    settings: ReconcileSettings, flow: CompiledFlow, start: datetime, end: datetime
+) -> tuple[list[Expected], list[str], dict[tuple[str, str], list[str]], int]:
+    from dingdee_transformer.mapping import Skip, map_snapshot
+
+    flow_id = flow.id
     entry = next(f for f in load_flows(settings.flows_file).flows if f.id == flow_id)
     try:
         reader = DingTalkReader(settings.dingtalk, str(entry.dingtalk.get("app", "main")))
@@ -99,19 +113,28 @@ async def _expected(
 
 
 async def _in_kingdee(
-    settings: ReconcileSettings, forms: dict[tuple[str, str], list[str]]
-) -> Counter[str]:
+    settings: ReconcileSettings,
+    forms: dict[tuple[str, str], list[str]],
+    flow: CompiledFlow,
+    pattern: KeyPattern,
+) -> tuple[Counter[str], Counter[str]]:
+    """(bills found per expected key, bills per number of the flow's bill-key pattern)."""
     try:
         reader = KingdeeReader(settings.kingdee)
     except ValidationError as exc:
         raise FatalError(f"bad DINGDEE_KINGDEE__* settings: {exc}", code="config") from exc
     found: Counter[str] = Counter()
+    by_pattern: Counter[str] = Counter()
     try:
         for (form_id, number_field), keys in forms.items():
             found.update(await reader.count_numbers(form_id, number_field, keys))
+        if pattern.fixed:
+            target = flow.target
+            like = await reader.numbers_like(target.form_id, target.number_field, pattern.like())
+            by_pattern.update({n: c for n, c in like.items() if pattern.matches(n)})
     finally:
         await reader.aclose()
-    return found
+    return found, by_pattern
 
 
 async def reconcile(
@@ -123,7 +146,13 @@ async def reconcile(
         FatalError: unknown flow, missing credentials, an API refusing the call, or a topic missing.
     """
     report = ReconcileReport(flow=flow_id, period_from=start, period_to=end)
-    expected, skipped, forms, total = await _expected(settings, flow_id, start, end)
+    flow = _target(settings, flow_id)
+    pattern = _key_pattern(flow)
+    if not pattern.fixed:
+        report.unchecked_extras = (
+            f"单号模板 {flow.target.bill_key} 没有固定文字，无法按单号格式查找多余的单据"
+        )
+    expected, skipped, forms, total = await _expected(settings, flow, start, end)
     report.instances = total
     report.not_applicable = len(skipped)
     facts = await gather_kafka_facts(
@@ -135,12 +164,6 @@ async def reconcile(
     for instance_id in skipped:
         key = facts.bill_keys.get(instance_id)
         if key:
-            forms.setdefault(_first_form(forms), []).append(key)
-    in_kingdee = await _in_kingdee(settings, forms) if forms else Counter[str]()
-    return classify(report, expected, skipped, in_kingdee, facts)
-
-
-def _first_form(forms: dict[tuple[str, str], list[str]]) -> tuple[str, str]:
-    if not forms:
-        raise FatalError("cannot tell the Kingdee form of this flow: no instance mapped to a bill")
-    return next(iter(forms))
+            forms.setdefault((flow.target.form_id, flow.target.number_field), []).append(key)
+    in_kingdee, by_pattern = await _in_kingdee(settings, forms, flow, pattern)
+    return classify(report, expected, skipped, in_kingdee, facts, by_pattern)

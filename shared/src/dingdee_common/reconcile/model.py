@@ -9,18 +9,22 @@ Per flow and period, every DingTalk instance that the flow's mapping turns into 
   group's committed offset;
 - ``missing``: none of the above — this is what makes ``dingdee reconcile`` exit non-zero.
 
-``extra`` lists Kingdee bills that should not be there: a bill key found more than once, or a bill
-of an instance in the period that the mapping does not turn into a bill (refused, revoked …).
+``extra`` lists Kingdee bills that should not be there: a bill key found more than once, a bill
+of an instance in the period that the mapping does not turn into a bill (refused, revoked …), or a
+bill whose number has the flow's bill-key pattern (``BYJ{business_id}`` → ``BYJ…``) although no
+approved instance of the period has that bill key and the pipeline never produced it (made by
+hand, or by another system). Extras also make ``dingdee reconcile`` exit non-zero.
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-__all__ = ["Expected", "Extra", "KafkaFacts", "ReconcileReport", "classify"]
+__all__ = ["Expected", "Extra", "KafkaFacts", "KeyPattern", "ReconcileReport", "classify"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +42,31 @@ class Extra:
     bill_key: str
     count: int
     why: str
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPattern:
+    """The bill numbers a flow's bill-key template can produce: its fixed text, anything between.
+
+    ``literals`` are the template's fixed parts around its placeholders (``BYJ{business_id}`` →
+    ``("BYJ", "")``); each placeholder stands for at least one character.
+    """
+
+    literals: tuple[str, ...]
+
+    @property
+    def fixed(self) -> bool:
+        """Whether the template has fixed text at all (``{form:部门编码}`` has none)."""
+        return any(self.literals)
+
+    def like(self) -> str:
+        """The SQL ``LIKE`` pattern for Kingdee's ``FilterString`` (SQL Server escapes, quoted)."""
+        escaped = (re.sub(r"([%_\[])", r"[\1]", lit).replace("'", "''") for lit in self.literals)
+        return "%".join(escaped)
+
+    def matches(self, number: str) -> bool:
+        regex = ".+".join(re.escape(lit) for lit in self.literals)
+        return re.fullmatch(regex, number, re.DOTALL) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,10 +100,15 @@ class ReconcileReport:
     def expected(self) -> int:
         return len(self.matched) + len(self.dead_lettered) + len(self.in_flight) + len(self.missing)
 
+    unchecked_extras: str | None = None  # why bills by number pattern were not looked for
+
     @property
     def ok(self) -> bool:
-        """True when nothing is missing (dead letters and in-flight records are accounted for)."""
-        return not self.missing
+        """True when nothing is missing and nothing is extra.
+
+        Dead letters and in-flight records are accounted for: they are neither.
+        """
+        return not self.missing and not self.extra
 
     def counts(self) -> dict[str, int]:
         return {
@@ -98,12 +132,16 @@ def _lookup(facts: Mapping[str, str], item: Expected) -> str | None:
 
 def classify(
     report: ReconcileReport,
-    expected: Iterable[Expected],
+    expected: Sequence[Expected],
     skipped_instances: Iterable[str],
     in_kingdee: Counter[str],
     facts: KafkaFacts,
+    by_pattern: Counter[str] | None = None,
 ) -> ReconcileReport:
-    """Sort every expected bill into its bucket and find the extra ones; fills ``report``."""
+    """Sort every expected bill into its bucket and find the extra ones; fills ``report``.
+
+    ``by_pattern`` counts the Kingdee bills whose number has the flow's bill-key pattern.
+    """
     for item in expected:
         count = in_kingdee.get(item.bill_key, 0) if item.bill_key else 0
         if count:
@@ -132,4 +170,26 @@ def classify(
                     f"钉钉实例 {instance_id} 不满足生成单据的条件，金蝶中却有单据",
                 )
             )
+    _unsourced(report, expected, by_pattern or Counter(), facts)
     return report
+
+
+def _unsourced(
+    report: ReconcileReport,
+    expected: Sequence[Expected],
+    by_pattern: Counter[str],
+    facts: KafkaFacts,
+) -> None:
+    """Bills of the flow's number pattern that no approved instance or pipeline bill explains."""
+    explained = {e.bill_key for e in expected if e.bill_key}
+    explained |= {x.bill_key for x in report.extra}
+    explained |= set(facts.bill_keys.values())
+    for number, count in sorted(by_pattern.items()):
+        if number not in explained:
+            report.extra.append(
+                Extra(
+                    number,
+                    count,
+                    "单号符合本流程的单号格式，但期间内没有对应的已审批钉钉实例，流水线也没有生成过它",
+                )
+            )

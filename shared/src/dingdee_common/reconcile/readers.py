@@ -22,6 +22,7 @@ __all__ = ["DingTalkReader", "KingdeeReader"]
 
 _WINDOW_MS = 100 * 24 * 3600 * 1000  # listids accepts at most 120 days per query
 _QUERY_CHUNK = 200
+_PAGE = 2000  # rows per ExecuteBillQuery page: the original maximum (contract §4.1)
 
 
 def _decoded(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -136,6 +137,34 @@ class KingdeeReader:
             _raise_on_query_error(rows)
             found.update(str(row[0]) for row in rows)
         return found
+
+    async def numbers_like(self, form_id: str, number_field: str, like: str) -> Counter[str]:
+        """How many bills of ``form_id`` carry each number matching the SQL ``LIKE`` ``like``.
+
+        Paged by ``StartRow``/``Limit`` (contract §4.1).
+
+        Raises:
+            FatalError: credentials rejected, or Kingdee refused the query.
+            TransientError: Kingdee unreachable.
+        """
+        found: Counter[str] = Counter()
+        start = 0
+        while True:
+            data = {
+                "FormId": form_id,
+                "FieldKeys": number_field,
+                "FilterString": f"{number_field} like '{like}'",
+                "OrderString": f"{number_field} ASC",
+                "TopRowCount": 0,
+                "StartRow": start,
+                "Limit": _PAGE,
+            }
+            rows = await self._client.call(self._lane, "executebillquery", {"data": data})
+            _raise_on_query_error(rows)
+            found.update(str(row[0]) for row in rows)
+            if len(rows) < _PAGE:
+                return found
+            start += len(rows)
 
 
 def _raise_on_query_error(rows: Any) -> None:

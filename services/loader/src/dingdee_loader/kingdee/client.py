@@ -91,7 +91,7 @@ class KingdeeClient:
                     path,
                     acct_id=self._s.acct_id,
                     username=self._s.username,
-                    app_id=self._s.app_id,
+                    app_id=self._s.app_id.get_secret_value(),
                     app_secret=self._s.app_secret.get_secret_value(),
                     lcid=self._s.lcid,
                     org_num=self._s.org_num,

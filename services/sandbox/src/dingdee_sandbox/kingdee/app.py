@@ -17,6 +17,7 @@ from aiohttp import web
 
 from dingdee_sandbox.kingdee.control import add_control_routes
 from dingdee_sandbox.kingdee.envelope import EnvelopeError, parse_envelope
+from dingdee_sandbox.kingdee.operations import OPERATIONS, do_operation
 from dingdee_sandbox.kingdee.responses import (
     SESSION_LOST,
     failure_envelope,
@@ -49,6 +50,7 @@ BUSINESS = (
     "view",
     "queryasyncresult",
     "querybusinessinfo",
+    *OPERATIONS,
 )
 KNOWN = (*BUSINESS, *LOGIN_METHODS, "logout", "getdatacenterlist")
 _UNAVAILABLE = "<html><body>Service Unavailable</body></html>"
@@ -147,6 +149,8 @@ def _dispatch(
         return do_view(params, session, state)
     if method == "querybusinessinfo":
         return do_business_info(params)
+    if method in OPERATIONS:
+        return do_operation(method, params, state)
     return failure_envelope(f"不支持的服务 {method}", 8)
 
 

@@ -1,8 +1,10 @@
 """``ExecuteBillQuery`` / ``BillQuery`` over the sandbox store (contract §4, §8.4 item 20).
 
 ``FilterString`` supports the subset an idempotency check and the usual sync jobs need:
-``field = 'v'``, ``<>``/``!=``, ``in (...)``, ``not in (...)``, ``and``/``or`` and parentheses, plus
-the newer array form.
+``field = 'v'``, ``<>``/``!=``, ``in (...)``, ``not in (...)``, ``like``/``not like`` (SQL Server
+patterns: ``%``, ``_``, ``[x]``; reconciliation lists a flow's bills by number pattern with it),
+``and``/``or`` and parentheses, plus the newer array form. ``FilterString`` is a SQL where-clause
+fragment on Kingdee's database (contract §4.1), so these are the SQL operators.
 """
 
 from __future__ import annotations
@@ -110,6 +112,10 @@ class _Parser:
             self.take()
             values = self.values()
             return lambda r: (str(get(r)) in values) != negate
+        if self.word("like"):
+            self.take()
+            regex = _like(self.take()[1])
+            return lambda r: (regex.fullmatch(str(get(r) or "")) is not None) != negate
         op_kind, op = self.take()
         if op_kind != "op" or negate:
             raise QueryError(f"FilterString 语法错误：不支持的比较 {op}")
@@ -127,6 +133,26 @@ class _Parser:
                 return values
             if sep != ("p", ","):
                 raise QueryError("FilterString 语法错误：in 列表")
+
+
+def _like(pattern: str) -> re.Pattern[str]:
+    """A SQL Server ``LIKE`` pattern as a regex (its default collation ignores case)."""
+    out: list[str] = []
+    i = 0
+    while i < len(pattern):
+        ch = pattern[i]
+        end = pattern.find("]", i + 2) if ch == "[" else -1
+        if ch == "%":
+            out.append(".*")
+        elif ch == "_":
+            out.append(".")
+        elif end > 0:  # a character class such as [%] (a literal percent sign) or [a-c]
+            out.append("[" + pattern[i + 1 : end].replace("\\", "\\\\") + "]")
+            i = end
+        else:
+            out.append(re.escape(ch))
+        i += 1
+    return re.compile("".join(out), re.DOTALL | re.IGNORECASE)
 
 
 def _compare(get: Callable[[Record], Any], op: str, value: str) -> Predicate:

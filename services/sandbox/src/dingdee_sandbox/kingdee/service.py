@@ -6,13 +6,14 @@ would answer; transport concerns (auth headers, faults, latency) live in ``app``
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
 from dingdee_common.kingdee_signing import login_sign
 from dingdee_sandbox.kingdee.envelope import as_bool, as_int, ci_get
-from dingdee_sandbox.kingdee.forms import FORMS
+from dingdee_sandbox.kingdee.forms import FORMS, EntrySpec, FieldSpec
 from dingdee_sandbox.kingdee.query import QueryError, run_query
 from dingdee_sandbox.kingdee.responses import (
     failure_envelope,
@@ -144,20 +145,38 @@ def do_query(params: dict[str, Any], state: SandboxState, *, as_objects: bool) -
         return envelope if as_objects else [[envelope]]
 
 
-def _view_value(value: Any, state: SandboxState) -> Any:
-    if isinstance(value, dict):
-        number = state.store.ref_number(value)
-        return {"Id": 0, "Number": number, "Name": [{"Key": 2052, "Value": number}]}
-    if isinstance(value, list):
-        return [_view_object(v, state) if isinstance(v, dict) else v for v in value]
-    return value
+def _view_ref(value: Any, fspec: FieldSpec | None, state: SandboxState) -> dict[str, Any]:
+    """A reference as View expands it (§5.1): the internal id, number and multi-language name."""
+    kind = fspec.ref if fspec and fspec.ref != "contact" else None
+    item = state.store.ref_item(kind, value)
+    number = item.number if item else state.store.ref_number(value)
+    name = item.name if item else number
+    return {"Id": item.id if item else 0, "Number": number, "Name": [{"Key": 2052, "Value": name}]}
 
 
-def _view_object(model: dict[str, Any], state: SandboxState) -> dict[str, Any]:
+def _view_object(
+    model: dict[str, Any],
+    fields: Mapping[str, FieldSpec],
+    state: SandboxState,
+    entries: Mapping[str, EntrySpec] | None = None,
+) -> dict[str, Any]:
+    """F-less property names; a reference ``Xxx`` also gets ``Xxx_Id`` (§5.1, §8.4 item 19)."""
+    by_key = {k.upper(): v for k, v in fields.items()}
+    rows_of = {k.upper(): e.fields for k, e in (entries or {}).items()}
     out: dict[str, Any] = {}
     for key, value in model.items():
         name = key[1:] if key[:1] in ("F", "f") else key
-        out[name] = _view_value(value, state)
+        fspec = by_key.get(key.upper())
+        if isinstance(value, dict):
+            ref = _view_ref(value, fspec, state)
+            out[f"{name}_Id"], out[name] = ref["Id"], ref
+        elif isinstance(value, list):
+            row_fields = rows_of.get(key.upper(), {})
+            out[name] = [
+                _view_object(v, row_fields, state) if isinstance(v, dict) else v for v in value
+            ]
+        else:
+            out[name] = value
     return out
 
 
@@ -176,7 +195,8 @@ def do_view(params: dict[str, Any], session: Session | None, state: SandboxState
     )
     if record is None:
         return failure_envelope("数据不存在或已被删除", 10)
-    body = _view_object({k: v for k, v in record.model.items() if k.upper() != spec.pk}, state)
+    header = {k: v for k, v in record.model.items() if k.upper() != spec.pk}
+    body = _view_object(header, spec.fields, state, spec.entries)
     body.update({"Id": record.id, "Number": record.number, "DocumentStatus": record.status})
     if spec.number_field == "FBillNo":
         body["BillNo"] = record.number

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from dingdee_sandbox.kingdee.basedata import BaseData, seed_base_data, seed_departments
+from dingdee_sandbox.kingdee.basedata import BaseData, BaseItem, seed_base_data, seed_departments
 from dingdee_sandbox.kingdee.envelope import ci_get
 from dingdee_sandbox.kingdee.forms import CONTACT_KINDS, FORMS, FieldSpec, FormSpec
 
@@ -111,6 +111,25 @@ class Store:
 
     def find_id(self, form_id: str, record_id: int) -> Record | None:
         return self.by_id.get(form_id.upper(), {}).get(record_id)
+
+    def delete(self, record: Record) -> None:
+        """Remove a bill (Delete, contract §8.4 item 18); its number becomes free again.
+
+        A deleted base-data record (a department) can no longer be referenced.
+        """
+        self.records.get(record.form_id.upper(), {}).pop(record.number, None)
+        self.by_id.get(record.form_id.upper(), {}).pop(record.id, None)
+        kind = FORMS[record.form_id.upper()].base_kind
+        if kind:
+            self.base.kinds.get(kind, {}).pop(record.number, None)
+
+    def ref_item(self, kind: str | None, value: Any) -> BaseItem | None:
+        """The base-data item a reference names (of ``kind``, or of any kind when unknown)."""
+        number = self.ref_number(value)
+        if number is None:
+            return None
+        kinds = [kind] if kind else list(self.base.kinds)
+        return next((i for k in kinds if (i := self.base.find(k, number))), None)
 
     def bills(self, form_id: str) -> list[Record]:
         return sorted(self.records.get(form_id.upper(), {}).values(), key=lambda r: r.id)
