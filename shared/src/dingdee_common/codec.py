@@ -23,9 +23,12 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def _exact(value: Decimal) -> orjson.Fragment:
-    if not value.is_finite():
-        raise TypeError(f"{value} is not a JSON number")
-    return orjson.Fragment(format(value, "f"))
+    text = str(value)  # plain digits unless the exponent is large: then format(…, "f")
+    if "E" in text or not value.is_finite():
+        if not value.is_finite():
+            raise TypeError(f"{value} is not a JSON number")
+        text = format(value, "f")
+    return orjson.Fragment(text)
 
 
 def _default(value: Any) -> Any:
