@@ -137,8 +137,8 @@ class TestSignAndRange:
     @pytest.mark.parametrize(
         ("rule", "problem"),
         [
-            ({"component": "x", "min": 1}, "min need convert: money, decimal or int"),
-            ({"component": "x", "allow_zero": True}, "allow_zero need convert: money"),
+            ({"component": "x", "min": 1}, "min: only for convert: money, decimal or int"),
+            ({"component": "x", "allow_zero": True}, "allow_zero: only for convert: money"),
             (
                 {"component": "x", "convert": "money", "range": [1, 2], "max": 3},
                 "use either range or min/max, not both",

@@ -143,7 +143,7 @@ class FieldRule(_Strict):
             if k in self.model_fields_set
         ]
         if given and self.convert not in NUMERIC:
-            raise ValueError(f"{', '.join(given)} need convert: money, decimal or int")
+            raise ValueError(f"{', '.join(given)}: only for convert: money, decimal or int")
         if self.range is not None and (self.min is not None or self.max is not None):
             raise ValueError("use either range or min/max, not both")
         low, high = self.bounds

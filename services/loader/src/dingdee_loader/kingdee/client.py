@@ -108,7 +108,7 @@ class KingdeeClient:
         if lane.session_id:
             headers["kdservice-sessionid"] = lane.session_id
         started = time.monotonic()
-        try:
+        try:  # codec.dumps: a Decimal amount goes out as a JSON number with its exact digits
             response = await lane.http.post(
                 f"{self._base}/{service}.common.kdsvc", content=dumps(body), headers=headers
             )
