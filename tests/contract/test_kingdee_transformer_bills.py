@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from dingdee_common.codec import dumps
 from dingdee_common.contracts.v1 import BillReady
 from dingdee_sandbox.kingdee import SandboxConfig
 from dingdee_transformer.flowspec import load_compiled
@@ -47,7 +48,7 @@ async def test_petty_cash_bills_are_saved(kd: Kd) -> None:
         "formid": first.form_id,
         "data": {**first.save_options, "Model": [b.model for b in bills]},
     }
-    st = status(await kd.call(BATCH, body))
+    st = status(await kd.call(BATCH, dumps(body)))  # the loader's serializer: exact amounts
     assert st["IsSuccess"] is True, st["Errors"]
     assert {e["Number"] for e in st["SuccessEntitys"]} == {b.bill_key for b in bills}
 
@@ -55,7 +56,7 @@ async def test_petty_cash_bills_are_saved(kd: Kd) -> None:
 async def test_department_bill_is_saved_and_audited(kd: Kd) -> None:
     bill = mapped("department-sync", form=dept_form(code="BM009001", parent="财务部"))
     body = {"formid": bill.form_id, "data": {**bill.save_options, "Model": bill.model}}
-    answer = await kd.call(f"{STUB}.DynamicFormService.Save", body)
+    answer = await kd.call(f"{STUB}.DynamicFormService.Save", dumps(body))
     assert status(answer)["IsSuccess"] is True, status(answer)["Errors"]
     assert answer["Result"]["Number"] == bill.bill_key == "BM009001"
     record = kd.state.store.find("BD_Department", "BM009001")

@@ -10,7 +10,7 @@ import orjson
 import pytest
 from pydantic import BaseModel
 
-from dingdee_common.codec import decode_model, encode_model
+from dingdee_common.codec import decode_model, dumps, encode_model, loads
 from dingdee_common.contracts import ApprovalSnapshot
 from dingdee_common.contracts import v1 as contracts
 from dingdee_common.errors import PoisonMessageError
@@ -121,12 +121,55 @@ class TestContractEncoding:
         assert encode_model(snap) == _pydantic(snap)
         assert b'"amount":"1.10"' in encode_model(snap)
 
+    def test_a_decimal_is_a_json_number_with_its_exact_digits(self) -> None:
+        """Where pydantic writes a string, and orjson alone cannot write a Decimal at all."""
+        amounts = ["99999999999999999999.99", "12345678901234567.89", "-0.10", "0.0000001000"]
+        model = {"A": [Decimal(a) for a in amounts], "B": Decimal("1E+3"), "R": 1.0}
+        bill = EVERY_CONTRACT[1].model_copy(update={"model": model})
+        data = encode_model(bill)
+        assert f'"A":[{",".join(amounts)}],"B":1000,"R":1.0'.encode() in data
+        assert dumps(model) == data[data.index(b'{"A"') : data.index(b',"source"')]
+
+    @pytest.mark.parametrize("bad", [Decimal("NaN"), Decimal("Infinity"), Decimal("-sNaN")])
+    def test_a_decimal_that_is_no_number_is_refused(self, bad: Decimal) -> None:
+        with pytest.raises(TypeError):
+            dumps({"A": bad})
+
 
 class TestDecode:
     def test_round_trip_keeps_chinese_text(self) -> None:
         data = encode_model(snapshot())
         assert "张三".encode() in data
         assert decode_model(data, ApprovalSnapshot, supported_versions=V1) == snapshot()
+
+    def test_a_bill_is_read_back_with_exact_amounts(self) -> None:
+        model = {"A": Decimal("12345678901234567.89"), "E": [{"B": Decimal("0.10")}], "I": 7}
+        bill = EVERY_CONTRACT[1].model_copy(update={"model": model})
+        back = decode_model(encode_model(bill), contracts.BillReady, supported_versions=V1)
+        assert back.model == model
+        assert repr(back.model["E"][0]["B"]) == "Decimal('0.10')"
+        assert type(back.model["I"]) is int
+        assert loads(encode_model(bill))["model"]["A"] == 1.2345678901234568e16  # orjson's
+
+    def test_other_messages_keep_orjsons_floats(self) -> None:
+        snap = snapshot().model_copy(update={"instance": {"f": 1204.5}})
+        back = decode_model(encode_model(snap), ApprovalSnapshot, supported_versions=V1)
+        assert type(back.instance["f"]) is float
+
+    @pytest.mark.parametrize(
+        "data",
+        [b'{"schema_version": 1, "x": NaN}', b'{"schema_version": 1, "x": Infinity}', b"\xff"],
+    )
+    def test_a_bill_that_is_not_json_is_poison(self, data: bytes) -> None:
+        with pytest.raises(PoisonMessageError) as info:
+            decode_model(data, contracts.BillReady, supported_versions=V1)
+        assert info.value.error_type == "undecodable"
+
+    def test_a_bill_nested_too_deep_is_poison(self) -> None:
+        data = b'{"schema_version": 1, "model": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+        with pytest.raises(PoisonMessageError) as info:
+            decode_model(data, contracts.BillReady, supported_versions=V1)
+        assert info.value.error_type == "undecodable"
 
     @pytest.mark.parametrize(
         ("data", "code"),

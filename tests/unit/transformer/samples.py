@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from dingdee_common.contracts.v1 import ApprovalSnapshot
@@ -44,6 +46,20 @@ EMPTY_TABLE_VALUE = json.dumps(
 )
 
 
+def _sum_of_amounts(rows: list[list[dict[str, Any]]]) -> str:
+    """The 金额 cells added up, whatever currency noise they carry (``¥1,204.50``)."""
+    try:
+        amounts = [
+            Decimal(re.sub(r"[^\d.+-]", "", str(c["value"])))
+            for r in rows
+            for c in r
+            if c["label"] == "金额"
+        ]
+    except (InvalidOperation, KeyError, TypeError):
+        return "320.00"  # rows a test made unreadable on purpose: the total does not matter
+    return f"{sum(amounts, Decimal(0)):.2f}"
+
+
 def petty_form(
     rows: list[list[dict[str, Any]]] | None = None,
     *,
@@ -53,6 +69,8 @@ def petty_form(
     table_raw: str | None = None,
 ) -> list[dict[str, Any]]:
     rows = rows if rows is not None else [petty_row("打印纸", "办公用品", "320.00")]
+    if total is None:  # the form's own total: DingTalk's sum of the 金额 column, when it adds up
+        total = _sum_of_amounts(rows)
     return [
         {
             "component_type": "TextField",
@@ -71,7 +89,7 @@ def petty_form(
             "component_type": "MoneyField",
             "id": "MoneyField_BYJ03",
             "name": "补充金额（元）",
-            "value": total or "320.00",
+            "value": total,
             "ext_value": json.dumps({"upper": "叁佰贰拾元整", "componentName": "MoneyField"}),
         },
         {

@@ -152,11 +152,12 @@ _NUMBER_TEXT = st.from_regex(r"\A[+-]?(\d{1,14}(\.\d{0,5})?|\.\d{1,5})\n?\Z")
     money=st.booleans(),
 )
 def test_number_conversion_agrees_with_its_decimal(text: str, precision: int, money: bool) -> None:
-    """The converter's shortcut for plain numbers gives what rounding the decimal gives."""
+    """The converter's shortcut for plain numbers gives the decimal rounding gives, to the
+    exponent (so ``1234.5`` at 2 places is ``Decimal('1234.50')`` either way)."""
     tz = ZoneInfo("Asia/Shanghai")
     convert = converter("money" if money else "decimal", precision=precision)
     try:
-        expected: Any = float(to_decimal(text, precision=precision, money=money))
+        expected: Any = to_decimal(text, precision=precision, money=money)
     except ConversionError as exc:
         expected = str(exc)
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from typing import Any, ClassVar
 
 import pytest
@@ -174,10 +175,10 @@ class TestSteps:
     @pytest.mark.parametrize(
         ("kind", "raw", "expected"),
         [
-            ("money", "1,234.50", 1234.5),
-            ("money", "¥1234.5", 1234.5),
-            ("money", "￥ 8", 8.0),
-            ("decimal", "3.14159", 3.14),
+            ("money", "1,234.50", Decimal("1234.50")),
+            ("money", "¥1234.5", Decimal("1234.50")),
+            ("money", "￥ 8", Decimal("8.00")),
+            ("decimal", "3.14159", Decimal("3.14")),
             ("int", "42", 42),
             ("bool", "是", True),
             ("bool", "false", False),
@@ -186,13 +187,15 @@ class TestSteps:
             ("datetime", "2026-11-03 07:30", "2026-11-03 07:30:00"),
             ("datetime", "2026-11-03T01:00:00Z", "2026-11-03 09:00:00"),
             ("datetime", "1793667600000", "2026-11-03 09:00:00"),
-            ("money", "1234元", 1234.0),
+            ("money", "1234元", Decimal("1234.00")),
             ("raw", "x", "x"),
         ],
     )
     def test_conversions(self, kind: str, raw: str, expected: Any) -> None:
         form = [comp("TextField", "T", "值", raw)]
-        assert model_of({"A": {"component": "值", "convert": kind}}, form) == {"A": expected}
+        got = model_of({"A": {"component": "值", "convert": kind}}, form)
+        assert got == {"A": expected}
+        assert repr(got["A"]) == repr(expected)  # a Decimal with every place, never a float
 
     @pytest.mark.parametrize(
         ("kind", "raw", "problem"),

@@ -6,7 +6,6 @@ uses while writing a mapping, so its output is meant to be read, not parsed.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,9 +13,11 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.highlighter import JSONHighlighter
 from rich.table import Table
 from rich.text import Text
 
+from dingdee_common import codec
 from dingdee_common.contracts.v1 import ApprovalSnapshot
 from dingdee_common.errors import FatalError
 from dingdee_transformer.flowspec import CompiledFlow, load_compiled
@@ -122,8 +123,9 @@ def preview(
     if flow not in flows:
         _err().print(f"[red]no flow {flow!r} in {flows_file}; flows: {', '.join(sorted(flows))}[/]")
         raise typer.Exit(1)
-    try:
-        snap = snapshot_from_json(json.loads(instance.read_text(encoding="utf-8")), flows[flow])
+    try:  # numbers as Decimals: a float would change an amount before it is even mapped
+        data = codec.loads(instance.read_bytes(), exact=True)
+        snap = snapshot_from_json(data, flows[flow])
     except (OSError, ValueError, ValidationError) as exc:
         _err().print(f"[red]cannot read {instance}: {exc}[/]")
         raise typer.Exit(1) from exc
@@ -140,4 +142,6 @@ def preview(
         raise typer.Exit(3)
     request = {"formid": result.form_id, "data": {**result.save_options, "Model": result.model}}
     _err().print(f"[green]✓ bill {result.bill_key}[/] ({result.number_field}) → {result.form_id}")
-    _out().print_json(json.dumps(request, ensure_ascii=False))
+    # the request's exact bytes, amounts included (rich's print_json would re-read them as floats)
+    body = Text(codec.dumps(request, indent=True).decode())
+    _out().print(JSONHighlighter()(body), soft_wrap=True)

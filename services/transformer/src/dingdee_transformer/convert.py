@@ -3,10 +3,14 @@
 Each converter takes a raw value (usually a DingTalk string) and returns the Kingdee value, or
 raises :class:`ConversionError` with a reason a finance-IT reader understands
 (``'12,3a' is not a number``).
+
+Money and decimals are :class:`~decimal.Decimal` from the text to the bytes Kingdee receives
+(``codec.dumps`` writes a Decimal as a JSON number with its exact digits): never a float.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from datetime import date, datetime, time
@@ -23,10 +27,15 @@ __all__ = [
     "to_decimal",
 ]
 
+FLOAT_DIGITS = 15
+"""Significant digits a binary float holds exactly: any decimal of at most 15 digits survives
+text → float → shortest text unchanged; with more, the float may be another number."""
+
 _MONEY_NOISE = re.compile(r"[\s,，¥￥元]|^CNY|^RMB", re.IGNORECASE)
 _MONEY_SHAPE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
 _GROUPED = re.compile(r"^[+-]?\d{1,3}(,\d{3})+(\.\d*)?$")
 _CURRENCY_NOISE = re.compile(r"[¥￥\s元]")
+_CONTEXT_DIGITS = 28  # the decimal context's precision: quantize fails beyond it
 _QUANTA = {places: Decimal(1).scaleb(-places) for places in range(11)}
 _DATE_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d", "%Y/%m/%d %H:%M:%S", "%Y/%m/%d")
 _TRUE = {"true", "1", "yes", "y", "是", "on", "√"}
@@ -41,13 +50,23 @@ class ConversionError(ValueError):
 def to_decimal(raw: Any, *, precision: int | None, money: bool) -> Decimal:
     """``"1,234.50"``, ``"¥1234.5"`` or ``1234.5`` → ``Decimal('1234.50')`` at ``precision`` places.
 
+    Money is never rounded: more places than ``precision`` is an error. Other decimals are rounded
+    half-up (四舍五入, ``ROUND_HALF_UP``). A float (a JSON number some producer wrote where
+    DingTalk writes text) is taken only while it is exact: at most :data:`FLOAT_DIGITS`
+    significant digits once at ``precision`` places.
+
     Raises:
-        ConversionError: the text is not a number (thousands separators must group by three).
+        ConversionError: the text is not a number (thousands separators must group by three), or
+            a float beyond its exact digits, or a number too long to hold.
     """
     if isinstance(raw, bool):
         raise ConversionError(f"{raw!r} is not a number")
-    if isinstance(raw, (int, float, Decimal)):
+    if isinstance(raw, Decimal):
+        text = format(raw, "f") if raw.is_finite() else "nan"
+    elif isinstance(raw, int):
         text = str(raw)
+    elif isinstance(raw, float):
+        text = _float_text(raw, precision)
     else:
         text = str(raw).strip()
         if not _MONEY_SHAPE.match(text):  # plain "1234.50" needs no cleaning
@@ -63,10 +82,32 @@ def to_decimal(raw: Any, *, precision: int | None, money: bool) -> Decimal:
     if precision is None:
         return value
     quantum = _QUANTA.get(precision) or Decimal(1).scaleb(-precision)
-    rounded = value.quantize(quantum, rounding=ROUND_HALF_UP)
+    try:
+        rounded = value.quantize(quantum, rounding=ROUND_HALF_UP)
+    except InvalidOperation as exc:  # more digits than the decimal context's 28
+        raise ConversionError(f"{_short(raw)} has too many digits to be a number") from exc
     if money and value != rounded:
         raise ConversionError(f"{raw!r} has more than {precision} decimal places")
     return rounded
+
+
+def _short(raw: Any) -> str:
+    text = repr(raw)
+    return text if len(text) <= 40 else f"{text[:37]}…"
+
+
+def _float_text(raw: float, precision: int | None) -> str:
+    """A float's shortest text, if that is surely the number its producer wrote."""
+    if not math.isfinite(raw):
+        raise ConversionError(f"{raw!r} is not a number")
+    value = Decimal(repr(raw))
+    digits = value.adjusted() + 1 + (precision if precision is not None else 0)
+    if len(value.as_tuple().digits) > FLOAT_DIGITS or digits > FLOAT_DIGITS:
+        raise ConversionError(
+            f"{raw!r} is a JSON number with more digits than a float holds exactly; "
+            "amounts must be sent as text"
+        )
+    return format(value, "f")
 
 
 def to_datetime(raw: Any, tz: ZoneInfo) -> datetime:
@@ -143,21 +184,23 @@ Converter = Callable[[Any, ZoneInfo], Any]
 def converter(kind: str, *, precision: int) -> Converter:
     """The conversion ``kind`` at ``precision`` places, resolved once (per rule, at start-up).
 
-    Money and decimals come back as ``float`` of the rounded decimal (JSON numbers in the Kingdee
-    Model; a float's shortest repr of a 2-place decimal is exact), dates as ``yyyy-MM-dd HH:mm:ss``.
-    Each raises :class:`ConversionError` when ``raw`` does not fit ``kind``.
+    Money and decimals come back as :class:`~decimal.Decimal` with exactly ``precision`` places
+    (``Decimal('1234.50')``), dates as ``yyyy-MM-dd HH:mm:ss``. Each raises
+    :class:`ConversionError` when ``raw`` does not fit ``kind``.
     """
     if kind in ("money", "decimal"):
         money = kind == "money"
+        quantum = _QUANTA.get(precision) or Decimal(1).scaleb(-precision)
 
-        def number(raw: Any, _tz: ZoneInfo) -> float:
+        def number(raw: Any, _tz: ZoneInfo) -> Decimal:
             if type(raw) is str and _MONEY_SHAPE.match(raw):
-                # plain "1234.50" with at most `precision` places: rounding changes nothing, and
-                # the float of the text is the float of the decimal (both correctly rounded)
+                # plain "1234.50" with at most `precision` places: rounding changes nothing
                 dot = raw.find(".")
-                if dot < 0 or len(raw) - dot - 1 <= precision:
-                    return float(raw)
-            return float(to_decimal(raw, precision=precision, money=money))
+                places = 0 if dot < 0 else len(raw.rstrip("\n")) - dot - 1
+                if places <= precision and len(raw) + precision < _CONTEXT_DIGITS:
+                    value = Decimal(raw)
+                    return value if places == precision and dot >= 0 else value.quantize(quantum)
+            return to_decimal(raw, precision=precision, money=money)
 
         return number
     return _SIMPLE.get(kind, _raw)

@@ -17,13 +17,15 @@ from pydantic import ValidationError
 from dingdee_common.errors import FatalError
 from dingdee_common.flows import FlowEntry, FlowsFile, load_flows
 from dingdee_transformer.rules import (
+    CrossChecker,
     ModelBuilder,
     Template,
+    compile_checks,
     compile_fields,
     compile_template,
     form_names,
 )
-from dingdee_transformer.schema import FieldRule, MappingSpec, TargetSpec
+from dingdee_transformer.schema import NUMERIC, FieldRule, MappingSpec, TargetSpec
 
 __all__ = ["CompiledFlow", "compile_flows", "load_compiled"]
 
@@ -42,6 +44,7 @@ class CompiledFlow:
     number_slot: str | None  # target.number_field when no rule sets it: the builder leaves it
     render_bill_key: Template  # target.bill_key compiled
     form_names: frozenset[str]  # the component ids and labels the flow reads
+    checks: tuple[CrossChecker, ...] = ()  # mapping.checks compiled, run on a complete Model
 
 
 def _where(prefix: str, exc: ValidationError) -> list[str]:
@@ -62,8 +65,13 @@ def _iter_rules(prefix: str, fields: Mapping[str, FieldRule]) -> Iterator[tuple[
 def _cross_check(
     flow_id: str, mapping: MappingSpec, tables: Mapping[str, Mapping[str, str]]
 ) -> list[str]:
-    problems = []
-    for path, rule in _iter_rules("mapping.fields", mapping.fields):
+    problems = [
+        f"flow {flow_id!r} mapping.checks.{i}.sum_of: {problem}"
+        for i, check in enumerate(mapping.checks)
+        if (problem := _sum_of_problem(check.sum_of, mapping.fields))
+    ]
+    checked = [(f"mapping.checks.{i}.total", c.total) for i, c in enumerate(mapping.checks)]
+    for path, rule in [*_iter_rules("mapping.fields", mapping.fields), *checked]:
         if rule.lookup is not None and rule.lookup not in tables:
             known = ", ".join(sorted(tables)) or "none"
             problems.append(
@@ -71,6 +79,19 @@ def _cross_check(
                 f"(declared: {known})"
             )
     return problems
+
+
+def _sum_of_problem(path: str, fields: Mapping[str, FieldRule]) -> str | None:
+    rows_key, row_key = path.split(".", 1)
+    rows = fields[rows_key].rows if rows_key in fields else None
+    if rows is None:
+        return f"{rows_key} is not a rows field of this mapping"
+    rule = rows.fields.get(row_key)
+    if rule is None:
+        return f"{rows_key} rows have no field {row_key}"
+    if rule.convert not in NUMERIC or rule.ref is not None:
+        return f"{path} is not a number (it needs convert: money, decimal or int, and no ref)"
+    return None
 
 
 def _compile_one(
@@ -103,7 +124,11 @@ def _compile_one(
         compile_fields(mapping.fields, number_field=number_slot),
         number_slot,
         compile_template(target.bill_key),
-        form_names(mapping.fields, [target.bill_key]),
+        form_names(
+            {**mapping.fields, **{f"check{i}": c.total for i, c in enumerate(mapping.checks)}},
+            [target.bill_key],
+        ),
+        compile_checks(mapping.checks, mapping.fields),
     )
     return compiled, []
 

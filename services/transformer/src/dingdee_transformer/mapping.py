@@ -182,6 +182,9 @@ def _build_model(
 ) -> tuple[dict[str, Any], list[FieldError]]:
     errors: list[FieldError] = []
     model = flow.build_model(ctx, errors)
+    if not errors:  # cross-field checks (totals) only mean something on a complete Model
+        for check in flow.checks:
+            check(ctx, model, errors)
     if flow.number_slot is not None:  # the builder kept the number's place: fill it, or drop it
         if bill_key:
             model[flow.number_slot] = bill_key

@@ -10,22 +10,32 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from dingdee_transformer.convert import ConversionError, converter
 from dingdee_transformer.encodings import Component, Form, FormError, Row, is_empty
-from dingdee_transformer.schema import PLACEHOLDER, FieldRule, RowsRule
+from dingdee_transformer.schema import (
+    DEFAULT_MAX_ABS,
+    PLACEHOLDER,
+    CrossCheck,
+    FieldRule,
+    RowsRule,
+)
 
 __all__ = [
     "OMIT",
     "Context",
+    "CrossChecker",
     "FieldError",
     "ModelBuilder",
     "Template",
+    "compile_checks",
     "compile_fields",
     "compile_template",
     "form_names",
+    "number_text",
 ]
 
 
@@ -298,8 +308,9 @@ def _translation(rule: FieldRule) -> Step | None:
 def _checks(rule: FieldRule) -> Callable[[Any], None] | None:
     pattern = re.compile(rule.pattern) if rule.pattern is not None else None
     max_length = rule.max_length
+    numeric = _numeric_checks(rule)
     if pattern is None and max_length is None:
-        return None
+        return numeric
 
     def check(value: Any) -> None:
         text = value if isinstance(value, str) else str(value)
@@ -307,6 +318,45 @@ def _checks(rule: FieldRule) -> Callable[[Any], None] | None:
             raise _RuleFailed(f"{_quote(value)} does not match {pattern.pattern}", "pattern")
         if max_length is not None and len(text) > max_length:
             raise _RuleFailed(f"is longer than {max_length} characters", "max_length")
+        if numeric is not None:
+            numeric(value)
+
+    return check
+
+
+def number_text(value: Any) -> str:
+    """A number as finance reads it: ``-200.00`` (every place kept, never ``-2E+2``)."""
+    return format(value, "f") if isinstance(value, Decimal) else str(value)
+
+
+def _numeric_checks(rule: FieldRule) -> Callable[[Any], None] | None:
+    """Sign (money: above 0 unless allowed), ``min``/``max``/``range`` and ``max_abs``."""
+    money = rule.convert == "money"
+    low, high = rule.bounds
+    max_abs = rule.max_abs if rule.max_abs is not None or not money else DEFAULT_MAX_ABS
+    no_negative, no_zero = money and not rule.allow_negative, money and not rule.allow_zero
+    if not (no_negative or no_zero or low is not None or high is not None or max_abs):
+        return None
+    if no_negative and no_zero:
+        sign = "must be greater than 0"
+    elif no_negative:
+        sign = "must not be negative"
+    else:
+        sign = "must not be 0"
+
+    def check(value: Any) -> None:
+        if (no_negative and value < 0) or (no_zero and value == 0):
+            raise _RuleFailed(f"{number_text(value)} {sign}", "sign")
+        if low is not None and value < low:
+            raise _RuleFailed(f"{number_text(value)} must be at least {number_text(low)}", "min")
+        if high is not None and value > high:
+            raise _RuleFailed(f"{number_text(value)} must be at most {number_text(high)}", "max")
+        if max_abs is not None and abs(value) > max_abs:
+            raise _RuleFailed(
+                f"{number_text(value)} is beyond the largest amount allowed "
+                f"(±{number_text(max_abs)})",
+                "max_abs",
+            )
 
     return check
 
@@ -502,3 +552,43 @@ def _compile_rows(target: str, rule: FieldRule, spec: RowsRule) -> Evaluator:
         return out
 
     return evaluate
+
+
+CrossChecker = Callable[[Context, dict[str, Any], list[FieldError]], None]
+"""A compiled cross-field check: reads the approval and the built Model, appends problems."""
+
+
+def compile_checks(
+    checks: Iterable[CrossCheck], fields: Mapping[str, FieldRule]
+) -> tuple[CrossChecker, ...]:
+    """``mapping.checks`` as functions (``flowspec`` has checked that each ``sum_of`` exists)."""
+    return tuple(_compile_sum(i, check, fields) for i, check in enumerate(checks))
+
+
+def _compile_sum(index: int, check: CrossCheck, fields: Mapping[str, FieldRule]) -> CrossChecker:
+    rows_key, row_key = check.sum_of.split(".", 1)
+    rows = fields[rows_key].rows
+    assert rows is not None  # noqa: S101 - flowspec rejects a sum_of that is not a rows field
+    cell = rows.fields[row_key].cell or row_key
+    target = f"checks[{index}].total"
+    read_total = _compile_rule(target, check.total)
+
+    def run(ctx: Context, model: dict[str, Any], errors: list[FieldError]) -> None:
+        before = len(errors)
+        total = read_total(ctx, errors)
+        entries = model.get(rows_key)
+        if total is OMIT or len(errors) > before or not isinstance(entries, list):
+            return
+        summed = sum((row.get(row_key, 0) for row in entries), Decimal(0))
+        if summed != total:
+            errors.append(
+                FieldError(
+                    check.sum_of,
+                    _read_label(target, check.total, ctx),
+                    f"{number_text(total)} does not equal the sum of {rows.table} {cell} "
+                    f"over {len(entries)} row(s), {number_text(summed)}",
+                    "sum_of",
+                )
+            )
+
+    return run

@@ -7,6 +7,7 @@ path and what is wrong, e.g. ``flow 'petty-cash' mapping.fields.FDate: give exac
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from functools import cached_property
 from typing import Any, Literal
 
@@ -14,7 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 __all__ = [
     "CONVERSIONS",
+    "DEFAULT_MAX_ABS",
+    "NUMERIC",
     "PLACEHOLDER",
+    "CrossCheck",
     "FieldRule",
     "LinkedChangeAction",
     "MappingSpec",
@@ -34,6 +38,10 @@ CONVERSIONS: tuple[str, ...] = (
     "bool",
     "raw",
 )
+NUMERIC = frozenset({"money", "decimal", "int"})
+DEFAULT_MAX_ABS = Decimal("9999999999999.99")
+"""The largest money amount unless a rule sets ``max_abs``: 13 digits before the point, as
+Kingdee's amount columns (decimal(23,10)) hold."""
 Pick = Literal[
     "value",
     "label",
@@ -62,7 +70,8 @@ class FieldRule(_Strict):
     """How one Kingdee Model field gets its value: one source, then optional steps in order.
 
     Steps run in this order: pick → trim → map → lookup → convert → checks (required, pattern,
-    max_length) → ref (wrap as ``{"FNumber": value}``).
+    max_length; for numbers sign, min/max/range and max_abs) → ref (wrap as
+    ``{"FNumber": value}``).
     """
 
     # sources (exactly one)
@@ -84,6 +93,18 @@ class FieldRule(_Strict):
     required: bool = False
     pattern: str | None = None
     max_length: int | None = Field(default=None, ge=1)
+    min: Decimal | None = Field(default=None, description="smallest number allowed (inclusive)")
+    max: Decimal | None = Field(default=None, description="largest number allowed (inclusive)")
+    range: tuple[Decimal, Decimal] | None = Field(
+        default=None, description="[min, max] in one key (inclusive)"
+    )
+    max_abs: Decimal | None = Field(
+        default=None,
+        gt=0,
+        description="largest magnitude allowed; money defaults to DEFAULT_MAX_ABS",
+    )
+    allow_negative: bool = Field(default=False, description="money may be below 0 (refunds)")
+    allow_zero: bool = Field(default=False, description="money may be 0")
     ref: str | None = Field(default=None, description="wrap the value as {ref: value}")
     default: Any = Field(default=None, description="value used when the source is empty")
 
@@ -112,7 +133,27 @@ class FieldRule(_Strict):
             raise ValueError(f"give exactly one source of {', '.join(_SOURCES)} (got {got})")
         if self.map is not None and self.lookup is not None:
             raise ValueError("use either map or lookup, not both")
+        self._numeric_checks()
         return self
+
+    def _numeric_checks(self) -> None:
+        given = [
+            k
+            for k in ("min", "max", "range", "max_abs", "allow_negative", "allow_zero")
+            if k in self.model_fields_set
+        ]
+        if given and self.convert not in NUMERIC:
+            raise ValueError(f"{', '.join(given)}: only for convert: money, decimal or int")
+        if self.range is not None and (self.min is not None or self.max is not None):
+            raise ValueError("use either range or min/max, not both")
+        low, high = self.bounds
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"min {low} is greater than max {high}")
+
+    @property
+    def bounds(self) -> tuple[Decimal | None, Decimal | None]:
+        """The inclusive ``(min, max)`` of ``min``/``max`` or ``range``."""
+        return self.range if self.range is not None else (self.min, self.max)
 
     @field_validator("pattern")
     @classmethod
@@ -166,6 +207,24 @@ class RowsRule(_Strict):
         return self
 
 
+class CrossCheck(_Strict):
+    """A check across fields: a form total must equal the sum of the rows' amounts.
+
+    ``total`` is a rule like any field's (``{component: 合计, convert: money}``); ``sum_of``
+    names a row field of a ``rows`` field, ``FEntity.FTaxSubmitAmt``: the sum of its values as
+    they go to Kingdee.
+    """
+
+    total: FieldRule
+    sum_of: str = Field(pattern=r"^F[A-Za-z0-9_]+\.F[A-Za-z0-9_]+$")
+
+    @model_validator(mode="after")
+    def _numeric_total(self) -> CrossCheck:
+        if self.total.convert not in NUMERIC or self.total.ref is not None:
+            raise ValueError("total needs convert: money, decimal or int, and no ref")
+        return self
+
+
 class Qualify(_Strict):
     """Which approval snapshots become bills; the others are skipped (not dead-lettered)."""
 
@@ -198,6 +257,9 @@ class MappingSpec(_Strict):
         description="what a MODIFY/REVOKE instance of an approved one does",
     )
     fields: dict[str, FieldRule] = Field(min_length=1)
+    checks: list[CrossCheck] = Field(
+        default_factory=list, description="checks across fields, after every field mapped"
+    )
 
 
 FieldRule.model_rebuild()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -32,6 +32,9 @@ def utcnow() -> datetime:
 
 class _Message(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
+
+    exact_numbers: ClassVar[bool] = False
+    """Read back with every JSON fraction as a Decimal (``codec.decode_model``), not a float."""
 
     schema_version: Literal[1] = SCHEMA_VERSION
 
@@ -68,7 +71,13 @@ class SourceRef(BaseModel):
 
 
 class BillReady(_Message):
-    """``bills.ready``: one Kingdee document to save, keyed by its bill key (idempotency key)."""
+    """``bills.ready``: one Kingdee document to save, keyed by its bill key (idempotency key).
+
+    Amounts in ``model`` are Decimals, written as JSON numbers with their exact digits and read
+    back as Decimals (``exact_numbers``), so the loader sends Kingdee the digits that were mapped.
+    """
+
+    exact_numbers: ClassVar[bool] = True
 
     flow: str
     bill_key: str

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import orjson
 
+from dingdee_common.codec import dumps
 from dingdee_common.errors import FatalError, TransientError
 from dingdee_common.kingdee_signing import signature_headers
 from dingdee_common.observability.logging import get_logger
@@ -107,9 +108,9 @@ class KingdeeClient:
         if lane.session_id:
             headers["kdservice-sessionid"] = lane.session_id
         started = time.monotonic()
-        try:
+        try:  # codec.dumps: a Decimal amount goes out as a JSON number with its exact digits
             response = await lane.http.post(
-                f"{self._base}/{service}.common.kdsvc", content=orjson.dumps(body), headers=headers
+                f"{self._base}/{service}.common.kdsvc", content=dumps(body), headers=headers
             )
         except httpx.TimeoutException as exc:
             self._metrics.kingdee_error(name, "timeout")
