@@ -147,6 +147,11 @@ def _dispatch(
         return do_query(params, state, as_objects=method == "billquery")
     if method == "view":
         return do_view(params, session, state)
+    return _dispatch_other(method, params, state)
+
+
+def _dispatch_other(method: str, params: dict[str, Any], state: SandboxState) -> Any:
+    """Form metadata (kingdee.md §10.3) and the status operations (§5.2–5.4)."""
     if method == "querybusinessinfo":
         return do_business_info(params)
     if method in OPERATIONS:
