@@ -99,3 +99,44 @@ class TestPreview:
         )
         assert result.exit_code == 1
         assert "no flow 'nope'" in result.output
+
+
+class TestHostileText:
+    """Form values are typed by anyone: no raw control character or markup reaches the terminal."""
+
+    HOSTILE = "x\x1b[2J\x00\u202e[red]y[/]\x9b"
+
+    @staticmethod
+    def _assert_safe(text: str) -> None:
+        controls = [c for c in text if (ord(c) < 0x20 and c not in "\n\r") or 0x7F <= ord(c) < 0xA0]
+        assert not controls, f"raw control characters reached the terminal: {controls!r}"
+        assert "\u202e" not in text
+
+    def test_preview_of_a_bill_escapes_values(self, tmp_path: Path) -> None:
+        inst = snapshot(form=petty_form([petty_row(self.HOSTILE, "差旅费", "12.30")]))
+        path = _write(tmp_path, "i.json", {"errcode": 0, "process_instance": inst.instance})
+        result = runner.invoke(
+            app, ["preview", "--flow", "petty-cash", "--instance", str(path), "--flows", str(FLOWS)]
+        )
+        assert result.exit_code == 0, result.output
+        self._assert_safe(result.output)
+        assert "[red]y[/]" in result.output  # shown literally, not read as markup
+        assert "\\u202e" in result.output or "\\\\u202e" in result.output
+
+    def test_preview_errors_escape_values(self, tmp_path: Path) -> None:
+        bad = snapshot(form=petty_form([petty_row("b", "差旅费", self.HOSTILE)]))
+        path = _write(tmp_path, "i.json", bad.model_dump(mode="json"))
+        result = runner.invoke(
+            app, ["preview", "--flow", "petty-cash", "--instance", str(path), "--flows", str(FLOWS)]
+        )
+        assert result.exit_code == 1
+        self._assert_safe(result.output)
+        assert "\\x1b" in result.output
+
+    def test_unknown_flow_name_is_escaped(self, tmp_path: Path) -> None:
+        path = _write(tmp_path, "i.json", {})
+        result = runner.invoke(
+            app, ["preview", "--flow", self.HOSTILE, "--instance", str(path), "--flows", str(FLOWS)]
+        )
+        assert result.exit_code == 1
+        self._assert_safe(result.output)

@@ -20,6 +20,7 @@ from rich.text import Text
 from dingdee_common import codec
 from dingdee_common.contracts.v1 import ApprovalSnapshot
 from dingdee_common.errors import FatalError
+from dingdee_common.terminal import plain, safe
 from dingdee_transformer.flowspec import CompiledFlow, load_compiled
 from dingdee_transformer.mapping import LinkedChangeError, MappingError, Skip, map_snapshot
 
@@ -46,9 +47,9 @@ def _load(path: Path) -> dict[str, CompiledFlow]:
     try:
         return load_compiled(path)
     except FatalError as exc:
-        _err().print(f"[bold red]✗ {path} is not valid[/]")
+        _err().print(Text("✗ ", style="bold red") + safe(str(path), style="bold red"))
         for line in exc.message.splitlines():
-            _err().print(Text("  • ", style="red") + Text(line), highlight=False)
+            _err().print(Text("  • ", style="red") + safe(line, limit=None), highlight=False)
         raise typer.Exit(1) from exc
 
 
@@ -63,10 +64,10 @@ def check(
         table.add_column(column, overflow="fold")
     for flow in flows.values():
         table.add_row(
-            flow.id,
-            flow.process_code,
-            flow.target.form_id,
-            f"{flow.target.number_field} = {flow.target.bill_key}",
+            safe(flow.id),
+            safe(flow.process_code),
+            safe(flow.target.form_id),
+            safe(f"{flow.target.number_field} = {flow.target.bill_key}"),
             str(len(flow.mapping.fields)),
         )
     _out().print(table)
@@ -101,11 +102,12 @@ def snapshot_from_json(data: Any, flow: CompiledFlow) -> ApprovalSnapshot:
 
 
 def _print_errors(exc: MappingError) -> None:
-    table = Table(title=f"✗ {len(exc.errors)} problem(s) in approval {exc.business_id}")
+    title = f"✗ {len(exc.errors)} problem(s) in approval {plain(exc.business_id)}"
+    table = Table(title=Text(title))
     for column in ("Kingdee field", "form field", "problem", "rule"):
         table.add_column(column, overflow="fold")
     for err in exc.errors:
-        table.add_row(err.target, err.label, err.problem, err.rule)
+        table.add_row(safe(err.target), safe(err.label), safe(err.problem), safe(err.rule))
     _err().print(table, style="red")
 
 
@@ -121,13 +123,14 @@ def preview(
     """
     flows = _load(flows_file)
     if flow not in flows:
-        _err().print(f"[red]no flow {flow!r} in {flows_file}; flows: {', '.join(sorted(flows))}[/]")
+        known = ", ".join(sorted(flows))
+        _err().print(safe(f"no flow {flow!r} in {flows_file}; flows: {known}", style="red"))
         raise typer.Exit(1)
     try:  # numbers as Decimals: a float would change an amount before it is even mapped
         data = codec.loads(instance.read_bytes(), exact=True)
         snap = snapshot_from_json(data, flows[flow])
     except (OSError, ValueError, ValidationError) as exc:
-        _err().print(f"[red]cannot read {instance}: {exc}[/]")
+        _err().print(safe(f"cannot read {instance}: {exc}", limit=None, style="red"))
         raise typer.Exit(1) from exc
     try:
         result = map_snapshot(flows[flow], snap)
@@ -135,13 +138,15 @@ def preview(
         _print_errors(exc)
         raise typer.Exit(1) from exc
     except LinkedChangeError as exc:
-        _err().print(f"[red]✗ dead letter: {exc.message}[/]")
+        _err().print(safe(f"✗ dead letter: {exc.message}", limit=None, style="red"))
         raise typer.Exit(1) from exc
     if isinstance(result, Skip):
-        _err().print(f"[yellow]skipped: {result.reason} (no bill is made)[/]")
+        _err().print(safe(f"skipped: {result.reason} (no bill is made)", style="yellow"))
         raise typer.Exit(3)
     request = {"formid": result.form_id, "data": {**result.save_options, "Model": result.model}}
-    _err().print(f"[green]✓ bill {result.bill_key}[/] ({result.number_field}) → {result.form_id}")
-    # the request's exact bytes, amounts included (rich's print_json would re-read them as floats)
-    body = Text(codec.dumps(request, indent=True).decode())
+    head = f"({result.number_field}) → {result.form_id}"
+    _err().print(Text("✓ bill ", style="green") + safe(result.bill_key, style="green"), safe(head))
+    # the request's exact bytes, amounts included (rich's print_json would re-read them as floats);
+    # JSON escapes C0 controls itself, the terminal helper the rest (C1, bidi, invisible marks)
+    body = safe(codec.dumps(request, indent=True).decode(), limit=None, multiline=True)
     _out().print(JSONHighlighter()(body), soft_wrap=True)
