@@ -11,7 +11,7 @@ from typing import TypeVar
 from dingdee_common.errors import TransientError
 from dingdee_common.settings import RetrySettings
 
-__all__ = ["RetryExhaustedError", "backoff_delay", "retry_transient"]
+__all__ = ["RetryExhaustedError", "backoff_delay", "retry_transient", "retry_until_ok"]
 
 T = TypeVar("T")
 
@@ -57,6 +57,34 @@ async def retry_transient(
                 delay = max(delay, exc.retry_after)
             if attempt >= policy.max_attempts or time.monotonic() + delay > deadline:
                 raise RetryExhaustedError(exc, attempt) from exc
+            if on_retry is not None:
+                on_retry(exc, attempt, delay)
+            await asyncio.sleep(delay)
+
+
+async def retry_until_ok(
+    call: Callable[[], Awaitable[T]],
+    policy: RetrySettings,
+    *,
+    on_retry: Callable[[TransientError, int, float], None] | None = None,
+) -> T:
+    """Run ``call`` until it succeeds: back-pressure has no budget (Kafka Connect's
+    ``errors.retry.timeout=-1``).
+
+    Waits ``backoff_delay`` (or the error's ``retry_after`` when longer) before each retry; the
+    policy's attempt cap and deadline do not apply.
+
+    Raises:
+        Any non-transient exception from ``call`` unchanged.
+    """
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return await call()
+        except TransientError as exc:
+            # past 2**60 the cap has long been reached; the exponent stays a small float
+            delay = max(backoff_delay(min(attempt, 60), policy), exc.retry_after or 0.0)
             if on_retry is not None:
                 on_retry(exc, attempt, delay)
             await asyncio.sleep(delay)
