@@ -148,7 +148,7 @@ def _transport_fault(fault: str | None, state: SandboxState) -> web.Response | N
         return json_response(failure_envelope(_CALL_LIMITED, 14))
     if fault == "response_error":
         state.stats["fault_response_error"] += 1
-        return response_error("由于目标计算机积极拒绝，无法连接。(sandbox fault)")
+        return response_error(state.config.response_error_message)
     return None
 
 
