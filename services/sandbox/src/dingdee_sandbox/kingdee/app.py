@@ -26,6 +26,7 @@ from dingdee_sandbox.kingdee.responses import (
 from dingdee_sandbox.kingdee.service import (
     LOGIN_METHODS,
     async_started,
+    bill_numbers,
     do_async_result,
     do_login,
     do_query,
@@ -139,6 +140,15 @@ def _dispatch(
     return failure_envelope(f"不支持的服务 {method}", 8)
 
 
+def _data_fault(method: str, params: dict[str, Any], state: SandboxState) -> str | None:
+    """A write carrying a bill of ``response_error_numbers`` throws on the server."""
+    numbers = state.config.response_error_numbers
+    if not numbers or method not in ("save", "batchsave"):
+        return None
+    hit = set(numbers).intersection(bill_numbers(params, method == "batchsave"))
+    return "response_error" if hit else None
+
+
 def _transport_fault(fault: str | None, state: SandboxState) -> web.Response | None:
     if fault and fault.startswith("http_"):
         state.stats["fault_http_5xx"] += 1
@@ -200,7 +210,7 @@ async def _business(
     session, cookies, error = _authenticate(request, state)
     if error is not None or session is None:
         return json_response([[error]] if method == "executebillquery" else error)
-    fault = state.draw_fault(method)
+    fault = state.draw_fault(method) or _data_fault(method, params, state)
     refused = _transport_fault(fault, state) or await _overload(state)
     if refused is not None:
         return refused
