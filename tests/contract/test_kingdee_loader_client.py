@@ -8,6 +8,7 @@ failing while other calls succeed is exhausted; Kingdee failing as a whole is ba
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator
 from typing import Any
@@ -220,18 +221,49 @@ class TestSink:
             await sink.write(lane, pending(["Y1"]))
         await lane.aclose()
 
-    async def test_failing_while_other_calls_succeed_is_exhausted(self, kd: Kd) -> None:
-        """BatchSave always 503 but queries answer: the budget runs out → ``exhausted``."""
+    async def test_queries_answering_while_every_save_fails_is_back_pressure(self, kd: Kd) -> None:
+        """Existence checks answer, every BatchSave 503s: no bill is to blame, none exhausted."""
         kd.state.update_config({"http_5xx_rate": 1.0, "fault_services": ["batchsave"]})
         kc, lane, metrics = client(kd)
-        policy = RetrySettings(initial_backoff_seconds=0.01, max_attempts=4)
+        policy = RetrySettings(initial_backoff_seconds=0.01, max_attempts=20)
         sink = KingdeeSink(kc, policy, metrics, pause_after_failures=3)
-        done = await sink.write(lane, pending(["X1", "X2"]))
-        assert {r.outcome for r in done} == {"dead_letter"}
-        assert {r.error_class for r in done} == {ErrorClass.EXHAUSTED}
-        assert {r.error_type for r in done} == {"kingdee_http_503"}
-        assert kd.state.stats["calls_batchsave"] == 4
-        assert kd.state.stats["calls_executebillquery"] == 3, "each retry asked Kingdee first"
+        with pytest.raises(KingdeeUnavailableError):
+            await sink.write(lane, pending(["X1", "X2"]))
+        assert kd.state.stats["calls_batchsave"] == 3
+        await lane.aclose()
+
+    async def test_failing_while_other_bills_are_saved_is_exhausted(self, kd: Kd) -> None:
+        """A batch Kingdee throws on (P1's data) keeps failing while another lane saves bills:
+        once its budget is spent its bills are ``exhausted``; the other bills are all saved."""
+        kd.state.update_config({"response_error_numbers": ["P1"]})
+        kc, lane, metrics = client(kd)
+        other = Lane(1, settings(kd))
+        policy = RetrySettings(initial_backoff_seconds=0.05, max_backoff_seconds=0.1)
+        sink = KingdeeSink(kc, policy.model_copy(update={"max_attempts": 6}), metrics)
+        poisoned = asyncio.create_task(sink.write(lane, pending(["P1", "P2"])))
+        saved: list[str] = []
+        n = 0
+        while not poisoned.done():
+            n += 1
+            done = await sink.write(other, pending([f"G{n}"]))
+            saved += [r.pending.bill.bill_key for r in done if r.outcome == "saved"]
+            await asyncio.sleep(0.02)
+        resolutions = poisoned.result()
+        assert {r.error_class for r in resolutions} == {ErrorClass.EXHAUSTED}
+        assert {r.error_type for r in resolutions} == {"kingdee_response_error"}
+        assert len(saved) == n and n > 1
+        assert sorted(r.number for r in kd.state.store.bills(FORM)) == sorted(saved)
+        await lane.aclose()
+        await other.aclose()
+
+    async def test_a_batch_failing_alone_is_held_not_exhausted(self, kd: Kd) -> None:
+        """The same batch with no other traffic cannot be told from an outage: held, no verdict."""
+        kd.state.update_config({"response_error_numbers": ["P1"]})
+        kc, lane, metrics = client(kd)
+        policy = RetrySettings(initial_backoff_seconds=0.01, max_attempts=6)
+        with pytest.raises(KingdeeUnavailableError) as caught:
+            await KingdeeSink(kc, policy, metrics).write(lane, pending(["P1", "P2"]))
+        assert [p.bill.bill_key for p in caught.value.held] == ["P1", "P2"]
         await lane.aclose()
 
     async def test_suspect_bills_are_checked_before_the_first_send(self, kd: Kd) -> None:

@@ -63,8 +63,8 @@ class BackpressureSettings(BaseModel):
         default=3,
         ge=1,
         description="transient failures of Kingdee calls in a row, on any lane and with no "
-        "success between, that pause consuming (a batch whose retry budget runs out with no "
-        "success anywhere since its first failure pauses it too)",
+        "BatchSave answered between, that pause consuming (a batch whose retry budget runs out "
+        "with no bill saved anywhere since its first failure pauses it too)",
     )
     probe_initial_backoff_seconds: float = Field(
         default=0.5, gt=0, description="first wait before probing a failing Kingdee"

@@ -4,13 +4,14 @@ The only place that decides what a Kingdee failure means for the bills: an exist
 bill may have been sent before, BatchSave, per-row outcomes by ``DIndex``, transient retries with
 backoff and full jitter. When the retries run out the question is whose fault it is:
 
-- ``pause_after_failures`` calls failed in a row (on any lane, no success between), or no call
-  succeeded since this batch started failing → Kingdee as a whole is failing:
+- ``pause_after_failures`` calls failed in a row (on any lane, with no BatchSave answered between),
+  or no BatchSave was answered since this batch started failing → Kingdee as a whole is failing:
   :class:`KingdeeUnavailableError` hands the unresolved bills back, like quix-streams'
   ``SinkBackpressureError``, and the app pauses until a probe succeeds. This is checked at every
   failure, so an outage pauses the loader after a few calls, not after a retry budget;
-- otherwise other calls to the same Kingdee succeed meanwhile, and once the batch's budget is spent
-  its bills are ``exhausted`` (dead letters: something about them keeps failing).
+- otherwise other bills are saved meanwhile, and once the batch's budget is spent its bills are
+  ``exhausted`` (dead letters: something about them keeps failing). With no other traffic a batch
+  that alone keeps failing cannot be told from an outage: it is held and probed like one.
 """
 
 from __future__ import annotations
@@ -49,7 +50,12 @@ class KingdeeUnavailableError(BackpressureError):
 
 
 class KingdeeAvailability:
-    """What all lanes learnt about Kingdee: the last success and the failures in a row since."""
+    """What all lanes learnt about Kingdee: the last write it answered, the failures in a row since.
+
+    Only answers that show bills can be written count as success: a BatchSave answer, or a probe
+    after a pause. An existence query that works while every BatchSave fails is no evidence that
+    the failing bills are to blame.
+    """
 
     def __init__(self, pause_after_failures: int) -> None:
         self._limit = pause_after_failures
@@ -98,7 +104,6 @@ class KingdeeSink:
         found = await self._client.existing(
             lane, bill.form_id, bill.number_field, [p.bill.bill_key for p in todo]
         )
-        self.availability.succeeded()
         done = [
             Resolution(p, "already_exists", found[p.bill.bill_key], p.bill.bill_key)
             for p in todo
@@ -188,7 +193,7 @@ class KingdeeSink:
         return resolved
 
     def _unavailable(self, failing_since: float, spent: bool) -> bool:
-        """Kingdee's fault: calls fail in a row everywhere, or nothing succeeded since this batch
+        """Kingdee's fault: calls fail in a row everywhere, or no bill was saved since this batch
         started failing and its budget is spent (else a spent budget means ``exhausted``)."""
         if self.availability.failing:
             return True
@@ -221,7 +226,7 @@ class KingdeeSink:
         return Resolution(
             p,
             "dead_letter",
-            message=f"gave up after {attempts} attempts while other Kingdee calls succeeded: {exc}",
+            message=f"gave up after {attempts} attempts while other bills were saved: {exc}",
             error_class=ErrorClass.EXHAUSTED,
             error_type=exc.error_type,
         )
