@@ -23,8 +23,7 @@ from pathlib import Path
 from tests.fault.kingdee_outage import LOADER_ENV, LoaderProbe, SandboxProcess
 from tests.integration.test_loader_service import loader_process, make_bills, produce
 
-from dingdee_common.broker import ENV_BOOTSTRAP, EmbeddedBroker
-from dingdee_common.kafka.topics import provision
+from bench.kafka import bench_kafka
 from dingdee_common.procs import wait_http_ok
 from dingdee_common.settings import KafkaSettings
 
@@ -87,21 +86,8 @@ async def _measure(kafka: KafkaSettings, workdir: Path) -> float:
 async def _run() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        broker = None
-        bootstrap = os.environ.get(ENV_BOOTSTRAP)
-        if not bootstrap:
-            broker = EmbeddedBroker(log_path=workdir / "broker.log")
-            await asyncio.to_thread(broker.start)
-            bootstrap = broker.bootstrap_servers
-        try:
-            kafka = KafkaSettings(
-                bootstrap_servers=bootstrap, topic_prefix=f"bench{uuid.uuid4().hex[:6]}."
-            )
-            await provision(kafka)
+        async with bench_kafka(workdir) as kafka:
             recovery = await _measure(kafka, workdir)
-        finally:
-            if broker is not None:
-                await asyncio.to_thread(broker.stop)
     goal = 2 * MAX_BACKOFF_S
     print(f"Kingdee outage: every call HTTP 503 for {OUTAGE_S:.0f}s; {BILLS} bills")
     print(f"probe backoff capped at {MAX_BACKOFF_S:.1f}s (DINGDEE_BACKPRESSURE__PROBE_MAX_…)")

@@ -113,3 +113,9 @@ class TestRetryUntilOk:
 
         with pytest.raises(PermanentError):
             await retry_until_ok(rejected, FAST)
+
+
+def test_backoff_stays_at_the_cap_for_any_attempt() -> None:
+    """An outage of days means attempt numbers in the thousands: no float overflow."""
+    policy = RetrySettings(initial_backoff_seconds=0.5, max_backoff_seconds=30.0)
+    assert 0 <= backoff_delay(100_000, policy) <= 30.0
