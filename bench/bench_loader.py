@@ -27,8 +27,8 @@ import httpx
 import orjson
 from tests.integration.test_loader_service import DEMO_CREDENTIALS, make_bills, produce
 
-from dingdee_common.broker import ENV_BOOTSTRAP, EmbeddedBroker, free_port
-from dingdee_common.kafka.topics import provision
+from bench.kafka import bench_kafka
+from dingdee_common.broker import free_port
 from dingdee_common.kingdee_signing import signature_headers
 from dingdee_common.procs import ManagedProcess, wait_http_ok
 from dingdee_common.settings import KafkaSettings
@@ -172,24 +172,13 @@ async def _loader_rate(
 async def _run(n: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        broker = None
-        bootstrap = os.environ.get(ENV_BOOTSTRAP)
-        if not bootstrap:
-            broker = EmbeddedBroker(log_path=workdir / "broker.log")
-            await asyncio.to_thread(broker.start)
-            bootstrap = broker.bootstrap_servers
-        sandbox, url = _sandbox(workdir)
-        try:
-            kafka = KafkaSettings(
-                bootstrap_servers=bootstrap, topic_prefix=f"bench{uuid.uuid4().hex[:6]}."
-            )
-            await provision(kafka)
-            capacity = await _baseline(url, n)
-            rate, rss = await _loader_rate(kafka, url, workdir, n)
-        finally:
-            sandbox.stop()
-            if broker is not None:
-                await asyncio.to_thread(broker.stop)
+        async with bench_kafka(workdir) as kafka:
+            sandbox, url = _sandbox(workdir)
+            try:
+                capacity = await _baseline(url, n)
+                rate, rss = await _loader_rate(kafka, url, workdir, n)
+            finally:
+                sandbox.stop()
     model = CONCURRENCY * BATCH / (CALL_S + BATCH * PACKAGE_S)
     print(
         f"sandbox latency: {CALL_S * 1000:.0f} ms/call + {PACKAGE_S * 1000:.0f} ms/package; "

@@ -334,6 +334,14 @@ def kingdee() -> dict[str, Any]:
             "ops",
         ),
         ("Batches in flight", [("sum(dingdee_loader_batches_in_flight)", "in flight")], "short"),
+        (
+            "Kingdee up (0 = loader paused, back-pressure) and probes (/s)",
+            [
+                ("min(dingdee_kingdee_up)", "up"),
+                ("sum by (result) (rate(dingdee_loader_kingdee_probes_total[5m]))", "{{result}}"),
+            ],
+            "short",
+        ),
     ]
     return _dashboard("dingdee-kingdee", "dingdee · Kingdee", panels, "dingdee_loader_rows_total")
 

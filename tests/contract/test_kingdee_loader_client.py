@@ -1,12 +1,14 @@
-"""The loader's Kingdee client and writer against the sandbox: one test per taxonomy branch.
+"""The loader's Kingdee client and sink against the sandbox: one test per taxonomy branch.
 
 Transport failures, 5xx and ``response_error:`` are transient; a lost session is re-established
-once; rejected credentials are fatal; rows map back by DIndex; after an unknown outcome the writer
-asks Kingdee before re-sending, so a commit-then-drop never makes a second bill.
+once; rejected credentials are fatal; rows map back by DIndex; after an unknown outcome the sink
+asks Kingdee before re-sending, so a commit-then-drop never makes a second bill. A batch that keeps
+failing while other calls succeed is exhausted; Kingdee failing as a whole is back-pressure.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator
 from typing import Any
@@ -19,11 +21,12 @@ from dingdee_common.contracts.v1 import BillReady, SourceRef
 from dingdee_common.errors import ErrorClass, FatalError, TransientError
 from dingdee_common.kafka.dlq import SourceRecord
 from dingdee_common.settings import RetrySettings
-from dingdee_loader.batcher import BillWriter, Pending
+from dingdee_loader.batcher import Pending
 from dingdee_loader.kingdee.client import KingdeeClient, Lane
 from dingdee_loader.kingdee.models import RowKind
 from dingdee_loader.metrics import LoaderMetrics
 from dingdee_loader.settings import KingdeeSettings
+from dingdee_loader.sink import KingdeeSink, KingdeeUnavailableError
 from dingdee_sandbox.kingdee import SandboxConfig
 from dingdee_sandbox.kingdee.demo import SAVE_OPTIONS, expense_model, invalid_expense_model
 from tests.contract.test_kingdee_sandbox import Kd, start_kd
@@ -160,10 +163,10 @@ def pending(keys: list[str], bad: tuple[str, ...] = (), suspect: bool = False) -
     return out
 
 
-class TestWriter:
+class TestSink:
     async def test_commit_then_drop_then_5xx_ends_with_each_bill_once(self, kd: Kd) -> None:
         kc, lane, metrics = client(kd)
-        writer = BillWriter(kc, RetrySettings(initial_backoff_seconds=0.01), metrics)
+        writer = KingdeeSink(kc, RetrySettings(initial_backoff_seconds=0.01), metrics)
         kd.state.fault_queue.extend(["commit_then_drop", "http_503"])
         keys = [f"W{i}" for i in range(6)]
         done = await writer.write(lane, pending(keys, bad=("W3",)))
@@ -187,21 +190,86 @@ class TestWriter:
         assert metrics.prechecks.labels("found")._value.get() == 1
         await lane.aclose()
 
-    async def test_budget_spent_dead_letters_as_exhausted(self, kd: Kd) -> None:
+    async def test_kingdee_failing_as_a_whole_is_back_pressure_not_dead_letters(
+        self, kd: Kd
+    ) -> None:
+        """Every call 503: after 3 failures in a row the bills come back held, none resolved."""
         kd.state.update_config({"http_5xx_rate": 1.0})
         kc, lane, metrics = client(kd)
-        policy = RetrySettings(initial_backoff_seconds=0.01, max_attempts=3)
-        done = await BillWriter(kc, policy, metrics).write(lane, pending(["Z1", "Z2"]))
-        assert {r.outcome for r in done} == {"dead_letter"}
-        assert {r.error_class for r in done} == {ErrorClass.EXHAUSTED}
-        assert {r.error_type for r in done} == {"kingdee_http_503"}
-        assert kd.state.stats["calls_batchsave"] == 1  # then only existence checks, all failed
+        policy = RetrySettings(initial_backoff_seconds=0.01, max_attempts=20)
+        sink = KingdeeSink(kc, policy, metrics, pause_after_failures=3)
+        batch = pending(["Z1", "Z2"])
+        with pytest.raises(KingdeeUnavailableError) as caught:
+            await sink.write(lane, batch)
+        assert caught.value.done == []
+        assert caught.value.held == batch and all(p.suspect for p in batch)
+        assert caught.value.error_type == "kingdee_http_503"
+        assert kd.state.stats["calls_batchsave"] == 1  # then existence checks, all failed
+        assert kd.state.stats["calls_executebillquery"] == 2
+        kd.state.update_config({"http_5xx_rate": 0.0})
+        await sink.probe(lane, batch[0].bill)
+        assert not sink.availability.failing
+        await lane.aclose()
+
+    async def test_budget_spent_while_nothing_succeeds_is_back_pressure(self, kd: Kd) -> None:
+        """A budget smaller than the pause threshold: still no dead letter without a success."""
+        kd.state.update_config({"http_5xx_rate": 1.0})
+        kc, lane, metrics = client(kd)
+        policy = RetrySettings(initial_backoff_seconds=0.01, max_attempts=2)
+        sink = KingdeeSink(kc, policy, metrics, pause_after_failures=10)
+        with pytest.raises(KingdeeUnavailableError):
+            await sink.write(lane, pending(["Y1"]))
+        await lane.aclose()
+
+    async def test_queries_answering_while_every_save_fails_is_back_pressure(self, kd: Kd) -> None:
+        """Existence checks answer, every BatchSave 503s: no bill is to blame, none exhausted."""
+        kd.state.update_config({"http_5xx_rate": 1.0, "fault_services": ["batchsave"]})
+        kc, lane, metrics = client(kd)
+        policy = RetrySettings(initial_backoff_seconds=0.01, max_attempts=20)
+        sink = KingdeeSink(kc, policy, metrics, pause_after_failures=3)
+        with pytest.raises(KingdeeUnavailableError):
+            await sink.write(lane, pending(["X1", "X2"]))
+        assert kd.state.stats["calls_batchsave"] == 3
+        await lane.aclose()
+
+    async def test_failing_while_other_bills_are_saved_is_exhausted(self, kd: Kd) -> None:
+        """A batch Kingdee throws on (P1's data) keeps failing while another lane saves bills:
+        once its budget is spent its bills are ``exhausted``; the other bills are all saved."""
+        kd.state.update_config({"response_error_numbers": ["P1"]})
+        kc, lane, metrics = client(kd)
+        other = Lane(1, settings(kd))
+        policy = RetrySettings(initial_backoff_seconds=0.05, max_backoff_seconds=0.1)
+        sink = KingdeeSink(kc, policy.model_copy(update={"max_attempts": 6}), metrics)
+        poisoned = asyncio.create_task(sink.write(lane, pending(["P1", "P2"])))
+        saved: list[str] = []
+        n = 0
+        while not poisoned.done():
+            n += 1
+            done = await sink.write(other, pending([f"G{n}"]))
+            saved += [r.pending.bill.bill_key for r in done if r.outcome == "saved"]
+            await asyncio.sleep(0.02)
+        resolutions = poisoned.result()
+        assert {r.error_class for r in resolutions} == {ErrorClass.EXHAUSTED}
+        assert {r.error_type for r in resolutions} == {"kingdee_response_error"}
+        assert len(saved) == n and n > 1
+        assert sorted(r.number for r in kd.state.store.bills(FORM)) == sorted(saved)
+        await lane.aclose()
+        await other.aclose()
+
+    async def test_a_batch_failing_alone_is_held_not_exhausted(self, kd: Kd) -> None:
+        """The same batch with no other traffic cannot be told from an outage: held, no verdict."""
+        kd.state.update_config({"response_error_numbers": ["P1"]})
+        kc, lane, metrics = client(kd)
+        policy = RetrySettings(initial_backoff_seconds=0.01, max_attempts=6)
+        with pytest.raises(KingdeeUnavailableError) as caught:
+            await KingdeeSink(kc, policy, metrics).write(lane, pending(["P1", "P2"]))
+        assert [p.bill.bill_key for p in caught.value.held] == ["P1", "P2"]
         await lane.aclose()
 
     async def test_suspect_bills_are_checked_before_the_first_send(self, kd: Kd) -> None:
         kc, lane, metrics = client(kd)
         await kc.batch_save(lane, FORM, {}, models("S1"))
-        done = await BillWriter(kc, RetrySettings(), metrics).write(
+        done = await KingdeeSink(kc, RetrySettings(), metrics).write(
             lane, pending(["S1", "S2"], suspect=True)
         )
         assert {r.pending.bill.bill_key: r.outcome for r in done} == {

@@ -457,6 +457,20 @@ class TestConcurrencyAndFaults:
         assert stats["fault_http_5xx"] == stats["fault_response_error"] == 1
         assert stats["fault_commit_then_drop"] == stats["fault_slow"] == 1
 
+    async def test_response_error_message_knob_busy_server(self, kd: Kd) -> None:
+        """Every call a ``response_error:`` "服务繁忙" (contract §0.4): nothing saved meanwhile."""
+        kd.state.update_config({"response_error_rate": 1.0, "response_error_message": "服务繁忙"})
+        body = {"formid": FORM, "data": {"Model": [expense_model("B1", random.Random(8))]}}
+        for url, payload in (
+            (BATCH, body),
+            (QUERY, {"data": {"FormId": FORM, "FieldKeys": "FID"}}),
+        ):
+            text = (await kd.post(url, payload)).text
+            assert text.startswith("response_error:{")
+            error = json.loads(text[len("response_error:") :])
+            assert error["Message"] == error["InnerExWrapper"]["Message"] == "服务繁忙"
+        assert kd.state.store.bills(FORM) == []
+
 
 async def test_overload_adds_latency_and_refuses_some_calls(kd: Kd) -> None:
     """Past the queue depth: HTTP 500 or the MsgCode 14 (调用限制) envelope, nothing saved twice."""

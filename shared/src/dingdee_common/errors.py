@@ -11,6 +11,7 @@ import enum
 from dataclasses import dataclass
 
 __all__ = [
+    "BackpressureError",
     "Decision",
     "DingdeeError",
     "ErrorClass",
@@ -67,6 +68,16 @@ class TransientError(DingdeeError):
     ) -> None:
         super().__init__(message, field=field, code=code)
         self.retry_after = retry_after
+
+
+class BackpressureError(TransientError):
+    """The destination as a whole is failing (down, frozen, busy): not any record's fault.
+
+    A sink raises it instead of giving records an outcome, like quix-streams'
+    ``SinkBackpressureError(retry_after)``: the consumer pauses its partitions, keeps the records
+    it holds and waits for the destination as long as it takes. Never a dead letter, and never
+    counted by the flood guard.
+    """
 
 
 class PermanentError(DingdeeError):

@@ -32,6 +32,7 @@ ALERTS = {
     "DingdeeCallBudgetAtRisk",
     "DingdeeServiceNotReady",
     "DingdeeTargetDown",
+    "DingdeeKingdeeUnavailable",
 }
 
 

@@ -69,6 +69,17 @@ class TestBatches:
         time.sleep(0.06)
         assert [p.source.offset for b in batches.due() for p in b] == [1]
 
+    def test_held_bills_go_out_again_and_revoked_ones_are_dropped(self) -> None:
+        batches = Batches(max_records=100, linger=60)
+        held = [pending(n) for n in range(3)]
+        batches.hold(held)
+        dropped = batches.drop({("other", 0)})
+        assert dropped == [] and len(batches) == 3
+        assert batches.due(flush=True) == [held]
+        batches.hold(held)
+        assert batches.drop({(held[0].source.topic, held[0].source.partition)}) == held
+        assert len(batches) == 0
+
 
 class TestRows:
     def test_mixed_answer_maps_by_dindex_not_position(self) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dingdee_common.errors import FatalError
+from dingdee_common.errors import ErrorClass, FatalError
 from dingdee_common.floodguard import FloodGuard
 from dingdee_common.flows import load_flows
 from dingdee_common.settings import FloodGuardSettings
@@ -26,6 +26,20 @@ class TestFloodGuard:
     def test_trips_on_consecutive_run(self) -> None:
         guard = FloodGuard(FloodGuardSettings(max_consecutive=3, min_records=100))
         assert [guard.record(True) for _ in range(3)] == [False, False, True]
+
+    def test_counts_bad_data_classes(self) -> None:
+        guard = FloodGuard(FloodGuardSettings(max_consecutive=3, min_records=100))
+        outcomes = [ErrorClass.PERMANENT, ErrorClass.POISON, ErrorClass.PERMANENT]
+        assert [guard.record(o) for o in outcomes] == [False, False, True]
+
+    def test_an_outage_never_trips_it(self) -> None:
+        """Exhausted records (transient failures) are not evidence of bad data: not counted."""
+        guard = FloodGuard(FloodGuardSettings(min_records=100, max_consecutive=2))
+        assert not any(guard.record(ErrorClass.EXHAUSTED) for _ in range(1000))
+        assert not guard.tripped
+        assert not guard.record(ErrorClass.PERMANENT)
+        guard.record(ErrorClass.EXHAUSTED)  # does not break the run of bad records either
+        assert guard.record(ErrorClass.POISON)
 
     def test_disabled_never_trips(self) -> None:
         guard = FloodGuard(FloodGuardSettings(enabled=False, max_consecutive=1))

@@ -7,7 +7,12 @@ import random
 import pytest
 
 from dingdee_common.errors import PermanentError, TransientError
-from dingdee_common.retry import RetryExhaustedError, backoff_delay, retry_transient
+from dingdee_common.retry import (
+    RetryExhaustedError,
+    backoff_delay,
+    retry_transient,
+    retry_until_ok,
+)
 from dingdee_common.settings import RetrySettings
 
 FAST = RetrySettings(
@@ -74,3 +79,43 @@ class TestRetryTransient:
         with pytest.raises(PermanentError):
             await retry_transient(bad, FAST)
         assert calls == 1
+
+
+class TestRetryUntilOk:
+    async def test_outlives_the_attempt_cap_and_the_deadline(self) -> None:
+        """Back-pressure has no budget: 3× the attempt cap, past the deadline, then success."""
+        policy = RetrySettings(
+            initial_backoff_seconds=0.001,
+            max_backoff_seconds=0.002,
+            max_attempts=4,
+            deadline_seconds=0.01,
+        )
+        calls = 0
+        seen: list[tuple[int, float]] = []
+
+        async def down_for_a_while() -> str:
+            nonlocal calls
+            calls += 1
+            if calls <= 12:
+                raise TransientError("HTTP 503")
+            return "up"
+
+        result = await retry_until_ok(
+            down_for_a_while, policy, on_retry=lambda _, n, delay: seen.append((n, delay))
+        )
+        assert result == "up" and calls == 13
+        assert [n for n, _ in seen] == list(range(1, 13))
+        assert all(0 <= delay <= policy.max_backoff_seconds for _, delay in seen)
+
+    async def test_other_errors_pass_through(self) -> None:
+        async def rejected() -> None:
+            raise PermanentError("row rejected")
+
+        with pytest.raises(PermanentError):
+            await retry_until_ok(rejected, FAST)
+
+
+def test_backoff_stays_at_the_cap_for_any_attempt() -> None:
+    """An outage of days means attempt numbers in the thousands: no float overflow."""
+    policy = RetrySettings(initial_backoff_seconds=0.5, max_backoff_seconds=30.0)
+    assert 0 <= backoff_delay(100_000, policy) <= 30.0

@@ -1,35 +1,25 @@
-"""Micro-batches per FormId and the write of one batch to Kingdee (STYLE §1: the sink contract).
+"""Bills between the consumer and Kingdee: micro-batches per FormId, outcomes, offsets.
 
 ``Batches.add`` accumulates bills per (FormId, number field, save options); ``Batches.due`` hands
-out batches that are full or lingered long enough. ``BillWriter.write`` is the only place that talks
-to Kingdee: existence check when a bill may have been sent before, BatchSave, per-row outcomes by
-``DIndex``, transient retries with backoff and jitter, and ``exhausted`` once the budget is spent.
+out batches that are full or lingered long enough; ``Batches.hold`` takes back the bills of a batch
+Kingdee could not take (back-pressure) until it is written again. ``OffsetTracker`` gives each
+partition's commit point. Writing a batch is ``sink.KingdeeSink``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
 
 import orjson
 from opentelemetry.context import Context
 
 from dingdee_common.contracts.v1 import BillReady
-from dingdee_common.errors import ErrorClass, TransientError
+from dingdee_common.errors import ErrorClass
 from dingdee_common.kafka.dlq import SourceRecord
-from dingdee_common.observability.logging import get_logger
-from dingdee_common.retry import backoff_delay
-from dingdee_common.settings import RetrySettings
-from dingdee_loader.kingdee.client import KingdeeClient, Lane
-from dingdee_loader.kingdee.models import RowKind
-from dingdee_loader.metrics import LoaderMetrics
 
-__all__ = ["Batches", "BillWriter", "OffsetTracker", "Pending", "Resolution"]
-
-log = get_logger(__name__)
+__all__ = ["Batches", "OffsetTracker", "Pending", "Resolution"]
 
 
 @dataclass(eq=False)
@@ -129,125 +119,23 @@ class Batches:
                 del self._open[key]
         return out
 
+    def hold(self, held: list[Pending]) -> None:
+        """Take back bills Kingdee could not take; they go out again with the next ``due``."""
+        for pending in held:
+            self.add(pending)
+
+    def drop(self, partitions: set[tuple[str, int]]) -> list[Pending]:
+        """Forget the bills of revoked ``partitions`` (their new owner reads them again)."""
+        dropped: list[Pending] = []
+        for key in list(self._open):
+            started, items = self._open[key]
+            kept = [p for p in items if (p.source.topic, p.source.partition) not in partitions]
+            dropped += [p for p in items if (p.source.topic, p.source.partition) in partitions]
+            if kept:
+                self._open[key] = (started, kept)
+            else:
+                del self._open[key]
+        return dropped
+
     def __len__(self) -> int:
         return sum(len(items) for _, items in self._open.values())
-
-
-class BillWriter:
-    """Writes one batch (same FormId and options) to Kingdee until every bill has an outcome."""
-
-    def __init__(
-        self,
-        client: KingdeeClient,
-        retry: RetrySettings,
-        metrics: LoaderMetrics,
-        *,
-        precheck_always: bool = False,
-        batch_count: int = 0,
-    ) -> None:
-        self._client = client
-        self._retry = retry
-        self._metrics = metrics
-        self._always = precheck_always
-        self._batch_count = batch_count
-
-    async def _precheck(
-        self, lane: Lane, todo: list[Pending]
-    ) -> tuple[list[Pending], list[Resolution]]:
-        bill = todo[0].bill
-        found = await self._client.existing(
-            lane, bill.form_id, bill.number_field, [p.bill.bill_key for p in todo]
-        )
-        done = [
-            Resolution(p, "already_exists", found[p.bill.bill_key], p.bill.bill_key)
-            for p in todo
-            if p.bill.bill_key in found
-        ]
-        self._metrics.prechecks.labels("found" if done else "none").inc()
-        return [p for p in todo if p.bill.bill_key not in found], done
-
-    async def _save(
-        self, lane: Lane, todo: list[Pending]
-    ) -> tuple[list[Pending], list[Resolution]]:
-        bill = todo[0].bill
-        options: dict[str, Any] = dict(bill.save_options)
-        if self._batch_count and len(todo) > self._batch_count:
-            options.setdefault("BatchCount", self._batch_count)
-        self._metrics.batch_size.observe(len(todo))
-        for p in todo:
-            p.attempts += 1
-        rows = await self._client.batch_save(
-            lane, bill.form_id, options, [p.bill.model for p in todo]
-        )
-        left: list[Pending] = []
-        done: list[Resolution] = []
-        for index, p in enumerate(todo):
-            row = rows.get(index)
-            if row is None:
-                left.append(p)
-            elif row.kind is RowKind.SAVED:
-                done.append(Resolution(p, "saved", row.kingdee_id, row.number or p.bill.bill_key))
-            elif row.kind is RowKind.EXISTS:
-                done.append(Resolution(p, "already_exists", None, p.bill.bill_key, row.message))
-            else:
-                done.append(
-                    Resolution(
-                        p,
-                        "dead_letter",
-                        message=f"Kingdee rejected bill {p.bill.bill_key}: {row.message}",
-                        error_class=ErrorClass.PERMANENT,
-                        error_type="kingdee_row_rejected",
-                    )
-                )
-        return left, done
-
-    async def write(self, lane: Lane, batch: list[Pending]) -> list[Resolution]:
-        """Save ``batch`` on ``lane``; returns one resolution per bill.
-
-        Raises:
-            FatalError: Kingdee rejected the credentials (the service must stop).
-        """
-        todo = list(batch)
-        resolved: list[Resolution] = []
-        suspect = self._always or any(p.suspect for p in batch)
-        deadline = time.monotonic() + self._retry.deadline_seconds
-        attempt = 0
-        while todo:
-            attempt += 1
-            try:
-                if suspect:
-                    todo, done = await self._precheck(lane, todo)
-                    resolved += done
-                    if not todo:
-                        break
-                suspect = False
-                todo, done = await self._save(lane, todo)
-                resolved += done
-            except TransientError as exc:
-                # the call may have reached Kingdee: ask before anything is sent again
-                suspect = True
-                delay = max(backoff_delay(attempt, self._retry), exc.retry_after or 0.0)
-                if attempt >= self._retry.max_attempts or time.monotonic() + delay > deadline:
-                    resolved += [self._exhausted(p, exc, attempt) for p in todo]
-                    break
-                log.info(
-                    "loader.batch.retrying",
-                    form_id=todo[0].bill.form_id,
-                    bills=len(todo),
-                    attempt=attempt,
-                    delay=round(delay, 3),
-                    error_type=exc.error_type,
-                    error=exc.message,
-                )
-                await asyncio.sleep(delay)
-        return resolved
-
-    @staticmethod
-    def _exhausted(p: Pending, exc: TransientError, attempts: int) -> Resolution:
-        return Resolution(
-            p,
-            "dead_letter",
-            message=f"gave up after {attempts} attempts: {exc}",
-            error_class=ErrorClass.EXHAUSTED,
-            error_type=exc.error_type,
-        )

@@ -26,6 +26,8 @@ class LoaderMetrics:
     batches_in_flight: Gauge
     relogins: Counter
     prechecks: Counter
+    kingdee_up: Gauge
+    probes: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> LoaderMetrics:
@@ -72,7 +74,21 @@ class LoaderMetrics:
                 ["result"],
                 registry=registry,
             ),
+            kingdee_up=Gauge(
+                "dingdee_kingdee_up",
+                "0 while Kingdee as a whole is failing and the loader is paused (back-pressure)",
+                registry=registry,
+            ),
+            probes=Counter(
+                "dingdee_loader_kingdee_probes_total",
+                "Probes of a failing Kingdee while paused, by result (ok, failed)",
+                ["result"],
+                registry=registry,
+            ),
         )
+
+    def __post_init__(self) -> None:
+        self.kingdee_up.set(1)
 
     def kingdee_error(self, service: str, kind: str) -> None:
         self.kingdee_errors.labels(service, kind).inc()

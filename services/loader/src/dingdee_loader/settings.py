@@ -13,7 +13,7 @@ from dingdee_common.settings import (
     ServiceSettings,
 )
 
-__all__ = ["KingdeeSettings", "LoaderSettings"]
+__all__ = ["BackpressureSettings", "KingdeeSettings", "LoaderSettings"]
 
 
 class KingdeeSettings(BaseModel):
@@ -58,6 +58,38 @@ class KingdeeSettings(BaseModel):
         return self.primary_keys.get(form_id, "FID")
 
 
+class BackpressureSettings(BaseModel):
+    """When Kingdee as a whole counts as failing, and how it is probed meanwhile
+    (``DINGDEE_BACKPRESSURE__*``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    pause_after_failures: int = Field(
+        default=3,
+        ge=1,
+        description="transient failures of Kingdee calls in a row, on any lane and with no "
+        "BatchSave answered between, that pause consuming (a batch whose retry budget runs out "
+        "with no bill saved anywhere since its first failure pauses it too)",
+    )
+    probe_initial_backoff_seconds: float = Field(
+        default=0.5, gt=0, description="first wait before probing a failing Kingdee"
+    )
+    probe_max_backoff_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="cap of the doubling, fully jittered wait between probes; after Kingdee "
+        "is back, the loader resumes within about this long",
+    )
+
+    @property
+    def probe_policy(self) -> RetrySettings:
+        """The probe's backoff as the one retry policy type (its cap and deadline unused)."""
+        return RetrySettings(
+            initial_backoff_seconds=self.probe_initial_backoff_seconds,
+            max_backoff_seconds=self.probe_max_backoff_seconds,
+        )
+
+
 class LoaderSettings(ServiceSettings):
     """Built once by ``__main__`` from ``DINGDEE_*`` variables and passed to every component."""
 
@@ -85,4 +117,5 @@ class LoaderSettings(ServiceSettings):
     )
     session_timeout_ms: int = Field(default=10_000, ge=1000)
     retry: RetrySettings = RetrySettings()
+    backpressure: BackpressureSettings = BackpressureSettings()
     flood_guard: FloodGuardSettings = FloodGuardSettings()

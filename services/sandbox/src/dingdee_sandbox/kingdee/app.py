@@ -27,6 +27,7 @@ from dingdee_sandbox.kingdee.responses import (
 from dingdee_sandbox.kingdee.service import (
     LOGIN_METHODS,
     async_started,
+    bill_numbers,
     do_async_result,
     do_business_info,
     do_login,
@@ -159,6 +160,15 @@ def _dispatch_other(method: str, params: dict[str, Any], state: SandboxState) ->
     return failure_envelope(f"不支持的服务 {method}", 8)
 
 
+def _data_fault(method: str, params: dict[str, Any], state: SandboxState) -> str | None:
+    """A write carrying a bill of ``response_error_numbers`` throws on the server."""
+    numbers = state.config.response_error_numbers
+    if not numbers or method not in ("save", "batchsave"):
+        return None
+    hit = set(numbers).intersection(bill_numbers(params, method == "batchsave"))
+    return "response_error" if hit else None
+
+
 def _transport_fault(fault: str | None, state: SandboxState) -> web.Response | None:
     if fault and fault.startswith("http_"):
         state.stats["fault_http_5xx"] += 1
@@ -168,7 +178,7 @@ def _transport_fault(fault: str | None, state: SandboxState) -> web.Response | N
         return json_response(failure_envelope(_CALL_LIMITED, 14))
     if fault == "response_error":
         state.stats["fault_response_error"] += 1
-        return response_error("由于目标计算机积极拒绝，无法连接。(sandbox fault)")
+        return response_error(state.config.response_error_message)
     return None
 
 
@@ -220,7 +230,7 @@ async def _business(
     session, cookies, error = _authenticate(request, state)
     if error is not None or session is None:
         return json_response([[error]] if method == "executebillquery" else error)
-    fault = state.draw_fault(method)
+    fault = state.draw_fault(method) or _data_fault(method, params, state)
     refused = _transport_fault(fault, state) or await _overload(state)
     if refused is not None:
         return refused

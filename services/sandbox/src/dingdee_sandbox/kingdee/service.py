@@ -92,6 +92,12 @@ def package_count(params: dict[str, Any], batch: bool) -> tuple[int, int, int]:
     return len(models), rows, max(as_int(ci_get(data, "BatchCount"), 1), 1)
 
 
+def bill_numbers(params: dict[str, Any], batch: bool) -> list[str]:
+    """The ``FBillNo`` / ``FNumber`` of each package of a write."""
+    models, _ = _models(params, batch)
+    return [str(m.get("FBillNo") or m.get("FNumber") or "") for m in models if isinstance(m, dict)]
+
+
 def _options(data: dict[str, Any], state: SandboxState) -> SaveOptions:
     need = ci_get(data, "NeedReturnFields") or []
     return SaveOptions(

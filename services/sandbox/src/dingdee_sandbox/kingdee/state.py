@@ -48,6 +48,16 @@ class SandboxConfig(BaseModel):
     latency_row_seconds: float = Field(default=0.0, ge=0)
     http_5xx_rate: float = Field(default=0.0, ge=0, le=1)
     response_error_rate: float = Field(default=0.0, ge=0, le=1)
+    response_error_message: str = Field(
+        default="由于目标计算机积极拒绝，无法连接。(sandbox fault)",
+        description="Message of an injected response_error: body (contract §0.4, §8.5 item 25), "
+        "e.g. 服务繁忙，请稍后再试 for a busy server",
+    )
+    response_error_numbers: list[str] = Field(
+        default_factory=list,
+        description="a Save/BatchSave carrying one of these bill numbers answers response_error: "
+        "(a plugin or DB exception on that data aborting the call, contract §3.5)",
+    )
     slow_rate: float = Field(default=0.0, ge=0, le=1)
     slow_seconds: float = Field(default=30.0, ge=0)
     commit_then_drop_rate: float = Field(default=0.0, ge=0, le=1)
