@@ -40,9 +40,10 @@ def _default(value: Any) -> Any:
     raise TypeError(type(value).__name__)
 
 
-def dumps(value: Any, *, indent: bool = False) -> bytes:
+def dumps(value: Any, *, indent: bool = False, sort_keys: bool = False) -> bytes:
     """``value`` as JSON bytes; a Decimal becomes a JSON number with its exact digits."""
-    return orjson.dumps(value, default=_default, option=orjson.OPT_INDENT_2 if indent else None)
+    option = (orjson.OPT_INDENT_2 if indent else 0) | (orjson.OPT_SORT_KEYS if sort_keys else 0)
+    return orjson.dumps(value, default=_default, option=option or None)
 
 
 def _no_constant(name: str) -> Any:

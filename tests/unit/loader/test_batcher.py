@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -61,6 +62,14 @@ class TestBatches:
         flushed = batches.due(flush=True)
         assert sorted(p.source.offset for b in flushed for p in b) == [4, 10, 11]
         assert all(len({Batches.key(p.bill) for p in b}) == 1 for b in flushed)
+
+    def test_decimal_save_options_group_by_value(self) -> None:
+        # bills decode with exact numbers, so a fractional option arrives as a Decimal
+        batches = Batches(max_records=10, linger=60)
+        for n, rate in enumerate((Decimal("1.10"), Decimal("1.10"), Decimal("2.5"))):
+            batches.add(pending(n, Rate=rate))
+        groups = batches.due(flush=True)
+        assert sorted(len(b) for b in groups) == [1, 2]
 
     def test_linger_releases_a_partial_batch(self) -> None:
         batches = Batches(max_records=100, linger=0.05)

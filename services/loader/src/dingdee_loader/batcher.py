@@ -12,9 +12,9 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-import orjson
 from opentelemetry.context import Context
 
+from dingdee_common import codec
 from dingdee_common.contracts.v1 import BillReady
 from dingdee_common.errors import ErrorClass
 from dingdee_common.kafka.dlq import SourceRecord
@@ -93,7 +93,8 @@ class Batches:
 
     @staticmethod
     def key(bill: BillReady) -> BatchKey:
-        options = orjson.dumps(bill.save_options, option=orjson.OPT_SORT_KEYS).decode()
+        # save options decode like the rest of the bill: a fractional value is a Decimal
+        options = codec.dumps(bill.save_options, sort_keys=True).decode()
         return (bill.form_id, bill.number_field, options)
 
     def add(self, pending: Pending) -> None:
