@@ -6,9 +6,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 PACKAGES := -e shared -e services/sandbox -e services/extractor -e services/transformer -e services/loader
-DEV_TOOLS := pytest pytest-asyncio pytest-timeout hypothesis ruff mypy types-PyYAML kubernetes-validate kingdee-cdp-webapi-sdk
+DEV_TOOLS := pytest pytest-asyncio pytest-timeout pytest-xdist hypothesis ruff mypy types-PyYAML kubernetes-validate kingdee-cdp-webapi-sdk
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# The suite mostly waits (outages, group joins, faust assignment): tests run in parallel workers,
+# each with its own embedded broker. TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 3
+XDIST := -n $(TEST_WORKERS) --dist load
 
 .PHONY: help install run test test-unit test-integration check lint format typecheck bench clean dlq-replay promtool
 
@@ -27,13 +31,13 @@ run: install ## Run the whole pipeline locally (embedded broker + sandboxes) wit
 	$(BIN)/dingdee-dev run
 
 test: install promtool ## Install everything and run the whole suite (unit → contract → integration → fault)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest $(XDIST) $(PYTEST_ARGS)
 
 test-unit: install ## Unit tests only (no network)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 test-integration: install ## Integration and fault tests (embedded broker)
-	$(BIN)/pytest tests/integration tests/fault $(PYTEST_ARGS)
+	$(BIN)/pytest $(XDIST) tests/integration tests/fault $(PYTEST_ARGS)
 
 check: lint typecheck ## ruff + mypy
 
