@@ -18,7 +18,7 @@ from dingdee_common.broker import ENV_BOOTSTRAP
 from dingdee_common.devrun import expected_bills
 from dingdee_common.devstack import SERVICES, Stack, StackConfig
 from tests.helpers import poll_until
-from tests.integration.test_pipeline_e2e import bill_numbers
+from tests.integration.test_pipeline_e2e import bill_numbers, loaded_count
 
 pytestmark = [
     pytest.mark.fault,
@@ -48,8 +48,7 @@ async def test_broker_frozen_for_30s_mid_run_loses_and_duplicates_nothing(tmp_pa
         expectation = await expected_bills(stack)
 
         async def loaded() -> int:
-            got = await bill_numbers(stack, expectation)
-            return sum(len(set(got[f]) & expectation.by_form[f]) for f in expectation.by_form)
+            return await loaded_count(stack, expectation)
 
         async def some_loaded() -> bool:
             return await loaded() > 0

@@ -33,7 +33,7 @@ from dingdee_extractor.settings import (
     OutageSettings,
     PollSettings,
 )
-from dingdee_sandbox.demo_org import DEMO_APP, PROCESS_CODES
+from dingdee_sandbox.demo_org import DEMO_APP
 from tests.helpers import poll_until, read_topic
 from tests.integration.test_extractor_sandbox import (  # noqa: F401 - the sandbox fixture
     START_MS,
@@ -71,13 +71,7 @@ async def test_broker_frozen_mid_emit_rewinds_to_the_checkpoint_and_loses_nothin
 ) -> None:
     broker, kafka = private_kafka
     assert broker.pid is not None
-    ids = []
-    for _ in range(30):
-        body = await sandbox.call(
-            "POST", "/_sandbox/instances", json={"process_code": PROCESS_CODES["petty-cash"]}
-        )
-        await sandbox.call("POST", f"/_sandbox/instances/{body['id']}/approve")
-        ids.append(body["id"])
+    ids = await sandbox.approved(30)
     clock = Clock(START_MS + 3600_000)
     await sandbox.set_clock(clock.now_ms)
     settings = ExtractorSettings(

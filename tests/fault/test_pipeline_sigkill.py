@@ -15,7 +15,7 @@ import pytest
 from dingdee_common.devrun import expected_bills
 from dingdee_common.devstack import Stack, StackConfig
 from tests.helpers import poll_until
-from tests.integration.test_pipeline_e2e import bill_numbers
+from tests.integration.test_pipeline_e2e import bill_numbers, loaded_count
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
 
@@ -40,8 +40,7 @@ async def test_sigkill_each_service_mid_run_loses_and_duplicates_nothing(
         expectation = await expected_bills(stack)
 
         async def loaded() -> int:
-            got = await bill_numbers(stack, expectation)
-            return sum(len(set(got[f]) & expectation.by_form[f]) for f in expectation.by_form)
+            return await loaded_count(stack, expectation)
 
         async def some_loaded() -> bool:
             return await loaded() > 0

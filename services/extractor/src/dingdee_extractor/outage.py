@@ -115,11 +115,12 @@ class OutageWatch:
         self._publish()
 
     def _publish(self) -> None:
-        """The gauge per app, and ``/readyz`` naming what is down, since when and why."""
+        """The gauges, and ``/readyz`` naming what is down, since when and why."""
         for down in [d for d, flows in self._down.items() if not flows]:
             del self._down[down], self._since[down]
         for app in self._apps:
             self._metrics.dingtalk_up.labels(app).set(0 if _dingtalk(app) in self._down else 1)
+        self._metrics.stage.ready.labels("extractor").set(0 if self._down else 1)
         if not self._down:
             self._health.set_ready()
             return
