@@ -443,6 +443,29 @@ async def test_an_event_while_dingtalk_is_busy_is_answered_later_and_counts_no_f
     assert letters == [], "with one failure before a dead letter, a blamed id would show"
 
 
+async def test_an_id_dingtalk_does_not_know_is_dead_lettered_as_permanent(
+    kafka: KafkaSettings, sandbox: Sandbox
+) -> None:
+    """DingTalk rejects the ``get`` for its data (88/820005): the dead letter and its metric
+    say ``permanent``, not ``exhausted``."""
+    registry = CollectorRegistry()
+    app, producer, client = await make_app(
+        kafka, sandbox, Clock(START_MS), registry, retry=FAST_RETRY, detail_failures_before_dlq=1
+    )
+    petty = next(p for p in app.pollers if p.source.flow == "petty-cash")
+    try:
+        assert await petty.on_event("no-such-instance") is True
+    finally:
+        await producer.stop()
+        await client.aclose()
+    (letter,) = await read_topic(kafka, Topics(kafka.topic_prefix).dlq("extractor"))
+    assert dict(letter.headers)["dlq-error-class"] == b"permanent"
+    labels = {"stage": "extractor", "flow": "petty-cash"}
+    dead = registry.get_sample_value
+    assert dead("dingdee_dlq_records_total", {**labels, "error_class": "permanent"}) == 1
+    assert dead("dingdee_dlq_records_total", {**labels, "error_class": "exhausted"}) is None
+
+
 async def test_a_monthly_budget_stretches_polling_and_the_month_is_reported(
     kafka: KafkaSettings, sandbox: Sandbox
 ) -> None:
