@@ -21,8 +21,7 @@ import pytest
 from dingdee_common.broker import ENV_BOOTSTRAP, EmbeddedBroker, free_port
 from dingdee_common.devrun import expected_bills
 from dingdee_common.devstack import SERVICES, Stack, StackConfig
-from tests.helpers import poll_until
-from tests.integration.test_pipeline_e2e import bill_numbers, loaded_count
+from tests.integration.test_pipeline_e2e import bill_numbers, loaded_count, wait_loaded
 
 pytestmark = [
     pytest.mark.fault,
@@ -118,14 +117,8 @@ async def test_broker_outage_for_30s_mid_run_loses_and_duplicates_nothing(
         stack = await exits.enter_async_context(Stack(config))
         expectation = await expected_bills(stack)
 
-        async def loaded() -> int:
-            return await loaded_count(stack, expectation)
-
-        async def some_loaded() -> bool:
-            return await loaded() > 0
-
-        await poll_until(some_loaded, timeout=180, what="the first bills in Kingdee")
-        at_outage = await loaded()
+        await wait_loaded(stack, expectation, at_least=1, timeout=180, what="the first bills")
+        at_outage = await loaded_count(stack, expectation)
         pid = stack.broker.pid if stack.broker is not None else None
         if proxy is not None:
             await proxy.cut()
@@ -143,10 +136,9 @@ async def test_broker_outage_for_30s_mid_run_loses_and_duplicates_nothing(
         exited = {n: stack.processes[n].tail(5) for n in SERVICES if not stack.processes[n].alive}
         assert not exited, f"services exited during the outage: {exited}"
 
-        async def all_loaded() -> bool:
-            return await loaded() >= expectation.total
-
-        await poll_until(all_loaded, timeout=300, what="every approved approval as a bill")
+        await wait_loaded(
+            stack, expectation, at_least=expectation.total, timeout=300, what="every bill"
+        )
         await asyncio.sleep(3.0)  # a late duplicate would show up here
         got = await bill_numbers(stack, expectation)
         counts = await stack.topic_counts()
