@@ -14,8 +14,7 @@ import pytest
 
 from dingdee_common.devrun import expected_bills
 from dingdee_common.devstack import Stack, StackConfig
-from tests.helpers import poll_until
-from tests.integration.test_pipeline_e2e import bill_numbers
+from tests.integration.test_pipeline_e2e import bill_numbers, loaded_count, wait_loaded
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
 
@@ -39,27 +38,19 @@ async def test_sigkill_each_service_mid_run_loses_and_duplicates_nothing(
     async with Stack(config) as stack:
         expectation = await expected_bills(stack)
 
-        async def loaded() -> int:
-            got = await bill_numbers(stack, expectation)
-            return sum(len(set(got[f]) & expectation.by_form[f]) for f in expectation.by_form)
-
-        async def some_loaded() -> bool:
-            return await loaded() > 0
-
-        await poll_until(some_loaded, timeout=180, what="the first bills in Kingdee")
+        await wait_loaded(stack, expectation, at_least=1, timeout=180, what="the first bills")
         at_kill: list[int] = []
         for victim in ("loader", "extractor", "transformer", "loader"):
             await asyncio.sleep(rng.uniform(0.2, 2.0))
-            at_kill.append(await loaded())
+            at_kill.append(await loaded_count(stack, expectation))
             stack.kill(victim)
             await asyncio.sleep(rng.uniform(0.0, 1.0))
             stack.start_service(victim)
             await stack.wait_alive(victim)
 
-        async def all_loaded() -> bool:
-            return await loaded() >= expectation.total
-
-        await poll_until(all_loaded, timeout=300, what="every approved approval as a bill")
+        await wait_loaded(
+            stack, expectation, at_least=expectation.total, timeout=300, what="every bill"
+        )
         got = await bill_numbers(stack, expectation)
         killed = {name: proc.starts - 1 for name, proc in stack.processes.items()}
 

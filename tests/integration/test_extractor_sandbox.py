@@ -6,6 +6,7 @@ on the same clock, cycle by cycle, so days of approvals pass in seconds.
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -26,18 +27,24 @@ from dingdee_common.observability.server import Health
 from dingdee_common.procs import ManagedProcess
 from dingdee_common.settings import KafkaSettings, RetrySettings
 from dingdee_extractor.app import ExtractorApp
-from dingdee_extractor.dingtalk.client import DingTalkClient
+from dingdee_extractor.dingtalk.client import DingTalkClient, DingTalkUnavailableError
 from dingdee_extractor.flows import load_sources
 from dingdee_extractor.metrics import ExtractorMetrics
-from dingdee_extractor.settings import DingTalkSettings, ExtractorSettings, PollSettings
+from dingdee_extractor.settings import (
+    DingTalkSettings,
+    ExtractorSettings,
+    OutageSettings,
+    PollSettings,
+)
 from dingdee_sandbox.demo_org import DEMO_APP, PROCESS_CODES
-from tests.helpers import dingdee, read_topic
+from tests.helpers import dingdee, poll_until, read_topic
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 HOUR_MS = 3_600_000
 START_MS = 1_793_750_400_000  # 2026-11-05 00:00 CST
+FAST_RETRY = RetrySettings(max_attempts=2, initial_backoff_seconds=0.01, deadline_seconds=5)
 
 
 @dataclass
@@ -53,6 +60,17 @@ class Sandbox:
 
     async def set_clock(self, now_ms: int) -> None:
         await self.call("POST", "/_sandbox/clock", json={"mode": "manual", "now_ms": now_ms})
+
+    async def approved(self, count: int) -> list[str]:
+        """Ids of ``count`` new petty-cash instances, approved at once."""
+        ids = []
+        for _ in range(count):
+            body = await self.call(
+                "POST", "/_sandbox/instances", json={"process_code": PROCESS_CODES["petty-cash"]}
+            )
+            await self.call("POST", f"/_sandbox/instances/{body['id']}/approve")
+            ids.append(body["id"])
+        return ids
 
     async def instances(self) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
@@ -87,6 +105,8 @@ async def make_app(
     days: int | None = None,
     budget: int | None = None,
     retry: RetrySettings | None = None,
+    outage: OutageSettings | None = None,
+    health: Health | None = None,
     **poll: Any,
 ) -> tuple[ExtractorApp, Any, DingTalkClient]:
     app_settings = {"app_key": DEMO_APP.app_key, "app_secret": DEMO_APP.app_secret}
@@ -108,6 +128,7 @@ async def make_app(
             }
         ),
         retry=retry or RetrySettings(max_attempts=5, deadline_seconds=60),
+        outage=outage or OutageSettings(),
     )
     start = (
         date(2026, 11, 1)
@@ -122,7 +143,9 @@ async def make_app(
     producer = make_producer(kafka)
     await producer.start()
     client = DingTalkClient(settings.dingtalk, metrics)
-    app = ExtractorApp(settings, sources, producer, client, metrics, Health(), clock=clock)
+    app = ExtractorApp(
+        settings, sources, producer, client, metrics, health or Health(), clock=clock
+    )
     await app.setup()
     return app, producer, client
 
@@ -285,13 +308,7 @@ async def test_an_instance_whose_detail_keeps_failing_is_dead_lettered_and_not_l
     kafka: KafkaSettings, sandbox: Sandbox
 ) -> None:
     clock = Clock(START_MS)
-    ids = []
-    for _ in range(5):
-        body = await sandbox.call(
-            "POST", "/_sandbox/instances", json={"process_code": PROCESS_CODES["petty-cash"]}
-        )
-        await sandbox.call("POST", f"/_sandbox/instances/{body['id']}/approve")
-        ids.append(body["id"])
+    ids = await sandbox.approved(5)
     broken = ids[2]
     await sandbox.call("POST", "/_sandbox/faults", json={"failing_instance_ids": [broken]})
     app, producer, client = await make_app(
@@ -299,7 +316,7 @@ async def test_an_instance_whose_detail_keeps_failing_is_dead_lettered_and_not_l
         sandbox,
         clock,
         CollectorRegistry(),
-        retry=RetrySettings(max_attempts=2, initial_backoff_seconds=0.01, deadline_seconds=5),
+        retry=FAST_RETRY,
         open_recheck_initial_seconds=600,
         detail_failures_before_dlq=3,
     )
@@ -328,6 +345,125 @@ async def test_an_instance_whose_detail_keeps_failing_is_dead_lettered_and_not_l
     assert broken in headers["dlq-error-message"]
     assert "petty-cash" in headers["dlq-error-message"]
     assert set(await terminal_emitted(kafka)) == set(ids), "it arrives once DingTalk answers"
+
+
+@pytest.mark.parametrize(
+    ("knob", "answer"),
+    [  # contract §5.3 (-1, gateway errors) and §5.2 (global throttling 88/90002), knobs of §7.6
+        ("busy_rate", "errcode -1"),
+        ("gateway_rate", "HTTP 50"),
+        ("global_qps_rate", "90002"),
+    ],
+)
+async def test_dingtalk_failing_every_call_is_waited_out_not_dead_lettered(
+    kafka: KafkaSettings, sandbox: Sandbox, knob: str, answer: str
+) -> None:
+    """Every call refused: the cycle stops at its checkpoint, waits, and resumes exactly."""
+    clock = Clock(START_MS)
+    ids = await sandbox.approved(6)
+    registry, health = CollectorRegistry(), Health()
+    app, producer, client = await make_app(
+        kafka,
+        sandbox,
+        clock,
+        registry,
+        retry=FAST_RETRY,
+        outage=OutageSettings(initial_backoff_seconds=0.05, max_backoff_seconds=0.2),
+        health=health,
+        open_recheck_initial_seconds=600,
+        detail_failures_before_dlq=1,
+    )
+    petty = next(p for p in app.pollers if p.source.flow == "petty-cash")
+    watermark = petty.cp.watermark_ms
+    stop = asyncio.Event()
+
+    def up() -> float | None:
+        return registry.get_sample_value("dingdee_dingtalk_up", {"app": DEMO_APP.name})
+
+    try:
+        clock.now_ms = START_MS + 3600_000
+        await sandbox.set_clock(clock.now_ms)
+        await sandbox.call("POST", "/_sandbox/faults", json={knob: 1.0})
+        cycle = asyncio.create_task(app.outage.cycle(petty, stop))
+        await poll_until(lambda: up() == 0, timeout=30, what="dingdee_dingtalk_up 0")
+        assert registry.get_sample_value("dingdee_ready", {"stage": "extractor"}) == 0
+        ready, reason = health.ready()
+        assert not ready and "DingTalk app 'main' unavailable" in reason, reason
+        assert answer in reason, "the reason carries DingTalk's answer"
+        await asyncio.sleep(1.0)  # several probes, all refused
+        assert not cycle.done()
+        assert petty.cp.watermark_ms == watermark, "no window counts as read"
+        await sandbox.call("POST", "/_sandbox/faults", json={knob: 0.0})
+        assert await asyncio.wait_for(cycle, timeout=30) is True
+    finally:
+        stop.set()
+        await producer.stop()
+        await client.aclose()
+
+    assert up() == 1 and health.ready() == (True, "ok")
+    assert registry.get_sample_value("dingdee_ready", {"stage": "extractor"}) == 1
+    assert set(await terminal_emitted(kafka)) == set(ids)
+    assert petty.cp.watermark_ms > watermark
+    assert await read_topic(kafka, Topics(kafka.topic_prefix).dlq("extractor")) == []
+    assert (
+        registry.get_sample_value(
+            "dingdee_dlq_records_total",
+            {"stage": "extractor", "flow": "petty-cash", "error_class": "exhausted"},
+        )
+        is None
+    )
+
+
+async def test_an_event_while_dingtalk_is_busy_is_answered_later_and_counts_no_failure(
+    kafka: KafkaSettings, sandbox: Sandbox
+) -> None:
+    """A ``get`` failing with every other call failing too is DingTalk's fault, not the id's."""
+    clock = Clock(START_MS)
+    (approval,) = await sandbox.approved(1)
+    app, producer, client = await make_app(
+        kafka,
+        sandbox,
+        clock,
+        CollectorRegistry(),
+        retry=FAST_RETRY,
+        detail_failures_before_dlq=1,
+    )
+    petty = next(p for p in app.pollers if p.source.flow == "petty-cash")
+    try:
+        await sandbox.call("POST", "/_sandbox/faults", json={"busy_rate": 1.0})
+        with pytest.raises(DingTalkUnavailableError):
+            await petty.on_event(approval)
+        await sandbox.call("POST", "/_sandbox/faults", json={"busy_rate": 0.0})
+        assert await petty.on_event(approval) is True
+    finally:
+        await producer.stop()
+        await client.aclose()
+    assert set(await terminal_emitted(kafka)) == {approval}
+    letters = await read_topic(kafka, Topics(kafka.topic_prefix).dlq("extractor"))
+    assert letters == [], "with one failure before a dead letter, a blamed id would show"
+
+
+async def test_an_id_dingtalk_does_not_know_is_dead_lettered_as_permanent(
+    kafka: KafkaSettings, sandbox: Sandbox
+) -> None:
+    """DingTalk rejects the ``get`` for its data (88/820005): the dead letter and its metric
+    say ``permanent``, not ``exhausted``."""
+    registry = CollectorRegistry()
+    app, producer, client = await make_app(
+        kafka, sandbox, Clock(START_MS), registry, retry=FAST_RETRY, detail_failures_before_dlq=1
+    )
+    petty = next(p for p in app.pollers if p.source.flow == "petty-cash")
+    try:
+        assert await petty.on_event("no-such-instance") is True
+    finally:
+        await producer.stop()
+        await client.aclose()
+    (letter,) = await read_topic(kafka, Topics(kafka.topic_prefix).dlq("extractor"))
+    assert dict(letter.headers)["dlq-error-class"] == b"permanent"
+    labels = {"stage": "extractor", "flow": "petty-cash"}
+    dead = registry.get_sample_value
+    assert dead("dingdee_dlq_records_total", {**labels, "error_class": "permanent"}) == 1
+    assert dead("dingdee_dlq_records_total", {**labels, "error_class": "exhausted"}) is None
 
 
 async def test_a_monthly_budget_stretches_polling_and_the_month_is_reported(

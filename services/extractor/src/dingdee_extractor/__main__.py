@@ -58,7 +58,9 @@ async def _run(argv: list[str]) -> int:  # noqa: PLR0915 - linear start-up seque
             if source is None:
                 raise FatalError(f"no enabled flow {backfill.flow!r} in {settings.flows_file}")
             health.set_ready()
-            code = await run_backfill(backfill, settings, source, producer, client, metrics, stop)
+            code = await run_backfill(
+                backfill, settings, source, producer, client, metrics, health, stop
+            )
         else:
             app = ExtractorApp(settings, sources, producer, client, metrics, health)
             await app.setup()

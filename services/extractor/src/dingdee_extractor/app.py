@@ -21,6 +21,7 @@ from dingdee_extractor.emitter import Emitter
 from dingdee_extractor.events import EventListener
 from dingdee_extractor.flows import FlowSource
 from dingdee_extractor.metrics import ExtractorMetrics
+from dingdee_extractor.outage import OutageWatch
 from dingdee_extractor.poller import FlowPoller
 from dingdee_extractor.settings import ExtractorSettings
 
@@ -53,6 +54,9 @@ class ExtractorApp:
         self._store = CheckpointStore(settings.kafka, self._topics.checkpoints, producer)
         self.pollers: list[FlowPoller] = []
         self.pacers: dict[str, BudgetPacer] = {}
+        self.outage = OutageWatch(
+            settings.outage, metrics, health, sorted({s.app for s in sources})
+        )
 
     async def setup(self) -> None:
         """Resume every flow from its last checkpoint."""
@@ -140,7 +144,8 @@ class ExtractorApp:
         pacer = self.pacers[poller.source.app]
         while not stop.is_set():
             started = time.monotonic()
-            await poller.cycle()
+            if not await self.outage.cycle(poller, stop):
+                break
             self._health.progress()
             log.info(
                 "extractor.cycle.finished",

@@ -20,11 +20,13 @@ from dingdee_common.contracts import Checkpoint
 from dingdee_common.kafka.dlq import DeadLetterPublisher
 from dingdee_common.kafka.topics import Topics
 from dingdee_common.observability.logging import get_logger
+from dingdee_common.observability.server import Health
 from dingdee_extractor.checkpoints import CheckpointStore
 from dingdee_extractor.dingtalk.client import DingTalkClient
 from dingdee_extractor.emitter import Emitter
 from dingdee_extractor.flows import FlowSource
 from dingdee_extractor.metrics import ExtractorMetrics
+from dingdee_extractor.outage import OutageWatch
 from dingdee_extractor.poller import FlowPoller
 from dingdee_extractor.settings import ExtractorSettings
 
@@ -54,9 +56,13 @@ async def run_backfill(
     producer: AIOKafkaProducer,
     client: DingTalkClient,
     metrics: ExtractorMetrics,
+    health: Health,
     stop: asyncio.Event,
 ) -> int:
-    """Read ``[--from, --to)`` of one flow; return 0 when done, 130 when stopped early."""
+    """Read ``[--from, --to)`` of one flow; return 0 when done, 130 when stopped early.
+
+    A DingTalk outage is waited out (``OutageWatch``), resuming from the last chunk.
+    """
     topics = Topics(settings.kafka.topic_prefix)
     store = CheckpointStore(settings.kafka, topics.checkpoints, producer)
     key = f"backfill:{source.flow}"
@@ -88,11 +94,12 @@ async def run_backfill(
         until_ms=until,
         on_window=lambda lo, hi, n: progress.update(task, completed=hi - start),
     )
+    watch = OutageWatch(settings.outage, metrics, health, [source.app])
     with progress:
-        await poller.cycle()
+        await watch.cycle(poller, stop)
         while poller.cp.open_instances and not args.no_follow and not stop.is_set():
             await asyncio.sleep(min(60.0, settings.poll.open_recheck_initial_seconds))
-            await poller.cycle()
+            await watch.cycle(poller, stop)
     log.info(
         "extractor.backfill.finished",
         flow=source.flow,

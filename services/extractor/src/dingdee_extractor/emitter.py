@@ -57,7 +57,8 @@ class Emitter:
         self._pending.append(future)
 
     async def flush(self) -> None:
-        """Wait for every snapshot sent so far to be acked (raises the first send error)."""
+        """Wait for every snapshot sent so far to be settled; raises the first send error."""
         pending, self._pending = self._pending, []
-        if pending:
-            await asyncio.gather(*pending)
+        for result in await asyncio.gather(*pending, return_exceptions=True):
+            if isinstance(result, BaseException):
+                raise result

@@ -22,6 +22,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from aiokafka.errors import KafkaError
 
 from dingdee_common.errors import DingdeeError
 from dingdee_common.observability.logging import get_logger
@@ -131,7 +132,8 @@ class EventListener:
                 fetched = await poller.on_event(str(data["processInstanceId"]))
                 outcome = "fetched" if fetched else "duplicate"
                 self.handled += 1
-        except (DingdeeError, KeyError, ValueError, OSError) as exc:
+        except (DingdeeError, KafkaError, KeyError, ValueError, OSError) as exc:
+            # DingTalk or the broker is down (or the event is odd): DingTalk redelivers it later
             code, outcome = _ACK_LATER, "later"
             log.warning("extractor.events.failed", app=self._app, error=str(exc))
         self._metrics.events.labels(self._app, kind, outcome).inc()

@@ -31,6 +31,7 @@ class ExtractorMetrics:
     events: Counter
     events_connected: Gauge
     events_last_received: Gauge
+    dingtalk_up: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> ExtractorMetrics:
@@ -136,6 +137,13 @@ class ExtractorMetrics:
             events_last_received=Gauge(
                 "dingdee_dingtalk_event_last_received_timestamp_seconds",
                 "Unix time of the last event on the app's stream (or of the listener's start)",
+                ["app"],
+                registry=registry,
+            ),
+            dingtalk_up=Gauge(
+                "dingdee_dingtalk_up",
+                "0 while the extractor waits out DingTalk being unavailable for the app "
+                "(calls unanswered, errcode -1, HTTP 5xx or throttling past the retry budget)",
                 ["app"],
                 registry=registry,
             ),

@@ -10,22 +10,25 @@ so a re-listed id costs no ``get``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
+from aiokafka.errors import KafkaError
 
 from dingdee_common.contracts import Checkpoint, EmittedInstance, OpenInstance
 from dingdee_common.errors import ErrorClass, PermanentError, TransientError
 from dingdee_common.kafka.dlq import DeadLetterPublisher, SourceRecord
 from dingdee_common.observability.logging import get_logger
 from dingdee_common.quota import CallKind, count_call, count_cycle
-from dingdee_common.retry import retry_transient
+from dingdee_common.retry import RetryExhaustedError, retry_transient
 from dingdee_common.settings import RetrySettings
-from dingdee_extractor.dingtalk.client import DingTalkClient, IdPage
+from dingdee_extractor.dingtalk.client import DingTalkClient, DingTalkUnavailableError, IdPage
 from dingdee_extractor.emitter import Emitter, Trigger
 from dingdee_extractor.fingerprint import fingerprint, is_terminal
 from dingdee_extractor.flows import FlowSource
@@ -85,6 +88,7 @@ class FlowPoller:
     ) -> None:
         self.source = source
         self.cp = checkpoint or Checkpoint(flow=source.flow, watermark_ms=source.start_ms())
+        self._saved = self.cp  # the last checkpoint the broker acknowledged
         self._open = dict(self.cp.open_instances)
         self._emitted = dict(self.cp.emitted)
         self._client = client
@@ -117,14 +121,40 @@ class FlowPoller:
         async with self._lock:
             if instance_id in self._emitted:
                 return False
-            await self._fetch([instance_id], hint_ms=self._clock(), trigger="event")
-            await self._checkpoint(watermark=self.cp.watermark_ms)
+            with self._rewound_on_broker_failure():
+                await self._fetch([instance_id], hint_ms=self._clock(), trigger="event")
+                await self._checkpoint(watermark=self.cp.watermark_ms)
             return True
 
     async def cycle(self) -> None:
-        """Read new windows, re-fetch due open instances, sweep when due; checkpoint each step."""
+        """Read new windows, re-fetch due open instances, sweep when due; checkpoint each step.
+
+        Raises:
+            DingTalkUnavailableError: DingTalk stopped answering; what was acknowledged before
+                stays (the next cycle resumes from there).
+            KafkaError: the broker did not acknowledge; the poller is back at its last
+                acknowledged checkpoint, as after a restart.
+        """
         async with self._lock:
-            await self._cycle()
+            with self._rewound_on_broker_failure():
+                await self._cycle()
+
+    @contextlib.contextmanager
+    def _rewound_on_broker_failure(self) -> Iterator[None]:
+        """On a Kafka error, forget everything since the last acknowledged checkpoint.
+
+        Snapshots sent but not acknowledged may be lost, and an instance remembered as emitted
+        would then never be fetched again: back at the checkpoint, the next cycle repeats the
+        work (a snapshot may reach ``approvals.raw`` twice; the transformer's fingerprints drop
+        the copy).
+        """
+        try:
+            yield
+        except KafkaError:
+            self.cp = self._saved
+            self._open = dict(self.cp.open_instances)
+            self._emitted = dict(self.cp.emitted)
+            raise
 
     async def _cycle(self) -> None:
         now = self._clock()
@@ -221,14 +251,49 @@ class FlowPoller:
         return await self._client.listids(self.source.app, self.source.process_code, lo, hi, cursor)
 
     async def _call(self, kind: CallKind, call: Callable[[], Awaitable[Any]]) -> Any:
-        """``call`` with retries; every attempt is a metered call and is counted."""
+        """``call`` with retries; every attempt is a metered call and is counted.
+
+        Raises:
+            DingTalkUnavailableError: a listing outlived its retry budget (DingTalk is down).
+            RetryExhaustedError: a ``get`` did; :meth:`_fetch_one` decides whose fault it is.
+        """
 
         async def counted() -> Any:
             self.calls += 1
             self._usage = count_call(self._usage, self.source.app, kind, self._clock())
             return await call()
 
-        return await retry_transient(counted, self._retry)
+        try:
+            return await retry_transient(counted, self._retry)
+        except RetryExhaustedError as exc:
+            if kind == "get":
+                raise
+            raise self._unavailable(exc) from exc
+
+    def _unavailable(self, exc: RetryExhaustedError) -> DingTalkUnavailableError:
+        return DingTalkUnavailableError(
+            f"DingTalk app {self.source.app!r} unavailable: {exc.last.message}",
+            retry_after=exc.last.retry_after,
+            code=exc.last.error_type,
+        )
+
+    async def _blame(self, exc: RetryExhaustedError, failed_at: float) -> None:
+        """A ``get`` outlived its retries: return if the instance is at fault, else raise.
+
+        DingTalk answered another call of the app after this one first failed, or answers a
+        one-page listing of this flow now: the failure is this instance's. Otherwise DingTalk
+        itself is unavailable, and :class:`DingTalkUnavailableError` stops the cycle before a
+        failure is counted against any instance.
+        """
+        if self._client.answered_since(self.source.app, failed_at):
+            return
+        end = self._clock() - int(self._poll.settle_seconds * 1000)  # a legal, settled window
+        try:
+            await self._call("list", functools.partial(self._listids, end - 1000, end, 0))
+        except PermanentError:
+            return  # DingTalk answers (it refuses the listing): this is no outage
+        if not self._client.answered_since(self.source.app, failed_at):
+            raise self._unavailable(exc)
 
     # ---- fetching and emitting ---------------------------------------------------------------
 
@@ -241,23 +306,42 @@ class FlowPoller:
         creation time (DingTalk listed them late): they are counted and emitted as ``sweep``.
         """
         limit = asyncio.Semaphore(self._concurrency)
+        failed: list[Exception] = []
 
         async def one(instance_id: str) -> None:
             async with limit:
-                await self._fetch_one(instance_id, hint_ms, trigger, late_before)
+                if failed:  # DingTalk or the broker is down: the rest waits for the next cycle
+                    return
+                try:
+                    await self._fetch_one(instance_id, hint_ms, trigger, late_before)
+                except Exception as exc:  # noqa: BLE001 - re-raised below, once all settled
+                    failed.append(exc)
 
         await asyncio.gather(*(one(i) for i in ids))
         await self._emitter.flush()
+        if failed:
+            raise failed[0]
 
     async def _fetch_one(
         self, instance_id: str, hint_ms: int, trigger: Trigger, late_before: int | None = None
     ) -> None:
         now = self._clock()
+        failed_at: list[float] = []  # when the first attempt failed
+
+        async def get() -> dict[str, Any]:
+            try:
+                return await self._client.get(self.source.app, instance_id)
+            except TransientError:
+                failed_at.append(time.monotonic())
+                raise
+
         try:
-            instance = await self._call(
-                "get", lambda: self._client.get(self.source.app, instance_id)
-            )
-        except (TransientError, PermanentError) as exc:
+            instance = await self._call("get", get)
+        except RetryExhaustedError as exc:
+            await self._blame(exc, failed_at[0])
+            await self._detail_failed(instance_id, hint_ms, now, exc)
+            return
+        except PermanentError as exc:
             await self._detail_failed(instance_id, hint_ms, now, exc)
             return
         fp = fingerprint(instance)
@@ -363,7 +447,9 @@ class FlowPoller:
         if failures == self._poll.detail_failures_before_dlq:
             await self._dead_letter(instance_id, failures, exc)
 
-    async def _dead_letter(self, instance_id: str, failures: int, exc: Exception) -> None:
+    async def _dead_letter(
+        self, instance_id: str, failures: int, exc: TransientError | PermanentError
+    ) -> None:
         value = orjson.dumps(
             {
                 "flow": self.source.flow,
@@ -373,19 +459,20 @@ class FlowPoller:
             }
         )
         record = SourceRecord(DETAIL_SOURCE, -1, -1, instance_id.encode(), value)
+        error_class = (
+            ErrorClass.EXHAUSTED if isinstance(exc, TransientError) else ErrorClass.PERMANENT
+        )
         await self._dlq.publish(
             record,
-            error_class=ErrorClass.EXHAUSTED
-            if isinstance(exc, TransientError)
-            else ErrorClass.PERMANENT,
-            error_type=getattr(exc, "error_type", type(exc).__name__),
+            error_class=error_class,
+            error_type=exc.error_type,
             message=(
                 f"flow {self.source.flow}: DingTalk get of approval {instance_id} failed "
                 f"{failures} times ({exc}); the extractor keeps retrying it on its schedule"
             ),
             attempts=failures,
         )
-        self._metrics.stage.dead_letters.labels("extractor", self.source.flow, "exhausted").inc()
+        self._metrics.stage.dead_letters.labels("extractor", self.source.flow, error_class).inc()
 
     # ---- checkpointing -----------------------------------------------------------------------
 
@@ -410,6 +497,7 @@ class FlowPoller:
             }
         )
         await self._save(self.cp)
+        self._saved = self.cp
 
     def _observe(self, now: int) -> None:
         flow = self.source.flow

@@ -14,6 +14,7 @@ __all__ = [
     "DingTalkSettings",
     "EventsSettings",
     "ExtractorSettings",
+    "OutageSettings",
     "PollSettings",
 ]
 
@@ -119,6 +120,25 @@ class EventsSettings(_Block):
     )
 
 
+class OutageSettings(_Block):
+    """Waiting out DingTalk being unavailable (``DINGDEE_OUTAGE__*``): for as long as it takes.
+
+    A cycle whose DingTalk calls outlive ``retry`` stops at its last checkpoint; the flow then
+    runs it again after a capped, fully jittered exponential backoff (never less than a
+    throttling answer asked for). There is no attempt cap and no deadline.
+    """
+
+    initial_backoff_seconds: float = Field(default=1.0, gt=0)
+    max_backoff_seconds: float = Field(default=60.0, gt=0)
+
+    def policy(self) -> RetrySettings:
+        """The backoff as ``dingdee_common.retry`` reads it (its cap and deadline unused)."""
+        return RetrySettings(
+            initial_backoff_seconds=self.initial_backoff_seconds,
+            max_backoff_seconds=self.max_backoff_seconds,
+        )
+
+
 class ExtractorSettings(ServiceSettings):
     """Built once by ``__main__`` and passed to every component."""
 
@@ -128,4 +148,5 @@ class ExtractorSettings(ServiceSettings):
     poll: PollSettings = PollSettings()
     events: EventsSettings = EventsSettings()
     retry: RetrySettings = RetrySettings(max_attempts=5, deadline_seconds=60)
+    outage: OutageSettings = OutageSettings()
     http: HttpServerSettings = HttpServerSettings(port=9401)

@@ -5,10 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from dingdee_common.settings import KafkaSettings
 
-__all__ = ["make_consumer", "make_producer"]
+__all__ = ["broker_unavailable", "make_consumer", "make_producer"]
+
+
+def broker_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the broker did not answer in time (frozen, unreachable, electing).
+
+    Such a failure is back-pressure: nothing past the last acknowledged point was lost, and the
+    same work succeeds once the broker answers. Anything else from Kafka (a record too large,
+    authorisation) will not heal by waiting.
+    """
+    return isinstance(exc, KafkaTimeoutError) or (isinstance(exc, KafkaError) and exc.retriable)
 
 
 def make_producer(settings: KafkaSettings, **overrides: Any) -> AIOKafkaProducer:

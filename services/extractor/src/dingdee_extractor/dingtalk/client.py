@@ -20,7 +20,13 @@ from dingdee_extractor.dingtalk.ratelimit import TokenBucket
 from dingdee_extractor.metrics import ExtractorMetrics
 from dingdee_extractor.settings import DingTalkApp, DingTalkSettings
 
-__all__ = ["AUTH_CODES", "DingTalkClient", "IdPage", "QuotaExhaustedError"]
+__all__ = [
+    "AUTH_CODES",
+    "DingTalkClient",
+    "DingTalkUnavailableError",
+    "IdPage",
+    "QuotaExhaustedError",
+]
 
 log = get_logger(__name__)
 
@@ -33,6 +39,14 @@ _QUOTA = "90020"
 
 class QuotaExhaustedError(TransientError):
     """The organisation's monthly call allowance is spent (90020): wait, do not hammer."""
+
+
+class DingTalkUnavailableError(TransientError):
+    """DingTalk as a whole does not answer (down, busy, 5xx, throttling): wait, then resume.
+
+    Raised by the poller, not by a single call: a call outlived its retry budget and no other
+    call of the same app was answered meanwhile. It is back-pressure, never a dead letter.
+    """
 
 
 class _AuthError(Exception):
@@ -58,6 +72,7 @@ class _AppState:
     token: _Token | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     global_backoff: float = 0.0
+    answered_at: float = 0.0  # monotonic time of the last call DingTalk answered with errcode 0
 
 
 class DingTalkClient:
@@ -78,6 +93,10 @@ class DingTalkClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+    def answered_since(self, app: str, since: float) -> bool:
+        """Whether DingTalk answered a call of ``app`` successfully after ``since`` (monotonic)."""
+        return self._state(app).answered_at > since
 
     def _state(self, app: str) -> _AppState:
         try:
@@ -190,6 +209,7 @@ class DingTalkClient:
         code = body.get("errcode")
         sub = str(body.get("sub_code") or "")
         if code == 0:
+            self._state(app).answered_at = time.monotonic()
             return body
         text = f"DingTalk {api}: errcode {code} {sub} {body.get('sub_msg') or body.get('errmsg')}"
         if str(code) in AUTH_CODES or (code == 88 and sub in AUTH_CODES):
