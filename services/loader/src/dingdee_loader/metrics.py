@@ -89,6 +89,8 @@ class LoaderMetrics:
 
     def __post_init__(self) -> None:
         self.kingdee_up.set(1)
+        for result in ("ok", "failed"):  # the series exist (at 0) before the first outage
+            self.probes.labels(result)
 
     def kingdee_error(self, service: str, kind: str) -> None:
         self.kingdee_errors.labels(service, kind).inc()
