@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -23,22 +22,14 @@ from dingdee_loader.backpressure import Outage
 from dingdee_loader.doctor import kingdee_checks, startup_check
 from dingdee_loader.kingdee.client import KingdeeConfigError
 from dingdee_loader.sink import KingdeeSink, KingdeeUnavailableError
-from dingdee_sandbox.kingdee import SandboxConfig
-from tests.contract.test_kingdee_loader_client import FORM, client, pending, settings
-from tests.contract.test_kingdee_sandbox import Kd, start_kd
+from tests.contract.test_kingdee_loader_client import FORM, client, kd, pending, settings
+from tests.contract.test_kingdee_sandbox import Kd
 from tests.helpers import poll_until
 
 pytestmark = pytest.mark.contract
+__all__ = ["kd"]  # the fixture, re-used
 
 FAST = RetrySettings(initial_backoff_seconds=0.01, max_backoff_seconds=0.02, max_attempts=6)
-
-
-@pytest.fixture
-async def kd() -> AsyncIterator[Kd]:
-    box, runner = await start_kd(SandboxConfig(seed=3))
-    yield box
-    await box.http.aclose()
-    await runner.cleanup()
 
 
 async def knob(kd: Kd, *, faults: list[str] | None = None, **config: Any) -> None:

@@ -6,12 +6,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 
 from dingdee_common.procs import ManagedProcess, wait_http_ok
 from dingdee_common.settings import KafkaSettings
-from tests.helpers import poll_until
+from tests.helpers import poll_until, wait_not_ready
 from tests.integration.test_loader_service import (
     Sandbox,
     dead_letters,
@@ -57,13 +56,7 @@ async def test_rejected_credentials_wait_not_ready_without_draining(
     proc.start()
     try:
         await wait_http_ok(f"http://127.0.0.1:{port}/healthz", timeout=30, process=proc)
-
-        async def refused() -> bool:
-            async with httpx.AsyncClient() as client:
-                response = await client.get(f"http://127.0.0.1:{port}/readyz")
-            return response.status_code == 503 and "__APP_SECRET" in response.text
-
-        await poll_until(refused, timeout=30, what="/readyz naming the secret to check")
+        await wait_not_ready(port, "__APP_SECRET", timeout=30)
         await poll_until(
             lambda: sandbox.state.stats["signature_rejected"] >= 4, timeout=30, what="retries"
         )
