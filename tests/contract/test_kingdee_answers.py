@@ -19,7 +19,7 @@ from dingdee_common.errors import ErrorClass, TransientError
 from dingdee_common.observability.server import Health
 from dingdee_common.settings import RetrySettings
 from dingdee_loader.backpressure import Outage
-from dingdee_loader.doctor import kingdee_checks, startup_check
+from dingdee_loader.doctor import FormTarget, kingdee_checks, startup_check
 from dingdee_loader.kingdee.client import KingdeeConfigError
 from dingdee_loader.sink import KingdeeSink, KingdeeUnavailableError
 from tests.contract.test_kingdee_loader_client import FORM, client, kd, pending, settings
@@ -137,6 +137,14 @@ async def test_msgcodes_refusing_the_loader_hold_every_bill(kd: Kd, code: int) -
     assert isinstance(caught.value.__cause__, KingdeeConfigError)
     assert kd.state.stats["calls_batchsave"] == 1, "no retry storm on a refusal"
     await lane.aclose()
+
+
+async def test_no_permission_on_a_form_is_that_form_s_doctor_error(kd: Kd) -> None:
+    await knob(kd, faults=["msgcode_2"], fault_services=["executebillquery"])
+    target = FormTarget("petty-cash", FORM, {"FCausa": "x"})
+    checks = await kingdee_checks(settings(kd, auth_mode="session"), [target])
+    assert [(c.name, c.level) for c in checks] == [("login", "ok"), ("form", "error")]
+    assert "没有权限" in checks[1].message and "permissions on the form" in checks[1].message
 
 
 @pytest.mark.parametrize(

@@ -183,7 +183,7 @@ class KingdeeClient:
             # §0.3: the outcome is unknown; the sink asks Kingdee before anything is sent again
             self._metrics.kingdee_error(name, "empty")
             raise TransientError(f"Kingdee {name} answered an empty body", code="kingdee_empty")
-        if "html" in response.headers.get("content-type", "") or text.lstrip()[:1] == "<":
+        if text.lstrip()[:1] == "<":  # by the body: a header could lie either way
             self._metrics.kingdee_error(name, "html")
             raise TransientError(
                 f"Kingdee {name} answered an HTML page (IIS): {_html_title(text)}",
