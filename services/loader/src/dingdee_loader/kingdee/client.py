@@ -201,13 +201,23 @@ class KingdeeClient:
             self._metrics.kingdee_error(name, "bad_json")
             raise TransientError(f"Kingdee {name} sent non-JSON", code="kingdee_bad_json") from exc
         status = _response_status(payload)
+        if status is not None and not status.get("IsSuccess"):
+            self._raise_unless_the_records(name, status)
+        return payload
+
+    def _raise_unless_the_records(self, name: str, status: dict[str, Any]) -> None:
+        """A failed answer of any service: raise unless its MsgCode blames the data (§3.3)."""
         code = _msgcode(status)
-        if status is None or status.get("IsSuccess") or code not in (1, *CONFIG_MSGCODES):
-            return payload
         self._metrics.kingdee_error(name, f"msgcode_{code}")
         message = _error_text(status.get("Errors") or [])
         if code == 1:  # any text: messages are localised (§3.4); a re-login tells which it is
             raise SessionLostError(f"Kingdee {name}: {message}", code="kingdee_session_lost")
+        if code in TRANSIENT_MSGCODES:  # even naming a row: a lock or a limit is no data fault
+            raise TransientError(
+                f"Kingdee {name} MsgCode {code}: {message}", code=f"kingdee_msgcode_{code}"
+            )
+        if code not in CONFIG_MSGCODES:
+            return
         raise self._config_error(
             f"Kingdee refuses {name} (MsgCode {code}): {message}; check the integration user's "
             "permissions and licence in Kingdee (DINGDEE_KINGDEE__USERNAME)",
@@ -271,7 +281,7 @@ class KingdeeClient:
             return await self._post(lane, name, body)
         except SessionLostError as exc:
             lane.forget_session()
-            if SESSION_LOST in exc.message:
+            if SESSION_LOST in exc.message or self._s.auth_mode == "session":
                 raise  # a fresh session lost at once (§1.5, single report): try again later
             # signature mode: a refused signature answers MsgCode 1 in other words (§1.1, §8.2)
             raise self._config_error(
@@ -290,14 +300,6 @@ class KingdeeClient:
         data = {**options, "Model": models}
         payload = await self.call(lane, "batchsave", {"formid": form_id, "data": data})
         status = _response_status(payload)
-        if status is not None and not status.get("IsSuccess"):
-            code = _msgcode(status)
-            self._metrics.kingdee_error("batchsave", f"msgcode_{code}")
-            if code in TRANSIENT_MSGCODES:  # even naming a row: a lock or a limit is no data fault
-                raise TransientError(
-                    f"Kingdee BatchSave MsgCode {code}: {_error_text(status.get('Errors') or [])}",
-                    code=f"kingdee_msgcode_{code}",
-                )
         if status is None:
             raise TransientError(
                 "Kingdee BatchSave answer has no ResponseStatus", code="kingdee_bad_answer"
