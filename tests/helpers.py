@@ -38,7 +38,19 @@ async def poll_until(
         await asyncio.sleep(interval)
 
 
-__all__ = ["dingdee", "poll_until", "read_topic"]
+__all__ = ["dingdee", "poll_until", "read_topic", "wait_not_ready"]
+
+
+async def wait_not_ready(port: int, saying: str, *, timeout: float = 60) -> None:
+    """Wait until a service's ``/readyz`` on ``port`` answers 503 with ``saying`` in its reason."""
+    import httpx
+
+    async def not_ready() -> bool:
+        async with httpx.AsyncClient() as client:
+            response = await client.get(f"http://127.0.0.1:{port}/readyz")
+        return response.status_code == 503 and saying in response.text
+
+    await poll_until(not_ready, timeout=timeout, what=f"/readyz saying {saying!r}")
 
 
 async def dingdee(kafka: KafkaSettings, *args: str, timeout: float = 60) -> tuple[int, str]:

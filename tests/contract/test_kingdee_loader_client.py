@@ -1,9 +1,10 @@
 """The loader's Kingdee client and sink against the sandbox: one test per taxonomy branch.
 
 Transport failures, 5xx and ``response_error:`` are transient; a lost session is re-established
-once; rejected credentials are fatal; rows map back by DIndex; after an unknown outcome the sink
-asks Kingdee before re-sending, so a commit-then-drop never makes a second bill. A batch that keeps
-failing while other calls succeed is exhausted; Kingdee failing as a whole is back-pressure.
+once; rejected credentials are a configuration error (transient: the loader waits); rows map
+back by DIndex; after an unknown outcome the sink asks Kingdee before re-sending, so a
+commit-then-drop never makes a second bill. A batch that keeps failing while other calls succeed
+is exhausted; Kingdee failing as a whole is back-pressure.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from dingdee_common.contracts.v1 import BillReady, SourceRef
-from dingdee_common.errors import ErrorClass, FatalError, TransientError
+from dingdee_common.errors import ErrorClass, TransientError
 from dingdee_common.kafka.dlq import SourceRecord
 from dingdee_common.settings import RetrySettings
 from dingdee_loader.batcher import Pending
-from dingdee_loader.kingdee.client import KingdeeClient, Lane
+from dingdee_loader.kingdee.client import KingdeeClient, KingdeeConfigError, Lane
 from dingdee_loader.kingdee.models import RowKind
 from dingdee_loader.metrics import LoaderMetrics
 from dingdee_loader.settings import KingdeeSettings
@@ -140,10 +141,13 @@ class TestClient:
         ],
         ids=["bad-secret", "bad-password", "bad-data-center"],
     )
-    async def test_rejected_credentials_are_fatal(self, kd: Kd, overrides: dict[str, Any]) -> None:
+    async def test_rejected_credentials_are_configuration_errors(
+        self, kd: Kd, overrides: dict[str, Any]
+    ) -> None:
         kc, lane, _ = client(kd, **overrides)
-        with pytest.raises(FatalError, match="DINGDEE_KINGDEE__"):
+        with pytest.raises(KingdeeConfigError, match="DINGDEE_KINGDEE__") as caught:
             await kc.batch_save(lane, FORM, {}, models("X1"))
+        assert caught.value.error_type == "kingdee_auth"
         assert kd.state.store.find(FORM, "X1") is None
         await lane.aclose()
 

@@ -531,3 +531,31 @@ class TestOptionalChecks:
             assert (await kd.call(service, wrong, signed=False))["LoginResultType"] == 0
         locked = await kd.call(service, right, signed=False)
         assert locked["LoginResultType"] == -1 and "锁定" in locked["Message"]
+
+
+class TestRealAnswerShapes:
+    """The knobs for answers real Kingdee gives (issue 15), as a client on the wire sees them."""
+
+    async def test_iis_pages_empty_bodies_and_msgcodes_on_the_wire(self, kd: Kd) -> None:
+        kd.state.fault_queue.extend(["html_200", "http_503", "empty_200", "msgcode_13"])
+        body = {"formid": FORM, "data": {"Model": [expense_model("I1", random.Random(4))]}}
+        page = await kd.post(BATCH, body)
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        unavailable = await kd.post(BATCH, body)
+        assert unavailable.status_code == 503 and "<title>" in unavailable.text
+        empty = await kd.post(BATCH, body)
+        assert empty.status_code == 200 and empty.content == b""
+        assert [r.number for r in kd.state.store.bills(FORM)] == ["I1"], "committed, then empty"
+        locked = await kd.call(QUERY, {"data": {"FormId": FORM, "FieldKeys": "FID"}})
+        assert locked[0][0]["Result"]["ResponseStatus"]["MsgCode"] == 13  # wrapped [[..]]
+
+    async def test_locked_user_and_row_msgcode(self, kd: Kd) -> None:
+        kd.state.update_config({"locked_users": ["webapi"], "row_msgcode_numbers": {"I3": 12}})
+        login = {"acctID": "5db25ac8d2b819", "username": "webapi", "password": "demo-password"}
+        refused = await kd.call(f"{STUB}.AuthService.ValidateUser", login, signed=False)
+        assert refused["LoginResultType"] == -1 and "锁定" in refused["Message"]
+        rng = random.Random(5)
+        models = [expense_model("I2", rng), expense_model("I3", rng)]
+        answer = status(await kd.call(BATCH, {"formid": FORM, "data": {"Model": models}}))
+        assert answer["MsgCode"] == 12 and answer["SuccessEntitys"] == []
+        assert [(e["DIndex"], e["FieldName"]) for e in answer["Errors"]] == [(1, "FBillNo")]

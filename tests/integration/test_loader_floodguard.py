@@ -12,7 +12,7 @@ import pytest
 
 from dingdee_common.procs import wait_http_ok
 from dingdee_common.settings import KafkaSettings
-from tests.helpers import poll_until
+from tests.helpers import poll_until, wait_not_ready
 from tests.integration.test_loader_service import (
     Sandbox,
     committed_to_end,
@@ -47,13 +47,7 @@ async def test_flood_guard_stops_consuming_and_turns_not_ready(
     proc.start()
     try:
         await wait_http_ok(f"http://127.0.0.1:{port}/healthz", timeout=30, process=proc)
-
-        async def not_ready() -> bool:
-            async with httpx.AsyncClient() as client:
-                response = await client.get(f"http://127.0.0.1:{port}/readyz")
-            return response.status_code == 503 and "flood guard" in response.text
-
-        await poll_until(not_ready, timeout=60, what="/readyz reporting the flood guard")
+        await wait_not_ready(port, "flood guard")
         async with httpx.AsyncClient() as client:
             metrics = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
         assert 'dingdee_flood_guard_tripped{stage="loader"} 1.0' in metrics

@@ -53,11 +53,12 @@ async def _run() -> int:  # noqa: PLR0915 - linear start-up sequence
     )
     code = 0
     try:
-        await startup_check(settings.kingdee)  # fail fast, before Kafka
-        await producer.start()
-        await consumer.start()
-        consumer.subscribe([topics.bills_ready], listener=app.listener)
-        await app.run(stop)
+        # before Kafka: while Kingdee refuses the login, wait not ready (no bill is touched)
+        if await startup_check(settings.kingdee, health, stop):
+            await producer.start()
+            await consumer.start()
+            consumer.subscribe([topics.bills_ready], listener=app.listener)
+            await app.run(stop)
     except FatalError as exc:
         log.error("loader.fatal", error=str(exc))
         code = 1

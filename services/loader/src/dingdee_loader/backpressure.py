@@ -1,7 +1,8 @@
 """Back-pressure: while Kingdee as a whole is failing, pause, hold the bills, probe, resume.
 
-Started by the first :class:`~dingdee_loader.sink.KingdeeUnavailableError`; ended only by a probe
-that Kingdee answers. Meanwhile ``/readyz`` says why (503), ``dingdee_kingdee_up`` is 0, and the
+Started by the first :class:`~dingdee_loader.sink.KingdeeUnavailableError` (also when Kingdee
+refuses the loader's settings: a configuration error); ended only by a probe that Kingdee
+answers. Meanwhile ``/readyz`` says why (503), ``dingdee_kingdee_up`` is 0, and the
 probes back off exponentially with full jitter up to ``probe_max_backoff_seconds``, with no cap on
 their number or time: an outage of any length ends by itself once Kingdee answers again.
 """
@@ -17,11 +18,17 @@ from dingdee_common.observability.logging import get_logger
 from dingdee_common.observability.server import Health
 from dingdee_common.retry import backoff_delay, retry_until_ok
 from dingdee_common.settings import RetrySettings
+from dingdee_loader.kingdee.client import KingdeeConfigError
 from dingdee_loader.metrics import STAGE, LoaderMetrics
 
 __all__ = ["Outage"]
 
 log = get_logger(__name__)
+
+
+def _refused(cause: TransientError) -> bool:
+    """A configuration error (login, permission, licence), not an outage: a human must act."""
+    return isinstance(cause, KingdeeConfigError) or isinstance(cause.__cause__, KingdeeConfigError)
 
 
 class Outage:
@@ -55,7 +62,7 @@ class Outage:
         self._metrics.kingdee_up.set(0)
         self._metrics.stage.ready.labels(STAGE).set(0)
         log.warning(
-            "loader.kingdee.unavailable",
+            "loader.kingdee.refused" if _refused(cause) else "loader.kingdee.unavailable",
             error_type=cause.error_type,
             error=cause.message,
             action="consuming paused, bills held; probing Kingdee until it answers",
@@ -64,8 +71,9 @@ class Outage:
 
     def _say(self, cause: TransientError, delay: float) -> None:
         down = time.monotonic() - (self.since or time.monotonic())
+        what = "Kingdee refuses the loader's settings" if _refused(cause) else "Kingdee unavailable"
         self._health.set_not_ready(
-            f"Kingdee unavailable for {down:.0f}s ({cause.error_type}: {cause.message[:200]}); "
+            f"{what} for {down:.0f}s ({cause.error_type}: {cause.message[:400]}); "
             f"consuming paused, bills held; {self.probes} probes failed, next in {delay:.1f}s"
         )
 

@@ -10,6 +10,8 @@ for the first unknown key (§4.2, §10.3); that key is reported, dropped, and th
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,8 +20,10 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from dingdee_common.doctor import Check, startup_verdict
-from dingdee_common.errors import DingdeeError, FatalError
-from dingdee_loader.kingdee.client import KingdeeClient, Lane
+from dingdee_common.errors import DingdeeError
+from dingdee_common.observability.logging import get_logger
+from dingdee_common.observability.server import Health
+from dingdee_loader.kingdee.client import KingdeeClient, KingdeeConfigError, Lane
 from dingdee_loader.metrics import LoaderMetrics
 from dingdee_loader.settings import KingdeeSettings
 
@@ -29,6 +33,7 @@ _HEARTBEAT = ("BD_Currency", "FNUMBER")
 
 _UNKNOWN_KEY = re.compile(r"元数据中标识为(.+?)的字段不存在")
 _UNKNOWN_FORM = "业务对象不存在"
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +76,13 @@ class _Probe:
             "StartRow": 0,
             "Limit": 1,
         }
-        return _failure(await self.client.call(self.lane, "executebillquery", {"data": data}))
+        try:
+            answer = await self.client.call(self.lane, "executebillquery", {"data": data})
+        except KingdeeConfigError as exc:
+            if exc.error_type == "kingdee_auth":
+                raise
+            return exc.message  # no permission on this form (MsgCode 2): the form's check says so
+        return _failure(answer)
 
 
 def _unreachable(subject: str, name: str, exc: Exception) -> Check:
@@ -164,7 +175,7 @@ async def kingdee_checks(
         checks.append(Check("kingdee", settings.acct_id, "login", "ok", f"{mode} mode"))
         for target in targets:
             checks += await _form_checks(probe, target)
-    except FatalError as exc:
+    except KingdeeConfigError as exc:  # wrong password, locked user, bad secret, no permission
         checks.append(Check("kingdee", settings.acct_id, "login", "error", exc.message))
     except DingdeeError as exc:
         checks.append(_unreachable(settings.acct_id, "login", exc))
@@ -173,10 +184,30 @@ async def kingdee_checks(
     return checks
 
 
-async def startup_check(settings: KingdeeSettings) -> None:
+async def startup_check(settings: KingdeeSettings, health: Health, stop: asyncio.Event) -> bool:
     """The loader's part of the doctor at start-up: the login (the loader has no flows file).
 
-    Raises:
-        FatalError: one line, when Kingdee refuses the credentials.
+    While Kingdee refuses the login (a configuration error: wrong password, locked user, bad
+    secret) the loader consumes nothing: it is not ready, says why on ``/readyz`` and in one log
+    line, and tries again every ``refused_retry_seconds`` until Kingdee accepts it or ``stop``.
+
+    Returns:
+        True once the login works, False if stopped first.
     """
-    startup_verdict("loader", await kingdee_checks(settings))
+    said = None
+    while not stop.is_set():
+        checks = await kingdee_checks(settings)
+        errors = [c for c in checks if c.level == "error"]
+        if not errors:
+            startup_verdict("loader", checks)
+            return True
+        line = errors[0].line()
+        wait = settings.refused_retry_seconds
+        if line != said:
+            log.error("loader.kingdee.refused", check=line, action=f"not ready; again in {wait}s")
+            said = line
+        health.set_not_ready(f"start-up check failed: {line}; consuming nothing, again in {wait}s")
+        health.progress()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=wait)
+    return False

@@ -35,6 +35,12 @@ class KingdeeSettings(BaseModel):
     lcid: int = 2052
     org_num: str = "0"
     timeout_seconds: float = Field(default=30.0, gt=0, description="per Kingdee call")
+    refused_retry_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="wait between tries while Kingdee refuses the login, permission or licence "
+        "(not ready meanwhile); long, since about 5 wrong passwords in a row lock the account",
+    )
     concurrency: int = Field(
         default=4, ge=1, description="batches in flight per account; one session each"
     )

@@ -9,6 +9,8 @@ backoff and full jitter. When the retries run out the question is whose fault it
   :class:`KingdeeUnavailableError` hands the unresolved bills back, like quix-streams'
   ``SinkBackpressureError``, and the app pauses until a probe succeeds. This is checked at every
   failure, so an outage pauses the loader after a few calls, not after a retry budget;
+- Kingdee refuses the loader itself (``KingdeeConfigError``: login, permission, licence): the
+  same back-pressure at once, with no retries that could lock the account;
 - otherwise other bills are saved meanwhile, and once the batch's budget is spent its bills are
   ``exhausted`` (dead letters: something about them keeps failing). With no other traffic a batch
   that alone keeps failing cannot be told from an outage: it is held and probed like one.
@@ -27,7 +29,7 @@ from dingdee_common.observability.logging import get_logger
 from dingdee_common.retry import backoff_delay
 from dingdee_common.settings import RetrySettings
 from dingdee_loader.batcher import Pending, Resolution
-from dingdee_loader.kingdee.client import KingdeeClient, Lane
+from dingdee_loader.kingdee.client import KingdeeClient, KingdeeConfigError, Lane
 from dingdee_loader.kingdee.models import RowKind
 from dingdee_loader.metrics import LoaderMetrics
 
@@ -40,8 +42,9 @@ class KingdeeUnavailableError(BackpressureError):
     """Kingdee as a whole is failing: ``done`` were resolved before, ``held`` go back to wait."""
 
     def __init__(self, cause: TransientError, done: list[Resolution], held: list[Pending]) -> None:
+        refused = isinstance(cause, KingdeeConfigError)
         super().__init__(
-            f"Kingdee unavailable: {cause.message}",
+            cause.message if refused else f"Kingdee unavailable: {cause.message}",
             code=cause.error_type,
             retry_after=cause.retry_after,
         )
@@ -154,7 +157,6 @@ class KingdeeSink:
         Raises:
             KingdeeUnavailableError: Kingdee as a whole is failing; carries the bills resolved so
                 far and the ones to hold (each marked suspect: a failed call may have committed).
-            FatalError: Kingdee rejected the credentials (the service must stop).
         """
         todo = list(batch)
         resolved: list[Resolution] = []
@@ -181,7 +183,8 @@ class KingdeeSink:
                 failing_since = started if failing_since is None else failing_since
                 delay = max(backoff_delay(attempt, self._retry), exc.retry_after or 0.0)
                 spent = attempt >= self._retry.max_attempts or time.monotonic() + delay > deadline
-                if self._unavailable(failing_since, spent):
+                # a refused login, permission or licence is no bill's fault: wait at once
+                if isinstance(exc, KingdeeConfigError) or self._unavailable(failing_since, spent):
                     for p in todo:
                         p.suspect = True
                     raise KingdeeUnavailableError(exc, resolved, todo) from exc
@@ -203,8 +206,7 @@ class KingdeeSink:
         """One existence query for ``bill``: does Kingdee answer business calls again?
 
         Raises:
-            TransientError: it does not (yet).
-            FatalError: it rejects the credentials.
+            TransientError: it does not (yet); KingdeeConfigError while it refuses the loader.
         """
         await self._client.existing(lane, bill.form_id, bill.number_field, [bill.bill_key])
         self.availability.succeeded()

@@ -110,6 +110,17 @@ class KingdeeReader:
     async def aclose(self) -> None:
         await self._lane.aclose()
 
+    async def _query(self, data: dict[str, Any]) -> Any:
+        """One ExecuteBillQuery; a refused login, permission or licence ends the run (Fatal)."""
+        from dingdee_loader.kingdee.client import KingdeeConfigError
+
+        try:
+            rows = await self._client.call(self._lane, "executebillquery", {"data": data})
+        except KingdeeConfigError as exc:  # the loader waits on it; a one-shot command stops
+            raise FatalError(exc.message, code=exc.error_type) from exc
+        _raise_on_query_error(rows)
+        return rows
+
     async def count_numbers(
         self, form_id: str, number_field: str, keys: Sequence[str]
     ) -> Counter[str]:
@@ -133,8 +144,7 @@ class KingdeeReader:
                 "StartRow": 0,
                 "Limit": len(chunk) * 4,
             }
-            rows = await self._client.call(self._lane, "executebillquery", {"data": data})
-            _raise_on_query_error(rows)
+            rows = await self._query(data)
             found.update(str(row[0]) for row in rows)
         return found
 
@@ -159,8 +169,7 @@ class KingdeeReader:
                 "StartRow": start,
                 "Limit": _PAGE,
             }
-            rows = await self._client.call(self._lane, "executebillquery", {"data": data})
-            _raise_on_query_error(rows)
+            rows = await self._query(data)
             found.update(str(row[0]) for row in rows)
             if len(rows) < _PAGE:
                 return found

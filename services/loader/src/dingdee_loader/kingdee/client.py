@@ -2,6 +2,14 @@
 
 Each :class:`Lane` is one Kingdee session (its own cookie jar and ``kdservice-sessionid``): Kingdee
 serialises the calls of one session, so the loader runs one lane per batch in flight.
+
+Whose fault an answer is (kingdee.md §0.3, §1.2, §1.5, §3.3); the sink acts on it (README table):
+
+- the record's: ``IsSuccess: false`` with a record MsgCode (0, 3, 5, 8–12) → per-row outcomes;
+- Kingdee's for now (:class:`TransientError`): transport failures, non-200, ``response_error:``,
+  an HTML page, an empty or non-JSON body, MsgCode 4 / 6 / 13 / 14, MsgCode 1 after one re-login;
+- a setting's (:class:`KingdeeConfigError`, also transient: the loader waits, not ready): a refused
+  login (``LoginResultType`` ≠ 1), MsgCode 1 that a re-login does not cure, MsgCode 2 / 7 / 15.
 """
 
 from __future__ import annotations
@@ -13,14 +21,14 @@ import httpx
 import orjson
 
 from dingdee_common.codec import dumps
-from dingdee_common.errors import FatalError, TransientError
+from dingdee_common.errors import TransientError
 from dingdee_common.kingdee_signing import signature_headers
 from dingdee_common.observability.logging import get_logger
 from dingdee_loader.kingdee.models import DUPLICATE_PREFIX, SESSION_LOST, RowKind, RowResult
 from dingdee_loader.metrics import LoaderMetrics
 from dingdee_loader.settings import KingdeeSettings
 
-__all__ = ["KingdeeClient", "Lane", "SessionLostError"]
+__all__ = ["KingdeeClient", "KingdeeConfigError", "Lane", "SessionLostError"]
 
 _STUB = "Kingdee.BOS.WebApi.ServicesStub"
 SERVICES = {
@@ -28,13 +36,33 @@ SERVICES = {
     "batchsave": f"{_STUB}.DynamicFormService.BatchSave",
     "executebillquery": f"{_STUB}.DynamicFormService.ExecuteBillQuery",
 }
-# exception, database failure, network-control conflict, call limited: the call, not the data
+# kingdee.md §3.3: MsgCodes that are not the record's fault. Exception, database failure,
+# network-control conflict (a lock), call limited: the call failed, not the data.
 TRANSIENT_MSGCODES = frozenset({4, 6, 13, 14})
+# no permission, licence error, administrator login forbidden: a setting, fixed by a human
+CONFIG_MSGCODES = frozenset({2, 7, 15})
+# §1.2 LoginResultType names, for the message of a refused login
+LOGIN_RESULTS = {
+    0: "PWError (wrong user or password)",
+    -1: "Failure",
+    -2: "PWInvalid_Optional",
+    -3: "PWInvalid_Required (password policy)",
+    -4: "Wanning",
+    -5: "DealWithForm",
+    -6: "EntryCloudUnBind",
+    -7: "Activation",
+}
 log = get_logger(__name__)
 
 
 class SessionLostError(TransientError):
-    """Kingdee answered MsgCode 1 (会话信息已丢失): log in again and resend once."""
+    """Kingdee answered MsgCode 1 (会话信息已丢失, §1.5): log in again and resend once."""
+
+
+class KingdeeConfigError(TransientError):
+    """Kingdee refuses the loader itself (credentials, lock, permission, licence): no record's
+    fault, and not cured by retrying soon. The loader holds its bills and waits, not ready,
+    retrying every ``refused_retry_seconds`` (a wrong password retried fast locks the account)."""
 
 
 class Lane:
@@ -66,6 +94,22 @@ def _response_status(payload: Any) -> dict[str, Any] | None:
             status: dict[str, Any] = result["ResponseStatus"]
             return status
     return None
+
+
+def _msgcode(status: dict[str, Any] | None) -> int:
+    try:
+        return int((status or {}).get("MsgCode") or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _html_title(text: str) -> str:
+    """The ``<title>`` (or the start) of an IIS error page, for the message."""
+    lower = text.lower()
+    start, end = lower.find("<title>"), lower.find("</title>")
+    if 0 <= start < end:
+        return text[start + len("<title>") : end].strip()[:200]
+    return " ".join(text.split())[:200]
 
 
 def _error_text(errors: list[dict[str, Any]]) -> str:
@@ -135,6 +179,16 @@ class KingdeeClient:
                 code=f"kingdee_http_{response.status_code}",
             )
         text = response.text
+        if not text.strip():
+            # §0.3: the outcome is unknown; the sink asks Kingdee before anything is sent again
+            self._metrics.kingdee_error(name, "empty")
+            raise TransientError(f"Kingdee {name} answered an empty body", code="kingdee_empty")
+        if text.lstrip()[:1] == "<":  # by the body: a header could lie either way
+            self._metrics.kingdee_error(name, "html")
+            raise TransientError(
+                f"Kingdee {name} answered an HTML page (IIS): {_html_title(text)}",
+                code="kingdee_html",
+            )
         if text.startswith("response_error:"):
             self._metrics.kingdee_error(name, "response_error")
             raise TransientError(
@@ -147,23 +201,37 @@ class KingdeeClient:
             self._metrics.kingdee_error(name, "bad_json")
             raise TransientError(f"Kingdee {name} sent non-JSON", code="kingdee_bad_json") from exc
         status = _response_status(payload)
-        if status is not None and status.get("MsgCode") == 1:
-            self._metrics.kingdee_error(name, "msgcode_1")
-            message = _error_text(status.get("Errors") or [])
-            if SESSION_LOST not in message:
-                raise FatalError(
-                    f"Kingdee rejected the credentials: {message}; check DINGDEE_KINGDEE__APP_ID,"
-                    " __APP_SECRET, __ACCT_ID and __USERNAME",
-                    code="kingdee_auth",
-                )
-            raise SessionLostError(f"Kingdee {name}: {message}", code="kingdee_session_lost")
+        if status is not None and not status.get("IsSuccess"):
+            self._raise_unless_the_records(name, status)
         return payload
+
+    def _raise_unless_the_records(self, name: str, status: dict[str, Any]) -> None:
+        """A failed answer of any service: raise unless its MsgCode blames the data (§3.3)."""
+        code = _msgcode(status)
+        self._metrics.kingdee_error(name, f"msgcode_{code}")
+        message = _error_text(status.get("Errors") or [])
+        if code == 1:  # any text: messages are localised (§3.4); a re-login tells which it is
+            raise SessionLostError(f"Kingdee {name}: {message}", code="kingdee_session_lost")
+        if code in TRANSIENT_MSGCODES:  # even naming a row: a lock or a limit is no data fault
+            raise TransientError(
+                f"Kingdee {name} MsgCode {code}: {message}", code=f"kingdee_msgcode_{code}"
+            )
+        if code not in CONFIG_MSGCODES:
+            return
+        raise self._config_error(
+            f"Kingdee refuses {name} (MsgCode {code}): {message}; check the integration user's "
+            "permissions and licence in Kingdee (DINGDEE_KINGDEE__USERNAME)",
+            code=f"kingdee_msgcode_{code}",
+        )
+
+    def _config_error(self, message: str, code: str) -> KingdeeConfigError:
+        return KingdeeConfigError(message, code=code, retry_after=self._s.refused_retry_seconds)
 
     async def login(self, lane: Lane) -> None:
         """Open a session on ``lane``: ValidateUser in session mode; signature mode needs none.
 
         Raises:
-            FatalError: Kingdee refused the user, password or data center.
+            KingdeeConfigError: Kingdee refused the user, password or data center (§1.2).
             TransientError: the call itself failed.
         """
         lane.forget_session()
@@ -177,11 +245,18 @@ class KingdeeClient:
             "lcid": self._s.lcid,
         }
         result = await self._post(lane, "validateuser", body)
-        if not isinstance(result, dict) or result.get("LoginResultType") != 1:
-            message = result.get("Message") if isinstance(result, dict) else result
-            raise FatalError(
-                f"Kingdee login refused: {message}; check DINGDEE_KINGDEE__ACCT_ID, __USERNAME and"
-                " __PASSWORD",
+        if not isinstance(result, dict) or "LoginResultType" not in result:
+            raise TransientError(
+                "Kingdee ValidateUser answer has no LoginResultType", code="kingdee_bad_answer"
+            )
+        kind = result.get("LoginResultType")
+        if kind != 1:
+            self._metrics.kingdee_error("validateuser", "refused")
+            named = LOGIN_RESULTS.get(kind, str(kind)) if isinstance(kind, int) else str(kind)
+            raise self._config_error(
+                f"Kingdee login refused ({named}): {result.get('Message')}; check "
+                "DINGDEE_KINGDEE__ACCT_ID, __USERNAME and __PASSWORD, and that the user is not "
+                "locked in Kingdee",
                 code="kingdee_auth",
             )
         lane.session_id = str(result.get("KDSVCSessionId") or "") or lane.session_id
@@ -192,7 +267,7 @@ class KingdeeClient:
         Raises:
             TransientError: transport failure, 5xx, ``response_error:``, or the session was lost
                 again right after the re-login.
-            FatalError: credentials rejected.
+            KingdeeConfigError: credentials, permission or licence refused.
         """
         if self._s.auth_mode == "session" and not lane.session_id:
             await self.login(lane)
@@ -202,7 +277,18 @@ class KingdeeClient:
             log.info("loader.kingdee.relogin", lane=lane.index, service=name, reason=exc.message)
             self._metrics.relogins.inc()
             await self.login(lane)
+        try:
             return await self._post(lane, name, body)
+        except SessionLostError as exc:
+            lane.forget_session()
+            if SESSION_LOST in exc.message or self._s.auth_mode == "session":
+                raise  # a fresh session lost at once (§1.5, single report): try again later
+            # signature mode: a refused signature answers MsgCode 1 in other words (§1.1, §8.2)
+            raise self._config_error(
+                f"Kingdee rejected the credentials: {exc.message}; check "
+                "DINGDEE_KINGDEE__APP_ID, __APP_SECRET, __ACCT_ID and __USERNAME",
+                code="kingdee_auth",
+            ) from exc
 
     async def batch_save(
         self, lane: Lane, form_id: str, options: dict[str, Any], models: list[dict[str, Any]]
@@ -214,17 +300,6 @@ class KingdeeClient:
         data = {**options, "Model": models}
         payload = await self.call(lane, "batchsave", {"formid": form_id, "data": data})
         status = _response_status(payload)
-        if status is not None and not status.get("IsSuccess"):
-            code = int(status.get("MsgCode") or 0)
-            self._metrics.kingdee_error("batchsave", f"msgcode_{code}")
-            if code in TRANSIENT_MSGCODES and not any(
-                e.get("DIndex") is not None and e.get("FieldName")
-                for e in status.get("Errors") or []
-            ):
-                raise TransientError(
-                    f"Kingdee BatchSave MsgCode {code}: {_error_text(status.get('Errors') or [])}",
-                    code=f"kingdee_msgcode_{code}",
-                )
         if status is None:
             raise TransientError(
                 "Kingdee BatchSave answer has no ResponseStatus", code="kingdee_bad_answer"

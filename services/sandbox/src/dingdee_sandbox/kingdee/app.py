@@ -19,7 +19,6 @@ from dingdee_sandbox.kingdee.control import add_control_routes
 from dingdee_sandbox.kingdee.envelope import EnvelopeError, parse_envelope
 from dingdee_sandbox.kingdee.operations import OPERATIONS, do_operation
 from dingdee_sandbox.kingdee.responses import (
-    SESSION_LOST,
     failure_envelope,
     json_response,
     response_error,
@@ -54,8 +53,27 @@ BUSINESS = (
     *OPERATIONS,
 )
 KNOWN = (*BUSINESS, *LOGIN_METHODS, "logout", "getdatacenterlist")
-_UNAVAILABLE = "<html><body>Service Unavailable</body></html>"
+# what IIS sends instead of an answer (kingdee.md §0.3 item 1: non-200 is IIS, not Kingdee)
+_UNAVAILABLE = (
+    '<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Strict//EN">\n<html><head>'
+    "<title>Service Unavailable</title></head><body><h2>Service Unavailable</h2><hr>"
+    "<p>HTTP Error 503. The service is unavailable.</p></body></html>"
+)
+_RUNTIME_ERROR = (
+    "<html><head><title>Runtime Error</title></head><body><h1>Server Error in '/k3cloud' "
+    "Application.</h1><h2><i>Runtime Error</i></h2></body></html>"
+)
 _CALL_LIMITED = "调用次数超出限制，请稍后再试"
+# MsgCode faults (contract §3.3; texts UNCONFIRMED, composed after §3.4's style)
+_MSGCODE_TEXT = {
+    2: "没有权限：当前用户没有该业务对象的操作权限",
+    4: "服务器异常：未将对象引用设置到对象的实例。",
+    6: "数据库操作失败：事务与另一个进程被死锁在锁资源上，请重新运行该事务。",
+    7: "许可错误：当前产品许可已过期或已超出站点数",
+    13: "网控冲突：数据正被其他用户操作，请稍后再试",
+    14: _CALL_LIMITED,
+    15: "系统不允许管理员用户登录WebAPI",
+}
 _SESSION_COOKIES = ("kdservice-sessionid", "ASP.NET_SessionId")
 
 
@@ -112,12 +130,12 @@ def _authenticate(
         if session is not None:
             return session, {}, None
         state.stats["session_lost"] += 1
-        return None, {}, failure_envelope(SESSION_LOST, 1)
+        return None, {}, failure_envelope(c.session_lost_message, 1)
     if signed:
         session = state.new_session(c.acct_id, c.username, 2052)
         return session, _cookies(session), None
     state.stats["session_lost"] += 1
-    return None, {}, failure_envelope(SESSION_LOST, 1)
+    return None, {}, failure_envelope(c.session_lost_message, 1)
 
 
 def _latency(method: str, params: dict[str, Any], state: SandboxState) -> float:
@@ -169,13 +187,27 @@ def _data_fault(method: str, params: dict[str, Any], state: SandboxState) -> str
     return "response_error" if hit else None
 
 
-def _transport_fault(fault: str | None, state: SandboxState) -> web.Response | None:
+def _html(status: int, page: str) -> web.Response:
+    return web.Response(status=status, text=page, content_type="text/html")
+
+
+def _refusal(method: str, message: str, msg_code: int) -> web.Response:
+    """A failure envelope as the service sends it: ExecuteBillQuery wraps it ``[[..]]`` (§4.2)."""
+    envelope = failure_envelope(message, msg_code)
+    return json_response([[envelope]] if method == "executebillquery" else envelope)
+
+
+def _transport_fault(fault: str | None, state: SandboxState, method: str) -> web.Response | None:
     if fault and fault.startswith("http_"):
         state.stats["fault_http_5xx"] += 1
-        return web.Response(status=int(fault[5:]), text=_UNAVAILABLE)
-    if fault == "msgcode_14":
-        state.stats["msgcode_14"] += 1
-        return json_response(failure_envelope(_CALL_LIMITED, 14))
+        return _html(int(fault[5:]), _UNAVAILABLE)
+    if fault == "html_200":
+        state.stats["fault_html_200"] += 1
+        return _html(200, _RUNTIME_ERROR)
+    if fault and fault.startswith("msgcode_"):
+        code = int(fault[8:])
+        state.stats[fault] += 1
+        return _refusal(method, _MSGCODE_TEXT[code], code)
     if fault == "response_error":
         state.stats["fault_response_error"] += 1
         return response_error(state.config.response_error_message)
@@ -193,7 +225,7 @@ async def _overload(state: SandboxState) -> web.Response | None:
         return None
     if state.rng.random() < 0.5:
         state.stats["fault_http_5xx"] += 1
-        return web.Response(status=500, text=_UNAVAILABLE)
+        return _html(500, _UNAVAILABLE)
     state.stats["msgcode_14"] += 1
     return json_response(failure_envelope(_CALL_LIMITED, 14))
 
@@ -231,10 +263,17 @@ async def _business(
     if error is not None or session is None:
         return json_response([[error]] if method == "executebillquery" else error)
     fault = state.draw_fault(method) or _data_fault(method, params, state)
-    refused = _transport_fault(fault, state) or await _overload(state)
+    if fault == "session_expired":  # the session ends just before this call (§1.5)
+        state.sessions.pop(session.id, None)
+        state.stats["session_lost"] += 1
+        return _refusal(method, state.config.session_lost_message, 1)
+    refused = _transport_fault(fault, state, method) or await _overload(state)
     if refused is not None:
         return refused
     payload = await _process(state, method, params, session, fault)
+    if fault == "empty_200":  # ran (a write committed), then nothing came back (§3.5)
+        state.stats["fault_empty_200"] += 1
+        return web.Response(status=200, body=b"", headers={"Content-Type": "application/json"})
     if fault == "commit_then_drop":
         state.stats["fault_commit_then_drop"] += 1
         if request.transport is not None:

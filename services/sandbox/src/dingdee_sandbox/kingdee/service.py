@@ -60,7 +60,7 @@ def do_login(
         state.stats["login_failed"] += 1
         return login_result(-1, f"数据中心无法获取到：{acct}"), None
     locked = c.login_lockout_after and state.failed_logins[user] >= c.login_lockout_after
-    if locked:
+    if locked or user in c.locked_users:
         state.stats["login_failed"] += 1
         return login_result(-1, f"用户{user}已被锁定，请联系系统管理员"), None
     if user != c.username or not _login_ok(method, params, state):
@@ -125,6 +125,9 @@ def do_save(
         return failure_envelope("Model 不能为空", 8)
     if keep is not None:
         models = models[:keep]
+    refused = _row_msgcode(models, state)
+    if refused is not None:
+        return refused
     outcome = state.store.save(spec, models, _options(data, state))
     state.stats["packages_saved"] += len(outcome.successes)
     state.stats["packages_rejected"] += len({e["DIndex"] for e in outcome.errors})
@@ -140,6 +143,41 @@ def do_save(
         result["Number"] = first["Number"] if first else ""
     result["NeedReturnData"] = outcome.return_data or [{}]
     return {"Result": result}
+
+
+# kingdee.md §3.3, for the message of a package refused by ``row_msgcode_numbers``
+MSGCODE_MEANING = {
+    2: "没有权限",
+    4: "异常",
+    6: "数据库操作失败",
+    7: "许可错误",
+    8: "参数错误",
+    9: "指定的字段或值不存在",
+    10: "数据不存在",
+    11: "校验未通过",
+    12: "不可操作",
+    13: "网控冲突",
+    14: "调用限制",
+    15: "不允许管理员登录",
+}
+
+
+def _row_msgcode(models: list[Any], state: SandboxState) -> dict[str, Any] | None:
+    """A write carrying a number of ``row_msgcode_numbers``: refused whole, naming its package."""
+    codes = state.config.row_msgcode_numbers
+    errors, code = [], 0
+    for dindex, model in enumerate(models):
+        fields = model if isinstance(model, dict) else {}
+        number = str(fields.get("FBillNo") or fields.get("FNumber") or "")
+        if number and number in codes:
+            code = codes[number]
+            meaning = MSGCODE_MEANING.get(code, f"MsgCode {code}")
+            message = f"单据编号为“{number}”的单据：{meaning}"
+            errors.append({"FieldName": "FBillNo", "Message": message, "DIndex": dindex})
+    if not errors:
+        return None
+    state.stats["packages_rejected"] += len(errors)
+    return {"Result": {"ResponseStatus": status_failure(errors, code), "NeedReturnData": [{}]}}
 
 
 def do_query(params: dict[str, Any], state: SandboxState, *, as_objects: bool) -> Any:

@@ -19,6 +19,13 @@ __all__ = ["FAULT_KINDS", "SandboxConfig", "SandboxState", "Session"]
 FaultKind = Literal[
     "http_500", "http_502", "http_503", "response_error", "slow", "commit_then_drop"
 ]
+# one-shot faults (``POST /_sandbox/faults``), each a shape of kingdee.md:
+# http_5xx: IIS error page (text/html, §0.3 item 1, §8.1 item 3); html_200: an IIS/login HTML page
+# with status 200 (§0.3: only JSON is an answer); empty_200: the call runs (a write commits) and
+# the body is empty (§3.5: outcome unknown); session_expired: the caller's session ends before
+# the call (§1.5, §8.2 item 7); msgcode_N: ``IsSuccess: false`` naming no package with MsgCode N
+# (§3.3; 2 no permission, 4 exception, 6 database, 7 licence, 13 network control, 14 call limited,
+# 15 administrator login forbidden)
 FAULT_KINDS: tuple[str, ...] = (
     "http_500",
     "http_502",
@@ -26,7 +33,16 @@ FAULT_KINDS: tuple[str, ...] = (
     "response_error",
     "slow",
     "commit_then_drop",
+    "html_200",
+    "empty_200",
+    "session_expired",
+    "msgcode_2",
+    "msgcode_4",
+    "msgcode_6",
+    "msgcode_7",
+    "msgcode_13",
     "msgcode_14",
+    "msgcode_15",
 )
 _WRITES = ("save", "batchsave")
 
@@ -88,7 +104,22 @@ class SandboxConfig(BaseModel):
     login_lockout_after: int = Field(
         default=0, ge=0, description="lock a user after this many failed logins; 0 = off"
     )
+    locked_users: list[str] = Field(
+        default_factory=list,
+        description="users an administrator locked: their login fails with LoginResultType -1 "
+        "(contract §1.2 login errors) until removed from this list",
+    )
+    row_msgcode_numbers: dict[str, int] = Field(
+        default_factory=dict,
+        description="bill number → MsgCode: a Save/BatchSave carrying it fails, saving nothing, "
+        "with an error naming that package's DIndex and FBillNo (contract §3.2–§3.4)",
+    )
     bad_signature_message: str = "签名验证失败：请检查应用ID（AppID）与应用密钥（AppSecret）"
+    session_lost_message: str = Field(
+        default="会话信息已丢失，请重新登录",
+        description="text of the MsgCode 1 answer to a lost session (contract §1.5); messages "
+        "follow the lcid (§3.4), e.g. an English server's wording",
+    )
     seed: int | None = None
 
 
