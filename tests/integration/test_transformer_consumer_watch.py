@@ -19,7 +19,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from dingdee_common.kafka.clients import make_consumer
 from dingdee_common.kafka.topics import Topics
 from dingdee_common.settings import KafkaSettings
-from dingdee_transformer.consumer import consumer_failure
+from dingdee_transformer.faust_adapter import consumer_failure
 from tests.helpers import poll_until
 
 

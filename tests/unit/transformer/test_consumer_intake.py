@@ -14,7 +14,7 @@ import pytest
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
-from dingdee_transformer.consumer import (
+from dingdee_transformer.faust_adapter import (
     FetchIntake,
     TransformerConsumer,
     consumer_failure,

@@ -68,7 +68,7 @@ async def test_a_failed_batch_is_resent_bill_by_bill_and_logged_once(
     batch, failed = _failed_batch(), set[asyncio.Future[Any]]()
     with capture_logs() as logs:
         for n in range(3):
-            await service._confirm(_emit(n), batch, failed)
+            await service.batches._confirm(_emit(n), batch, failed)
     assert resent == [b"BYJ0", b"BYJ1", b"BYJ2"]
     assert [e["event"] for e in logs] == ["transformer.bill.send_failed"]
 
@@ -79,5 +79,5 @@ async def test_a_bill_that_cannot_be_resent_is_fatal(
     service = _service(tmp_path, monkeypatch)
     attempts = _failing_producer(service, monkeypatch, resends_fail=True)
     with pytest.raises(FatalError, match="could not publish"):
-        await service._confirm(_emit(7), _failed_batch(), set())
+        await service.batches._confirm(_emit(7), _failed_batch(), set())
     assert attempts == [b"BYJ7", b"BYJ7"]

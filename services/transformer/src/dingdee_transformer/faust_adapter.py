@@ -4,7 +4,7 @@ faust delivers each record through its conductor into a per-topic queue and a ``
 record that costs a ``wait_first`` (four tasks), the event's construction, sensors and the stream's
 bookkeeping: about 150 µs, more than the mapping. For ``approvals.raw`` the transformer's consumer
 instead hands every fetch, as one list of messages, to a :class:`FetchIntake` that the batch loop
-(``app.py``) takes from. faust still runs everything else: group membership and its assignor,
+(``batches.py``) takes from. faust still runs everything else: group membership and its assignor,
 table recovery and standbys, the committed-offset seek after a rebalance, flow control and offset
 commits of the acked messages. Records of other topics (the dedup table's changelog during
 recovery) still go through faust's conductor one by one.
@@ -13,104 +13,38 @@ recovery) still go through faust's conductor one by one.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
-from collections.abc import Mapping
-from time import monotonic
+import os
+import signal
+from collections.abc import Mapping, MutableMapping
 from typing import Any, cast
 
 import faust
 import faust.transport.consumer
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from faust.stores.memory import Store as MemoryStore
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import TP, Message
+from faust.types import TP, Message, TableT
 from mode import Service, ServiceT
 
 from dingdee_common.kafka.clients import make_consumer
 from dingdee_common.kafka.reading import exact_end_offsets
 from dingdee_common.settings import KafkaSettings
+from dingdee_transformer.intake import FetchIntake
 
 __all__ = [
-    "FetchIntake",
+    "FaustProducer",
     "TransformerConsumer",
     "TransformerTransport",
     "consumer_failure",
+    "install_consumer",
     "require_faust_hooks",
+    "stop_worker",
+    "table_store",
 ]
 
 KAFKA_SETTINGS_ATTR = "dingdee_kafka_settings"  # on the faust app: what the consumer's probes use
 INTAKE_ATTR = "dingdee_intake"  # on the faust app: where the consumer hands whole fetches
-
-
-class FetchIntake:
-    """Fetched records of one topic, whole fetches at a time, from faust's consumer to the loop.
-
-    Bounded (``max_fetches`` lists) so a slow loop stops the consumer from fetching further.
-    Records from before the latest rebalance (an older consumer generation) are dropped when
-    taken, as faust's streams drop them: whoever owns the partition now reads them again from the
-    committed offset.
-    """
-
-    def __init__(self, app: faust.App, topic: str, *, max_fetches: int = 4) -> None:
-        self.topic = topic
-        self._app = app
-        self._fetches: asyncio.Queue[list[Message]] = asyncio.Queue(maxsize=max_fetches)
-        self._pending: deque[Message] = deque()
-
-    async def put(self, messages: list[Message]) -> None:
-        """Hand over one fetch (waits while ``max_fetches`` fetches are still queued)."""
-        await self._fetches.put(messages)
-
-    def ready(self) -> bool:
-        """Whether :meth:`take` has records to return without waiting for a fetch."""
-        return bool(self._pending) or not self._fetches.empty()
-
-    async def take(self, max_records: int, linger: float) -> list[Message]:
-        """The next batch: 1 to ``max_records`` current records, in fetch order.
-
-        Waits for the first record, then up to ``linger`` seconds for a fuller batch.
-        """
-        batch: list[Message] = []
-        while not batch:
-            if not self._pending:
-                self._pull(await self._fetches.get())
-            self._move(batch, max_records)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + linger
-        while len(batch) < max_records:
-            if not self._pending:
-                try:
-                    fetch = self._fetches.get_nowait()
-                except asyncio.QueueEmpty:
-                    left = deadline - loop.time()
-                    if left <= 0:
-                        break
-                    try:
-                        fetch = await asyncio.wait_for(self._fetches.get(), left)
-                    except TimeoutError:
-                        break
-                self._pull(fetch)
-            self._move(batch, max_records)
-        return batch
-
-    def _pull(self, fetch: list[Message]) -> None:
-        """Take one fetch (records of one partition) and tell faust's stall detector so.
-
-        The detector (``TransformerConsumer.verify_event_path``) calls a partition stalled when
-        records were fetched and no stream took one for ``stall_timeout_seconds``; these records
-        reach no faust stream, so the intake stamps the time a stream would.
-        """
-        if fetch:
-            self._app.monitor.stream_inbound_time[fetch[0].tp] = monotonic()
-        self._pending.extend(fetch)
-
-    def _move(self, batch: list[Message], max_records: int) -> None:
-        generation = self._app.consumer_generation_id
-        pending = self._pending
-        while pending and len(batch) < max_records:
-            message = pending.popleft()
-            if message.generation_id == generation:
-                batch.append(message)
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -365,8 +299,8 @@ def require_faust_hooks(app: faust.App) -> None:
     if missing:
         raise RuntimeError(
             f"faust {faust.__version__} lacks {', '.join(missing)}, which the transformer's "
-            "stall detection relies on (dingdee_transformer.consumer); install the faust-streaming "
-            "version pinned in constraints.txt"
+            "stall detection relies on (dingdee_transformer.faust_adapter); install the "
+            "faust-streaming version pinned in constraints.txt"
         )
 
 
@@ -393,3 +327,57 @@ def consumer_failure(app: faust.App) -> str | None:
                 return None  # stopping: the tasks end on purpose
             return f"{what} ended: {exc!r}" if exc is not None else f"{what} ended"
     return None
+
+
+def install_consumer(app: faust.App, kafka: KafkaSettings, intake: FetchIntake) -> None:
+    """Make ``app``'s consumer a :class:`TransformerConsumer` that hands fetches to ``intake``.
+
+    Before anything asks for the transport (``app.topic`` does): faust builds its consumer from
+    the transport. The consumer finds the Kafka settings (its probes, the fetch wait) and the
+    intake on the app.
+    """
+    setattr(app, KAFKA_SETTINGS_ATTR, kafka)
+    setattr(app, INTAKE_ATTR, intake)
+    app.transport = TransformerTransport(app.conf.broker_consumer, app)
+
+
+def table_store(table: TableT[Any, Any]) -> MutableMapping[bytes, Any]:
+    """The dict behind a ``store="memory://"`` table: what recovery fills and lookups read.
+
+    The table's ``get`` and even the store's go through a raised KeyError for every key not seen
+    yet (most of them), ~1.5 µs each; writes here skip faust's per-key changelog machinery (the
+    batch loop writes the changelog record itself).
+    """
+    store = cast("MemoryStore[bytes, Any]", table.data)
+    return cast("MutableMapping[bytes, Any]", store.data)
+
+
+class FaustProducer:
+    """faust's producer for the batch loop: its aiokafka producer for record batches, its own
+    ``send_and_wait`` for single records (the shared DLQ publisher's keyword signature)."""
+
+    def __init__(self, app: faust.App) -> None:
+        self._app = app
+
+    def record_batches(self) -> AIOKafkaProducer:
+        """faust's own aiokafka producer: the one faust flushes before every offset commit."""
+        return cast(AIOKafkaProducer, cast(Any, self._app.producer)._ensure_producer())
+
+    async def send_and_wait(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> object:
+        return await self._app.producer.send_and_wait(
+            topic, key, value, partition, timestamp_ms, headers
+        )
+
+
+def stop_worker() -> None:
+    """Ask the faust worker to stop as on SIGTERM: agents and tasks stop, the producer is
+    flushed, acked offsets are committed; ``__main__`` then exits."""
+    os.kill(os.getpid(), signal.SIGTERM)
