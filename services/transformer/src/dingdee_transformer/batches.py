@@ -53,19 +53,9 @@ class Offsets(Protocol):
 
 
 class Producer(Protocol):
-    """Record batches for a batch's bills and changelog records; single sends for the rest."""
+    """Where a batch's bills and changelog records go (resends too): record batches."""
 
     def record_batches(self) -> RecordBatches: ...
-
-    async def send_and_wait(
-        self,
-        topic: str,
-        value: bytes | None = None,
-        key: bytes | None = None,
-        partition: int | None = None,
-        timestamp_ms: int | None = None,
-        headers: list[tuple[str, bytes]] | None = None,
-    ) -> object: ...
 
 
 def _headers(raw: Any) -> tuple[tuple[str, bytes], ...]:
@@ -334,9 +324,10 @@ class BatchLoop:
 
         async def resend() -> None:
             try:
-                await self.producer.send_and_wait(
-                    self.bills_topic, value=emit.value, key=emit.key, headers=emit.headers
-                )
+                outbox = await Outbox.open(self.producer.record_batches(), self.bills_topic)
+                outbox.add(emit.key, emit.value, emit.headers)
+                for batch in await outbox.send():
+                    await batch
             except Exception as exc:
                 raise TransientError(f"bills.ready send failed: {type(exc).__name__}") from exc
 

@@ -353,8 +353,7 @@ def table_store(table: TableT[Any, Any]) -> MutableMapping[bytes, Any]:
 
 
 class FaustProducer:
-    """faust's producer for the batch loop: its aiokafka producer for record batches, its own
-    ``send_and_wait`` for single records (the shared DLQ publisher's keyword signature)."""
+    """faust's producer for the batch loop and the DLQ publisher: its aiokafka producer."""
 
     def __init__(self, app: faust.App) -> None:
         self._app = app
@@ -363,18 +362,9 @@ class FaustProducer:
         """faust's own aiokafka producer: the one faust flushes before every offset commit."""
         return cast(AIOKafkaProducer, cast(Any, self._app.producer)._ensure_producer())
 
-    async def send_and_wait(
-        self,
-        topic: str,
-        value: bytes | None = None,
-        key: bytes | None = None,
-        partition: int | None = None,
-        timestamp_ms: int | None = None,
-        headers: list[tuple[str, bytes]] | None = None,
-    ) -> object:
-        return await self._app.producer.send_and_wait(
-            topic, key, value, partition, timestamp_ms, headers
-        )
+    async def send_and_wait(self, topic: str, *args: Any, **kwargs: Any) -> object:
+        """aiokafka's ``send_and_wait`` (what the DLQ publisher calls), on that producer."""
+        return cast(object, await self.record_batches().send_and_wait(topic, *args, **kwargs))
 
 
 def stop_worker() -> None:
