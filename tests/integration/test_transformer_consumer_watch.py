@@ -34,7 +34,9 @@ class _RejectingAssignor(RoundRobinPartitionAssignor):
 def _faust_shaped(consumer: Any, *, stopping: bool = False) -> Any:
     """``app.consumer._thread._consumer`` as faust's aiokafka driver lays it out."""
     thread = SimpleNamespace(_consumer=consumer)
-    return SimpleNamespace(consumer=SimpleNamespace(_thread=thread, should_stop=stopping))
+    return SimpleNamespace(
+        consumer=SimpleNamespace(_thread=thread, should_stop=stopping, delivery_failure=None)
+    )
 
 
 def test_the_attribute_path_matches_faust() -> None:

@@ -22,10 +22,12 @@ from dingdee_common.observability.server import Health
 from dingdee_common.settings import KafkaSettings
 from dingdee_transformer.batches import BatchLoop, Stage
 from dingdee_transformer.faust_adapter import (
+    FaustInternalsError,
     FaustProducer,
     consumer_failure,
     install_consumer,
-    require_faust_hooks,
+    require_faust_internals,
+    stall_clock,
     stop_worker,
     table_store,
 )
@@ -139,7 +141,12 @@ class TransformerApp:
             table_standby_replicas=s.standby_replicas,
             store="memory://",
         )
-        self.intake = FetchIntake(app, self.topics.approvals_raw)
+        require_faust_internals(app)
+        self.intake = FetchIntake(
+            self.topics.approvals_raw,
+            generation=lambda: app.consumer_generation_id,
+            taken=stall_clock(app),
+        )
         install_consumer(app, s.kafka, self.intake)
         source = app.topic(
             self.topics.approvals_raw, key_serializer="raw", value_serializer="raw", internal=False
@@ -166,7 +173,6 @@ class TransformerApp:
             value_type=None,
             partitions=s.kafka.partitions,
         )
-        require_faust_hooks(app)
         app.task(self._run_batches, traced=False)
         app.timer(interval=5.0)(self._heartbeat)
         app.on_rebalance_complete.connect(self._on_assigned)
@@ -197,7 +203,11 @@ class TransformerApp:
         with a consumer that never fetches again. A worker in that state is stopped here so the
         orchestrator restarts it, instead of reporting itself alive with records piling up.
         """
-        failure = consumer_failure(self.app)
+        try:
+            failure = consumer_failure(self.app)
+        except FaustInternalsError as exc:
+            self._fail(exc)
+            return
         if failure is not None:
             self._fail(RuntimeError(f"Kafka consumer stopped: {failure}"))
             return

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from time import monotonic
+from collections.abc import Callable
 
-import faust
-from faust.types import Message
+from faust.types import TP, Message
 
 __all__ = ["FetchIntake"]
 
@@ -21,9 +20,19 @@ class FetchIntake:
     committed offset.
     """
 
-    def __init__(self, app: faust.App, topic: str, *, max_fetches: int = 4) -> None:
+    def __init__(
+        self,
+        topic: str,
+        *,
+        generation: Callable[[], int],
+        taken: Callable[[TP], None],
+        max_fetches: int = 4,
+    ) -> None:
+        """``generation``: the consumer's current generation; ``taken(tp)``: called when the loop
+        takes a fetch of ``tp`` (faust's stall detector, ``faust_adapter.stall_clock``)."""
         self.topic = topic
-        self._app = app
+        self._generation = generation
+        self._taken = taken
         self._fetches: asyncio.Queue[list[Message]] = asyncio.Queue(maxsize=max_fetches)
         self._pending: deque[Message] = deque()
 
@@ -68,14 +77,14 @@ class FetchIntake:
 
         The detector (``TransformerConsumer.verify_event_path``) calls a partition stalled when
         records were fetched and no stream took one for ``stall_timeout_seconds``; these records
-        reach no faust stream, so the intake stamps the time a stream would.
+        reach no faust stream, so the intake reports when the loop takes them, as a stream would.
         """
         if fetch:
-            self._app.monitor.stream_inbound_time[fetch[0].tp] = monotonic()
+            self._taken(fetch[0].tp)
         self._pending.extend(fetch)
 
     def _move(self, batch: list[Message], max_records: int) -> None:
-        generation = self._app.consumer_generation_id
+        generation = self._generation()
         pending = self._pending
         while pending and len(batch) < max_records:
             message = pending.popleft()
