@@ -37,7 +37,7 @@ from dingdee_transformer.metrics import STAGE, TransformerMetrics
 from dingdee_transformer.pipeline import Processor
 from dingdee_transformer.settings import TransformerSettings
 
-__all__ = ["TransformerApp", "consumer_failure", "faust_broker"]
+__all__ = ["TransformerApp", "consumer_failure", "faust_app", "faust_broker"]
 
 log = get_logger(__name__)
 
@@ -59,6 +59,38 @@ def faust_broker(kafka: KafkaSettings) -> tuple[list[str], Any]:
     elif "ssl_context" in kwargs:
         credentials = faust.SSLCredentials(kwargs["ssl_context"])
     return urls, credentials
+
+
+def faust_app(s: TransformerSettings) -> faust.App:
+    """The faust app as the transformer configures it (no topics, tables or tasks yet)."""
+    urls, credentials = faust_broker(s.kafka)
+    return faust.App(
+        s.group_id,
+        broker=urls,
+        broker_credentials=credentials,
+        web_enabled=False,
+        autodiscover=False,
+        topic_partitions=s.kafka.partitions,
+        topic_replication_factor=s.kafka.replication_factor,
+        topic_disable_leader=True,
+        producer_acks=-1,
+        # A batch sends hundreds of bills and changelog records at once: let them travel in
+        # few large produce requests (faust's default batch is 16 KiB, ~6 bills).
+        producer_max_batch_size=1 << 20,
+        producer_max_request_size=4 << 20,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=1.0,
+        broker_session_timeout=15.0,
+        broker_heartbeat_interval=3.0,
+        stream_processing_timeout=s.stall_timeout_seconds,
+        broker_commit_livelock_soft_timeout=s.stall_timeout_seconds,
+        # Acks are ours (by hand, per batch): a batch halted by the flood guard or a failed
+        # publish is never acked; waiting for "all acked" would block shutdown and rebalances.
+        stream_wait_empty=False,
+        table_cleanup_interval=3600.0,
+        table_standby_replicas=s.standby_replicas,
+        store="memory://",
+    )
 
 
 class _ConsumerOffsets:
@@ -113,34 +145,7 @@ class TransformerApp:
 
     def _make_app(self) -> faust.App:
         s = self.settings
-        urls, credentials = faust_broker(s.kafka)
-        app = faust.App(
-            s.group_id,
-            broker=urls,
-            broker_credentials=credentials,
-            web_enabled=False,
-            autodiscover=False,
-            topic_partitions=s.kafka.partitions,
-            topic_replication_factor=s.kafka.replication_factor,
-            topic_disable_leader=True,
-            producer_acks=-1,
-            # A batch sends hundreds of bills and changelog records at once: let them travel in
-            # few large produce requests (faust's default batch is 16 KiB, ~6 bills).
-            producer_max_batch_size=1 << 20,
-            producer_max_request_size=4 << 20,
-            consumer_auto_offset_reset="earliest",
-            broker_commit_interval=1.0,
-            broker_session_timeout=15.0,
-            broker_heartbeat_interval=3.0,
-            stream_processing_timeout=s.stall_timeout_seconds,
-            broker_commit_livelock_soft_timeout=s.stall_timeout_seconds,
-            # Acks are ours (by hand, per batch): a batch halted by the flood guard or a failed
-            # publish is never acked; waiting for "all acked" would block shutdown and rebalances.
-            stream_wait_empty=False,
-            table_cleanup_interval=3600.0,
-            table_standby_replicas=s.standby_replicas,
-            store="memory://",
-        )
+        app = faust_app(s)
         require_faust_internals(app)
         self.intake = FetchIntake(
             self.topics.approvals_raw,
