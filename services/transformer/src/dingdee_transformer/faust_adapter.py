@@ -9,12 +9,13 @@ faust's public batch path (an agent on ``stream.take_events``) measured slower (
 still runs everything else: group membership and its assignor, table recovery and standbys, the
 committed-offset seek after a rebalance, flow control and offset commits of the acked messages.
 
-The private names, pinned by exact versions in ``services/transformer/pyproject.toml``
-(faust-streaming, mode-streaming, aiokafka) and held by ``tests/unit/transformer/
-test_faust_contract.py``. Each is checked when the app is built (:func:`require_faust_internals`)
-or when the object that carries it is created (``TransformerConsumer.__init__``,
-``_ConsumerThread._create_worker_consumer``, :func:`table_store`), and :func:`consumer_failure`
-raises :class:`FaustInternalsError` instead of falling back to a default:
+The private names used, below. The three libraries are pinned exactly in
+``services/transformer/pyproject.toml``; ``tests/unit/transformer/test_faust_contract.py`` and
+``tests/integration/test_transformer_faust_contract.py`` exercise each behaviour. Each name is
+checked when the app is built (:func:`require_faust_internals`) or when the object that carries
+it is created (``TransformerConsumer.__init__``, ``_ConsumerThread._create_worker_consumer``,
+:func:`table_store`), and :func:`consumer_failure` raises :class:`FaustInternalsError` instead of
+falling back to a default.
 
 faust ``transport.consumer.Consumer`` (overridden by :class:`TransformerConsumer`):
   ``_drain_messages(fetcher)``: faust's delivery loop, which its ``Fetcher`` service runs; the
@@ -41,8 +42,9 @@ aiokafka ``AIOKafkaConsumer``: ``_fetch_max_wait_ms`` (faust hard-codes 1.5 s; r
   tasks whose end :func:`consumer_failure` reports).
 
 Stopping the worker (:func:`stop_worker`) sends this process SIGTERM: mode's ``Worker`` has no
-public stop but its signal handlers (``_schedule_shutdown`` is private), and only that path stops
-agents and tasks, flushes the producer and commits acked offsets before ``__main__`` exits.
+public stop besides its signal handlers (``_schedule_shutdown`` is private), and the SIGTERM path
+is faust's clean shutdown: agents and tasks stop, the producer is flushed and acked offsets are
+committed before ``__main__`` exits.
 """
 
 from __future__ import annotations
