@@ -46,7 +46,7 @@ class FakeSource:
 
 @dataclass
 class FakeOffsets:
-    """Records the acks, in order; every partition ends ``behind`` records past the last one."""
+    """Records the acks, in order; ``ends`` are the partitions' high watermarks."""
 
     acked: list[tuple[int, int]] = field(default_factory=list)
     ends: dict[TP, int] = field(default_factory=dict)

@@ -41,7 +41,8 @@ class Harness:
             retry={"max_attempts": 2, "initial_backoff_seconds": 0.01, "max_backoff_seconds": 0.01},
             **conf,
         )
-        self.metrics = TransformerMetrics.create(CollectorRegistry())
+        self.registry = CollectorRegistry()
+        self.metrics = TransformerMetrics.create(self.registry)
         self.health = Health(stale_after=60)
         self.source = FakeSource(*batches)
         self.offsets = FakeOffsets()
@@ -179,3 +180,13 @@ async def test_confirm_resends_one_bill_within_the_budget(resends_fail: bool) ->
     else:
         await h.loop._confirm(emit, batch, set())
         assert h.bill_keys() == [b"BYJ7"]
+
+
+async def test_the_lag_left_behind_a_batch_is_measured_from_the_partition_ends() -> None:
+    h = Harness([message(_snap(n), n) for n in range(3)])
+    h.offsets.ends = {message(_snap(0), 0).tp: 10}
+    assert await h.run() is None
+    lag = h.registry.get_sample_value(
+        "dingdee_consumer_lag_records", {"stage": STAGE, "topic": TOPIC}
+    )
+    assert lag == 7, "offsets 3..9 are still to be read"
