@@ -19,7 +19,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from dingdee_common.kafka.clients import make_consumer
 from dingdee_common.kafka.topics import Topics
 from dingdee_common.settings import KafkaSettings
-from dingdee_transformer.consumer import consumer_failure
+from dingdee_transformer.faust_adapter import consumer_failure
 from tests.helpers import poll_until
 
 
@@ -34,7 +34,9 @@ class _RejectingAssignor(RoundRobinPartitionAssignor):
 def _faust_shaped(consumer: Any, *, stopping: bool = False) -> Any:
     """``app.consumer._thread._consumer`` as faust's aiokafka driver lays it out."""
     thread = SimpleNamespace(_consumer=consumer)
-    return SimpleNamespace(consumer=SimpleNamespace(_thread=thread, should_stop=stopping))
+    return SimpleNamespace(
+        consumer=SimpleNamespace(_thread=thread, should_stop=stopping, delivery_failure=None)
+    )
 
 
 def test_the_attribute_path_matches_faust() -> None:

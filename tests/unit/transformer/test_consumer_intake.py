@@ -10,16 +10,19 @@ from typing import Any
 import faust
 import faust.tables.manager
 import faust.transport.consumer
+import mode
 import pytest
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
-from dingdee_transformer.consumer import (
-    FetchIntake,
+from dingdee_transformer.faust_adapter import (
+    FaustInternalsError,
     TransformerConsumer,
     consumer_failure,
-    require_faust_hooks,
+    require_faust_internals,
+    stall_clock,
 )
+from dingdee_transformer.intake import FetchIntake
 
 TOPIC = "approvals.raw"
 P0 = TP(TOPIC, 0)
@@ -33,7 +36,13 @@ def _intake(generation: int = 1) -> tuple[FetchIntake, Any]:
     app: Any = SimpleNamespace(
         consumer_generation_id=generation, monitor=SimpleNamespace(stream_inbound_time={})
     )
-    return FetchIntake(app, TOPIC, max_fetches=2), app
+    intake = FetchIntake(
+        TOPIC,
+        generation=lambda: app.consumer_generation_id,
+        taken=stall_clock(app),
+        max_fetches=2,
+    )
+    return intake, app
 
 
 class TestFetchIntake:
@@ -209,15 +218,22 @@ async def test_a_broken_delivery_loop_is_reported_for_the_heartbeat(
     assert reason == "record delivery ended: RuntimeError('a bug')"
 
 
-class TestFaustHooks:
-    def test_present_in_the_pinned_faust(self) -> None:
-        require_faust_hooks(faust.App("hooks-present", autodiscover=False))
+class TestFaustInternals:
+    def test_present_in_the_pinned_versions(self) -> None:
+        require_faust_internals(faust.App("internals-present", autodiscover=False))
 
     @pytest.mark.parametrize(
         ("owner", "name"),
         [
+            (faust.transport.consumer.Consumer, "_drain_messages"),
+            (faust.transport.consumer.Consumer, "_wait_next_records"),
+            (faust.transport.consumer.Consumer, "_to_message"),
+            (faust.transport.consumer.Consumer, "_add_gap"),
             (faust.transport.consumer.Consumer, "verify_event_path"),
             (faust.transport.consumer.Consumer, "verify_all_partitions_active"),
+            (faust.transport.consumer.ThreadDelegateConsumer, "_new_consumer_thread"),
+            (faust_aiokafka.AIOKafkaConsumerThread, "_create_worker_consumer"),
+            (faust_aiokafka.Producer, "_ensure_producer"),
             (faust.tables.manager.TableManager, "changelog_topics"),
             ("monitor", "stream_inbound_time"),  # set per instance by Monitor.__init__
         ],
@@ -225,7 +241,37 @@ class TestFaustHooks:
     def test_a_missing_one_stops_the_start(
         self, monkeypatch: pytest.MonkeyPatch, owner: Any, name: str
     ) -> None:
-        app = faust.App("hooks-missing", autodiscover=False)
+        app = faust.App("internals-missing", autodiscover=False)
         monkeypatch.delattr(app.monitor if owner == "monitor" else owner, name)
-        with pytest.raises(RuntimeError, match=name):
-            require_faust_hooks(app)
+        with pytest.raises(FaustInternalsError, match=name):
+            require_faust_internals(app)
+
+    @pytest.mark.parametrize(
+        ("owner", "name"),
+        [
+            (faust.transport.consumer.Consumer, "_read_offset"),
+            (faust.transport.consumer.Consumer, "_n_acked"),
+            (faust.transport.consumer.ThreadDelegateConsumer, "_thread"),
+            (mode.Service, "_stopped"),
+        ],
+    )
+    def test_a_missing_attribute_declaration_stops_the_start(
+        self, monkeypatch: pytest.MonkeyPatch, owner: type, name: str
+    ) -> None:
+        """Attributes faust sets in ``__init__`` are checked through their class annotations."""
+        monkeypatch.delitem(owner.__annotations__, name)
+        if name in vars(owner):
+            monkeypatch.delattr(owner, name)
+        with pytest.raises(FaustInternalsError, match=name):
+            require_faust_internals(faust.App("internals-undeclared", autodiscover=False))
+
+    def test_the_watch_fails_loudly_on_a_changed_path(self) -> None:
+        """Not silently ``None`` (nothing detected) when aiokafka renames its coordinator."""
+        aiokafka_consumer = SimpleNamespace(_fetcher=None)  # no _coordinator
+        app: Any = SimpleNamespace(
+            consumer=SimpleNamespace(
+                delivery_failure=None, _thread=SimpleNamespace(_consumer=aiokafka_consumer)
+            )
+        )
+        with pytest.raises(FaustInternalsError, match="_coordinator"):
+            consumer_failure(app)

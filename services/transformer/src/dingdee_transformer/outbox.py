@@ -12,11 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from typing import Any
+from typing import Any, Protocol
 
-from aiokafka import AIOKafkaProducer
+__all__ = ["Outbox", "RecordBatches", "murmur2", "partition_for"]
 
-__all__ = ["Outbox", "murmur2", "partition_for"]
+
+class RecordBatches(Protocol):
+    """What :class:`Outbox` needs of aiokafka's ``AIOKafkaProducer`` (all public)."""
+
+    async def partitions_for(self, topic: str) -> set[int]: ...
+
+    def create_batch(self) -> Any: ...
+
+    async def send_batch(
+        self, batch: Any, topic: str, *, partition: int
+    ) -> asyncio.Future[Any]: ...
 
 
 _M = 0x5BD1E995
@@ -57,7 +67,7 @@ def partition_for(key: bytes, partitions: list[int]) -> int:
 class Outbox:
     """Records for ``topic``, added one by one and sent together by :meth:`send`."""
 
-    def __init__(self, producer: AIOKafkaProducer, topic: str, partitions: list[int]) -> None:
+    def __init__(self, producer: RecordBatches, topic: str, partitions: list[int]) -> None:
         self._producer = producer
         self._topic = topic
         self._partitions = partitions
@@ -65,7 +75,7 @@ class Outbox:
         self._open: dict[int, tuple[int, Any]] = {}  # partition → (slot, BatchBuilder) filling
 
     @classmethod
-    async def open(cls, producer: AIOKafkaProducer, topic: str) -> Outbox:
+    async def open(cls, producer: RecordBatches, topic: str) -> Outbox:
         """An empty outbox for ``topic`` (waits for the topic's metadata the first time)."""
         return cls(producer, topic, sorted(await producer.partitions_for(topic)))
 
