@@ -51,16 +51,20 @@ class Faults:
         listing_delay_seconds: an instance shows in ``listids`` only this long (sandbox clock)
             after its creation time: DingTalk's listing index lags, which the sweep is for.
         throttle_code: what the per-(app, API) limit answers: ``"90018"`` (an internal app's
-            limit) or ``"90019"`` (an ISV app's per-org limit), dingtalk.md §5.1.
+            limit) or ``"90019"`` (an ISV app's per-org limit); dingtalk.md lines 518–521 (§5.1).
         flat_throttle: old-host throttling arrives flat (``{"errcode": 90018, …}``) instead of
-            inside ``errcode 88`` with a ``sub_code`` (as some captures and clients show, §5.2).
-        errcode_string: every old-host ``errcode`` is sent as a string (``"0"``, ``"90018"``).
-        punished: the egress IP is banned by the anti-abuse gate (§5.1, §7.6): every call, token
-            calls included, answers ``{"status":1111,"wait":5,"source":"x5","punish":"deny",…}``.
-        punish_status: the HTTP status of that answer (UNCONFIRMED upstream; §7.6).
-        listing_cap: ids one listids query pages through (§2.1 rule 3: 10 000; lower in tests).
+            inside ``errcode 88`` with a ``sub_code``; dingtalk.md lines 518–521 name the codes,
+            lines 527–540 (§5.2) the 88-wrapped capture; clients match the code either way.
+        errcode_string: every old-host ``errcode`` is sent as a string (``"0"``, ``"90018"``),
+            as ``sub_code`` already is (dingtalk.md lines 141–142).
+        punished: the egress IP is banned by the anti-abuse gate (dingtalk.md line 522 and lines
+            726–727: 10 000 calls in 20 s, then 5 minutes): every call, token calls included,
+            answers ``{"status":1111,"wait":5,"source":"x5","punish":"deny","uuid":…}``.
+        punish_status: the HTTP status of that answer (UNCONFIRMED, dingtalk.md line 727).
+        listing_cap: ids one listids query pages through (dingtalk.md line 184: 10 000).
         listing_cap_error: at the cap listids keeps a ``next_cursor`` and refuses the page past it
-            with ``listids_errcode`` instead of silently ending (upstream UNCONFIRMED, §7.4).
+            with ``listids_errcode`` instead of silently ending (dingtalk.md lines 704–705: the
+            upstream behaviour is UNCONFIRMED).
         seed: seed of the fault generator.
     """
 

@@ -106,7 +106,8 @@ def page(state: State, query: ListQuery) -> tuple[list[str], int | None]:
 
     Raises:
         CapError: ``listing_cap_error`` is on and the page starts past the cap of a query that
-            holds more ids than it (what DingTalk does there is UNCONFIRMED, dingtalk.md §7.4).
+            holds more ids than it (DingTalk's behaviour there is UNCONFIRMED, dingtalk.md
+            lines 704–705).
     """
     ids = state.listed(query.process_code, query.start, query.end, query.userids)
     if query.statuses:

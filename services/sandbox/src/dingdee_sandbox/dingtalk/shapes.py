@@ -1,11 +1,11 @@
 """Answer shapes real DingTalk sends and the plain handlers never do (knobs in ``config.Faults``).
 
-* ``punished``: the per-egress-IP anti-abuse ban (dingtalk.md §5.1 "Per egress IP" row and §7.6:
-  10 000 requests in 20 s, then 5 minutes of ``{"status":1111,"wait":5,"source":"x5",
+* ``punished``: the per-egress-IP anti-abuse ban (dingtalk.md line 522, §5.1, and lines 726–727,
+  §7.6: 10 000 requests in 20 s, then 5 minutes of ``{"status":1111,"wait":5,"source":"x5",
   "punish":"deny","uuid":"…"}``, HTTP status UNCONFIRMED, hence ``punish_status``) for every call
   of either host, token calls included.
 * ``errcode_string``: the old host's ``errcode`` sent as a string (``"0"``, ``"90018"``), as some
-  captures show for numeric fields (§1.4 notes ``sub_code`` is already a string).
+  captures show for numeric fields (dingtalk.md lines 141–142: ``sub_code`` already is one).
 """
 
 from __future__ import annotations

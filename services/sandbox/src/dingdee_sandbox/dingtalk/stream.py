@@ -5,8 +5,8 @@ frames pushed to every connected client; a frame stays pending until the client 
 code 200 and is redelivered after ``redeliver_seconds`` otherwise (or at once on a LATER ack).
 Knobs drop or duplicate a share of events and drop connections with a SYSTEM ``disconnect``;
 ``open_status`` (with ``open_code``/``open_message``) makes ``connections/open`` refuse every app
-the way a wrong secret does, e.g. for an app whose Stream mode is not enabled (§5.5 documents no
-body for that: the default code is a placeholder).
+the way a wrong secret does (dingtalk.md lines 103–105), e.g. for an app whose Stream mode is not
+enabled (lines 572–580, §5.5, document no body for that: the default code is a placeholder).
 """
 
 from __future__ import annotations
