@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
@@ -31,23 +30,15 @@ from dingdee_extractor.settings import (
     ExtractorSettings,
     PollSettings,
 )
-from dingdee_sandbox.demo_org import DEMO_APP, PROCESS_CODES
 from dingdee_sandbox.dingtalk.app import create_app
 from dingdee_sandbox.dingtalk.state import Faults, State
+from tests.contract.test_dingtalk_client import APPS, PETTY, Env
 from tests.helpers import poll_until
 
 pytestmark = pytest.mark.contract
-PETTY = PROCESS_CODES["petty-cash"]
-APPS = {DEMO_APP.name: {"app_key": DEMO_APP.app_key, "app_secret": DEMO_APP.app_secret}}
 
 
-@dataclass
-class Box:
-    state: State
-    url: str
-    metrics: ExtractorMetrics
-    client: DingTalkClient
-
+class Box(Env):
     async def control(self, path: str, body: dict[str, Any]) -> None:
         async with httpx.AsyncClient(base_url=self.url) as http:
             (await http.post(path, json=body)).raise_for_status()
@@ -70,7 +61,7 @@ async def box() -> AsyncIterator[Box]:
         punish_pause_seconds=0.5,
     )
     client = DingTalkClient(settings, metrics)
-    yield Box(state, url, metrics, client)
+    yield Box(state, client, metrics, url)
     await client.aclose()
     await runner.cleanup()
 
