@@ -22,6 +22,7 @@ from dingdee_common.settings import KafkaSettings
 from dingdee_common.web import start_site
 from dingdee_extractor.app import ExtractorApp
 from dingdee_extractor.dingtalk.client import DingTalkClient, DingTalkPunishedError
+from dingdee_extractor.doctor import process_code_error
 from dingdee_extractor.flows import FlowSource
 from dingdee_extractor.metrics import ExtractorMetrics
 from dingdee_extractor.settings import (
@@ -139,12 +140,13 @@ class TestAnswerShapes:
         assert box.state.requests[-1]["errcode"] == "820005"
         assert (await box.client.get("main", pid))["business_id"]
 
+    @pytest.mark.parametrize("status", [200, 403])
     async def test_anti_abuse_ban_is_transient_paused_counted_and_not_hammered(
-        self, box: Box
+        self, box: Box, status: int
     ) -> None:
         box.state.seed_demo(3)
         pid = next(iter(box.state.instances))
-        box.state.faults = Faults(punished=True, punish_status=200)
+        box.state.faults = Faults(punished=True, punish_status=status)  # HTTP status UNCONFIRMED
         with pytest.raises(DingTalkPunishedError) as caught:
             await box.client.get("main", pid)  # the token call is banned too
         exc = caught.value
@@ -232,3 +234,10 @@ class TestAnswerShapes:
             ("typo-flow", "PROC-NO-SUCH-CODE")
         ]
         assert set(box.listids_errcodes()) == {0}  # every listing answered, empty
+        box.state.faults = Faults(busy_rate=1.0)  # DingTalk busy says nothing about the code
+        settings = ExtractorSettings(
+            kafka=kafka,
+            dingtalk=DingTalkSettings(base_url=box.url, apps=APPS),
+            events=EventsSettings(base_url=box.url),
+        )
+        assert await process_code_error(settings, typo) is None

@@ -33,6 +33,10 @@ __all__ = [
 ]
 
 SCHEMA_PATH = "/v1.0/workflow/forms/schemas/processCodes"
+# v1.0 throttling and quota codes (dingtalk.md §5.1): they say nothing about the process_code
+_THROTTLED = tuple(
+    f"Forbidden.AccessDenied.{c}" for c in ("QpsLimit", "QpmLimit", "ApiCountLimitForOrg")
+)
 _NUMERIC = frozenset({"NumberField", "MoneyField", "CalculateField"})
 _TEXT = frozenset({"TextField", "TextareaField"})
 _SELECT = frozenset({"DDSelectField", "DDMultiSelectField"})
@@ -336,7 +340,7 @@ async def _schema_checks(v1: _V1, source: FlowSource, reads: Sequence[Read] | No
         status, data = await v1.schema(source.app, code)
     except (DingdeeError, httpx.HTTPError, ValueError) as exc:
         return [_unreachable("dingtalk", flow, "process_code", exc)]
-    if status >= 500 or str(data.get("code")).startswith("Forbidden.AccessDenied."):
+    if status >= 500 or str(data.get("code")).startswith(_THROTTLED):
         # DingTalk busy, throttling or out of quota: says nothing about the code
         why = DingdeeError(f"HTTP {status} {data.get('code')}: {data.get('message')}")
         return [_unreachable("dingtalk", flow, "process_code", why)]
