@@ -31,6 +31,7 @@ ALERTS = {
     "DingdeeEventStreamSilent",
     "DingdeeCallBudgetAtRisk",
     "DingdeeDingTalkUnavailable",
+    "DingdeeDingTalkPunished",
     "DingdeeServiceNotReady",
     "DingdeeTargetDown",
     "DingdeeKingdeeUnavailable",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Callable
 
@@ -17,6 +18,7 @@ from dingdee_common.observability.server import Health
 from dingdee_extractor.budget import BudgetPacer
 from dingdee_extractor.checkpoints import CheckpointStore
 from dingdee_extractor.dingtalk.client import DingTalkClient
+from dingdee_extractor.doctor import process_code_error
 from dingdee_extractor.emitter import Emitter
 from dingdee_extractor.events import EventListener
 from dingdee_extractor.flows import FlowSource
@@ -93,6 +95,7 @@ class ExtractorApp:
                     retry=self._settings.retry,
                     concurrency=self._settings.dingtalk.get_concurrency,
                     clock=self._clock,
+                    check_code=functools.partial(process_code_error, self._settings),
                 )
             )
         owned = {p.source.flow for p in self.pollers}
@@ -126,7 +129,9 @@ class ExtractorApp:
             by_app.setdefault(poller.source.app, {})[poller.source.process_code] = poller
         apps = self._settings.dingtalk.apps
         return [
-            EventListener(app, apps[app], self._settings.events, pollers, self._metrics)
+            EventListener(
+                app, apps[app], self._settings.events, pollers, self._metrics, self.outage
+            )
             for app, pollers in by_app.items()
         ]
 

@@ -23,9 +23,20 @@ from dingdee_extractor.dingtalk.client import DingTalkClient
 from dingdee_extractor.flows import FlowSource
 from dingdee_extractor.settings import ExtractorSettings
 
-__all__ = ["Read", "app_plans", "dingtalk_checks", "schema_components", "startup_check"]
+__all__ = [
+    "Read",
+    "app_plans",
+    "dingtalk_checks",
+    "process_code_error",
+    "schema_components",
+    "startup_check",
+]
 
 SCHEMA_PATH = "/v1.0/workflow/forms/schemas/processCodes"
+# v1.0 throttling and quota codes (dingtalk.md §5.1): they say nothing about the process_code
+_THROTTLED = tuple(
+    f"Forbidden.AccessDenied.{c}" for c in ("QpsLimit", "QpmLimit", "ApiCountLimitForOrg")
+)
 _NUMERIC = frozenset({"NumberField", "MoneyField", "CalculateField"})
 _TEXT = frozenset({"TextField", "TextareaField"})
 _SELECT = frozenset({"DDSelectField", "DDMultiSelectField"})
@@ -329,6 +340,10 @@ async def _schema_checks(v1: _V1, source: FlowSource, reads: Sequence[Read] | No
         status, data = await v1.schema(source.app, code)
     except (DingdeeError, httpx.HTTPError, ValueError) as exc:
         return [_unreachable("dingtalk", flow, "process_code", exc)]
+    if status >= 500 or str(data.get("code")).startswith(_THROTTLED):
+        # DingTalk busy, throttling or out of quota: says nothing about the code
+        why = DingdeeError(f"HTTP {status} {data.get('code')}: {data.get('message')}")
+        return [_unreachable("dingtalk", flow, "process_code", why)]
     if status != 200 or not isinstance(data.get("result"), dict):
         reason = f"{data.get('code')}: {data.get('message')}"
         todo = {
@@ -353,6 +368,17 @@ async def _schema_checks(v1: _V1, source: FlowSource, reads: Sequence[Read] | No
     if reads is not None:
         checks += component_checks(flow, code, result, reads)
     return checks
+
+
+async def process_code_error(settings: ExtractorSettings, source: FlowSource) -> str | None:
+    """Why the form-schema API refuses ``source``'s process_code, or None when it knows it (or
+    cannot be asked now): the doctor's check, for a poller whose listing stays empty."""
+    v1 = _V1(settings)
+    try:
+        checks = await _schema_checks(v1, source, None)
+    finally:
+        await v1.aclose()
+    return next((c.message for c in checks if c.level == "error"), None)
 
 
 async def dingtalk_checks(

@@ -7,6 +7,11 @@ acked only after the snapshot it caused was acked by Kafka. A repeated event for
 already emitted as terminal is acked without a ``get``; any other duplicate costs a ``get`` and
 emits nothing (fingerprints). On failure the event is answered LATER so DingTalk redelivers it.
 
+``connections/open`` answering 4xx (wrong secret, Stream mode not enabled for the app) is a
+configuration error, not an outage: its body is logged naming the app, ``/readyz`` shows it, and
+the listener asks again only every ``reconnect_max_seconds`` while polling goes on as the
+safety net.
+
 Why not the official ``dingtalk-stream`` client: it opens the connection with blocking
 ``requests`` inside the event loop and reconnects after a fixed 10 s, where we need a non-blocking
 loop, exponential backoff with jitter and acks tied to Kafka acks; the wire protocol is small, so
@@ -27,6 +32,7 @@ from aiokafka.errors import KafkaError
 from dingdee_common.errors import DingdeeError
 from dingdee_common.observability.logging import get_logger
 from dingdee_extractor.metrics import ExtractorMetrics
+from dingdee_extractor.outage import OutageWatch
 from dingdee_extractor.poller import FlowPoller
 from dingdee_extractor.settings import DingTalkApp, EventsSettings
 
@@ -35,6 +41,10 @@ __all__ = ["EventListener"]
 log = get_logger(__name__)
 _ACK_OK = 200
 _ACK_LATER = 500
+
+
+class StreamRefusedError(DingdeeError):
+    """``connections/open`` answered 4xx: the app's credentials or Stream mode are wrong."""
 
 
 class EventListener:
@@ -47,8 +57,10 @@ class EventListener:
         settings: EventsSettings,
         pollers: dict[str, FlowPoller],
         metrics: ExtractorMetrics,
+        outage: OutageWatch | None = None,
     ) -> None:
         self._app = app
+        self._outage = outage
         self._creds = creds
         self._settings = settings
         self._pollers = pollers  # by process_code
@@ -66,6 +78,10 @@ class EventListener:
                 try:
                     await self._session(session, stop)
                     failures = 0
+                except StreamRefusedError as exc:
+                    failures = 64  # asking again soon cannot help: wait the longest backoff
+                    self._report(exc.message)
+                    log.error("extractor.events.refused", app=self._app, error=exc.message)
                 except (aiohttp.ClientError, OSError, TimeoutError, DingdeeError) as exc:
                     failures += 1
                     log.warning("extractor.events.disconnected", app=self._app, error=str(exc))
@@ -84,9 +100,19 @@ class EventListener:
         }
         url = self._settings.base_url.rstrip("/") + "/v1.0/gateway/connections/open"
         async with session.post(url, json=body) as response:
+            if 400 <= response.status < 500:
+                raise StreamRefusedError(
+                    f"DingTalk Stream connections/open for app {self._app!r} answered HTTP "
+                    f"{response.status} {(await response.text())[:300]}: check the app's "
+                    "app_key/app_secret and enable Stream mode (推送方式: Stream 模式) for it in "
+                    "the developer console, or set DINGDEE_EVENTS__ENABLED=false; polling goes "
+                    "on meanwhile",
+                    code="stream_refused",
+                )
             if response.status != 200:
                 raise DingdeeError(f"open connection: HTTP {response.status}", code="stream_open")
             info = await response.json()
+        self._report(None)
         async with session.ws_connect(
             info["endpoint"], params={"ticket": info["ticket"]}, heartbeat=30
         ) as ws:
@@ -97,6 +123,10 @@ class EventListener:
                 await self._read(ws, stop)
             finally:
                 closer.cancel()
+
+    def _report(self, error: str | None) -> None:
+        if self._outage is not None:
+            self._outage.report(f"DingTalk Stream of app {self._app!r}", error)
 
     @staticmethod
     async def _close_on_stop(stop: asyncio.Event, ws: aiohttp.ClientWebSocketResponse) -> None:

@@ -32,6 +32,7 @@ class ExtractorMetrics:
     events_connected: Gauge
     events_last_received: Gauge
     dingtalk_up: Gauge
+    punished: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> ExtractorMetrics:
@@ -144,6 +145,13 @@ class ExtractorMetrics:
                 "dingdee_dingtalk_up",
                 "0 while the extractor waits out DingTalk being unavailable for the app "
                 "(calls unanswered, errcode -1, HTTP 5xx or throttling past the retry budget)",
+                ["app"],
+                registry=registry,
+            ),
+            punished=Counter(
+                "dingdee_dingtalk_punished_total",
+                "DingTalk anti-abuse ban answers ({status:1111, punish:deny}): the egress IP "
+                "made too many calls; every call waits the ban out",
                 ["app"],
                 registry=registry,
             ),

@@ -6,6 +6,10 @@ checkpoint counts as done, so nothing is lost by stopping: the flow waits (cappe
 backoff with full jitter, at least as long as a throttling answer asked for) and runs the cycle
 again from there, for as long as it takes. Meanwhile ``/readyz`` says what is down and since
 when, and ``dingdee_dingtalk_up{app}`` is 0 while DingTalk is.
+
+Configuration errors found while running (:meth:`OutageWatch.report`: Stream mode refused, a
+``process_code`` DingTalk does not know) are no outage: nothing waits for them, polling goes on,
+but ``/readyz`` names them until they are fixed.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ class OutageWatch:
         self._health = health
         self._down: dict[str, dict[str, str]] = {}  # "DingTalk app 'x'" or Kafka → {flow: why}
         self._since: dict[str, float] = {}  # the same keys → wall time it went down
+        self._problems: dict[str, str] = {}  # configuration errors found running: what → why
         self._apps = sorted(set(apps))
         for app in self._apps:
             metrics.dingtalk_up.labels(app).set(1)
@@ -71,6 +76,7 @@ class OutageWatch:
                 down, retry_after, error = KAFKA, 0.0, f"{type(exc).__name__}: {exc}"
             else:
                 self._recovered(poller, attempt)
+                self.report(_flow(poller.source.flow), poller.config_error)
                 return True
             attempt += 1
             delay = max(backoff_delay(attempt, self._policy), retry_after)
@@ -114,17 +120,27 @@ class OutageWatch:
                 )
         self._publish()
 
+    def report(self, subject: str, error: str | None) -> None:
+        """A configuration error about ``subject`` (None: there is none, or no more)."""
+        if self._problems.get(subject) == error:
+            return
+        if error is None:
+            self._problems.pop(subject, None)
+        else:
+            self._problems[subject] = error
+        self._publish()
+
     def _publish(self) -> None:
         """The gauges, and ``/readyz`` naming what is down, since when and why."""
         for down in [d for d, flows in self._down.items() if not flows]:
             del self._down[down], self._since[down]
         for app in self._apps:
             self._metrics.dingtalk_up.labels(app).set(0 if _dingtalk(app) in self._down else 1)
-        self._metrics.stage.ready.labels("extractor").set(0 if self._down else 1)
-        if not self._down:
+        self._metrics.stage.ready.labels("extractor").set(0 if self._down or self._problems else 1)
+        if not self._down and not self._problems:
             self._health.set_ready()
             return
-        reasons = []
+        reasons = [f"configuration error: {why}" for _, why in sorted(self._problems.items())]
         for down, flows in sorted(self._down.items()):
             seconds = time.time() - self._since[down]
             reasons.append(
@@ -132,6 +148,10 @@ class OutageWatch:
                 f"{next(iter(flows.values()))}; retrying with backoff"
             )
         self._health.set_not_ready("; ".join(reasons))
+
+
+def _flow(flow: str) -> str:
+    return f"flow {flow!r}"
 
 
 def _dingtalk(app: str) -> str:

@@ -35,12 +35,12 @@ from dingdee_extractor.flows import FlowSource
 from dingdee_extractor.metrics import ExtractorMetrics
 from dingdee_extractor.settings import PollSettings
 
-__all__ = ["ID_CAP", "FlowPoller", "split_windows"]
+__all__ = ["FlowPoller", "split_windows"]
 
 log = get_logger(__name__)
 
 DAY_MS = 86_400_000
-ID_CAP = 10_000  # ids one listids query can page through (contract §2.1)
+MAX_PAGE = 20  # the largest listids page (contract §2.1)
 DETAIL_SOURCE = "dingtalk.processinstance.get"  # not a Kafka topic: replay refuses it
 
 
@@ -85,6 +85,7 @@ class FlowPoller:
         clock: Callable[[], int] | None = None,
         until_ms: int | None = None,
         on_window: Callable[[int, int, int], None] | None = None,
+        check_code: Callable[[FlowSource], Awaitable[str | None]] | None = None,
     ) -> None:
         self.source = source
         self.cp = checkpoint or Checkpoint(flow=source.flow, watermark_ms=source.start_ms())
@@ -108,6 +109,9 @@ class FlowPoller:
         self.pace = 1.0  # poll interval / configured interval, set by the app's budget pacer
         self.calls = 0  # metered calls since this poller started (every attempt)
         self.terminals = 0
+        self._check_code = check_code  # the doctor's form-schema check of the process_code
+        self._code_checked_ms: int | None = None
+        self.config_error: str | None = None  # a process_code DingTalk does not know
 
     # ---- the cycle ---------------------------------------------------------------------------
 
@@ -165,14 +169,17 @@ class FlowPoller:
         floor = max(self.source.start_ms(), now - int(p.lookback_max_days * DAY_MS) + 60_000)
         fresh_from = max(floor, self.cp.watermark_ms - int(p.overlap_seconds * 1000))
         start = self._ride_along(fresh_from, end)
+        listed = 0
         for lo, hi in split_windows(start, end, int(p.window_max_days * DAY_MS)):
             ids = await self._list(lo, hi)
+            listed += len(ids)
             new = self._defer_young(ids, lo, now)
             await self._fetch(new, hint_ms=lo, trigger="poll", late_before=fresh_from)
             self._listed_settled(lo, hi, now)
             await self._checkpoint(watermark=max(self.cp.watermark_ms, hi + 1))
             if self._on_window is not None:
                 self._on_window(lo, hi, len(ids))
+        await self._check_empty(listed, now)
         due = [i for i, o in self._open.items() if o.next_check_ms <= now]
         if due:
             await self._fetch(due, hint_ms=now, trigger="poll")
@@ -183,6 +190,38 @@ class FlowPoller:
         self._usage = count_cycle(self._usage, self.source.app, now)
         await self._checkpoint(watermark=max(self.cp.watermark_ms, end + 1))
         self._observe(now)
+
+    async def _check_empty(self, listed: int, now: int) -> None:
+        """A flow that never listed anything may have a process_code DingTalk does not know.
+
+        DingTalk answers an empty list for an unknown code, forever and without an error. So
+        while a flow has listed nothing and holds no instance, the form-schema API (the doctor's
+        check) is asked at most once per ``code_check_interval_seconds`` whether it knows the
+        code; its refusal becomes :attr:`config_error` (``/readyz``) and an error log line.
+        """
+        if listed or self._open or self._emitted:
+            self.config_error = None
+            return
+        interval_ms = int(self._poll.code_check_interval_seconds * 1000)
+        if self._check_code is None or (
+            self._code_checked_ms is not None and now - self._code_checked_ms < interval_ms
+        ):
+            return
+        self._code_checked_ms = now
+        problem = await self._check_code(self.source)
+        code = self.source.process_code
+        self.config_error = (
+            None
+            if problem is None
+            else f"flow {self.source.flow!r} lists nothing for process_code {code}: {problem}"
+        )
+        if problem is not None:
+            log.error(
+                "extractor.flow.unknown_process_code",
+                flow=self.source.flow,
+                process_code=code,
+                error=problem,
+            )
 
     def _ride_along(self, fresh_from: int, end: int) -> int:
         """Where this cycle's listing starts: the sweep rides along when that is cheap.
@@ -231,18 +270,38 @@ class FlowPoller:
     # ---- listing ---------------------------------------------------------------------------
 
     async def _list(self, lo: int, hi: int) -> list[str]:
-        """Every id created in ``[lo, hi]``, paged to the end; halves a window over the cap."""
+        """Every id created in ``[lo, hi]``, paged to the end; halves a window over the cap.
+
+        DingTalk pages through at most ``listing_cap`` ids of one query (§2.1 rule 3). What it
+        does there is undocumented: it may stop listing (the silent cap) or refuse the page that
+        reaches past it; either way the window is halved until each half fits.
+        """
+        cap = self._poll.listing_cap
         ids: list[str] = []
         cursor = 0
+        refused = False
         while True:
-            page: IdPage = await self._call(
-                "list", functools.partial(self._listids, lo, hi, cursor)
-            )
+            try:
+                page: IdPage = await self._call(
+                    "list", functools.partial(self._listids, lo, hi, cursor)
+                )
+            except PermanentError as exc:
+                if cursor < cap - MAX_PAGE:
+                    raise
+                refused = True
+                log.warning(
+                    "extractor.listing.cap_refused",
+                    flow=self.source.flow,
+                    window_ms=[lo, hi],
+                    cursor=cursor,
+                    error=str(exc),
+                )
+                break
             ids.extend(page.ids)
             if page.next_cursor is None or page.next_cursor <= cursor:
                 break
             cursor = page.next_cursor
-        if len(ids) >= ID_CAP and hi - lo > 1000:
+        if (refused or len(ids) >= cap) and hi - lo > 1000:
             mid = lo + (hi - lo) // 2
             return [*await self._list(lo, mid), *await self._list(mid + 1, hi)]
         return list(dict.fromkeys(ids))

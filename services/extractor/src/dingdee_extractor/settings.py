@@ -55,6 +55,12 @@ class DingTalkSettings(_Block):
     timeout_seconds: float = Field(default=10.0, gt=0)
     token_refresh_margin_seconds: float = Field(default=600.0, ge=0)
     get_concurrency: int = Field(default=8, ge=1, le=64)
+    punish_pause_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="how long every call waits after DingTalk's anti-abuse ban answer "
+        '({"status":1111,…,"punish":"deny"}); the ban lasts 5 minutes (dingtalk.md §5.1)',
+    )
     page_size: int = Field(default=20, ge=1, le=20)
     default_monthly_call_budget: int = Field(
         default=DEFAULT_MONTHLY_BUDGET,
@@ -101,6 +107,19 @@ class PollSettings(_Block):
         description="the longest poll interval a monthly call budget may stretch polling to",
     )
     detail_failures_before_dlq: int = Field(default=3, ge=1)
+    listing_cap: int = Field(
+        default=10_000,
+        ge=40,
+        le=10_000,
+        description="ids one listids query pages through (DingTalk: 10 000, dingtalk.md §2.1); "
+        "a window that reaches it is halved (lower only to test that)",
+    )
+    code_check_interval_seconds: float = Field(
+        default=24 * 3600.0,
+        gt=0,
+        description="while a flow has listed nothing, how often the form-schema API is asked "
+        "whether it knows the flow's process_code",
+    )
 
 
 class EventsSettings(_Block):

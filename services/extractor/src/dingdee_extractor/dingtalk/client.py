@@ -1,7 +1,10 @@
 """The DingTalk old-host client: the only place httpx errors and errcodes become the taxonomy.
 
 Contract: ``contracts/dingtalk.md`` §1–§3, §5. Old-host errors come back as HTTP 200 with a
-non-zero ``errcode``; auth and throttling hide inside ``errcode 88`` with a string ``sub_code``.
+non-zero ``errcode``; auth and throttling hide inside ``errcode 88`` with a string ``sub_code``,
+or arrive flat (``errcode`` 90018 itself), and ``errcode`` may be a number or a numeric string:
+:func:`answer_code` reads every such shape as one code. The per-IP anti-abuse ban answers a body
+without ``errcode`` at all (§5.1, ``{"status":1111,…,"punish":"deny"}``).
 """
 
 from __future__ import annotations
@@ -23,9 +26,11 @@ from dingdee_extractor.settings import DingTalkApp, DingTalkSettings
 __all__ = [
     "AUTH_CODES",
     "DingTalkClient",
+    "DingTalkPunishedError",
     "DingTalkUnavailableError",
     "IdPage",
     "QuotaExhaustedError",
+    "answer_code",
 ]
 
 log = get_logger(__name__)
@@ -33,12 +38,41 @@ log = get_logger(__name__)
 AUTH_CODES = frozenset({"40000", "40014", "42001", "40001", "33001", "41001"})
 _BUSY_CODES = frozenset({"-1"})
 _APP_QPS = "90018"
+_ISV_QPS = "90019"  # an ISV app's per-org, per-API limit: a per-second window like 90018 (§5.1)
 _GLOBAL_QPS = "90002"
 _QUOTA = "90020"
 
 
+def answer_code(body: dict[str, Any]) -> tuple[int | None, str]:
+    """``(errcode, code)`` of an old-host answer, whatever shape it came in.
+
+    ``errcode`` as an int (None when absent or not numeric: ``0`` and ``"0"`` alike);
+    ``code`` the string that names the condition: the ``sub_code`` inside ``errcode 88``, else
+    the ``errcode`` itself, so a flat ``90018`` and ``88``/``"90018"`` read the same.
+    """
+    raw = body.get("errcode")
+    try:
+        code = int(raw) if raw is not None and not isinstance(raw, bool) else None
+    except (TypeError, ValueError):
+        code = None
+    sub = str(body.get("sub_code") or "")
+    if code == 88 and sub:
+        return code, sub
+    return code, "" if code is None else str(code)
+
+
+def is_punished(body: dict[str, Any]) -> bool:
+    """The per-egress-IP anti-abuse ban (§5.1): ``{"status":1111,…,"punish":"deny"}``."""
+    return "errcode" not in body and (body.get("punish") == "deny" or body.get("status") == 1111)
+
+
 class QuotaExhaustedError(TransientError):
     """The organisation's monthly call allowance is spent (90020): wait, do not hammer."""
+
+
+class DingTalkPunishedError(TransientError):
+    """DingTalk's anti-abuse gate banned this egress IP (§5.1: 5 minutes, for every app and
+    API): wait the whole ban out; a short backoff only prolongs it (§5.4)."""
 
 
 class DingTalkUnavailableError(TransientError):
@@ -90,6 +124,7 @@ class DingTalkClient:
             base_url=settings.base_url.rstrip("/"), timeout=settings.timeout_seconds
         )
         self._apps = {name: _AppState(app) for name, app in settings.apps.items()}
+        self._punished_until = 0.0  # monotonic end of an anti-abuse ban (the IP's, every app's)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -126,8 +161,10 @@ class DingTalkClient:
 
     async def _fetch_token(self, app: str, creds: DingTalkApp) -> _Token:
         params = {"appkey": creds.app_key, "appsecret": creds.app_secret.get_secret_value()}
+        self._check_ban(app)
         body = await self._send(app, "gettoken", "GET", "/gettoken", params=params)
-        code = body.get("errcode")
+        self._check_punished(app, body)
+        code, _ = answer_code(body)
         if code != 0:
             message = f"DingTalk gettoken for app {app!r} failed: {code} {body.get('errmsg')}"
             if code in (40096, 40089, 40001, 40035):
@@ -192,6 +229,7 @@ class DingTalkClient:
         self, app: str, api: str, path: str, payload: dict[str, Any], token: str
     ) -> dict[str, Any]:
         state = self._state(app)
+        self._check_ban(app)
         if state.global_backoff > time.monotonic():
             await asyncio.sleep(state.global_backoff - time.monotonic())
         bucket = state.buckets.setdefault(api, TokenBucket(self._settings.qps))
@@ -206,27 +244,55 @@ class DingTalkClient:
     def _interpret(
         self, app: str, api: str, body: dict[str, Any], bucket: TokenBucket
     ) -> dict[str, Any]:
-        code = body.get("errcode")
-        sub = str(body.get("sub_code") or "")
+        self._check_punished(app, body)
+        code, what = answer_code(body)
         if code == 0:
             self._state(app).answered_at = time.monotonic()
             return body
+        sub = str(body.get("sub_code") or "")
         text = f"DingTalk {api}: errcode {code} {sub} {body.get('sub_msg') or body.get('errmsg')}"
-        if str(code) in AUTH_CODES or (code == 88 and sub in AUTH_CODES):
+        if what in AUTH_CODES:
             raise _AuthError(text)
-        if code == 88 and sub == _APP_QPS:
+        if what in (_APP_QPS, _ISV_QPS):  # a 1-second window: the next second (§5.4)
             bucket.penalise(1.0)
-            raise TransientError(text, retry_after=1.0 - (time.time() % 1.0), code=_APP_QPS)
-        if code == 88 and sub == _GLOBAL_QPS:
+            raise TransientError(text, retry_after=1.0 - (time.time() % 1.0), code=what)
+        if what == _GLOBAL_QPS:  # exponential: 1 s, 2 s, 4 s … (§5.4), capped
             state = self._state(app)
             pause = min(60.0, max(1.0, 2 * (state.global_backoff - time.monotonic() + 1)))
             state.global_backoff = time.monotonic() + pause
             raise TransientError(text, retry_after=pause, code=_GLOBAL_QPS)
-        if str(code) in _BUSY_CODES:
+        if what in _BUSY_CODES:
             raise TransientError(text, code="system_busy")
-        if code == int(_QUOTA):
+        if what == _QUOTA:
             raise QuotaExhaustedError(text, retry_after=3600.0, code=_QUOTA)
+        if code is None:  # no errcode at all: not an answer about this call
+            raise TransientError(f"DingTalk {api}: answer without errcode {body}", code="malformed")
         raise PermanentError(text, code=f"errcode_{code}{'_' + sub if sub else ''}")
+
+    def _check_ban(self, app: str) -> None:
+        """While a ban lasts, fail at once: a call made during it may extend it."""
+        left = self._punished_until - time.monotonic()
+        if left > 0:
+            raise DingTalkPunishedError(
+                f"DingTalk app {app!r}: anti-abuse ban (punish=deny) of this IP, {left:.0f}s left",
+                retry_after=left,
+                code="punished",
+            )
+
+    def _check_punished(self, app: str, body: dict[str, Any]) -> None:
+        """The anti-abuse body: start the ban (every app of this client) and raise."""
+        if not is_punished(body):
+            return
+        pause = self._settings.punish_pause_seconds
+        self._punished_until = max(self._punished_until, time.monotonic() + pause)
+        self._metrics.punished.labels(app).inc()
+        log.error(
+            "extractor.dingtalk.punished",
+            app=app,
+            pause_seconds=pause,
+            body=orjson.dumps(body).decode()[:300],
+        )
+        self._check_ban(app)
 
     async def _send(
         self, app: str, api: str, method: str, path: str, **kwargs: Any
@@ -246,7 +312,8 @@ class DingTalkClient:
             if not isinstance(body, dict):
                 errcode = "malformed"
                 raise TransientError(f"DingTalk {api}: body is not an object", code=errcode)
-            errcode = str(body.get("sub_code") or body.get("errcode", "none"))
+            _, what = answer_code(body)
+            errcode = "punished" if is_punished(body) else (what or "none")
             return body
         except httpx.TimeoutException as exc:
             errcode = "timeout"

@@ -17,6 +17,7 @@ from dingdee_sandbox.dingtalk.control import control_routes
 from dingdee_sandbox.dingtalk.keys import API, APP, BODY, STATE
 from dingdee_sandbox.dingtalk.oldhost import old_routes
 from dingdee_sandbox.dingtalk.schemas import schema_routes
+from dingdee_sandbox.dingtalk.shapes import answer_shapes
 from dingdee_sandbox.dingtalk.state import State
 from dingdee_sandbox.dingtalk.stream import StreamGateway
 from dingdee_sandbox.dingtalk.v1host import v1_fallback, v1_routes
@@ -81,7 +82,7 @@ async def request_log(request: web.Request, handler: Any) -> web.StreamResponse:
 
 def create_app(state: State | None = None) -> web.Application:
     """The sandbox application over ``state`` (a fresh empty ``State`` by default)."""
-    app = web.Application(middlewares=[request_log])
+    app = web.Application(middlewares=[request_log, answer_shapes])
     app[STATE] = state or State()
     gateway = StreamGateway(app[STATE])
     app[GATEWAY] = gateway

@@ -50,6 +50,21 @@ class Faults:
             whose detail keeps failing).
         listing_delay_seconds: an instance shows in ``listids`` only this long (sandbox clock)
             after its creation time: DingTalk's listing index lags, which the sweep is for.
+        throttle_code: what the per-(app, API) limit answers: ``"90018"`` (an internal app's
+            limit) or ``"90019"`` (an ISV app's per-org limit); dingtalk.md lines 518–521 (§5.1).
+        flat_throttle: old-host throttling arrives flat (``{"errcode": 90018, …}``) instead of
+            inside ``errcode 88`` with a ``sub_code``; dingtalk.md lines 518–521 name the codes,
+            lines 527–540 (§5.2) the 88-wrapped capture; clients match the code either way.
+        errcode_string: every old-host ``errcode`` is sent as a string (``"0"``, ``"90018"``),
+            as ``sub_code`` already is (dingtalk.md lines 141–142).
+        punished: the egress IP is banned by the anti-abuse gate (dingtalk.md line 522 and lines
+            726–727: 10 000 calls in 20 s, then 5 minutes): every call, token calls included,
+            answers ``{"status":1111,"wait":5,"source":"x5","punish":"deny","uuid":…}``.
+        punish_status: the HTTP status of that answer (UNCONFIRMED, dingtalk.md line 727).
+        listing_cap: ids one listids query pages through (dingtalk.md line 184: 10 000).
+        listing_cap_error: at the cap listids keeps a ``next_cursor`` and refuses the page past it
+            with ``listids_errcode`` instead of silently ending (dingtalk.md lines 704–705: the
+            upstream behaviour is UNCONFIRMED).
         seed: seed of the fault generator.
     """
 
@@ -80,6 +95,13 @@ class Faults:
     scope_dept_ids: list[str] | None = None
     listing_delay_seconds: float = 0.0
     failing_instance_ids: list[str] = field(default_factory=list)
+    throttle_code: str = "90018"
+    flat_throttle: bool = False
+    errcode_string: bool = False
+    punished: bool = False
+    punish_status: int = 200
+    listing_cap: int = 10_000
+    listing_cap_error: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -100,6 +122,10 @@ class Faults:
             raise ValueError("unknown_instance must be '88' or 'flat'")
         if self.v1_auth_status not in (400, 401):
             raise ValueError("v1_auth_status must be 400 or 401")
+        if self.throttle_code not in ("90018", "90019"):
+            raise ValueError("throttle_code must be '90018' or '90019'")
+        if not 1 <= self.listing_cap <= 10_000:
+            raise ValueError(f"listing_cap must be in [1, 10000], got {self.listing_cap}")
 
     def patched(self, changes: dict[str, Any]) -> Faults:
         """A copy with ``changes`` applied; raises ValueError on an unknown or invalid knob."""

@@ -12,7 +12,7 @@ from typing import Any
 
 from dingdee_sandbox.dingtalk.state import DAY_MS, State
 
-__all__ = ["ID_CAP", "ListError", "ListQuery", "page", "parse_int", "validate"]
+__all__ = ["ID_CAP", "CapError", "ListError", "ListQuery", "page", "parse_int", "validate"]
 
 ID_CAP = 10_000
 MESSAGES = {
@@ -97,12 +97,26 @@ def validate(
     return ListQuery(str(process_code), start, end, cursor, size, userids, statuses or [])
 
 
+class CapError(ValueError):
+    """A page past the listing cap was asked for (knob ``listing_cap_error``)."""
+
+
 def page(state: State, query: ListQuery) -> tuple[list[str], int | None]:
-    """One page of ids and the next cursor (None on the last page); at most 10 000 per query."""
+    """One page of ids and the next cursor (None on the last page); at most 10 000 per query.
+
+    Raises:
+        CapError: ``listing_cap_error`` is on and the page starts past the cap of a query that
+            holds more ids than it (DingTalk's behaviour there is UNCONFIRMED, dingtalk.md
+            lines 704–705).
+    """
     ids = state.listed(query.process_code, query.start, query.end, query.userids)
     if query.statuses:
         ids = [i for i in ids if state.instances[i].status in query.statuses]
-    ids = ids[:ID_CAP]
+    cap = min(ID_CAP, state.faults.listing_cap)
+    over = len(ids) > cap and state.faults.listing_cap_error
+    if over and query.cursor >= cap:
+        raise CapError(query.cursor)
+    ids = ids[:cap]
     chunk = ids[query.cursor : query.cursor + query.size]
-    more = query.cursor + query.size < len(ids)
+    more = query.cursor + query.size < len(ids) or over
     return chunk, (query.cursor + query.size if more else None)

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from dingdee_sandbox.dingtalk.gate import Refusal, admit
 from dingdee_sandbox.dingtalk.keys import API, APP, BODY, STATE
-from dingdee_sandbox.dingtalk.listing import ListError, page, parse_int, validate
+from dingdee_sandbox.dingtalk.listing import CapError, ListError, page, parse_int, validate
 from dingdee_sandbox.dingtalk.render import render_old
 from dingdee_sandbox.dingtalk.responses import (
     MALFORMED,
@@ -60,6 +60,16 @@ def transport_refusal(request: web.Request, refusal: Refusal) -> web.Response:
     reset_connection(request)
 
 
+def _throttled(state: State, refusal: Refusal, api: str) -> web.Response:
+    """90018/90019 (per app) or 90002 (global), in ``errcode 88`` or flat (dingtalk.md §5.2)."""
+    flat = state.faults.flat_throttle
+    if refusal.kind == "global_qps":
+        errmsg = _global_errmsg(state, api, refusal.until_ms)
+        return old_flat(90002, errmsg) if flat else old_err88("90002", _GLOBAL_MSG, errmsg)
+    code = state.faults.throttle_code
+    return old_flat(int(code), _QPS_MSG) if flat else old_err88(code, _QPS_MSG)
+
+
 def refusal_response(request: web.Request, refusal: Refusal, api: str) -> web.Response:
     """Render a refusal the old host's way (HTTP 200 except injected 5xx)."""
     state = request.app[STATE]
@@ -69,14 +79,13 @@ def refusal_response(request: web.Request, refusal: Refusal, api: str) -> web.Re
         if state.faults.flat_auth_errors:
             return old_flat(flat_code, flat_msg)
         return old_err88(sub_code, sub_msg)
-    if kind == "global_qps":
-        return old_err88("90002", _GLOBAL_MSG, _global_errmsg(state, api, refusal.until_ms))
+    if kind in ("qps", "global_qps"):
+        return _throttled(state, refusal, api)
     if kind == "quota":
         used, quota = state.limiter.metered_calls, state.faults.monthly_quota
         return old_flat(90020, f"您的企业本月api调用量已超过限制,调用量:{used}次,额度:{quota}次")
     simple = {
         "forbidden": lambda: old_err88("60011", "没有调用该接口的权限"),
-        "qps": lambda: old_err88("90018", _QPS_MSG),
         "busy": lambda: old_flat(-1, "系统繁忙"),
     }.get(kind)
     return simple() if simple else transport_refusal(request, refusal)
@@ -144,7 +153,10 @@ async def listids(request: web.Request) -> web.Response:
         )
     except ListError:
         return _param_error(state)
-    ids, next_cursor = page(state, query)
+    try:
+        ids, next_cursor = page(state, query)
+    except CapError:
+        return _param_error(state)
     result: dict[str, Any] = {"list": ids}
     if next_cursor is not None:
         result["next_cursor"] = next_cursor

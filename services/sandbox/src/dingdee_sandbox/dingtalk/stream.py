@@ -3,7 +3,10 @@
 Instances that start, finish or terminate on the sandbox become ``bpms_instance_change`` EVENT
 frames pushed to every connected client; a frame stays pending until the client acks it with
 code 200 and is redelivered after ``redeliver_seconds`` otherwise (or at once on a LATER ack).
-Knobs drop or duplicate a share of events and drop connections with a SYSTEM ``disconnect``.
+Knobs drop or duplicate a share of events and drop connections with a SYSTEM ``disconnect``;
+``open_status`` (with ``open_code``/``open_message``) makes ``connections/open`` refuse every app
+the way a wrong secret does (dingtalk.md lines 103–105), e.g. for an app whose Stream mode is not
+enabled (lines 572–580, §5.5, document no body for that: the default code is a placeholder).
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ class StreamKnobs:
     duplicate_rate: float = 0.0
     redeliver_seconds: float = 5.0
     seed: int = 0
+    open_status: int = 0  # 0: connections/open answers normally; else this 4xx for every app
+    open_code: str = "streamNotEnabled"
+    open_message: str = "应用未开启Stream模式"
 
 
 @dataclass
@@ -140,6 +146,15 @@ class StreamGateway:
 
     async def open_connection(self, request: web.Request) -> web.Response:
         body = await request.json()
+        if self.knobs.open_status:
+            return web.json_response(
+                {
+                    "code": self.knobs.open_code,
+                    "message": self.knobs.open_message,
+                    "requestid": secrets.token_hex(8).upper(),
+                },
+                status=self.knobs.open_status,
+            )
         if (
             body.get("clientId") != DEMO_APP.app_key
             or body.get("clientSecret") != DEMO_APP.app_secret
@@ -193,6 +208,9 @@ class StreamGateway:
             for key in ("drop_rate", "duplicate_rate", "redeliver_seconds"):
                 if key in body:
                     setattr(self.knobs, key, float(body[key]))
+            for key in ("open_status", "open_code", "open_message"):
+                if key in body:
+                    setattr(self.knobs, key, type(getattr(self.knobs, key))(body[key]))
         return web.json_response(
             {
                 "connections": len(self.sockets),

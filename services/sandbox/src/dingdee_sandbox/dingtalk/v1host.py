@@ -15,7 +15,7 @@ from aiohttp import web
 
 from dingdee_sandbox.dingtalk.gate import Refusal, admit
 from dingdee_sandbox.dingtalk.keys import API, APP, BODY, STATE
-from dingdee_sandbox.dingtalk.listing import ListError, page, parse_int, validate
+from dingdee_sandbox.dingtalk.listing import CapError, ListError, page, parse_int, validate
 from dingdee_sandbox.dingtalk.oldhost import transport_refusal
 from dingdee_sandbox.dingtalk.render import render_v1
 from dingdee_sandbox.dingtalk.responses import v1_error, v1_json
@@ -110,7 +110,10 @@ async def instance_ids(request: web.Request) -> web.Response:
         )
     except ListError as exc:
         return v1_error(400, exc.code, str(exc))
-    ids, next_cursor = page(state, query)
+    try:
+        ids, next_cursor = page(state, query)
+    except CapError:
+        return v1_error(400, "internalError", "the listing cap was reached")
     result: dict[str, Any] = {"list": ids}
     if next_cursor is not None:
         result["nextToken"] = next_cursor if state.faults.v1_next_token_int else str(next_cursor)
