@@ -273,20 +273,6 @@ async def test_the_extractor_refuses_a_budget_that_cannot_fit_before_kafka(
     assert "Kafka" not in fatal and "KafkaConnectionError" not in out, "it fails before Kafka"
 
 
-async def test_the_extractor_refuses_a_renamed_component(sandboxes: Env) -> None:
-    code = PROCESS_CODES["department-sync"]
-    async with httpx.AsyncClient(base_url=sandboxes["DINGDEE_DINGTALK__BASE_URL"]) as http:
-        await http.post(f"/_sandbox/schemas/{code}", json={"rename": {"部门编码": "部门代码"}})
-        try:
-            exit_code, out = await start("dingdee_extractor", sandboxes)
-        finally:
-            await http.post(f"/_sandbox/schemas/{code}", json={"reset": True})
-    assert exit_code == 1, out
-    [fatal] = [json.loads(x)["error"] for x in out.splitlines() if '"extractor.fatal"' in x]
-    assert "error   dingtalk/department-sync: component 部门编码" in fatal
-    assert "(+1 more: run dingdee doctor)" in fatal, "FNumber and the bill key both read it"
-
-
 async def test_an_app_without_the_approval_permissions(
     sandboxes: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:

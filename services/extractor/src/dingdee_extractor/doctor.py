@@ -391,7 +391,7 @@ async def dingtalk_checks(
 async def startup_check(
     settings: ExtractorSettings, sources: Sequence[FlowSource], client: DingTalkClient
 ) -> None:
-    """The extractor's part of the doctor at start-up: tokens, templates, components, budget.
+    """The extractor's part of the doctor at start-up: tokens, templates, budget.
 
     What each mapping reads is the transformer's to know, so the start-up check does not look at
     it; ``dingdee doctor`` (the operator tools, above every service) does.
