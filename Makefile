@@ -5,8 +5,12 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
-PACKAGES := -e shared -e services/sandbox -e services/extractor -e services/transformer -e services/loader
-DEV_TOOLS := pytest pytest-asyncio pytest-timeout pytest-xdist hypothesis ruff mypy types-PyYAML kubernetes-validate kingdee-cdp-webapi-sdk
+# layers, bottom up: the library, the services (and the sandboxes), the operator tools, dev tools
+PACKAGES := -e shared -e services/sandbox -e services/extractor -e services/transformer \
+	-e services/loader -e tools/ops -e tools/dev
+# dingtalk-stream: only the events test uses it (the official client against the sandbox gateway)
+DEV_TOOLS := pytest pytest-asyncio pytest-timeout pytest-xdist hypothesis ruff mypy types-PyYAML \
+	kubernetes-validate kingdee-cdp-webapi-sdk dingtalk-stream import-linter
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 # The suite mostly waits (outages, group joins, faust assignment): tests run in parallel workers,
@@ -14,12 +18,12 @@ PYTEST_ARGS ?=
 TEST_WORKERS ?= 3
 XDIST := -n $(TEST_WORKERS) --dist load
 
-.PHONY: help install run test test-unit test-integration check lint format typecheck bench clean dlq-replay promtool
+.PHONY: help install run test test-unit test-integration check lint format typecheck imports bench clean dlq-replay promtool
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
 
-$(STAMP): constraints.txt shared/pyproject.toml services/*/pyproject.toml
+$(STAMP): constraints.txt shared/pyproject.toml services/*/pyproject.toml tools/*/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt $(PACKAGES) $(DEV_TOOLS)
@@ -30,7 +34,8 @@ install: $(STAMP) ## Create .venv and install every package with pinned versions
 run: install ## Run the whole pipeline locally (embedded broker + sandboxes) with live progress
 	$(BIN)/dingdee-dev run
 
-test: install promtool ## Install everything and run the whole suite (unit → contract → integration → fault)
+test: install promtool ## Install everything and run the whole suite (import layers, then unit → contract → integration → fault)
+	$(BIN)/lint-imports
 	$(BIN)/pytest $(XDIST) $(PYTEST_ARGS)
 
 test-unit: install ## Unit tests only (no network)
@@ -39,7 +44,7 @@ test-unit: install ## Unit tests only (no network)
 test-integration: install ## Integration and fault tests (embedded broker)
 	$(BIN)/pytest $(XDIST) tests/integration tests/fault $(PYTEST_ARGS)
 
-check: lint typecheck ## ruff + mypy
+check: lint typecheck imports ## ruff + mypy + import layers
 
 lint: install ## ruff
 	$(BIN)/ruff check .
@@ -50,7 +55,11 @@ format: install ## ruff format + autofix
 	$(BIN)/ruff check --fix .
 
 typecheck: install ## mypy (strict)
-	$(BIN)/mypy shared/src services/extractor/src services/transformer/src services/loader/src services/sandbox/src
+	$(BIN)/mypy shared/src services/extractor/src services/transformer/src services/loader/src \
+		services/sandbox/src tools/ops/src tools/dev/src
+
+imports: install ## import-linter: the layers of docs/DESIGN.md "Layout" (dev → ops → services → common)
+	$(BIN)/lint-imports
 
 bench: install ## Benchmarks: ratios against baselines measured in the same run
 	$(PY) -m bench

@@ -24,8 +24,8 @@ from tests.fault.kingdee_outage import LOADER_ENV, LoaderProbe, SandboxProcess
 from tests.integration.test_loader_service import loader_process, make_bills, produce
 
 from bench.kafka import bench_kafka
-from dingdee_common.procs import wait_http_ok
 from dingdee_common.settings import KafkaSettings
+from dingdee_dev.procs import wait_http_ok
 
 BILLS = 1000
 MAX_BACKOFF_S = 5.0

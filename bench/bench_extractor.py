@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from dingdee_common.broker import EmbeddedBroker
 from dingdee_common.contracts import Checkpoint
 from dingdee_common.kafka.clients import make_producer
 from dingdee_common.kafka.dlq import DeadLetterPublisher
@@ -30,6 +29,7 @@ from dingdee_common.kafka.topics import Topics, provision
 from dingdee_common.quota import MONTH_SECONDS, Demand, project_month
 from dingdee_common.settings import KafkaSettings, RetrySettings
 from dingdee_common.web import start_site
+from dingdee_dev.broker import EmbeddedBroker
 from dingdee_extractor.dingtalk.client import DingTalkClient
 from dingdee_extractor.emitter import Emitter
 from dingdee_extractor.flows import FlowSource

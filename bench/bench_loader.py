@@ -28,10 +28,10 @@ import orjson
 from tests.integration.test_loader_service import DEMO_CREDENTIALS, make_bills, produce
 
 from bench.kafka import bench_kafka
-from dingdee_common.broker import free_port
 from dingdee_common.kingdee_signing import signature_headers
-from dingdee_common.procs import ManagedProcess, wait_http_ok
 from dingdee_common.settings import KafkaSettings
+from dingdee_dev.broker import free_port
+from dingdee_dev.procs import ManagedProcess, wait_http_ok
 from dingdee_sandbox.kingdee.demo import expense_model
 
 GOAL = 0.9

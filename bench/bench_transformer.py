@@ -28,12 +28,12 @@ from aiokafka import AIOKafkaConsumer
 from tests.otlp import Collected, start_collector
 from tests.unit.transformer.samples import petty_form, petty_row, snapshot
 
-from dingdee_common.broker import ENV_BOOTSTRAP, EmbeddedBroker, free_port
 from dingdee_common.codec import encode_model
 from dingdee_common.kafka.clients import make_consumer, make_producer
 from dingdee_common.kafka.topics import Topics, provision
-from dingdee_common.procs import ManagedProcess
 from dingdee_common.settings import KafkaSettings
+from dingdee_dev.broker import ENV_BOOTSTRAP, EmbeddedBroker, free_port
+from dingdee_dev.procs import ManagedProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 GOAL = 0.3

@@ -9,9 +9,9 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from dingdee_common.broker import ENV_BOOTSTRAP, EmbeddedBroker
 from dingdee_common.kafka.topics import provision
 from dingdee_common.settings import KafkaSettings
+from dingdee_dev.broker import ENV_BOOTSTRAP, EmbeddedBroker
 
 __all__ = ["bench_kafka"]
 

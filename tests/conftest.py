@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from dingdee_common.broker import ENV_BOOTSTRAP, EmbeddedBroker
 from dingdee_common.kafka.topics import Topics, provision
 from dingdee_common.settings import KafkaSettings
+from dingdee_dev.broker import ENV_BOOTSTRAP, EmbeddedBroker
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -62,7 +62,7 @@ async def dingdee(kafka: KafkaSettings, *args: str, timeout: float = 60) -> tupl
         "COLUMNS": "200",
     }
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "from dingdee_common.cli.main import main; main()", *args,
+        sys.executable, "-c", "from dingdee_ops.cli.main import main; main()", *args,
         env=env, stdout=PIPE, stderr=STDOUT,
     )  # fmt: skip
     out, _ = await asyncio.wait_for(proc.communicate(), timeout=timeout)

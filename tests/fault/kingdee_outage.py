@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from dingdee_common.procs import ManagedProcess
+from dingdee_dev.procs import ManagedProcess
 
 __all__ = ["LOADER_ENV", "LoaderProbe", "SandboxProcess"]
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from dingdee_common.broker import ENV_BOOTSTRAP, EmbeddedBroker, free_port
-from dingdee_common.devrun import expected_bills
-from dingdee_common.devstack import SERVICES, Stack, StackConfig
+from dingdee_dev.broker import ENV_BOOTSTRAP, EmbeddedBroker, free_port
+from dingdee_dev.run import expected_bills
+from dingdee_dev.stack import SERVICES, Stack, StackConfig
 from tests.integration.test_pipeline_e2e import bill_numbers, loaded_count, wait_loaded
 
 pytestmark = [

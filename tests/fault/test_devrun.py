@@ -1,4 +1,4 @@
-"""``make run`` (``dingdee_common.devrun.run``) rides out a killed service and a frozen sandbox.
+"""``make run`` (``dingdee_dev.run.run``) rides out a killed service and a frozen sandbox.
 
 The whole dev stack runs as ``make run`` starts it (the tests' broker instead of its own). While it
 loads: the loader is SIGKILLed (the supervisor restarts it, the progress shows the count) and the
@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from dingdee_common.broker import free_port
-from dingdee_common.devrun import RunOptions, Watcher, expected_bills, run
-from dingdee_common.devstack import Stack, StackConfig
-from dingdee_common.procs import Supervisor
 from dingdee_common.settings import RetrySettings
+from dingdee_dev.broker import free_port
+from dingdee_dev.procs import Supervisor
+from dingdee_dev.run import RunOptions, Watcher, expected_bills, run
+from dingdee_dev.stack import Stack, StackConfig
 from tests.helpers import poll_until
 from tests.integration.test_pipeline_e2e import bill_numbers
 from tests.integration.test_transformer_service import produce

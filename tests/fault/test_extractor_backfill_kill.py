@@ -15,10 +15,10 @@ import pytest
 
 from dingdee_common.codec import decode_model
 from dingdee_common.contracts import ApprovalSnapshot
-from dingdee_common.devstack import start_sandbox
 from dingdee_common.kafka.topics import Topics
-from dingdee_common.procs import ManagedProcess
 from dingdee_common.settings import KafkaSettings
+from dingdee_dev.procs import ManagedProcess
+from dingdee_dev.stack import start_sandbox
 from dingdee_sandbox.demo_org import DEMO_APP, PROCESS_CODES
 from tests.helpers import poll_until, read_topic
 

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from dingdee_common.broker import ENV_BOOTSTRAP, EmbeddedBroker
 from dingdee_common.kafka.clients import make_producer
 from dingdee_common.kafka.topics import Topics, provision
 from dingdee_common.observability.server import Health
 from dingdee_common.settings import KafkaSettings, RetrySettings
+from dingdee_dev.broker import ENV_BOOTSTRAP, EmbeddedBroker
 from dingdee_extractor.app import ExtractorApp
 from dingdee_extractor.dingtalk.client import DingTalkClient
 from dingdee_extractor.flows import load_sources

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from dingdee_common.procs import wait_http_ok
 from dingdee_common.settings import KafkaSettings
+from dingdee_dev.procs import wait_http_ok
 from tests.fault.kingdee_outage import LOADER_ENV, LoaderProbe, SandboxProcess
 from tests.helpers import poll_until
 from tests.integration.test_loader_service import (

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from dingdee_common.procs import ManagedProcess, wait_http_ok
 from dingdee_common.settings import KafkaSettings
+from dingdee_dev.procs import ManagedProcess, wait_http_ok
 from dingdee_sandbox.kingdee import SandboxConfig
 from tests.helpers import poll_until
 from tests.integration.test_loader_service import (

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from dingdee_common.devrun import expected_bills
-from dingdee_common.devstack import Stack, StackConfig
+from dingdee_dev.run import expected_bills
+from dingdee_dev.stack import Stack, StackConfig
 from tests.integration.test_pipeline_e2e import bill_numbers, loaded_count, wait_loaded
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]

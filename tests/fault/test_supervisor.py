@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from dingdee_common.procs import ManagedProcess, Supervisor
 from dingdee_common.settings import RetrySettings
+from dingdee_dev.procs import ManagedProcess, Supervisor
 from tests.helpers import poll_until
 
 pytestmark = pytest.mark.fault

@@ -13,13 +13,13 @@ from pathlib import Path
 import orjson
 import pytest
 
-from dingdee_common.dlq import ReplayEngine
 from dingdee_common.errors import ErrorClass
 from dingdee_common.kafka import headers as hdr
 from dingdee_common.kafka.clients import make_producer
 from dingdee_common.kafka.dlq import DeadLetterPublisher, SourceRecord
 from dingdee_common.kafka.topics import Topics
 from dingdee_common.settings import KafkaSettings
+from dingdee_ops.dlq import ReplayEngine
 from tests.helpers import dingdee, poll_until
 from tests.integration.test_dlq_replay import Seed, audits, committed, read_topic, seed
 
@@ -72,7 +72,7 @@ async def test_ctrl_c_stops_cleanly_and_a_rerun_finishes(
         "DINGDEE_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
         "DINGDEE_KAFKA__TOPIC_PREFIX": kafka.topic_prefix,
     }
-    argv = ("-c", "from dingdee_common.cli.main import main; main()", "dlq", "replay", "--execute")
+    argv = ("-c", "from dingdee_ops.cli.main import main; main()", "dlq", "replay", "--execute")
     proc = await asyncio.create_subprocess_exec(
         sys.executable, *argv, "--rate", "25", env=env, stdout=PIPE, stderr=STDOUT
     )

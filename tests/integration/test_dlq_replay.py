@@ -15,9 +15,6 @@ from aiokafka import TopicPartition
 
 from dingdee_common.codec import decode_model
 from dingdee_common.contracts.v1 import ReplayAudit
-from dingdee_common.dlq import Action, ReplayEngine, ReplayOptions, Selection
-from dingdee_common.dlq.records import REPLAY_RUN, REPLAYED_FROM
-from dingdee_common.dlq.scan import read_window
 from dingdee_common.errors import ErrorClass
 from dingdee_common.kafka import dlq as dlqh
 from dingdee_common.kafka import headers as hdr
@@ -26,6 +23,9 @@ from dingdee_common.kafka.dlq import DeadLetterPublisher, SourceRecord
 from dingdee_common.kafka.reading import partitions_of
 from dingdee_common.kafka.topics import Topics
 from dingdee_common.settings import KafkaSettings
+from dingdee_ops.dlq import Action, ReplayEngine, ReplayOptions, Selection
+from dingdee_ops.dlq.records import REPLAY_RUN, REPLAYED_FROM
+from dingdee_ops.dlq.scan import read_window
 from tests.helpers import poll_until
 
 pytestmark = pytest.mark.integration
@@ -248,7 +248,7 @@ async def test_sigkill_mid_replay_loses_nothing(kafka: KafkaSettings, topics: To
     argv = [
         sys.executable,
         "-c",
-        "from dingdee_common.cli.main import main; main()",
+        "from dingdee_ops.cli.main import main; main()",
         "dlq",
         "replay",
         "--execute",

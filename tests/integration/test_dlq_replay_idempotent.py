@@ -13,12 +13,12 @@ import pytest
 
 from dingdee_common.codec import decode_model
 from dingdee_common.contracts.v1 import BillReady, BillResult
-from dingdee_common.devstack import Stack, StackConfig
-from dingdee_common.dlq import Action, ReplayEngine, ReplayOptions, Selection
 from dingdee_common.errors import ErrorClass
 from dingdee_common.kafka.clients import make_producer
 from dingdee_common.kafka.dlq import DeadLetterPublisher, SourceRecord
 from dingdee_common.settings import KafkaSettings
+from dingdee_dev.stack import Stack, StackConfig
+from dingdee_ops.dlq import Action, ReplayEngine, ReplayOptions, Selection
 from tests.helpers import poll_until
 from tests.integration.test_dlq_replay import read_topic
 

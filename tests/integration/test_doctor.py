@@ -18,9 +18,9 @@ import httpx
 import pytest
 import yaml
 
-from dingdee_common.cli.doctor import run_checks
-from dingdee_common.devstack import _KINGDEE_DEMO, Stack, StackConfig, start_sandbox
 from dingdee_common.doctor import exit_code, render
+from dingdee_dev.stack import _KINGDEE_DEMO, Stack, StackConfig, start_sandbox
+from dingdee_ops.cli.doctor import run_checks
 from dingdee_sandbox.demo_org import DEMO_APP, PROCESS_CODES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,7 +55,7 @@ async def sandboxes(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[E
 
 async def doctor(env: Env, *args: str) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "from dingdee_common.cli.main import main; main()", "doctor", *args,
+        sys.executable, "-c", "from dingdee_ops.cli.main import main; main()", "doctor", *args,
         env={**os.environ, **env}, stdout=PIPE, stderr=PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
@@ -271,20 +271,6 @@ async def test_the_extractor_refuses_a_budget_that_cannot_fit_before_kafka(
     assert "polling, 3,000 approvals/month" in fatal and "budget 5,000" in fatal
     assert "DINGDEE_DINGTALK__ALLOW_OVER_BUDGET=true starts anyway" in fatal
     assert "Kafka" not in fatal and "KafkaConnectionError" not in out, "it fails before Kafka"
-
-
-async def test_the_extractor_refuses_a_renamed_component(sandboxes: Env) -> None:
-    code = PROCESS_CODES["department-sync"]
-    async with httpx.AsyncClient(base_url=sandboxes["DINGDEE_DINGTALK__BASE_URL"]) as http:
-        await http.post(f"/_sandbox/schemas/{code}", json={"rename": {"部门编码": "部门代码"}})
-        try:
-            exit_code, out = await start("dingdee_extractor", sandboxes)
-        finally:
-            await http.post(f"/_sandbox/schemas/{code}", json={"reset": True})
-    assert exit_code == 1, out
-    [fatal] = [json.loads(x)["error"] for x in out.splitlines() if '"extractor.fatal"' in x]
-    assert "error   dingtalk/department-sync: component 部门编码" in fatal
-    assert "(+1 more: run dingdee doctor)" in fatal, "FNumber and the bill key both read it"
 
 
 async def test_an_app_without_the_approval_permissions(

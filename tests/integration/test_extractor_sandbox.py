@@ -20,12 +20,12 @@ from prometheus_client import CollectorRegistry
 
 from dingdee_common.codec import decode_model
 from dingdee_common.contracts import ApprovalSnapshot
-from dingdee_common.devstack import start_sandbox
 from dingdee_common.kafka.clients import make_producer
 from dingdee_common.kafka.topics import Topics
 from dingdee_common.observability.server import Health
-from dingdee_common.procs import ManagedProcess
 from dingdee_common.settings import KafkaSettings, RetrySettings
+from dingdee_dev.procs import ManagedProcess
+from dingdee_dev.stack import start_sandbox
 from dingdee_extractor.app import ExtractorApp
 from dingdee_extractor.dingtalk.client import DingTalkClient, DingTalkUnavailableError
 from dingdee_extractor.flows import load_sources

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from dingdee_common.procs import wait_http_ok
 from dingdee_common.settings import KafkaSettings
+from dingdee_dev.procs import wait_http_ok
 from tests.helpers import poll_until, wait_not_ready
 from tests.integration.test_loader_service import (
     Sandbox,

@@ -25,9 +25,9 @@ from dingdee_common.kafka import headers as hdr
 from dingdee_common.kafka.clients import make_consumer, make_producer
 from dingdee_common.kafka.reading import read_topic
 from dingdee_common.kafka.topics import Topics
-from dingdee_common.procs import ManagedProcess, wait_http_ok
 from dingdee_common.settings import KafkaSettings
 from dingdee_common.web import start_site
+from dingdee_dev.procs import ManagedProcess, wait_http_ok
 from dingdee_sandbox.kingdee import SandboxConfig, SandboxState, create_app
 from dingdee_sandbox.kingdee.demo import SAVE_OPTIONS, expense_model, invalid_expense_model
 from dingdee_sandbox.kingdee.forms import FORMS
@@ -140,7 +140,7 @@ async def sandbox() -> AsyncIterator[Sandbox]:
 def loader_process(
     kafka: KafkaSettings, sandbox_url: str, group: str, log_path: Path, **extra: str
 ) -> tuple[ManagedProcess, int]:
-    from dingdee_common.broker import free_port
+    from dingdee_dev.broker import free_port
 
     port = free_port()
     env = {

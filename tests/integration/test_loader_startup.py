@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from dingdee_common.procs import ManagedProcess, wait_http_ok
 from dingdee_common.settings import KafkaSettings
+from dingdee_dev.procs import ManagedProcess, wait_http_ok
 from tests.helpers import poll_until, wait_not_ready
 from tests.integration.test_loader_service import (
     Sandbox,

@@ -18,14 +18,14 @@ import httpx
 import pytest
 import yaml
 
-from dingdee_common.broker import free_port
-from dingdee_common.devstack import SERVICES, Stack, StackConfig
-from dingdee_common.dlq import Action, ReplayEngine, ReplayOptions, Selection
 from dingdee_common.errors import ErrorClass
 from dingdee_common.kafka import headers as hdr
 from dingdee_common.kafka.clients import make_producer
 from dingdee_common.kafka.dlq import DeadLetterPublisher, SourceRecord
-from dingdee_common.procs import ManagedProcess, wait_http_ok
+from dingdee_dev.broker import free_port
+from dingdee_dev.procs import ManagedProcess, wait_http_ok
+from dingdee_dev.stack import SERVICES, Stack, StackConfig
+from dingdee_ops.dlq import Action, ReplayEngine, ReplayOptions, Selection
 from dingdee_sandbox.demo_org import DEMO_APP
 from tests.helpers import poll_until
 from tests.integration.test_dlq_replay import read_topic

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from dingdee_common.devrun import Expectation, expected_bills
-from dingdee_common.devstack import Stack, StackConfig
+from dingdee_dev.run import Expectation, expected_bills
+from dingdee_dev.stack import Stack, StackConfig
 from tests.helpers import poll_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -12,8 +12,8 @@ from dingdee_common.kafka import headers as hdr
 from dingdee_common.kafka.clients import make_consumer, make_producer
 from dingdee_common.kafka.dlq import DeadLetterPublisher, SourceRecord
 from dingdee_common.kafka.topics import Topics
-from dingdee_common.reconcile.kafka_facts import Groups, gather_kafka_facts
 from dingdee_common.settings import KafkaSettings
+from dingdee_ops.reconcile.kafka_facts import Groups, gather_kafka_facts
 
 pytestmark = pytest.mark.integration
 

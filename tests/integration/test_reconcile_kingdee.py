@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from dingdee_common.procs import ManagedProcess
-from dingdee_common.reconcile.readers import KingdeeReader
+from dingdee_dev.procs import ManagedProcess
+from dingdee_loader.settings import KingdeeSettings
+from dingdee_ops.reconcile.readers import KingdeeReader
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +56,7 @@ async def test_counts_existing_bill_numbers(kingdee_url: str) -> None:
     from dingdee_sandbox.demo_org import DEPARTMENTS
 
     seeded = [d.kingdee_number for d in DEPARTMENTS[:3]]
-    reader = KingdeeReader({**DEMO, "server_url": kingdee_url})
+    reader = KingdeeReader(KingdeeSettings.model_validate({**DEMO, "server_url": kingdee_url}))
     try:
         found = await reader.count_numbers("BD_Department", "FNumber", [*seeded, "NOPE-404"])
     finally:
@@ -66,7 +67,9 @@ async def test_counts_existing_bill_numbers(kingdee_url: str) -> None:
 async def test_rejected_credentials_are_fatal(kingdee_url: str) -> None:
     from dingdee_common.errors import FatalError
 
-    reader = KingdeeReader({**DEMO, "server_url": kingdee_url, "app_secret": "0" * 32})
+    reader = KingdeeReader(
+        KingdeeSettings.model_validate({**DEMO, "server_url": kingdee_url, "app_secret": "0" * 32})
+    )
     try:
         with pytest.raises(FatalError):
             await reader.count_numbers("BD_Department", "FNumber", ["X"])

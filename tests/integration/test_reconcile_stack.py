@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from dingdee_common.devrun import expected_bills
-from dingdee_common.devstack import SERVICES, Stack, StackConfig
-from dingdee_common.reconcile.engine import ReconcileSettings, reconcile
+from dingdee_dev.run import expected_bills
+from dingdee_dev.stack import SERVICES, Stack, StackConfig
+from dingdee_ops.reconcile.engine import ReconcileSettings, reconcile
 from tests.helpers import poll_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -35,7 +35,7 @@ def reconcile_env(stack: Stack) -> dict[str, str]:
 
 async def run_cli(env: dict[str, str], start: datetime, end: datetime) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "from dingdee_common.cli.main import main; main()", "reconcile",
+        sys.executable, "-c", "from dingdee_ops.cli.main import main; main()", "reconcile",
         "--flow", FLOW, "--from", start.isoformat(), "--to", end.isoformat(),
         env={**os.environ, **env, "COLUMNS": "200"}, stdout=PIPE, stderr=STDOUT,
     )  # fmt: skip

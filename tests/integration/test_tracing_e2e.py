@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from dingdee_common.devrun import expected_bills
-from dingdee_common.devstack import _KINGDEE_DEMO, Stack, StackConfig
 from dingdee_common.kafka import headers as hdr
+from dingdee_dev.run import expected_bills
+from dingdee_dev.stack import _KINGDEE_DEMO, Stack, StackConfig
 from tests.helpers import poll_until, read_topic
 from tests.otlp import Collected, start_collector
 

@@ -22,8 +22,8 @@ import pytest
 
 from dingdee_common.contracts.v1 import ApprovalSnapshot
 from dingdee_common.kafka.topics import Topics
-from dingdee_common.procs import ManagedProcess
 from dingdee_common.settings import KafkaSettings
+from dingdee_dev.procs import ManagedProcess
 from tests.helpers import json_log_lines, poll_until, read_topic
 from tests.integration.test_transformer_kill import _bill_keys, _committed, _produce_batched
 from tests.integration.test_transformer_service import item, transformer_process

@@ -14,15 +14,15 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
-from dingdee_common.broker import free_port
 from dingdee_common.codec import encode_model, loads
 from dingdee_common.contracts.v1 import ApprovalSnapshot
 from dingdee_common.kafka import headers as hdr
 from dingdee_common.kafka.clients import make_consumer, make_producer
 from dingdee_common.kafka.dlq import DLQ_HEADERS
 from dingdee_common.kafka.topics import Topics
-from dingdee_common.procs import ManagedProcess
 from dingdee_common.settings import KafkaSettings
+from dingdee_dev.broker import free_port
+from dingdee_dev.procs import ManagedProcess
 from tests.helpers import poll_until
 from tests.unit.transformer.samples import dept_form, petty_form, petty_row, snapshot
 

@@ -1,9 +1,9 @@
 """``dingdee doctor``'s vocabulary: one :class:`Check` per thing checked, and the quota check.
 
-The DingTalk checks live in the extractor (``dingdee_extractor.doctor``), the Kingdee checks in
-the loader (``dingdee_loader.doctor``); each service runs its own part at start-up and the
-``dingdee doctor`` command runs them all. This module holds what they share: the result type,
-its rendering, and the projection of each DingTalk app's month against its budget (the model of
+The DingTalk checks live in the extractor's ``doctor`` module, the Kingdee checks in the loader's;
+each service runs its own part at start-up and the ``dingdee doctor`` command (the operator tools)
+runs them all. This module holds what they share: the result type, its rendering, and the
+projection of each DingTalk app's month against its budget (the model of
 :mod:`dingdee_common.quota`, as ``dingdee quota plan`` uses it).
 """
 

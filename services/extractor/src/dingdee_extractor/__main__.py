@@ -5,29 +5,29 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from prometheus_client import CollectorRegistry
+
+from dingdee_common.errors import FatalError
+from dingdee_common.kafka.clients import make_producer
+from dingdee_common.observability.logging import configure_logging, get_logger
+from dingdee_common.observability.server import Health, OpsServer
+from dingdee_common.observability.tracing import configure_tracing, shutdown_tracing
+from dingdee_common.runtime import install_stop_handlers, settings_or_exit
+from dingdee_common.settings import masked
+from dingdee_extractor.app import ExtractorApp
+from dingdee_extractor.backfill import parse_args, run_backfill
+from dingdee_extractor.dingtalk.client import DingTalkClient
+from dingdee_extractor.doctor import startup_check
+from dingdee_extractor.flows import load_sources
+from dingdee_extractor.metrics import ExtractorMetrics
+from dingdee_extractor.settings import ExtractorSettings
+
 __all__ = ["main"]
 
 SERVICE = "extractor"
 
 
-async def _run(argv: list[str]) -> int:  # noqa: PLR0915 - linear start-up sequence
-    from prometheus_client import CollectorRegistry
-
-    from dingdee_common.errors import FatalError
-    from dingdee_common.kafka.clients import make_producer
-    from dingdee_common.observability.logging import configure_logging, get_logger
-    from dingdee_common.observability.server import Health, OpsServer
-    from dingdee_common.observability.tracing import configure_tracing, shutdown_tracing
-    from dingdee_common.runtime import install_stop_handlers, settings_or_exit
-    from dingdee_common.settings import masked
-    from dingdee_extractor.app import ExtractorApp
-    from dingdee_extractor.backfill import parse_args, run_backfill
-    from dingdee_extractor.dingtalk.client import DingTalkClient
-    from dingdee_extractor.doctor import startup_check
-    from dingdee_extractor.flows import load_sources
-    from dingdee_extractor.metrics import ExtractorMetrics
-    from dingdee_extractor.settings import ExtractorSettings
-
+async def _run(argv: list[str]) -> int:
     backfill = parse_args(argv[1:]) if argv[:1] == ["backfill"] else None
     settings = settings_or_exit(ExtractorSettings, SERVICE)
     configure_logging(SERVICE, settings.telemetry)

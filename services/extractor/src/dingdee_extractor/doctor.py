@@ -414,29 +414,17 @@ async def dingtalk_checks(
     return checks
 
 
-def _mapping_reads(settings: ExtractorSettings) -> dict[str, Sequence[Read]] | None:
-    """What each flow's mapping reads, when the transformer is installed beside the extractor
-    (``make run``, the doctor image); the extractor's own image has no mappings to check."""
-    try:
-        from dingdee_transformer.flowspec import load_compiled  # optional: not a dependency
-        from dingdee_transformer.reads import form_reads
-    except ModuleNotFoundError:
-        return None
-    try:
-        compiled = load_compiled(settings.flows_file)
-    except FatalError:
-        return None  # the transformer reports its own flows at its start-up
-    return {flow.id: form_reads(flow) for flow in compiled.values()}
-
-
 async def startup_check(
     settings: ExtractorSettings, sources: Sequence[FlowSource], client: DingTalkClient
 ) -> None:
-    """The extractor's part of the doctor at start-up: tokens, templates, components, budget.
+    """The extractor's part of the doctor at start-up: tokens, templates, budget.
+
+    What each mapping reads is the transformer's to know, so the start-up check does not look at
+    it; ``dingdee doctor`` (the operator tools, above every service) does.
 
     Raises:
         FatalError: one line naming the first error (a budget that cannot fit included, unless
             ``DINGDEE_DINGTALK__ALLOW_OVER_BUDGET``).
     """
-    checks = await dingtalk_checks(settings, sources, client, _mapping_reads(settings), full=False)
+    checks = await dingtalk_checks(settings, sources, client, None, full=False)
     startup_verdict("extractor", checks)

@@ -5,28 +5,28 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from prometheus_client import CollectorRegistry
+
+from dingdee_common.errors import FatalError
+from dingdee_common.kafka.clients import make_consumer, make_producer
+from dingdee_common.kafka.topics import Topics
+from dingdee_common.observability.logging import configure_logging, get_logger
+from dingdee_common.observability.server import Health, OpsServer
+from dingdee_common.observability.tracing import configure_tracing, shutdown_tracing
+from dingdee_common.runtime import install_stop_handlers, settings_or_exit
+from dingdee_common.settings import masked
+from dingdee_loader.app import LoaderApp
+from dingdee_loader.doctor import startup_check
+from dingdee_loader.kingdee.client import KingdeeClient
+from dingdee_loader.metrics import LoaderMetrics
+from dingdee_loader.settings import LoaderSettings
+
 __all__ = ["main"]
 
 SERVICE = "loader"
 
 
-async def _run() -> int:  # noqa: PLR0915 - linear start-up sequence
-    from prometheus_client import CollectorRegistry
-
-    from dingdee_common.errors import FatalError
-    from dingdee_common.kafka.clients import make_consumer, make_producer
-    from dingdee_common.kafka.topics import Topics
-    from dingdee_common.observability.logging import configure_logging, get_logger
-    from dingdee_common.observability.server import Health, OpsServer
-    from dingdee_common.observability.tracing import configure_tracing, shutdown_tracing
-    from dingdee_common.runtime import install_stop_handlers, settings_or_exit
-    from dingdee_common.settings import masked
-    from dingdee_loader.app import LoaderApp
-    from dingdee_loader.doctor import startup_check
-    from dingdee_loader.kingdee.client import KingdeeClient
-    from dingdee_loader.metrics import LoaderMetrics
-    from dingdee_loader.settings import LoaderSettings
-
+async def _run() -> int:
     settings = settings_or_exit(LoaderSettings, SERVICE)
     configure_logging(SERVICE, settings.telemetry)
     log = get_logger(__name__)

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import sys
 
+import faust
 from prometheus_client import CollectorRegistry
 
 from dingdee_common.errors import FatalError
@@ -18,18 +19,16 @@ from dingdee_common.observability.server import Health, OpsServer
 from dingdee_common.observability.tracing import configure_tracing, shutdown_tracing
 from dingdee_common.runtime import settings_or_exit
 from dingdee_common.settings import masked
+from dingdee_transformer.app import TransformerApp
+from dingdee_transformer.flowspec import load_compiled
+from dingdee_transformer.metrics import TransformerMetrics
+from dingdee_transformer.settings import TransformerSettings
 
 SERVICE = "transformer"
 
 
 def main() -> int:
     """Run the transformer until SIGTERM/SIGINT; 0 on a clean stop, 1 on a fatal error."""
-    import faust
-
-    from dingdee_transformer.app import TransformerApp
-    from dingdee_transformer.flowspec import load_compiled
-    from dingdee_transformer.metrics import TransformerMetrics
-    from dingdee_transformer.settings import TransformerSettings
 
     settings = settings_or_exit(TransformerSettings, SERVICE)
     configure_logging(SERVICE, settings.telemetry)

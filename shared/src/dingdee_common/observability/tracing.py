@@ -51,7 +51,11 @@ def configure_tracing(
         name = os.environ.get("OTEL_SERVICE_NAME", f"dingdee-{service}")
         _provider = TracerProvider(resource=Resource.create({"service.name": name}))
         if exporting:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+            # only when exporting: the exporter pulls in protobuf and requests, which a service
+            # that does not export never needs to load
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
+                OTLPSpanExporter,
+            )
 
             _provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
         trace.set_tracer_provider(_provider)

@@ -12,6 +12,10 @@ import asyncio
 import sys
 from pathlib import Path
 
+from dingdee_common.web import serve_until_stopped
+from dingdee_sandbox.dingtalk.app import create_app
+from dingdee_sandbox.dingtalk.state import Faults, State
+
 __all__ = ["main"]
 
 
@@ -32,10 +36,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    from dingdee_common.web import serve_until_stopped
-    from dingdee_sandbox.dingtalk.app import create_app
-    from dingdee_sandbox.dingtalk.state import Faults, State
-
     faults = Faults(
         qps=args.qps,
         busy_rate=args.busy_rate,

@@ -11,12 +11,14 @@ import asyncio
 import sys
 from pathlib import Path
 
+from dingdee_common.web import serve_until_stopped
+from dingdee_sandbox.kingdee.app import create_app
+from dingdee_sandbox.kingdee.state import SandboxConfig, SandboxState
+
 __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    from dingdee_sandbox.kingdee.state import SandboxConfig
-
     d = SandboxConfig()
     p = argparse.ArgumentParser(prog="dingdee_sandbox.kingdee", description=__doc__)
     p.add_argument("--host", default="127.0.0.1")
@@ -44,10 +46,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    from dingdee_common.web import serve_until_stopped
-    from dingdee_sandbox.kingdee.app import create_app
-    from dingdee_sandbox.kingdee.state import SandboxConfig, SandboxState
-
     fields = SandboxConfig.model_fields
     config = SandboxConfig(**{k: v for k, v in vars(args).items() if k in fields})
     await serve_until_stopped(

@@ -29,7 +29,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from dingdee_common.codec import encode_model
 from dingdee_common.contracts.v1 import ReplayAudit
-from dingdee_common.dlq.records import (
+from dingdee_common.kafka import dlq as dlq_headers
+from dingdee_common.kafka import headers as hdr
+from dingdee_common.kafka.clients import make_consumer, make_producer
+from dingdee_common.kafka.reading import partitions_of
+from dingdee_common.kafka.topics import Topics
+from dingdee_common.observability.logging import get_logger
+from dingdee_common.settings import KafkaSettings
+from dingdee_ops.dlq.records import (
     PARKED_AT,
     REPLAY_RUN,
     REPLAYED_AT,
@@ -38,14 +45,7 @@ from dingdee_common.dlq.records import (
     DeadLetter,
     Selection,
 )
-from dingdee_common.dlq.scan import handled_offsets, read_audits, read_window, was_handled
-from dingdee_common.kafka import dlq as dlq_headers
-from dingdee_common.kafka import headers as hdr
-from dingdee_common.kafka.clients import make_consumer, make_producer
-from dingdee_common.kafka.reading import partitions_of
-from dingdee_common.kafka.topics import Topics
-from dingdee_common.observability.logging import get_logger
-from dingdee_common.settings import KafkaSettings
+from dingdee_ops.dlq.scan import handled_offsets, read_audits, read_window, was_handled
 
 __all__ = ["Action", "PlannedRecord", "ReplayEngine", "ReplayOptions", "ReplayReport"]
 

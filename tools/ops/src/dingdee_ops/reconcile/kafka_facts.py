@@ -7,13 +7,13 @@ from dataclasses import dataclass
 import orjson
 from aiokafka import TopicPartition
 
-from dingdee_common.dlq.records import DeadLetter
-from dingdee_common.dlq.scan import read_window
 from dingdee_common.kafka.clients import make_consumer
 from dingdee_common.kafka.reading import partitions_of
 from dingdee_common.kafka.topics import STAGES, Topics
-from dingdee_common.reconcile.model import KafkaFacts
 from dingdee_common.settings import KafkaSettings
+from dingdee_ops.dlq.records import DeadLetter
+from dingdee_ops.dlq.scan import read_window
+from dingdee_ops.reconcile.model import KafkaFacts
 
 __all__ = ["Groups", "gather_kafka_facts"]
 

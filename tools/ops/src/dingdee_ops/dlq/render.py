@@ -15,9 +15,9 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from dingdee_common.dlq.records import DeadLetter
-from dingdee_common.dlq.replay import Action, PlannedRecord, ReplayReport
 from dingdee_common.terminal import BODY_LIMIT, FIELD_LIMIT, safe
+from dingdee_ops.dlq.records import DeadLetter
+from dingdee_ops.dlq.replay import Action, PlannedRecord, ReplayReport
 
 __all__ = ["ACTION_LABELS", "letter_panel", "render_report", "summary_table"]
 

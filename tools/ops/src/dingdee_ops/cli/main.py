@@ -1,19 +1,20 @@
 """``dingdee``: the operator's command line (topics, mapping, dead letters, reconciliation, quota,
 doctor).
 
-Sub-command groups that belong to one service live in that service's package and are attached here
-when the package is installed, so each concept has one home.
+Each sub-command group is a module of this package; the checks and mappings they run are the
+services' own code, imported like any other dependency.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 
 import typer
 
 from dingdee_common.kafka.topics import Topics, provision
 from dingdee_common.settings import ServiceSettings
+from dingdee_ops.cli import dlq, mapping, quota, reconcile
+from dingdee_ops.cli.doctor import doctor
 
 app = typer.Typer(
     name="dingdee",
@@ -23,15 +24,11 @@ app = typer.Typer(
 )
 topics_app = typer.Typer(help="Kafka topics of DESIGN §2.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
-
-# (module, attribute, command name): optional sub-apps contributed by other packages.
-_PLUGINS = (
-    ("dingdee_transformer.cli", "app", "mapping"),
-    ("dingdee_common.cli.dlq", "app", "dlq"),
-    ("dingdee_common.cli.reconcile", "app", "reconcile"),
-    ("dingdee_common.cli.quota", "app", "quota"),
-    ("dingdee_common.cli.doctor", "doctor", "doctor"),
-)
+app.add_typer(mapping.app, name="mapping")
+app.add_typer(dlq.app, name="dlq")
+app.command("reconcile")(reconcile.app)
+app.add_typer(quota.app, name="quota")
+app.command("doctor")(doctor)
 
 
 @topics_app.command("create")
@@ -45,21 +42,5 @@ def topics_create() -> None:
         typer.echo(f"{spec.name:40s} partitions={spec.partitions:<3d} {state}")
 
 
-def _attach_plugins() -> None:
-    for module_name, attr, name in _PLUGINS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name and module_name.startswith(exc.name):
-                continue
-            raise
-        sub = getattr(module, attr)
-        if isinstance(sub, typer.Typer):
-            app.add_typer(sub, name=name)
-        else:
-            app.command(name)(sub)
-
-
 def main() -> None:
-    _attach_plugins()
     app()

@@ -2,12 +2,11 @@
 moves (credentials, templates, form keys, the call budget). Needs no Kafka.
 
 The checks belong to the services (``dingdee_extractor.doctor``, ``dingdee_loader.doctor``; the
-transformer's compiled flows say what each mapping reads and writes); they are imported when the
-command runs, so this module stays importable with ``dingdee-common`` alone. Settings are the
-services' own (``DINGDEE_DINGTALK__*``, ``DINGDEE_EVENTS__*``, ``DINGDEE_POLL__*``,
+transformer's compiled flows say what each mapping reads and writes). Settings are the services'
+own (``DINGDEE_DINGTALK__*``, ``DINGDEE_EVENTS__*``, ``DINGDEE_POLL__*``,
 ``DINGDEE_KINGDEE__*``, ``DINGDEE_FLOWS_FILE``).
 
-Exit codes: 0 no error (warnings allowed); 1 at least one error; 2 a service package missing.
+Exit codes: 0 no error (warnings allowed); 1 at least one error.
 """
 
 from __future__ import annotations
@@ -19,10 +18,20 @@ from typing import Annotated, Any
 
 import orjson
 import typer
+from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from dingdee_common.doctor import Check, exit_code, render
 from dingdee_common.errors import FatalError
+from dingdee_extractor.dingtalk.client import DingTalkClient
+from dingdee_extractor.doctor import dingtalk_checks
+from dingdee_extractor.flows import load_sources
+from dingdee_extractor.metrics import ExtractorMetrics
+from dingdee_extractor.settings import ExtractorSettings
+from dingdee_loader.doctor import FormTarget, kingdee_checks
+from dingdee_loader.settings import LoaderSettings
+from dingdee_transformer.flowspec import load_compiled
+from dingdee_transformer.reads import form_reads, target_keys
 
 __all__ = ["doctor", "run_checks"]
 
@@ -35,15 +44,6 @@ def _settings_error(part: str, exc: ValidationError) -> Check:
 
 
 async def _dingtalk(flows_file: Path | None, reads: dict[str, Any]) -> list[Check]:
-    # the services are imported here, not at module level (see the module docstring)
-    from prometheus_client import CollectorRegistry
-
-    from dingdee_extractor.dingtalk.client import DingTalkClient
-    from dingdee_extractor.doctor import dingtalk_checks
-    from dingdee_extractor.flows import load_sources
-    from dingdee_extractor.metrics import ExtractorMetrics
-    from dingdee_extractor.settings import ExtractorSettings
-
     try:
         settings = ExtractorSettings()
     except ValidationError as exc:
@@ -60,10 +60,7 @@ async def _dingtalk(flows_file: Path | None, reads: dict[str, Any]) -> list[Chec
         await client.aclose()
 
 
-async def _kingdee(targets: list[Any]) -> list[Check]:
-    from dingdee_loader.doctor import kingdee_checks
-    from dingdee_loader.settings import LoaderSettings
-
+async def _kingdee(targets: list[FormTarget]) -> list[Check]:
     try:
         settings = LoaderSettings()
     except ValidationError as exc:
@@ -72,15 +69,7 @@ async def _kingdee(targets: list[Any]) -> list[Check]:
 
 
 async def run_checks(flows_file: Path | None = None) -> list[Check]:
-    """Every check of ``dingdee doctor``: the flows file, DingTalk (with the quota), Kingdee.
-
-    Raises:
-        ModuleNotFoundError: a service package is not installed (the doctor needs all three).
-    """
-    from dingdee_loader.doctor import FormTarget
-    from dingdee_transformer.flowspec import load_compiled
-    from dingdee_transformer.reads import form_reads, target_keys
-
+    """Every check of ``dingdee doctor``: the flows file, DingTalk (with the quota), Kingdee."""
     path = flows_file or Path(os.environ.get("DINGDEE_FLOWS_FILE", "config/flows.yaml"))
     try:
         compiled = load_compiled(path)
@@ -108,15 +97,7 @@ def doctor(
     One line per check (ok / warning / error with what to do); exits 1 on any error. Needs the
     services' settings (DINGDEE_DINGTALK__*, DINGDEE_EVENTS__*, DINGDEE_KINGDEE__*), not Kafka.
     """
-    try:
-        checks = asyncio.run(run_checks(flows_file))
-    except ModuleNotFoundError as exc:
-        typer.echo(
-            f"dingdee doctor needs the extractor, transformer and loader packages ({exc.name} is "
-            "not installed): run it from the doctor image or a full install (make install)",
-            err=True,
-        )
-        raise typer.Exit(2) from exc
+    checks = asyncio.run(run_checks(flows_file))
     code = exit_code(checks)
     if as_json:
         payload = {"ok": code == 0, "checks": [c.as_json() for c in checks]}

@@ -17,12 +17,12 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from dingdee_common.dlq.records import parse_time
 from dingdee_common.errors import FatalError
-from dingdee_common.reconcile.engine import ReconcileSettings, reconcile
-from dingdee_common.reconcile.model import ReconcileReport
 from dingdee_common.runtime import settings_or_exit
 from dingdee_common.terminal import safe
+from dingdee_ops.dlq.records import parse_time
+from dingdee_ops.reconcile.engine import ReconcileSettings, reconcile
+from dingdee_ops.reconcile.model import ReconcileReport
 
 __all__ = ["app"]
 

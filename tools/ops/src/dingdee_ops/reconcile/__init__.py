@@ -1,5 +1,5 @@
 """Reconciliation (DESIGN §5): approved DingTalk instances vs Kingdee bills vs the DLQs."""
 
-from dingdee_common.reconcile.model import Expected, Extra, KafkaFacts, ReconcileReport, classify
+from dingdee_ops.reconcile.model import Expected, Extra, KafkaFacts, ReconcileReport, classify
 
 __all__ = ["Expected", "Extra", "KafkaFacts", "ReconcileReport", "classify"]

@@ -17,12 +17,13 @@ from typing import Any
 
 import httpx
 
-from dingdee_common.broker import ENV_BOOTSTRAP, EmbeddedBroker, free_port
 from dingdee_common.kafka.clients import make_consumer
 from dingdee_common.kafka.reading import exact_end_offsets, partitions_of
 from dingdee_common.kafka.topics import Topics, provision
-from dingdee_common.procs import ManagedProcess, wait_http_ok
 from dingdee_common.settings import KafkaSettings
+from dingdee_dev.broker import ENV_BOOTSTRAP, EmbeddedBroker, free_port
+from dingdee_dev.procs import ManagedProcess, wait_http_ok
+from dingdee_sandbox.demo_org import DEMO_APP
 
 __all__ = ["SERVICES", "Stack", "StackConfig", "start_sandbox"]
 
@@ -155,8 +156,6 @@ class Stack:
             "OTEL_SERVICE_NAME": f"dingdee-{name}",
         }
         if name == "extractor":
-            from dingdee_sandbox.demo_org import DEMO_APP
-
             env["DINGDEE_DINGTALK__BASE_URL"] = self.dingtalk_url
             env["DINGDEE_EVENTS__BASE_URL"] = self.dingtalk_url  # used when events are enabled
             env["DINGDEE_POLL__INTERVAL_SECONDS"] = "5"

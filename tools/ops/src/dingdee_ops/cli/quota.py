@@ -22,7 +22,6 @@ from rich.table import Table
 
 from dingdee_common.checkpoints import latest_checkpoints
 from dingdee_common.contracts import CallUsage
-from dingdee_common.dlq.records import parse_time
 from dingdee_common.kafka.topics import Topics
 from dingdee_common.quota import (
     DEFAULT_MONTHLY_BUDGET,
@@ -39,6 +38,7 @@ from dingdee_common.quota import (
 from dingdee_common.runtime import settings_or_exit
 from dingdee_common.settings import ServiceSettings
 from dingdee_common.terminal import safe
+from dingdee_ops.dlq.records import parse_time
 
 __all__ = ["app"]
 

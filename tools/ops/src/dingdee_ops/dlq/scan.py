@@ -9,12 +9,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from dingdee_common.codec import decode_model
 from dingdee_common.contracts.v1 import ReplayAudit
-from dingdee_common.dlq.records import DeadLetter
 from dingdee_common.errors import PoisonMessageError
 from dingdee_common.kafka.clients import make_consumer
 from dingdee_common.kafka.reading import partitions_of, read_to_end
 from dingdee_common.kafka.topics import Topics
 from dingdee_common.settings import KafkaSettings
+from dingdee_ops.dlq.records import DeadLetter
 
 __all__ = [
     "handled_offsets",

@@ -1,6 +1,6 @@
 """``dingdee dlq``: list, inspect and replay dead letters (DESIGN §6).
 
-A thin layer over :mod:`dingdee_common.dlq`: it turns options into a :class:`Selection` and
+A thin layer over :mod:`dingdee_ops.dlq`: it turns options into a :class:`Selection` and
 :class:`ReplayOptions`, runs the engine and prints the result. Kafka settings come from the same
 ``DINGDEE_KAFKA__*`` variables the services read. Record data is printed only through
 :func:`dingdee_common.terminal.safe` (control characters escaped, long values cut).
@@ -18,14 +18,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.text import Text
 
-from dingdee_common.dlq import ReplayEngine, ReplayOptions, ReplayReport, Selection, parse_time
-from dingdee_common.dlq.records import DeadLetter
-from dingdee_common.dlq.render import letter_panel, render_report, summary_table
-from dingdee_common.dlq.scan import handled_offsets, read_audits, read_dead_letters, was_handled
 from dingdee_common.errors import FatalError
 from dingdee_common.kafka.topics import STAGES, Topics
 from dingdee_common.settings import KafkaSettings, ServiceSettings
 from dingdee_common.terminal import safe
+from dingdee_ops.dlq import ReplayEngine, ReplayOptions, ReplayReport, Selection, parse_time
+from dingdee_ops.dlq.records import DeadLetter
+from dingdee_ops.dlq.render import letter_panel, render_report, summary_table
+from dingdee_ops.dlq.scan import handled_offsets, read_audits, read_dead_letters, was_handled
 
 __all__ = ["app"]
 

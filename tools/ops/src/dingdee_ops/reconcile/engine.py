@@ -1,8 +1,7 @@
 """``dingdee reconcile``: DingTalk approvals vs Kingdee bills vs the DLQs, per flow and period.
 
 The bill key of each instance is computed with the transformer's own mapping (the same pure
-function the pipeline runs), so reconciliation agrees with the pipeline by construction. Needs the
-``dingdee-transformer`` package installed next to ``dingdee-common``.
+function the pipeline runs), so reconciliation agrees with the pipeline by construction.
 """
 
 from __future__ import annotations
@@ -10,21 +9,21 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-from pydantic import Field, ValidationError
+from typing import Any
 
 from dingdee_common.contracts.v1 import ApprovalSnapshot
 from dingdee_common.errors import FatalError, PermanentError
 from dingdee_common.flows import load_flows
 from dingdee_common.kafka.topics import Topics
-from dingdee_common.reconcile.kafka_facts import Groups, gather_kafka_facts
-from dingdee_common.reconcile.model import Expected, KeyPattern, ReconcileReport, classify
-from dingdee_common.reconcile.readers import DingTalkReader, KingdeeReader
 from dingdee_common.settings import ServiceSettings
-
-if TYPE_CHECKING:
-    from dingdee_transformer.flowspec import CompiledFlow
+from dingdee_extractor.settings import DingTalkSettings
+from dingdee_loader.settings import KingdeeSettings
+from dingdee_ops.reconcile.kafka_facts import Groups, gather_kafka_facts
+from dingdee_ops.reconcile.model import Expected, KeyPattern, ReconcileReport, classify
+from dingdee_ops.reconcile.readers import DingTalkReader, KingdeeReader
+from dingdee_transformer.flowspec import CompiledFlow, load_compiled
+from dingdee_transformer.mapping import Skip, map_snapshot
+from dingdee_transformer.schema import PLACEHOLDER
 
 __all__ = ["ReconcileSettings", "reconcile"]
 
@@ -33,13 +32,8 @@ class ReconcileSettings(ServiceSettings):
     """The same ``DINGDEE_*`` variables the extractor and loader read, read-only use."""
 
     flows_file: Path = Path("config/flows.yaml")
-    dingtalk: dict[str, Any] = Field(
-        default_factory=dict,
-        description="DINGDEE_DINGTALK__*: validated as the extractor's settings",
-    )
-    kingdee: dict[str, Any] = Field(
-        default_factory=dict, description="DINGDEE_KINGDEE__*: validated as the loader's settings"
-    )
+    dingtalk: DingTalkSettings  # DINGDEE_DINGTALK__*, as the extractor reads them
+    kingdee: KingdeeSettings  # DINGDEE_KINGDEE__*, as the loader reads them
     transformer_group: str = "transformer"
     loader_group: str = "loader"
 
@@ -63,8 +57,6 @@ def _snapshot(
 
 
 def _target(settings: ReconcileSettings, flow_id: str) -> CompiledFlow:
-    from dingdee_transformer.flowspec import load_compiled
-
     compiled = load_compiled(settings.flows_file)
     if flow_id not in compiled:
         raise FatalError(f"flow {flow_id!r} is not an enabled flow of {settings.flows_file}")
@@ -72,22 +64,15 @@ def _target(settings: ReconcileSettings, flow_id: str) -> CompiledFlow:
 
 
 def _key_pattern(flow: CompiledFlow) -> KeyPattern:
-    from dingdee_transformer.schema import PLACEHOLDER
-
     return KeyPattern(tuple(PLACEHOLDER.split(flow.target.bill_key)[0::2]))
 
 
 async def _expected(
     settings: ReconcileSettings, flow: CompiledFlow, start: datetime, end: datetime
 ) -> tuple[list[Expected], list[str], dict[tuple[str, str], list[str]], int]:
-    from dingdee_transformer.mapping import Skip, map_snapshot
-
     flow_id = flow.id
     entry = next(f for f in load_flows(settings.flows_file).flows if f.id == flow_id)
-    try:
-        reader = DingTalkReader(settings.dingtalk, str(entry.dingtalk.get("app", "main")))
-    except ValidationError as exc:
-        raise FatalError(f"bad DINGDEE_DINGTALK__* settings: {exc}", code="config") from exc
+    reader = DingTalkReader(settings.dingtalk, str(entry.dingtalk.get("app", "main")))
     expected: list[Expected] = []
     skipped: list[str] = []
     forms: dict[tuple[str, str], list[str]] = {}
@@ -119,10 +104,7 @@ async def _in_kingdee(
     pattern: KeyPattern,
 ) -> tuple[Counter[str], Counter[str]]:
     """(bills found per expected key, bills per number of the flow's bill-key pattern)."""
-    try:
-        reader = KingdeeReader(settings.kingdee)
-    except ValidationError as exc:
-        raise FatalError(f"bad DINGDEE_KINGDEE__* settings: {exc}", code="config") from exc
+    reader = KingdeeReader(settings.kingdee)
     found: Counter[str] = Counter()
     by_pattern: Counter[str] = Counter()
     try:

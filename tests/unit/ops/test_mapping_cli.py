@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 from typer.testing import CliRunner
 
-from dingdee_transformer.cli import app
+from dingdee_ops.cli.mapping import app
 from tests.unit.transformer.samples import petty_form, petty_row, snapshot
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -7,36 +7,28 @@ exist in Kingdee?" (``ExecuteBillQuery``) — so these readers stay small and ne
 
 from __future__ import annotations
 
-import contextlib
-import json
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from functools import partial
 from typing import Any
+
+from prometheus_client import CollectorRegistry
 
 from dingdee_common.errors import FatalError
 from dingdee_common.retry import retry_transient
 from dingdee_common.settings import RetrySettings
+from dingdee_extractor.dingtalk.client import DingTalkClient
+from dingdee_extractor.metrics import ExtractorMetrics
+from dingdee_extractor.settings import DingTalkSettings
+from dingdee_loader.kingdee.client import KingdeeClient, KingdeeConfigError, Lane
+from dingdee_loader.metrics import LoaderMetrics
+from dingdee_loader.settings import KingdeeSettings
 
 __all__ = ["DingTalkReader", "KingdeeReader"]
 
 _WINDOW_MS = 100 * 24 * 3600 * 1000  # listids accepts at most 120 days per query
 _QUERY_CHUNK = 200
 _PAGE = 2000  # rows per ExecuteBillQuery page: the original maximum (contract §4.1)
-
-
-def _decoded(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Env values as the services' settings see them: JSON objects/lists decoded.
-
-    A ``dict[str, Any]`` settings field keeps ``DINGDEE_DINGTALK__APPS='{"main": …}'`` as text,
-    whereas the service's typed field decodes it; this does the same before validation.
-    """
-    out: dict[str, Any] = dict(values)
-    for key, value in values.items():
-        if isinstance(value, str) and value.lstrip()[:1] in ("{", "["):
-            with contextlib.suppress(json.JSONDecodeError):
-                out[key] = json.loads(value)
-    return out
 
 
 class DingTalkReader:
@@ -46,14 +38,7 @@ class DingTalkReader:
     errcode translation as production polling; transient errors are retried with backoff.
     """
 
-    def __init__(self, dingtalk: Mapping[str, Any], app: str) -> None:
-        from prometheus_client import CollectorRegistry
-
-        from dingdee_extractor.dingtalk.client import DingTalkClient
-        from dingdee_extractor.metrics import ExtractorMetrics
-        from dingdee_extractor.settings import DingTalkSettings
-
-        settings = DingTalkSettings.model_validate(_decoded(dingtalk))
+    def __init__(self, settings: DingTalkSettings, app: str) -> None:
         self._client = DingTalkClient(settings, ExtractorMetrics.create(CollectorRegistry()))
         self._app = app
         self._retry = RetrySettings(max_attempts=6, deadline_seconds=120)
@@ -96,14 +81,7 @@ class KingdeeReader:
     the same ``DINGDEE_KINGDEE__*`` variables) and the same translation of Kingdee's answers.
     """
 
-    def __init__(self, kingdee: Mapping[str, Any]) -> None:
-        from prometheus_client import CollectorRegistry
-
-        from dingdee_loader.kingdee.client import KingdeeClient, Lane
-        from dingdee_loader.metrics import LoaderMetrics
-        from dingdee_loader.settings import KingdeeSettings
-
-        settings = KingdeeSettings.model_validate(_decoded(kingdee))
+    def __init__(self, settings: KingdeeSettings) -> None:
         self._client = KingdeeClient(settings, LoaderMetrics.create(CollectorRegistry()))
         self._lane = Lane(0, settings)
 
@@ -112,8 +90,6 @@ class KingdeeReader:
 
     async def _query(self, data: dict[str, Any]) -> Any:
         """One ExecuteBillQuery; a refused login, permission or licence ends the run (Fatal)."""
-        from dingdee_loader.kingdee.client import KingdeeConfigError
-
         try:
             rows = await self._client.call(self._lane, "executebillquery", {"data": data})
         except KingdeeConfigError as exc:  # the loader waits on it; a one-shot command stops

@@ -9,29 +9,29 @@ Ctrl-C. A part that does not answer is shown as such; it never stops the run.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import signal
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import httpx
+import typer
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from dingdee_common.devstack import Stack, StackConfig
-from dingdee_common.procs import ManagedProcess, Supervisor
 from dingdee_common.settings import RetrySettings
+from dingdee_dev.procs import ManagedProcess, Supervisor
+from dingdee_dev.stack import Stack, StackConfig
+from dingdee_sandbox.demo_org import DEPARTMENTS, PROCESS_CODES
 
 __all__ = ["Expectation", "Progress", "RunOptions", "Watcher", "expected_bills", "main", "run"]
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[4]
 PETTY_CASH_FORM = "ER_ExpReimbursement"
 DEPARTMENT_FORM = "BD_Department"
 T = TypeVar("T")
@@ -62,8 +62,6 @@ async def _form_value(client: httpx.AsyncClient, base: str, pid: str, label: str
 
 async def expected_bills(stack: Stack) -> Expectation:
     """Petty-cash bills are ``"BYJ" + business_id``; departments are numbered by 部门编码."""
-    from dingdee_sandbox.demo_org import PROCESS_CODES
-
     approved = await stack.expected_approvals()
     petty = {
         "BYJ" + a["business_id"]
@@ -84,8 +82,6 @@ async def expected_bills(stack: Stack) -> Expectation:
 
 async def loaded_bills(stack: Stack, expectation: Expectation) -> dict[str, set[str]]:
     """Bill numbers present in the Kingdee sandbox per form (seeded base data left out)."""
-    from dingdee_sandbox.demo_org import DEPARTMENTS
-
     seeded = {d.kingdee_number for d in DEPARTMENTS}
     loaded: dict[str, set[str]] = {}
     for form in expectation.by_form:
@@ -399,27 +395,47 @@ def _summary(expectation: Expectation, progress: Progress) -> str:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dingdee-dev", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    cmd = sub.add_parser("run", help="run the whole local pipeline with live progress")
-    cmd.add_argument("--demo", type=int, default=300, help="petty-cash approvals to seed")
-    cmd.add_argument("--workdir", type=Path, default=Path.cwd() / ".run", help="logs and state")
-    cmd.add_argument("--flows", type=Path, default=ROOT / "config" / "flows.yaml")
-    cmd.add_argument("--timeout", type=float, default=900.0, help="give up after this long")
-    cmd.add_argument(
-        "--poll-timeout",
-        type=float,
-        default=3.0,
-        help="seconds a part may take to answer a progress poll before it shows as not answering",
-    )
-    cmd.add_argument("--exit-when-done", action="store_true", help="stop once every bill is loaded")
-    args = parser.parse_args(argv)
-    config = StackConfig(workdir=args.workdir, flows_file=args.flows, demo=args.demo)
-    options = RunOptions(
-        timeout=args.timeout, poll_timeout=args.poll_timeout, exit_when_done=args.exit_when_done
-    )
-    return asyncio.run(_main(config, options))
+cli = typer.Typer(
+    name="dingdee-dev",
+    help="dingdee local development: the whole pipeline on an embedded broker and the sandboxes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+
+@cli.callback()
+def _commands() -> None:
+    """Keeps ``run`` a sub-command (typer would make a lone command the program itself)."""
+
+
+@cli.command("run")
+def run_command(
+    demo: Annotated[int, typer.Option(help="petty-cash approvals to seed")] = 300,
+    workdir: Annotated[
+        Path | None, typer.Option(help="logs and state (default: .run in the current directory)")
+    ] = None,
+    flows: Annotated[Path, typer.Option(help="flows file")] = ROOT / "config" / "flows.yaml",
+    timeout: Annotated[float, typer.Option(help="give up after this long")] = 900.0,
+    poll_timeout: Annotated[
+        float,
+        typer.Option(
+            help="seconds a part may take to answer a progress poll before it shows as not "
+            "answering"
+        ),
+    ] = 3.0,
+    exit_when_done: Annotated[
+        bool, typer.Option("--exit-when-done", help="stop once every bill is loaded")
+    ] = False,
+) -> None:
+    """Run the whole local pipeline with live progress."""
+    config = StackConfig(workdir=workdir or Path.cwd() / ".run", flows_file=flows, demo=demo)
+    options = RunOptions(timeout=timeout, poll_timeout=poll_timeout, exit_when_done=exit_when_done)
+    raise typer.Exit(asyncio.run(_main(config, options)))
+
+
+def main() -> None:
+    cli()
 
 
 async def _main(config: StackConfig, options: RunOptions) -> int:
@@ -431,4 +447,4 @@ async def _main(config: StackConfig, options: RunOptions) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

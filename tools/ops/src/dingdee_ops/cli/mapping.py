@@ -1,6 +1,6 @@
 """``dingdee mapping …``: check a flows file and preview what one approval becomes in Kingdee.
 
-Attached to the ``dingdee`` CLI by ``dingdee_common.cli.main``; this is the tool a finance-IT person
+Attached to the ``dingdee`` CLI by ``dingdee_ops.cli.main``; this is the tool a finance-IT person
 uses while writing a mapping, so its output is meant to be read, not parsed.
 """
 

@@ -1,7 +1,7 @@
 """Dead-letter inspection and replay (DESIGN §6): the engine behind ``dingdee dlq``."""
 
-from dingdee_common.dlq.records import DeadLetter, Selection, parse_time
-from dingdee_common.dlq.replay import Action, ReplayEngine, ReplayOptions, ReplayReport
+from dingdee_ops.dlq.records import DeadLetter, Selection, parse_time
+from dingdee_ops.dlq.replay import Action, ReplayEngine, ReplayOptions, ReplayReport
 
 __all__ = [
     "Action",

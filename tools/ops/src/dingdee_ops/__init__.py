@@ -1,0 +1,2 @@
+"""dingdee operator tools: the ``dingdee`` CLI above the services (topics, mapping, DLQ, reconcile,
+quota, doctor)."""
