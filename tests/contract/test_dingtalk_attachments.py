@@ -5,6 +5,7 @@ and ``processInstances/comments`` as seen through the control API."""
 from __future__ import annotations
 
 import hashlib
+import random
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,7 +13,7 @@ import orjson
 import pytest
 
 from dingdee_sandbox.demo_org import DEMO_APP, EMPLOYEES
-from dingdee_sandbox.dingtalk.files import DemoFile, file_bytes, files_of_form
+from dingdee_sandbox.dingtalk.files import BLOCK, DemoFile, file_bytes, files_of_form
 from dingdee_sandbox.dingtalk.generator import Instance
 from dingdee_sandbox.dingtalk.state import State
 from tests.unit.sandbox_dingtalk.harness import Sandbox, running
@@ -42,10 +43,22 @@ def with_files(state: State) -> list[tuple[Instance, list[DemoFile]]]:
     return [(i, fs) for i in state.instances.values() if (fs := files_of_form(i.form))]
 
 
+MAGIC = {"pdf": b"%PDF-1.7\n", "jpg": b"\xff\xd8\xff\xe0", "png": b"\x89PNG\r\n\x1a\n"}
+
+
 def expected_sha(state: State, file: DemoFile) -> str:
+    """The documented derivation, written out independently of the sandbox's code: 64 KiB
+    blocks ``random.Random(f"{seed}:{fileId}:{block}").randbytes(65536)``, the first block
+    starting with the type's magic bytes (the full header is checked by prefix only)."""
     digest = hashlib.sha256()
-    for piece in file_bytes(state.seed, file):
-        digest.update(piece)
+    blocks = -(-file.file_size // BLOCK)
+    for k in range(blocks):
+        block = random.Random(f"{state.seed}:{file.file_id}:{k}").randbytes(BLOCK)
+        if k == 0:
+            header = next(iter(file_bytes(state.seed, file)))[:32]
+            assert header.startswith(MAGIC[file.file_type])
+            block = header + block[len(header) :]
+        digest.update(block[: file.file_size - k * BLOCK])
     return digest.hexdigest()
 
 
