@@ -251,3 +251,22 @@ async def test_official_sdk_upload(kd: Kd) -> None:
     assert status_of(last)["IsSuccess"], last
     (row,) = [a for a in kd.state.attachments.completed() if a.inter_id == fid]
     assert row.sha.hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+async def test_commit_then_drop_upload(kd: Kd) -> None:
+    """The non-idempotent path (§10.4.1, §10.5 item 4): the chunk is committed, the answer lost;
+    the client then finds the attachment with a ``BOS_Attachment`` query."""
+    fid = await save_bill(kd, "BYJATT8")
+    kd.state.update_config({"fault_services": ["attachmentupload"]})
+    await kd.http.post(f"{kd.root}/_sandbox/faults", json={"queue": ["commit_then_drop"]})
+    with pytest.raises(httpx.TransportError):
+        await kd.call("AttachmentUpload", payload(fid, "BYJATT8", b"once", last=True))
+    rows = await kd.call(
+        "ExecuteBillQuery",
+        {
+            "FormId": "BOS_Attachment",
+            "FieldKeys": "FAttachmentName,FAttachmentSize",
+            "FilterString": f"FInterID='{fid}'",
+        },
+    )
+    assert rows == [["发票.pdf", 0.0]]
