@@ -32,23 +32,27 @@ APP_SECRET = "fb7d46647ac346dbb5fcd45b65512a45"
 MIB = 1 << 20
 
 
+def signed(url: str) -> dict[str, str]:
+    """Signature headers of the integration user (kingdee.md §1.1) for ``url``."""
+    return signature_headers(
+        httpx.URL(url).path,
+        acct_id=ACCT,
+        username=USER,
+        app_id=APP_ID,
+        app_secret=APP_SECRET,
+        lcid=2052,
+        org_num="0",
+        timestamp=str(int(time.time())),
+    )
+
+
 class Kd:
     def __init__(self, root: str, state: SandboxState, http: httpx.AsyncClient) -> None:
         self.root, self.state, self.http = root, state, http
 
     async def call(self, method: str, data: Any) -> Any:
         url = f"{self.root}/k3cloud/{STUB}.{method}.common.kdsvc"
-        headers = signature_headers(
-            httpx.URL(url).path,
-            acct_id=ACCT,
-            username=USER,
-            app_id=APP_ID,
-            app_secret=APP_SECRET,
-            lcid=2052,
-            org_num="0",
-            timestamp=str(int(time.time())),
-        )
-        response = await self.http.post(url, json={"data": data}, headers=headers, timeout=30)
+        response = await self.http.post(url, json={"data": data}, headers=signed(url), timeout=30)
         assert response.status_code == 200, response.text
         return response.json()
 
@@ -64,18 +68,8 @@ async def kd() -> AsyncIterator[Kd]:
 
 async def save_bill(kd: Kd, number: str) -> int:
     url = f"{kd.root}/k3cloud/{STUB}.Save.common.kdsvc"
-    headers = signature_headers(
-        httpx.URL(url).path,
-        acct_id=ACCT,
-        username=USER,
-        app_id=APP_ID,
-        app_secret=APP_SECRET,
-        lcid=2052,
-        org_num="0",
-        timestamp=str(int(time.time())),
-    )
     body = {"formid": FORM, "data": {"Model": expense_model(number, random.Random(number))}}
-    response = await kd.http.post(url, json=body, headers=headers)
+    response = await kd.http.post(url, json=body, headers=signed(url))
     status = response.json()["Result"]["ResponseStatus"]
     assert status["IsSuccess"], status
     return int(status["SuccessEntitys"][0]["Id"])

@@ -30,11 +30,12 @@ import orjson
 from aiohttp import web
 
 from dingdee_sandbox.demo_org import EMPLOYEES
+from dingdee_sandbox.dingtalk.control import _body, _json
 from dingdee_sandbox.dingtalk.files import DemoFile, file_bytes, file_sha256, files_of_form
 from dingdee_sandbox.dingtalk.keys import API, APP, BODY, STATE
 from dingdee_sandbox.dingtalk.responses import v1_error, v1_json
 from dingdee_sandbox.dingtalk.state import State, cst
-from dingdee_sandbox.dingtalk.v1host import admitted
+from dingdee_sandbox.dingtalk.v1host import _json_body, admitted
 
 __all__ = ["attachment_routes"]
 
@@ -44,13 +45,14 @@ _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
 _OSS_CT = "application/xml"
 
 
-async def _json_body(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
-    try:
-        data = orjson.loads(raw) if raw.strip() else {}
-    except orjson.JSONDecodeError:
-        return {}
-    return data if isinstance(data, dict) else {}
+async def _admitted_body(request: web.Request, api: str) -> web.Response | dict[str, Any]:
+    """Admission (token, limits, the write permission), then the JSON body (logged)."""
+    failure = await admitted(request, api) or _denied(request)
+    if failure is not None:
+        return failure
+    body = await _json_body(request)
+    request[BODY] = body
+    return body
 
 
 def _denied(request: web.Request) -> web.Response | None:
@@ -110,11 +112,10 @@ def _download_target(state: State, body: dict[str, Any]) -> DemoFile | tuple[str
 
 async def download_url(request: web.Request) -> web.Response:
     """``POST …/spaces/files/urls/download`` (§9.3.1)."""
-    failure = await admitted(request, "file_url_v1") or _denied(request)
-    if failure is not None:
-        return failure
-    state, body = request.app[STATE], await _json_body(request)
-    request[BODY] = body
+    body = await _admitted_body(request, "file_url_v1")
+    if isinstance(body, web.Response):
+        return body
+    state = request.app[STATE]
     found = _download_target(state, body)
     if isinstance(found, tuple):
         return v1_error(400, *found)
@@ -244,11 +245,10 @@ def _comment_error(state: State, body: dict[str, Any]) -> tuple[str, str] | None
 
 async def add_comment(request: web.Request) -> web.Response:
     """``POST /v1.0/workflow/processInstances/comments`` (§9.4.1)."""
-    failure = await admitted(request, "comment_v1") or _denied(request)
-    if failure is not None:
-        return failure
-    state, body = request.app[STATE], await _json_body(request)
-    request[BODY] = body
+    body = await _admitted_body(request, "comment_v1")
+    if isinstance(body, web.Response):
+        return body
+    state = request.app[STATE]
     error = _comment_error(state, body)
     if error is not None:
         return v1_error(400, *error)
@@ -295,21 +295,6 @@ async def add_comment(request: web.Request) -> web.Response:
 # ---- control ---------------------------------------------------------------------------------
 
 
-def _json(payload: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json")
-
-
-async def _control_body(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
-    try:
-        data = orjson.loads(raw) if raw.strip() else {}
-    except orjson.JSONDecodeError:
-        raise web.HTTPBadRequest(text="body is not JSON") from None
-    if not isinstance(data, dict):
-        raise web.HTTPBadRequest(text="expected a JSON object")
-    return data
-
-
 def _file_json(state: State, file: DemoFile, comment: bool) -> dict[str, Any]:
     return {
         **file.as_value(),
@@ -338,7 +323,7 @@ async def add_file(request: web.Request) -> web.Response:
     inst = state.instances.get(request.match_info["instance_id"])
     if inst is None:
         raise web.HTTPNotFound(text="no such instance")
-    body = await _control_body(request)
+    body = await _body(request)
     comp = next((c for c in inst.form if c.get("component_type") == "DDAttachment"), None)
     if comp is None:
         raise web.HTTPConflict(text="the instance has no DDAttachment component")
@@ -365,7 +350,7 @@ async def knobs(request: web.Request) -> web.Response:
     files = request.app[STATE].files
     if request.method == "POST":
         try:
-            files.knobs = files.knobs.patched(await _control_body(request))
+            files.knobs = files.knobs.patched(await _body(request))
         except ValueError as exc:
             raise web.HTTPBadRequest(text=str(exc)) from None
     return _json(asdict(files.knobs))
