@@ -130,6 +130,10 @@ class TestDownload:
         status, part, headers = await fetch(sb, uri, headers={"Range": "bytes=100-1099"})
         assert status == 206 and part == whole[100:1100]
         assert headers["Content-Range"] == f"bytes 100-1099/{file.file_size}"
+        assert file.file_size > BLOCK + 20  # a range across the 64 KiB block boundary:
+        span = {"Range": f"bytes={BLOCK - 7}-{BLOCK + 9}"}
+        status, part, _ = await fetch(sb, uri, headers=span)
+        assert status == 206 and part == whole[BLOCK - 7 : BLOCK + 10]
         status, tail, _ = await fetch(sb, uri, headers={"Range": "bytes=-10"})
         assert status == 206 and tail == whole[-10:]
         status, _, headers = await fetch(sb, uri, headers={"Range": f"bytes={file.file_size}-"})
