@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from dingdee_sandbox.dingtalk.attachments import attachment_routes
 from dingdee_sandbox.dingtalk.control import control_routes
 from dingdee_sandbox.dingtalk.keys import API, APP, BODY, STATE
 from dingdee_sandbox.dingtalk.oldhost import old_routes
@@ -106,5 +107,6 @@ def create_app(state: State | None = None) -> web.Application:
     app.add_routes(v1_routes())
     app.add_routes(schema_routes())
     app.add_routes(control_routes())
+    app.add_routes(attachment_routes())  # approval files and comments (dingtalk.md §9.3, §9.4)
     app.add_routes([v1_fallback()])
     return app

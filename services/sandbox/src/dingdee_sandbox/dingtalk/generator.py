@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from dingdee_sandbox.demo_org import DEPARTMENTS, EMPLOYEES, EXPENSE_TYPES, PROCESS_CODES
+from dingdee_sandbox.dingtalk.files import demo_files
 
 __all__ = [
     "COLUMNS",
@@ -54,6 +55,7 @@ class Instance:
     main_id: str | None = None
     approver: str = ""
     task_id: str = ""
+    remarks: list[dict[str, Any]] = field(default_factory=list)  # ADD_REMARK records (§9.4.1)
 
 
 def instance_id(rng: random.Random, create_ms: int) -> str:
@@ -166,17 +168,9 @@ def _row(rng: random.Random, labels: list[str], n: int, day: str) -> dict[str, A
 
 
 def _attachment(rng: random.Random) -> str:
-    """A DDAttachment value: a JSON array (in a string) with one invoice file."""
-    files = [
-        {
-            "spaceId": "115770306",
-            "fileName": "发票.pdf",
-            "fileSize": rng.randint(20000, 900000),
-            "fileType": "pdf",
-            "fileId": str(rng.randint(10**10, 10**11)),
-        }
-    ]
-    return orjson.dumps(files).decode()
+    """A DDAttachment value: a JSON array (in a string) of 1–3 files (dingtalk.md §3.4, §9.3)."""
+    size, first_id = rng.randint(20000, 900000), rng.randint(10**10, 10**11)
+    return orjson.dumps([f.as_value() for f in demo_files(first_id, size)]).decode()
 
 
 def petty_cash_form(

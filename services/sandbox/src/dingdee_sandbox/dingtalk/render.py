@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from dingdee_sandbox.demo_org import DEPARTMENTS
+from dingdee_sandbox.dingtalk.files import v1_comment_attachments
 from dingdee_sandbox.dingtalk.generator import Instance
 from dingdee_sandbox.dingtalk.state import CST, cst
 
@@ -93,7 +94,7 @@ def render_old(inst: Instance) -> dict[str, Any]:
         "biz_action": inst.biz_action,
         "attached_process_instance_ids": list(inst.attached),
         "form_component_values": inst.form,
-        "operation_records": _records(inst),
+        "operation_records": _records(inst) + inst.remarks,
         "tasks": [_task(inst, inst.id)],
     }
     if finished and inst.finish_ms is not None:
@@ -129,7 +130,7 @@ def _v1_record(record: dict[str, Any]) -> dict[str, Any]:
         "remark": record.get("remark", ""),
         "showName": "发起人" if record["operation_type"] == "START_PROCESS_INSTANCE" else "审批人",
         "images": [],
-        "attachments": [],
+        "attachments": v1_comment_attachments(record),
     }
 
 

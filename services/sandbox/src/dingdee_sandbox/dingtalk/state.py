@@ -15,6 +15,7 @@ from typing import Any
 
 from dingdee_sandbox.demo_org import DEMO_APP, EMPLOYEES
 from dingdee_sandbox.dingtalk.config import Faults
+from dingdee_sandbox.dingtalk.files import FileStore
 from dingdee_sandbox.dingtalk.generator import (
     DEPT,
     PETTY,
@@ -70,6 +71,7 @@ class State:
     limiter: Limiter = field(default_factory=Limiter)
     apps: dict[str, str] = field(default_factory=lambda: {DEMO_APP.app_key: DEMO_APP.app_secret})
     schemas: dict[str, dict[str, Any]] = field(default_factory=demo_schemas)
+    files: FileStore = field(default_factory=FileStore)  # attachments, comments (§9.3, §9.4)
     _seq: int = 0
 
     def __post_init__(self) -> None:

@@ -15,6 +15,12 @@ from typing import Any
 
 from aiohttp import web
 
+from dingdee_sandbox.kingdee.attachments import (
+    ATTACHMENT_METHODS,
+    attachment_routes,
+    do_attachment,
+    is_attachment_query,
+)
 from dingdee_sandbox.kingdee.control import add_control_routes
 from dingdee_sandbox.kingdee.envelope import EnvelopeError, parse_envelope
 from dingdee_sandbox.kingdee.operations import OPERATIONS, do_operation
@@ -52,7 +58,7 @@ BUSINESS = (
     "querybusinessinfo",
     *OPERATIONS,
 )
-KNOWN = (*BUSINESS, *LOGIN_METHODS, "logout", "getdatacenterlist")
+KNOWN = (*BUSINESS, *ATTACHMENT_METHODS, *LOGIN_METHODS, "logout", "getdatacenterlist")
 # what IIS sends instead of an answer (kingdee.md §0.3 item 1: non-200 is IIS, not Kingdee)
 _UNAVAILABLE = (
     '<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Strict//EN">\n<html><head>'
@@ -160,6 +166,8 @@ def _dispatch(
             packages = package_count(params, method == "batchsave")[0]
             keep = math.ceil(packages * state.config.drop_keep_fraction)
         return do_save(params, state, batch=method == "batchsave", keep=keep)
+    if method in ATTACHMENT_METHODS or is_attachment_query(method, params):  # kingdee.md §10.4
+        return do_attachment(method, params, state)
     if method == "queryasyncresult":
         return do_async_result(params, state)
     if method in ("executebillquery", "billquery"):
@@ -322,5 +330,6 @@ def create_app(state: SandboxState | None = None) -> web.Application:
     app = web.Application(client_max_size=64 << 20)
     app[STATE_KEY] = state or SandboxState()
     add_control_routes(app, STATE_KEY)
+    app.add_routes(attachment_routes(STATE_KEY))
     app.router.add_post(r"/{path:.*\.[cC][oO][mM][mM][oO][nN]\.[kK][dD][sS][vV][cC]}", kdsvc)
     return app

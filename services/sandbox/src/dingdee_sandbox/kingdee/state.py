@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from dingdee_sandbox.kingdee.attachments import AttachmentStore
 from dingdee_sandbox.kingdee.store import Store
 
 __all__ = ["FAULT_KINDS", "SandboxConfig", "SandboxState", "Session"]
@@ -44,7 +45,7 @@ FAULT_KINDS: tuple[str, ...] = (
     "msgcode_14",
     "msgcode_15",
 )
-_WRITES = ("save", "batchsave")
+_WRITES = ("save", "batchsave", "attachmentupload")  # commit-then-drop hook: kingdee.md §10.5.4
 
 
 class SandboxConfig(BaseModel):
@@ -79,6 +80,11 @@ class SandboxConfig(BaseModel):
     commit_then_drop_rate: float = Field(default=0.0, ge=0, le=1)
     drop_keep_fraction: float = Field(
         default=1.0, ge=0, le=1, description="share of packages committed before the drop"
+    )
+    attachment_max_chunk_bytes: int = Field(
+        default=4 << 20,
+        ge=1,
+        description="largest decoded AttachmentUpload chunk (kingdee.md §10.4.1)",
     )
     fault_services: list[str] = Field(
         default_factory=lambda: ["save", "batchsave", "executebillquery", "billquery", "view"]
@@ -138,6 +144,7 @@ class SandboxState:
     def __init__(self, config: SandboxConfig | None = None, store: Store | None = None) -> None:
         self.config = config or SandboxConfig()
         self.store = store or Store()
+        self.attachments = AttachmentStore()  # kingdee.md §10.4
         self.sessions: dict[str, Session] = {}
         self.locks: dict[str, asyncio.Lock] = {}
         self.stats: Counter[str] = Counter()
