@@ -17,6 +17,7 @@ from aiohttp import web
 
 from dingdee_sandbox.kingdee.control import add_control_routes
 from dingdee_sandbox.kingdee.envelope import EnvelopeError, parse_envelope
+from dingdee_sandbox.kingdee.masterdata_control import add_masterdata_routes
 from dingdee_sandbox.kingdee.operations import OPERATIONS, do_operation
 from dingdee_sandbox.kingdee.responses import (
     failure_envelope,
@@ -322,5 +323,6 @@ def create_app(state: SandboxState | None = None) -> web.Application:
     app = web.Application(client_max_size=64 << 20)
     app[STATE_KEY] = state or SandboxState()
     add_control_routes(app, STATE_KEY)
+    add_masterdata_routes(app, STATE_KEY)
     app.router.add_post(r"/{path:.*\.[cC][oO][mM][mM][oO][nN]\.[kK][dD][sS][vV][cC]}", kdsvc)
     return app

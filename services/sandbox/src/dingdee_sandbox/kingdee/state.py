@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from dingdee_sandbox.kingdee.masterdata import seed_master_data
 from dingdee_sandbox.kingdee.store import Store
 
 __all__ = ["FAULT_KINDS", "SandboxConfig", "SandboxState", "Session"]
@@ -138,6 +139,8 @@ class SandboxState:
     def __init__(self, config: SandboxConfig | None = None, store: Store | None = None) -> None:
         self.config = config or SandboxConfig()
         self.store = store or Store()
+        if store is None:
+            seed_master_data(self.store)  # BD_Empinfo, BD_Expense (kingdee.md §10.5 item 1)
         self.sessions: dict[str, Session] = {}
         self.locks: dict[str, asyncio.Lock] = {}
         self.stats: Counter[str] = Counter()
