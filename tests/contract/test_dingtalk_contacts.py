@@ -90,7 +90,7 @@ class TestUserList:
                 demo_mobile(emp),
             )
             assert row["dept_id_list"] == [int(emp.dept_id)] and row["state_code"] == "86"
-            assert isinstance(row["dept_order"], int) and row["dept_order"] > 2**53  # line 826
+            assert isinstance(row["dept_order"], int) and row["dept_order"] > 2**53  # line 836
             assert row["leader"] is False and row["active"] is True
             # subset of 9.1.1: no role_list, manager_userid, senior, leader_in_dept… (line 882)
             assert not {"role_list", "senior", "leader_in_dept", "dept_order_list"} & set(row)
@@ -141,7 +141,7 @@ class TestUserList:
             "POST", "contacts/knobs", json={"scope_dept_ids": None, "mobile_permission": False}
         )
         row = (await topapi(sb, "v2/user/get", {"userid": EMPLOYEES[0].userid}))["result"]
-        assert "mobile" not in row and "state_code" not in row  # omitted, not "" (line 805)
+        assert "mobile" not in row and "state_code" not in row  # omitted, not "" (line 807)
         status, _ = await sb.call("POST", "/_sandbox/contacts/knobs", json={"nope": 1})
         assert status == 400
 
@@ -183,9 +183,9 @@ class TestUserGet:
             )
             for _ in range(3)
         ]
-        assert codes == [None, None, "90018"]  # the per-(app, API) QPS limit applies (line 795)
+        assert codes == [None, None, "90018"]  # the per-(app, API) QPS limit applies (line 793)
         stats = await sb.control("GET", "stats")
-        assert stats["metered_calls"] == 0  # exempt from the monthly quota (lines 793–795)
+        assert stats["metered_calls"] == 0  # exempt from the monthly quota (lines 791–793)
         await asyncio.sleep(1.05)
         await sb.control("POST", "contacts/knobs", json={"metered": True})
         assert (await topapi(sb, "v2/user/get", {"userid": EMPLOYEES[0].userid}, token))[

@@ -5,8 +5,8 @@ Data calls (``POST /topapi/...?access_token=``, JSON or form body, HTTP 200 with
 ``size`` 1…100, ``cursor`` 0…100000), ``v2/department/listsub`` and ``listsubid`` (§9.1.4),
 ``v2/department/get`` (§9.1.5). They pass the same gate as every data call (token, per-(app, API)
 QPS, injected faults, request log) but are exempt from the monthly quota unless the ``metered``
-knob says otherwise (dingtalk.md lines 793–795). Optional empty fields are omitted, ``mobile`` /
-``email`` only with the field permissions (lines 803–807); real JSON types (lines 846–848).
+knob says otherwise (dingtalk.md lines 791–793). Optional empty fields are omitted, ``mobile`` /
+``email`` only with the field permissions (lines 804–807); real JSON types (lines 847–849).
 
 Control API (JSON): ``GET|POST /_sandbox/contacts/users``, ``POST|DELETE
 /_sandbox/contacts/users/{userid}``, ``GET|POST /_sandbox/contacts/departments``, ``POST|DELETE
@@ -131,7 +131,7 @@ def _dept_detail(dept: Dept, d: Directory) -> dict[str, Any]:
         "member_count": sum(1 for u in d.users.values() if subtree & set(u.dept_ids)),
         "owning_member_count": len(d.members(dept.dept_id, "custom")),
     }
-    if dept.parent_id is not None:  # the root's parent_id: UNCONFIRMED (line 903), omitted
+    if dept.parent_id is not None:  # the root's parent_id: UNCONFIRMED (line 902), omitted
         out["parent_id"] = dept.parent_id
     if dept.code:
         out["code"] = dept.code

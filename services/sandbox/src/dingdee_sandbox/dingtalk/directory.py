@@ -19,9 +19,9 @@ __all__ = ["ContactKnobs", "ContactUser", "Dept", "Directory", "EventListener"]
 
 EventListener = Callable[[str, dict[str, Any]], None]
 ROOT = 1
-# dingtalk.md line 826: dept_order_list "order" values exceed 2^53 in real responses
+# dingtalk.md line 836: dept_order_list "order" values exceed 2^53 in real responses
 _ORDER_BASE = 176188733616559512
-# §9.2 user_modify_org: the diffInfo prev/curr keys seen (dingtalk.md line 946)
+# §9.2 user_modify_org: the diffInfo prev/curr keys seen (dingtalk.md line 951)
 _DIFF_KEYS = {
     "name": "name",
     "job_number": "jobNumber",
@@ -39,7 +39,7 @@ class ContactKnobs:
 
     Attributes:
         mobile_permission: the app holds 企业员工手机号信息: ``mobile``/``state_code`` are
-            returned (dingtalk.md lines 803–805); otherwise they are omitted.
+            returned (dingtalk.md lines 804–807); otherwise they are omitted.
         email_permission: the app holds 邮箱等个人信息 (``email``, ``org_email``, ``work_place``,
             ``remark``, ``extension``).
         unknown_user_errcode: ``user/get`` of an unknown or departed userid: 60121 找不到该用户
@@ -47,7 +47,7 @@ class ContactKnobs:
         scope_dept_ids: the app's 通讯录授权范围 (a department covers its subtree); None = all.
             ``user/list`` outside → 50004, ``user/get`` of a user outside → 50002 (§9.1 table).
         metered: contact calls count against ``monthly_quota``. The contract lists them as
-            exempt (dingtalk.md lines 793–795), so the default is False; the per-(app, API)
+            exempt (dingtalk.md lines 791–793), so the default is False; the per-(app, API)
             QPS limit applies either way.
     """
 
