@@ -22,13 +22,14 @@ import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from dingdee_sandbox.dingtalk.directory import ROOT, ContactUser, Dept, Directory
 from dingdee_sandbox.dingtalk.keys import STATE
 from dingdee_sandbox.dingtalk.oldhost import admitted
 from dingdee_sandbox.dingtalk.responses import old_flat, old_ok
+from dingdee_sandbox.jsonapi import json_body as _body
+from dingdee_sandbox.jsonapi import json_response as _json
 
 __all__ = ["contact_routes"]
 
@@ -235,21 +236,6 @@ def _dept_get(body: dict[str, Any], d: Directory) -> web.Response:
 
 
 # ---- control API ---------------------------------------------------------------------------
-
-
-def _json(payload: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json")
-
-
-async def _body(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
-    try:
-        data = orjson.loads(raw) if raw.strip() else {}
-    except orjson.JSONDecodeError:
-        data = None
-    if not isinstance(data, dict):
-        raise web.HTTPBadRequest(text="expected a JSON object")
-    return data
 
 
 def _dept_view(dept: Dept) -> dict[str, Any]:

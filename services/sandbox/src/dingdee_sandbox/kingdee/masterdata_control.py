@@ -13,32 +13,16 @@ Records are listed with the existing ``GET /_sandbox/bills?form_id=BD_Empinfo``.
 
 from __future__ import annotations
 
-from typing import Any
-
-import orjson
 from aiohttp import web
 
+from dingdee_sandbox.jsonapi import json_body as _body
+from dingdee_sandbox.jsonapi import json_response as _json
 from dingdee_sandbox.kingdee.masterdata import add_employee, seed_synthetic_employees, set_forbid
 from dingdee_sandbox.kingdee.state import SandboxState
 
 __all__ = ["add_masterdata_routes"]
 
 MAX_SYNTHETIC = 1_000_000
-
-
-def _json(payload: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json")
-
-
-async def _body(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
-    try:
-        data = orjson.loads(raw) if raw.strip() else {}
-    except orjson.JSONDecodeError:
-        data = None
-    if not isinstance(data, dict):
-        raise web.HTTPBadRequest(text="expected a JSON object")
-    return data
 
 
 def add_masterdata_routes(app: web.Application, key: web.AppKey[SandboxState]) -> None:
