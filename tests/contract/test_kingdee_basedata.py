@@ -145,6 +145,7 @@ class TestDepartmentsAndExpenseItems:
         flt = f"FUseOrgId.FNumber='100' and {USABLE}"
         rows = await page_all(kd, "BD_Department", keys, limit=3, flt=flt)  # §10.2 lines 1251–1255
         assert [r[1] for r in rows] == [f"BM00000{n}" for n in range(1, 9)]
+        assert rows[1][2:4] == ["财务部", "财务部"]  # FName, FFullName
         assert all(r[4] == "BM000001" for r in rows[1:]) and rows[0][4] in (None, "", 0)
         every = await page_all(kd, "BD_Department", "FDEPTID,FNumber,FForbidStatus", limit=100)
         assert ["BM000099", "B"] in [r[1:] for r in every]
