@@ -147,8 +147,10 @@ class TestDepartmentsAndExpenseItems:
         assert [r[1] for r in rows] == [f"BM00000{n}" for n in range(1, 9)]
         assert rows[1][2:4] == ["财务部", "财务部"]  # FName, FFullName
         assert all(r[4] == "BM000001" for r in rows[1:]) and rows[0][4] in (None, "", 0)
+        await kd.http.post(f"{kd.root}/_sandbox/basedata/BD_Department/BM000008/disable")
         every = await page_all(kd, "BD_Department", "FDEPTID,FNumber,FForbidStatus", limit=100)
-        assert ["BM000099", "B"] in [r[1:] for r in every]
+        assert [r[1:] for r in every][-1] == ["BM000008", "B"]
+        assert len(await page_all(kd, "BD_Department", "FDEPTID", 100, flt=flt)) == 7
 
     async def test_expense_items(self, kd: Kd) -> None:
         rows = await page_all(kd, "BD_Expense", "FEXPID,FMasterId,FNumber,FName,FForbidStatus", 4)

@@ -5,8 +5,10 @@
 ``ExecuteBillQuery``/``BillQuery`` serve them with the usual ``FieldKeys``, ``FilterString``,
 ``OrderString``, ``StartRow``/``Limit`` (§4.1, §10.2). Seeded from the demo organisation, plus
 records that are present **on purpose but not usable** (§10.2 status table): a forbidden
-(``FForbidStatus`` ``B``) and an unaudited (``FDocumentStatus`` ``A``) employee, a forbidden
-expense item and a forbidden department. Unusable records are kept out of the base-data registry
+(``FForbidStatus`` ``B``) and an unaudited (``FDocumentStatus`` ``A``) employee and a forbidden
+expense item. No extra department: the stack's tests and tools take every ``BD_Department``
+record beyond the demo's eight for one the department flow saved (disable one with the
+control API instead). Unusable records are kept out of the base-data registry
 that Save resolves references against (§10.2: "with ``IsVerifyBaseDataField=true`` it counts as
 not found"). ``BD_STAFF`` and ``BD_ExpenseItem`` stay unknown (``业务对象不存在``, §10.1 line 1221).
 """
@@ -81,7 +83,6 @@ UNUSABLE_SEED: tuple[tuple[str, str, str, str, str], ...] = (
     ("BD_Empinfo", "EMP9001", "停用员工", "C", "B"),
     ("BD_Empinfo", "EMP9002", "未审核员工", "A", "A"),
     ("BD_Expense", "FYXM99", "已停用费用", "C", "B"),
-    ("BD_Department", "BM000099", "已撤销部门", "C", "B"),
 )
 
 
