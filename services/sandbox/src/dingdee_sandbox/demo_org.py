@@ -20,6 +20,7 @@ __all__ = [
     "DemoApp",
     "Department",
     "Employee",
+    "demo_mobile",
 ]
 
 
@@ -99,3 +100,8 @@ EXPENSE_TYPES: dict[str, str] = {
     "会议费": "FYXM07",
     "维修费": "FYXM08",
 }
+
+
+def demo_mobile(emp: Employee) -> str:
+    """The demo employee's mobile (both sandboxes agree): ``138`` + its staff-number digits as 8."""
+    return "138" + "".join(ch for ch in emp.staff_number if ch.isdigit()).rjust(8, "0")

@@ -14,6 +14,7 @@ import orjson
 from aiohttp import web
 
 from dingdee_sandbox.dingtalk.attachments import attachment_routes
+from dingdee_sandbox.dingtalk.contacts import contact_routes
 from dingdee_sandbox.dingtalk.control import control_routes
 from dingdee_sandbox.dingtalk.keys import API, APP, BODY, STATE
 from dingdee_sandbox.dingtalk.oldhost import old_routes
@@ -103,6 +104,7 @@ def create_app(state: State | None = None) -> web.Application:
     app.on_shutdown.append(close_sockets)
     app.cleanup_ctx.append(redelivery)
     app.add_routes(gateway.routes())
+    app.add_routes(contact_routes())  # before the old host's /topapi catch-all
     app.add_routes(old_routes())
     app.add_routes(v1_routes())
     app.add_routes(schema_routes())

@@ -30,12 +30,13 @@ import orjson
 from aiohttp import web
 
 from dingdee_sandbox.demo_org import EMPLOYEES
-from dingdee_sandbox.dingtalk.control import _body, _json
 from dingdee_sandbox.dingtalk.files import DemoFile, file_bytes, file_sha256, files_of_form
 from dingdee_sandbox.dingtalk.keys import API, APP, BODY, STATE
 from dingdee_sandbox.dingtalk.responses import v1_error, v1_json
 from dingdee_sandbox.dingtalk.state import State, cst
 from dingdee_sandbox.dingtalk.v1host import _json_body, admitted
+from dingdee_sandbox.jsonapi import json_body as _body
+from dingdee_sandbox.jsonapi import json_response as _json
 
 __all__ = ["attachment_routes"]
 

@@ -12,29 +12,15 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from dingdee_sandbox.dingtalk.keys import STATE
 from dingdee_sandbox.dingtalk.render import render_old
 from dingdee_sandbox.dingtalk.state import State
+from dingdee_sandbox.jsonapi import json_body as _body
+from dingdee_sandbox.jsonapi import json_response as _json
 
 __all__ = ["control_routes"]
-
-
-def _json(payload: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json")
-
-
-async def _body(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
-    try:
-        data = orjson.loads(raw) if raw.strip() else {}
-    except orjson.JSONDecodeError:
-        raise web.HTTPBadRequest(text="body is not JSON") from None
-    if not isinstance(data, dict):
-        raise web.HTTPBadRequest(text="expected a JSON object")
-    return data
 
 
 async def expected(request: web.Request) -> web.Response:

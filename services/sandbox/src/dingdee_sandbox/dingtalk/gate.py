@@ -43,7 +43,7 @@ def _month(now_ms: int) -> str:
     return datetime.fromtimestamp(now_ms / 1000, CST).strftime("%Y-%m")
 
 
-def _limits(state: State, app_key: str, api: str) -> Refusal | None:
+def _limits(state: State, app_key: str, api: str, metered: bool) -> Refusal | None:
     f, now = state.faults, state.now_ms()
     if app_key in f.forbidden_apps:
         return Refusal("forbidden")
@@ -52,7 +52,7 @@ def _limits(state: State, app_key: str, api: str) -> Refusal | None:
     penalty_ms = int(f.global_penalty_seconds * 1000)
     if state.limiter.over_global_qps(api, f.global_qps, now, penalty_ms):
         return Refusal("global_qps", until_ms=state.limiter.penalty_until_ms[api])
-    if not state.limiter.meter(_month(now), f.monthly_quota):
+    if metered and not state.limiter.meter(_month(now), f.monthly_quota):
         return Refusal("quota")
     return None
 
@@ -80,13 +80,14 @@ def _injected(state: State) -> Refusal | None:
 
 
 async def admit(
-    state: State, token: str | None, host: str, api: str
+    state: State, token: str | None, host: str, api: str, *, metered: bool = True
 ) -> tuple[str | None, Refusal | None]:
     """Decide whether a data call on ``host`` for ``api`` is served.
 
     Called by every data endpoint before it reads its parameters. Returns the caller's app key
     (None when the token is not valid) and a refusal or None. A slow fault sleeps here and then
-    admits the call. Never raises.
+    admits the call. ``metered=False``: not counted against the monthly quota (the contact
+    APIs, dingtalk.md lines 793–795). Never raises.
     """
     verdict, app_key = state.token_store.check(
         token, host, state.now_ms(), cross_host=state.faults.cross_host_tokens
@@ -94,7 +95,7 @@ async def admit(
     if verdict != "ok" or app_key is None:
         kind: RefusalKind = "token_missing" if verdict == "missing" else f"token_{verdict}"  # type: ignore[assignment]
         return None, Refusal(kind)
-    refusal = _limits(state, app_key, api) or _injected(state)
+    refusal = _limits(state, app_key, api, metered) or _injected(state)
     if refusal is None and state.fault_rng.random() < state.faults.slow_rate:
         await asyncio.sleep(state.faults.slow_seconds)
     return app_key, refusal

@@ -26,7 +26,7 @@ from dingdee_sandbox.dingtalk.responses import (
 )
 from dingdee_sandbox.dingtalk.state import State, cst
 
-__all__ = ["old_routes", "refusal_response", "transport_refusal"]
+__all__ = ["admitted", "old_routes", "refusal_response", "transport_refusal"]
 
 _QPS_MSG = "应用调用该接口的频率超过限制"
 _GLOBAL_MSG = (
@@ -103,12 +103,15 @@ async def _read_body(request: web.Request) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-async def _admitted(request: web.Request, api: str) -> tuple[dict[str, Any], web.Response | None]:
+async def admitted(
+    request: web.Request, api: str, *, metered: bool = True
+) -> tuple[dict[str, Any], web.Response | None]:
+    """Read the body and admit the call (token, limits, faults); the refusal already rendered."""
     request[API] = api
     body = await _read_body(request)
     request[BODY] = body
     token = request.query.get("access_token") or body.get("access_token")
-    app_key, refusal = await admit(request.app[STATE], token, "old", api)
+    app_key, refusal = await admit(request.app[STATE], token, "old", api, metered=metered)
     if app_key is not None:
         request[APP] = app_key
     return body, (refusal_response(request, refusal, api) if refusal else None)
@@ -134,7 +137,7 @@ def _param_error(state: State) -> web.Response:
 
 async def listids(request: web.Request) -> web.Response:
     """``POST /topapi/processinstance/listids``: one page of ids by creation time."""
-    body, failure = await _admitted(request, "listids")
+    body, failure = await admitted(request, "listids")
     if failure is not None:
         return failure
     state = request.app[STATE]
@@ -165,7 +168,7 @@ async def listids(request: web.Request) -> web.Response:
 
 async def get(request: web.Request) -> web.Response:
     """``POST /topapi/processinstance/get``: one instance, snake_case, without its id."""
-    body, failure = await _admitted(request, "get")
+    body, failure = await admitted(request, "get")
     if failure is not None:
         return failure
     state = request.app[STATE]

@@ -15,6 +15,7 @@ from typing import Any
 
 from dingdee_sandbox.demo_org import DEMO_APP, EMPLOYEES
 from dingdee_sandbox.dingtalk.config import Faults
+from dingdee_sandbox.dingtalk.directory import Directory
 from dingdee_sandbox.dingtalk.files import FileStore
 from dingdee_sandbox.dingtalk.generator import (
     DEPT,
@@ -42,14 +43,19 @@ def cst(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, CST).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _who(userid: str | None, drawn: tuple[str, str, str]) -> tuple[str, str, str]:
-    """(userid, name, dept id) of a given demo employee, else the drawn one.
+def _who(
+    userid: str | None, drawn: tuple[str, str, str], contacts: Directory
+) -> tuple[str, str, str]:
+    """(userid, name, dept id) of a given demo employee or contacts user, else the drawn one.
 
     Raises:
-        KeyError: ``userid`` is not a demo employee.
+        KeyError: ``userid`` is neither a demo employee nor in the contacts directory.
     """
     if userid is None:
         return drawn
+    user = contacts.users.get(userid)  # a hire added through /_sandbox/contacts/users
+    if user is not None:
+        return user.userid, user.name, str(user.dept_ids[0])
     who = next((e for e in EMPLOYEES if e.userid == userid), None)
     if who is None:
         raise KeyError(f"unknown originator {userid}")
@@ -72,6 +78,7 @@ class State:
     apps: dict[str, str] = field(default_factory=lambda: {DEMO_APP.app_key: DEMO_APP.app_secret})
     schemas: dict[str, dict[str, Any]] = field(default_factory=demo_schemas)
     files: FileStore = field(default_factory=FileStore)  # attachments, comments (§9.3, §9.4)
+    contacts: Directory = field(default_factory=Directory.demo)  # dingtalk.md §9.1
     _seq: int = 0
 
     def __post_init__(self) -> None:
@@ -146,7 +153,7 @@ class State:
             KeyError: ``originator_userid`` is not a demo employee.
         """
         create_ms = create_ms or self.now_ms()
-        userid, name, dept_id = _who(originator_userid, originator(self.rng))
+        userid, name, dept_id = _who(originator_userid, originator(self.rng), self.contacts)
         day = datetime.fromtimestamp(create_ms / 1000, CST).strftime("%Y-%m-%d")
         generated = self._form(process_code, day, table_rows)
         template = "部门新建申请" if process_code == DEPT else "备用金补单"

@@ -26,7 +26,7 @@ from aiohttp import WSMsgType, web
 from dingdee_sandbox.demo_org import DEMO_APP
 from dingdee_sandbox.dingtalk.state import State
 
-__all__ = ["StreamGateway", "StreamKnobs"]
+__all__ = ["StreamGateway", "StreamKnobs", "event_frame"]
 
 
 @dataclass
@@ -38,6 +38,29 @@ class StreamKnobs:
     open_status: int = 0  # 0: connections/open answers normally; else this 4xx for every app
     open_code: str = "streamNotEnabled"
     open_message: str = "应用未开启Stream模式"
+
+
+def event_frame(event_type: str, data: dict[str, Any]) -> dict[str, Any]:
+    """A §9.2 EVENT frame: string epoch-ms times, ``data`` as JSON text (dingtalk.md §9.2)."""
+    now = str(int(time.time() * 1000))
+    return {
+        "specVersion": "1.0",
+        "type": "EVENT",
+        "headers": {
+            "appId": DEMO_APP.app_key,
+            "connectionId": "sandbox",
+            "contentType": "application/json",
+            "messageId": uuid.uuid4().hex,
+            "time": now,
+            "topic": "*",
+            "eventType": event_type,
+            "eventId": uuid.uuid4().hex,
+            "eventBornTime": now,
+            "eventCorpId": DEMO_APP.corp_id,
+            "eventUnifiedAppId": DEMO_APP.app_key,
+        },
+        "data": orjson.dumps(data).decode(),
+    }
 
 
 @dataclass
@@ -55,12 +78,16 @@ class StreamGateway:
     def __post_init__(self) -> None:
         self.rng = random.Random(self.knobs.seed)
         self.state.listeners.append(self.on_change)
+        self.state.contacts.listeners.append(lambda kind, data: self.emit(event_frame(kind, data)))
 
     def on_change(self, instance_id: str, process_code: str, change: str) -> None:
         """Instance listener: queue an event frame (some dropped or doubled by the knobs)."""
+        self.emit(self._frame(instance_id, process_code, change))
+
+    def emit(self, frame: dict[str, Any]) -> None:
+        """Queue one EVENT frame for delivery (some dropped or doubled by the knobs)."""
         if self.rng.random() < self.knobs.drop_rate:
             return
-        frame = self._frame(instance_id, process_code, change)
         copies = 2 if self.rng.random() < self.knobs.duplicate_rate else 1
         for n in range(copies):
             message_id = frame["headers"]["messageId"] + (f"-{n}" if n else "")
@@ -87,25 +114,7 @@ class StreamGateway:
             data["finishTime"] = inst.finish_ms
         if change == "finish":
             data["result"] = inst.result
-        now = str(int(time.time() * 1000))
-        return {
-            "specVersion": "1.0",
-            "type": "EVENT",
-            "headers": {
-                "appId": DEMO_APP.app_key,
-                "connectionId": "sandbox",
-                "contentType": "application/json",
-                "messageId": uuid.uuid4().hex,
-                "time": now,
-                "topic": "*",
-                "eventType": "bpms_instance_change",
-                "eventId": uuid.uuid4().hex,
-                "eventBornTime": now,
-                "eventCorpId": DEMO_APP.corp_id,
-                "eventUnifiedAppId": DEMO_APP.app_key,
-            },
-            "data": orjson.dumps(data).decode(),
-        }
+        return event_frame("bpms_instance_change", data)
 
     async def flush(self) -> None:
         """Send every pending frame that is due (never sent, or unacked past the timeout)."""

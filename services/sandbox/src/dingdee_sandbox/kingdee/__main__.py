@@ -13,6 +13,7 @@ from pathlib import Path
 
 from dingdee_common.web import serve_until_stopped
 from dingdee_sandbox.kingdee.app import create_app
+from dingdee_sandbox.kingdee.masterdata import seed_synthetic_employees
 from dingdee_sandbox.kingdee.state import SandboxConfig, SandboxState
 
 __all__ = ["main"]
@@ -42,15 +43,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=d.workers)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--all-or-nothing", action="store_true")
+    p.add_argument("--synthetic-employees", type=int, default=0, help="extra BD_Empinfo rows")
     return p
 
 
 async def _serve(args: argparse.Namespace) -> None:
     fields = SandboxConfig.model_fields
     config = SandboxConfig(**{k: v for k, v in vars(args).items() if k in fields})
-    await serve_until_stopped(
-        create_app(SandboxState(config)), args.host, args.port, args.port_file
-    )
+    state = SandboxState(config)
+    seed_synthetic_employees(state.store, args.synthetic_employees)
+    await serve_until_stopped(create_app(state), args.host, args.port, args.port_file)
 
 
 def main(argv: list[str] | None = None) -> int:

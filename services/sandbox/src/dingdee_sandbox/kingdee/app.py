@@ -23,6 +23,7 @@ from dingdee_sandbox.kingdee.attachments import (
 )
 from dingdee_sandbox.kingdee.control import add_control_routes
 from dingdee_sandbox.kingdee.envelope import EnvelopeError, parse_envelope
+from dingdee_sandbox.kingdee.masterdata_control import add_masterdata_routes
 from dingdee_sandbox.kingdee.operations import OPERATIONS, do_operation
 from dingdee_sandbox.kingdee.responses import (
     failure_envelope,
@@ -331,5 +332,6 @@ def create_app(state: SandboxState | None = None) -> web.Application:
     app[STATE_KEY] = state or SandboxState()
     add_control_routes(app, STATE_KEY)
     app.add_routes(attachment_routes(STATE_KEY))
+    add_masterdata_routes(app, STATE_KEY)
     app.router.add_post(r"/{path:.*\.[cC][oO][mM][mM][oO][nN]\.[kK][dD][sS][vV][cC]}", kdsvc)
     return app

@@ -9,6 +9,7 @@ fragment on Kingdee's database (contract §4.1), so these are the SQL operators.
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Callable
 from typing import Any
@@ -155,26 +156,36 @@ def _like(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(out), re.DOTALL | re.IGNORECASE)
 
 
+_OPS: dict[str, Callable[[Any, Any], bool]] = {
+    "=": operator.eq,
+    "<>": operator.ne,
+    "!=": operator.ne,
+    ">": operator.gt,
+    "<": operator.lt,
+    ">=": operator.ge,
+    "<=": operator.le,
+}
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
 def _compare(get: Callable[[Record], Any], op: str, value: str) -> Predicate:
+    """Numeric when both sides are numbers, else text; the literal is parsed once (a 50 000-row
+    base-data page must not raise an exception per row)."""
+    compare, right_num = _OPS[op], _number(value)
+
     def check(record: Record) -> bool:
         actual = get(record)
-        left, right = str(actual) if actual is not None else "", value
-        try:
-            lnum, rnum = float(left), float(right)
-            left_cmp: Any = lnum
-            right_cmp: Any = rnum
-        except ValueError:
-            left_cmp, right_cmp = left, right
-        result: bool = {
-            "=": left_cmp == right_cmp,
-            "<>": left_cmp != right_cmp,
-            "!=": left_cmp != right_cmp,
-            ">": left_cmp > right_cmp,
-            "<": left_cmp < right_cmp,
-            ">=": left_cmp >= right_cmp,
-            "<=": left_cmp <= right_cmp,
-        }[op]
-        return result
+        left = str(actual) if actual is not None else ""
+        left_num = _number(left) if right_num is not None else None
+        if left_num is not None:
+            return compare(left_num, right_num)
+        return compare(left, value)
 
     return check
 
@@ -212,7 +223,7 @@ def _getter(store: Store, spec: FormSpec) -> Callable[[str], Callable[[Record], 
         if upper == spec.number_field.upper():
             return lambda r: r.number
         if upper in ("FDOCUMENTSTATUS", "FFORBIDSTATUS"):
-            return (lambda r: r.status) if upper == "FDOCUMENTSTATUS" else (lambda r: "A")
+            return (lambda r: r.status) if upper == "FDOCUMENTSTATUS" else _forbid_status
         if upper in refs:
             return _ref_getter(store, upper, refs[upper] or "", suffix.upper())
         if upper in entries:  # the first entry row's value (one row per bill, not per entry)
@@ -220,6 +231,11 @@ def _getter(store: Store, spec: FormSpec) -> Callable[[str], Callable[[Record], 
         return lambda r: ci_get(r.model, base)
 
     return make
+
+
+def _forbid_status(record: Record) -> Any:
+    """``FForbidStatus`` as stored (base data, kingdee.md §10.5 item 1), else A (enabled)."""
+    return ci_get(record.model, "FForbidStatus") or "A"
 
 
 def _first_entry_value(record: Record, entity: str, key: str) -> Any:

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from dingdee_sandbox.kingdee.attachments import AttachmentStore
+from dingdee_sandbox.kingdee.masterdata import seed_master_data
 from dingdee_sandbox.kingdee.store import Store
 
 __all__ = ["FAULT_KINDS", "SandboxConfig", "SandboxState", "Session"]
@@ -145,6 +146,8 @@ class SandboxState:
         self.config = config or SandboxConfig()
         self.store = store or Store()
         self.attachments = AttachmentStore()  # kingdee.md §10.4
+        if store is None:
+            seed_master_data(self.store)  # BD_Empinfo, BD_Expense (kingdee.md §10.5 item 1)
         self.sessions: dict[str, Session] = {}
         self.locks: dict[str, asyncio.Lock] = {}
         self.stats: Counter[str] = Counter()

@@ -99,7 +99,8 @@ class Store:
         self._ids = itertools.count(100001)
         self._auto_numbers = itertools.count(1)
         for number, name, parent in seed_departments():
-            model = {"FNumber": number, "FName": name, "FCreateOrgId": {"FNumber": "100"}}
+            org = {"FNumber": "100"}
+            model = {"FNumber": number, "FName": name, "FCreateOrgId": org, "FUseOrgId": org}
             if parent:
                 model["FParentID"] = {"FNumber": parent}
             self._insert(FORMS["BD_DEPARTMENT"], number, model, "C")
