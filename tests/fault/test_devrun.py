@@ -118,9 +118,11 @@ async def test_a_poll_of_parts_that_do_not_answer_returns_in_time_and_says_so(
         stack.bootstrap = f"127.0.0.1:{frozen.getsockname()[1]}"
         stack.kingdee_url = f"http://127.0.0.1:{frozen.getsockname()[1]}"
         stack.dingtalk_url = f"http://127.0.0.1:{gone}"
-        watcher = Watcher(stack, Supervisor({}, RetrySettings()), RunOptions(poll_timeout=0.5))
+        # 2 s: a refused connection must show as refused even on a loaded machine (0.5 s was
+        # sometimes spent before the refusal arrived, and it read as a timeout)
+        watcher = Watcher(stack, Supervisor({}, RetrySettings()), RunOptions(poll_timeout=2.0))
         try:
-            progress = await asyncio.wait_for(watcher.poll(1.0), 5)
+            progress = await asyncio.wait_for(watcher.poll(1.0), 15)
         finally:
             watcher.close()
     finally:
