@@ -20,6 +20,7 @@ from dingdee_extractor.dingtalk.client import DingTalkClient
 from dingdee_extractor.emitter import Emitter
 from dingdee_extractor.events import EventListener
 from dingdee_extractor.flows import FlowSource
+from dingdee_extractor.gapnet import Coverage
 from dingdee_extractor.metrics import ExtractorMetrics
 from dingdee_extractor.outage import OutageWatch
 from dingdee_extractor.poller import FlowPoller
@@ -54,6 +55,7 @@ class ExtractorApp:
         self._store = CheckpointStore(settings.kafka, self._topics.checkpoints, producer)
         self.pollers: list[FlowPoller] = []
         self.pacers: dict[str, BudgetPacer] = {}
+        self.coverage: dict[str, Coverage] = {}  # per app, events mode only
         self.outage = OutageWatch(
             settings.outage, metrics, health, sorted({s.app for s in sources})
         )
@@ -64,14 +66,24 @@ class ExtractorApp:
         emitter = Emitter(self._producer, self._topics.approvals_raw)
         dlq = DeadLetterPublisher(self._producer, self._topics, "extractor")
         poll = self._settings.poll
-        if self._settings.events.enabled:  # events report finishes; polling only backs them up
-            late = self._settings.events.open_recheck_initial_seconds
+        events = self._settings.events
+        if events.enabled:  # events report starts and finishes; polling only backs them up
+            late = events.open_recheck_initial_seconds
+            verify_days = events.verify_interval_seconds / 86_400
             poll = poll.model_copy(
                 update={
                     "open_recheck_initial_seconds": max(poll.open_recheck_initial_seconds, late),
                     "open_recheck_max_seconds": max(poll.open_recheck_max_seconds, late),
+                    # the compensation sweep becomes the verification: every creation time is
+                    # listed once, verify_interval after the last one
+                    "sweep_interval_seconds": events.verify_interval_seconds,
+                    "sweep_lookback_days": max(poll.sweep_lookback_days, verify_days + 1),
                 }
             )
+            for source in self._sources:
+                cp = checkpoints.get(source.flow)
+                cov = self.coverage.setdefault(source.app, Coverage())
+                cov.restored([tuple(i) for i in cp.covered] if cp else [])  # type: ignore[misc]
         for source in self._sources:
             checkpoint = checkpoints.get(source.flow)
             log.info(
@@ -93,6 +105,8 @@ class ExtractorApp:
                     retry=self._settings.retry,
                     concurrency=self._settings.dingtalk.get_concurrency,
                     clock=self._clock,
+                    coverage=self.coverage.get(source.app),
+                    events=events,
                 )
             )
         owned = {p.source.flow for p in self.pollers}
@@ -126,7 +140,15 @@ class ExtractorApp:
             by_app.setdefault(poller.source.app, {})[poller.source.process_code] = poller
         apps = self._settings.dingtalk.apps
         return [
-            EventListener(app, apps[app], self._settings.events, pollers, self._metrics)
+            EventListener(
+                app,
+                apps[app],
+                self._settings.events,
+                pollers,
+                self._metrics,
+                coverage=self.coverage.setdefault(app, Coverage()),
+                clock=self._clock,
+            )
             for app, pollers in by_app.items()
         ]
 

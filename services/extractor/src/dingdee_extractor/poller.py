@@ -32,8 +32,9 @@ from dingdee_extractor.dingtalk.client import DingTalkClient, DingTalkUnavailabl
 from dingdee_extractor.emitter import Emitter, Trigger
 from dingdee_extractor.fingerprint import fingerprint, is_terminal
 from dingdee_extractor.flows import FlowSource
+from dingdee_extractor.gapnet import Coverage, covered_creation, listing_end, uncovered
 from dingdee_extractor.metrics import ExtractorMetrics
-from dingdee_extractor.settings import PollSettings
+from dingdee_extractor.settings import EventsSettings, PollSettings
 
 __all__ = ["ID_CAP", "FlowPoller", "split_windows"]
 
@@ -85,6 +86,8 @@ class FlowPoller:
         clock: Callable[[], int] | None = None,
         until_ms: int | None = None,
         on_window: Callable[[int, int, int], None] | None = None,
+        coverage: Coverage | None = None,
+        events: EventsSettings | None = None,
     ) -> None:
         self.source = source
         self.cp = checkpoint or Checkpoint(flow=source.flow, watermark_ms=source.start_ms())
@@ -105,6 +108,8 @@ class FlowPoller:
         self._until_ms = until_ms
         self._on_window = on_window
         self._usage = self.cp.usage
+        self._coverage = coverage  # events mode: list only what a Stream gap could have hidden
+        self._events = events or EventsSettings()
         self.pace = 1.0  # poll interval / configured interval, set by the app's budget pacer
         self.calls = 0  # metered calls since this poller started (every attempt)
         self.terminals = 0
@@ -123,6 +128,23 @@ class FlowPoller:
                 return False
             with self._rewound_on_broker_failure():
                 await self._fetch([instance_id], hint_ms=self._clock(), trigger="event")
+                await self._checkpoint(watermark=self.cp.watermark_ms)
+            return True
+
+    async def on_start(self, instance_id: str, create_ms: int) -> bool:
+        """A ``start`` event: the instance is known (open) without any call; returns if new.
+
+        Its ``finish`` event fetches it; if that event is lost, the open instance's re-check
+        does. Creation times covered by events therefore never need a ``listids`` (gapnet).
+        """
+        async with self._lock:
+            if not self._is_new(instance_id):
+                return False
+            with self._rewound_on_broker_failure():
+                first = create_ms + self._paced_ms(self._poll.open_recheck_initial_seconds)
+                self._open[instance_id] = OpenInstance(
+                    create_time_ms=create_ms, next_check_ms=first
+                )
                 await self._checkpoint(watermark=self.cp.watermark_ms)
             return True
 
@@ -165,7 +187,8 @@ class FlowPoller:
         floor = max(self.source.start_ms(), now - int(p.lookback_max_days * DAY_MS) + 60_000)
         fresh_from = max(floor, self.cp.watermark_ms - int(p.overlap_seconds * 1000))
         start = self._ride_along(fresh_from, end)
-        for lo, hi in split_windows(start, end, int(p.window_max_days * DAY_MS)):
+        windows, end = self._planned(start, end, now)
+        for lo, hi in windows:
             ids = await self._list(lo, hi)
             new = self._defer_young(ids, lo, now)
             await self._fetch(new, hint_ms=lo, trigger="poll", late_before=fresh_from)
@@ -184,6 +207,32 @@ class FlowPoller:
         await self._checkpoint(watermark=max(self.cp.watermark_ms, end + 1))
         self._observe(now)
 
+    def _planned(self, start: int, end: int, now: int) -> tuple[list[tuple[int, int]], int]:
+        """The creation windows this cycle lists, and the end of the times it accounts for.
+
+        Polling lists everything new. With events (a :class:`Coverage`), only the parts of
+        ``[watermark, end]`` that no connected, acknowledged interval covers, and not into a
+        gap still open (see :func:`~dingdee_extractor.gapnet.listing_end`).
+        """
+        width = int(self._poll.window_max_days * DAY_MS)
+        if self._coverage is None:
+            return list(split_windows(start, end, width)), end
+        ev = self._events
+        margin = int(ev.gap_margin_seconds * 1000)
+        gap_max = int(ev.gap_max_seconds * 1000)
+        end = listing_end(
+            end,
+            now,
+            connected_until=self._coverage.connected_until(now),
+            gap_start=self._coverage.gap_since,
+            gap_max_ms=gap_max,
+            margin_ms=margin,
+        )
+        start = max(start, self.cp.watermark_ms)  # events mode: no overlap, no ride-along
+        covered = covered_creation(self._coverage.intervals(now), margin)
+        gaps = uncovered(covered, start, end)
+        return [w for lo, hi in gaps for w in split_windows(lo, hi, width)], end
+
     def _ride_along(self, fresh_from: int, end: int) -> int:
         """Where this cycle's listing starts: the sweep rides along when that is cheap.
 
@@ -192,6 +241,8 @@ class FlowPoller:
         there: one listing instead of a window and a sweep, and the sweep finds nothing left.
         """
         swept = self.cp.swept_until_ms
+        if self._coverage is not None:
+            return fresh_from
         if self._until_ms is None and 0 < fresh_from - swept <= end - fresh_from:
             return swept
         return fresh_from
@@ -493,11 +544,19 @@ class FlowPoller:
                 "open_instances": dict(self._open),
                 "emitted": dict(self._emitted),
                 "usage": self._usage,
+                "covered": self._covered(),
                 "last_cycle_at": datetime.now(UTC),
             }
         )
         await self._save(self.cp)
         self._saved = self.cp
+
+    def _covered(self) -> list[tuple[int, int]]:
+        """The app's connected intervals still relevant to this flow (kept across restarts)."""
+        if self._coverage is None:
+            return []
+        since = self.cp.watermark_ms - int(self._events.gap_margin_seconds * 1000) - DAY_MS
+        return self._coverage.intervals(self._clock(), since=since)
 
     def _observe(self, now: int) -> None:
         flow = self.source.flow

@@ -109,7 +109,27 @@ class EventsSettings(_Block):
     enabled: bool = False
     base_url: str = "https://api.dingtalk.com"
     poll_interval_seconds: float = Field(
-        default=12 * 3600.0, gt=0, description="poll cycle while events are on (the safety net)"
+        default=600.0,
+        gt=0,
+        description="safety-net tick while events are on; a tick calls DingTalk only when a "
+        "gap closed, a re-check or a verification is due",
+    )
+    verify_interval_seconds: float = Field(
+        default=7 * 86_400.0,
+        gt=0,
+        le=100 * 86_400.0,
+        description="each flow's creation times are listed once this often (catches events "
+        "DingTalk dropped while connected); within the 120-day window rule",
+    )
+    gap_margin_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="creation times this close to a connected interval's edges count as gap",
+    )
+    gap_max_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="a gap open this long is listed while it lasts (polling takes over)",
     )
     reconnect_max_seconds: float = Field(default=60.0, gt=0)
     open_recheck_initial_seconds: float = Field(
