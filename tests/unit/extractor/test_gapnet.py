@@ -10,6 +10,7 @@ from dingdee_extractor.gapnet import (
     covered_creation,
     listing_end,
     merge,
+    prompt,
     uncovered,
 )
 
@@ -98,3 +99,10 @@ def test_a_restart_gap_runs_from_the_last_recorded_end_to_the_new_connection() -
     cov.connected_at(8_000)
     covered = covered_creation(cov.intervals(20_000), 100)
     assert uncovered(covered, 1_000, 19_000) == [(4_901, 8_099)]
+
+
+def test_only_gaps_longer_than_the_minimum_are_listed_at_once() -> None:
+    # windows are gaps widened by a 100 ms margin on each side
+    windows = [(0, 299), (1_000, 1_200), (5_000, 5_700)]
+    assert prompt(windows, 300, 100) == [(5_000, 5_700)]
+    assert prompt(windows, 0, 100) == [(0, 299), (1_000, 1_200), (5_000, 5_700)]

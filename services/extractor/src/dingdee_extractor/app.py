@@ -177,6 +177,10 @@ class ExtractorApp:
                 open_instances=len(poller.cp.open_instances),
                 calls=poller.calls,
             )
-            interval = pacer.interval(poller, configured)
+            # events mode: a tick calls DingTalk only when something is due (gapnet); the calls
+            # follow the approvals, there is no poll interval worth stretching
+            interval = (
+                configured if self._settings.events.enabled else pacer.interval(poller, configured)
+            )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval)

@@ -20,6 +20,7 @@ __all__ = [
     "covered_creation",
     "listing_end",
     "merge",
+    "prompt",
     "uncovered",
 ]
 
@@ -90,6 +91,16 @@ def listing_end(
     if gap_start is None or now - gap_start >= gap_max_ms:
         return end
     return min(end, gap_start - margin_ms - 1)
+
+
+def prompt(gaps: Iterable[Interval], min_gap_ms: int, margin_ms: int) -> list[Interval]:
+    """The gap windows worth a ``listids`` now: those of a gap longer than ``min_gap_ms``.
+
+    A window is its gap widened by the margin on each side. Shorter gaps (a reconnection, a
+    failed ack redelivered) are no riskier than connected time — DingTalk redelivers what was
+    not acknowledged — so they wait for the flow's verification, which lists them anyway.
+    """
+    return [(lo, hi) for lo, hi in gaps if hi - lo + 1 > min_gap_ms + 2 * margin_ms]
 
 
 class Coverage:

@@ -32,7 +32,13 @@ from dingdee_extractor.dingtalk.client import DingTalkClient, DingTalkUnavailabl
 from dingdee_extractor.emitter import Emitter, Trigger
 from dingdee_extractor.fingerprint import fingerprint, is_terminal
 from dingdee_extractor.flows import FlowSource
-from dingdee_extractor.gapnet import Coverage, covered_creation, listing_end, uncovered
+from dingdee_extractor.gapnet import (
+    Coverage,
+    covered_creation,
+    listing_end,
+    prompt,
+    uncovered,
+)
 from dingdee_extractor.metrics import ExtractorMetrics
 from dingdee_extractor.settings import EventsSettings, PollSettings
 
@@ -110,6 +116,7 @@ class FlowPoller:
         self._usage = self.cp.usage
         self._coverage = coverage  # events mode: list only what a Stream gap could have hidden
         self._events = events or EventsSettings()
+        self._verify_now = False
         self.pace = 1.0  # poll interval / configured interval, set by the app's budget pacer
         self.calls = 0  # metered calls since this poller started (every attempt)
         self.terminals = 0
@@ -187,6 +194,7 @@ class FlowPoller:
         floor = max(self.source.start_ms(), now - int(p.lookback_max_days * DAY_MS) + 60_000)
         fresh_from = max(floor, self.cp.watermark_ms - int(p.overlap_seconds * 1000))
         start = self._ride_along(fresh_from, end)
+        self._verify_now = False
         windows, end = self._planned(start, end, now)
         for lo, hi in windows:
             ids = await self._list(lo, hi)
@@ -199,6 +207,8 @@ class FlowPoller:
         due = [i for i, o in self._open.items() if o.next_check_ms <= now]
         if due:
             await self._fetch(due, hint_ms=now, trigger="poll")
+        if self._verify_now:  # the gap's listing was this flow's verification
+            self.cp = self.cp.model_copy(update={"last_sweep_ms": now})
         sweep_due = now - self.cp.last_sweep_ms >= p.sweep_interval_seconds * 1000
         if self._until_ms is None and sweep_due:
             await self.sweep(now)
@@ -230,8 +240,22 @@ class FlowPoller:
         )
         start = max(start, self.cp.watermark_ms)  # events mode: no overlap, no ride-along
         covered = covered_creation(self._coverage.intervals(now), margin)
-        gaps = uncovered(covered, start, end)
-        return [w for lo, hi in gaps for w in split_windows(lo, hi, width)], end
+        gaps = prompt(uncovered(covered, start, end), int(ev.gap_list_min_seconds * 1000), margin)
+        if not gaps:
+            return [], end
+        # a gap brings the verification forward: one listing from where the last one ended
+        # through the gap costs what listing the gap alone would (a page holds 20 ids)
+        self._verify_now = True
+        lo = min(self._sweep_from(now), gaps[0][0])
+        return list(split_windows(lo, gaps[-1][1], width)), end
+
+    def _sweep_from(self, now: int) -> int:
+        p = self._poll
+        return max(
+            self.source.start_ms(),
+            now - int(p.sweep_lookback_days * DAY_MS),
+            self.cp.swept_until_ms,
+        )
 
     def _ride_along(self, fresh_from: int, end: int) -> int:
         """Where this cycle's listing starts: the sweep rides along when that is cheap.
@@ -263,11 +287,7 @@ class FlowPoller:
         is listed twice in all, and a sweep costs about what the first listing did.
         """
         p = self._poll
-        lo = max(
-            self.source.start_ms(),
-            now - int(p.sweep_lookback_days * DAY_MS),
-            self.cp.swept_until_ms,
-        )
+        lo = self._sweep_from(now)
         hi = min(now - int(p.sweep_delay_seconds * 1000), self.cp.watermark_ms - 1)
         missed: list[str] = []
         for w_lo, w_hi in split_windows(lo, hi, int(p.window_max_days * DAY_MS)):

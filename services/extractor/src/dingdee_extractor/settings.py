@@ -115,7 +115,7 @@ class EventsSettings(_Block):
         "gap closed, a re-check or a verification is due",
     )
     verify_interval_seconds: float = Field(
-        default=7 * 86_400.0,
+        default=14 * 86_400.0,
         gt=0,
         le=100 * 86_400.0,
         description="each flow's creation times are listed once this often (catches events "
@@ -126,6 +126,12 @@ class EventsSettings(_Block):
         ge=0,
         description="creation times this close to a connected interval's edges count as gap",
     )
+    gap_list_min_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="a gap (disconnection, failed event, restart) longer than this is listed as "
+        "soon as it closes; shorter ones (redelivered by DingTalk) wait for the verification",
+    )
     gap_max_seconds: float = Field(
         default=3600.0,
         gt=0,
@@ -133,10 +139,10 @@ class EventsSettings(_Block):
     )
     reconnect_max_seconds: float = Field(default=60.0, gt=0)
     open_recheck_initial_seconds: float = Field(
-        default=48 * 3600.0,
+        default=7 * 86_400.0,
         gt=0,
         description="with events on, open instances are re-fetched this late and no more often "
-        "(events tell first; this only catches a lost event)",
+        "(start and finish events tell first; this only catches a lost finish event)",
     )
 
 
