@@ -3,7 +3,7 @@
 A simulated week on the sandbox clock (an in-process DingTalk sandbox with Stream mode, a real
 broker): 1 000 approvals a month spread over 30 flows, taking hours to days; 5 % of events
 dropped, 2 % doubled; once a day a disconnection whose events are lost (DingTalk not
-redelivering them); one three-hour listener outage and one extractor restart from its
+redelivering them); one 10-hour listener outage and one extractor restart from its
 checkpoints, their events lost too. The extractor runs one warm-up day before the measured
 period and quiet days after it until every flow's verification ran again.
 
@@ -59,7 +59,9 @@ FLOWS = 30
 APPROVALS_PER_MONTH = 1000
 DROP_RATE = 0.05
 STEP_H = 2
-OUTAGE_H, RESTART_H = 60, 108  # hours into the measured week
+QUIET_STEP_H = 6
+LONGEST_H = 6 * 24  # the longest an approval takes
+OUTAGE_H, OUTAGE_LEN_H, RESTART_H = 60, 12, 108  # hours into the measured week
 AUTH_REFUSALS = {"40014", "88", "40001"}
 
 
@@ -74,6 +76,7 @@ class WeekResult:
     missing: set[str]
     extra: set[str]
     lost_lateness_h: list[float] = field(default_factory=list)  # approvals whose event was lost
+    gap_lateness_h: list[float] = field(default_factory=list)  # created + finished in a gap
     wall_s: float = 0.0
     days_run: float = 0.0
 
@@ -150,6 +153,9 @@ class Week:
         self.lost: set[str] = set()  # approvals whose finish event was lost
         self.arrived_at: dict[str, int] = {}
         self.ext: _Extractor | None = None
+        self.long_gap = False
+        self.in_gap: set[str] = set()  # created and finished in a long gap (listed when it closes)
+        self.created_in_gap: set[str] = set()
 
     def now(self) -> int:
         return self.state.now_ms()
@@ -199,6 +205,10 @@ class Week:
             lost_lateness_h=sorted(
                 (self.arrived_at[p] - self.finished_at[p]) / HOUR_MS for p in self.lost & delivered
             ),
+            gap_lateness_h=sorted(
+                (self.arrived_at[p] - self.finished_at[p]) / HOUR_MS
+                for p in self.in_gap & delivered
+            ),
             wall_s=time.monotonic() - began,
             days_run=(self.now() - START_MS) / 86_400_000,
         )
@@ -229,19 +239,24 @@ class Week:
         raise TimeoutError("events not settled")
 
     async def _steps(self) -> dict[str, int]:
+        """Hour by hour on the sandbox clock: a warm-up day, the week, then quiet days until the
+        last approval finished and one more verification interval passed (coarser steps)."""
         counted_from = _by_api(self.state)
-        verify_h = self.events.verify_interval_seconds / 3600
-        total_h = 24 + self.days * 24 + int(verify_h) + 48
-        for hour in range(0, total_h, STEP_H):
+        verify_h = int(self.events.verify_interval_seconds / 3600)
+        week_end = 24 + self.days * 24
+        total_h = week_end + LONGEST_H + verify_h + 24
+        hour = 0
+        while hour < total_h:
             self.state.manual_now_ms = START_MS + (hour - 24) * HOUR_MS
             at = hour - 24  # hours into the measured period
             if at == 0:
                 counted_from = _by_api(self.state)
             await self._step(at, measured=0 <= at < self.days * 24)
+            hour += STEP_H if hour < week_end else QUIET_STEP_H
         return counted_from
 
     async def _step(self, at: int, *, measured: bool) -> None:
-        outage = measured and OUTAGE_H <= at < OUTAGE_H + 4  # listeners down
+        outage = measured and OUTAGE_H <= at < OUTAGE_H + OUTAGE_LEN_H  # listeners down
         restart = measured and at == RESTART_H  # the extractor process restarts
         daily = measured and at % 24 == 10  # the daily disconnection
         ext = self.ext
@@ -254,16 +269,17 @@ class Week:
         if ext is not None and daily:
             await self.gateway.disconnect_all()
         lose = outage or restart or daily
+        self.long_gap = outage or restart
         self.gateway.knobs.drop_rate = 1.0 if lose else DROP_RATE
         self._approvals(measured, lose)
         self.gateway.knobs.drop_rate = DROP_RATE
-        if ext is not None and outage and at == OUTAGE_H + 2:
+        if ext is not None and outage and at == OUTAGE_H + OUTAGE_LEN_H - STEP_H:
             ext.listen()
         if restart:
             self.ext = ext = await self._start()
         if ext is None:
             return
-        if not (outage and at < OUTAGE_H + 2):
+        if not (outage and at < OUTAGE_H + OUTAGE_LEN_H - STEP_H):
             await self._settled()
         for poller in ext.app.pollers:  # the safety net's tick (every 10 min in production)
             await poller.cycle()
@@ -273,7 +289,9 @@ class Week:
         per_step = APPROVALS_PER_MONTH / (30 * 24) * STEP_H
         for _ in range(_poisson(self.rng, per_step) if measured else 0):
             inst = self.state.create(self.rng.choice(self.codes))
-            takes = min(6 * 24 * HOUR_MS, int(self.rng.lognormvariate(1.8, 1.0) * HOUR_MS))
+            if self.long_gap:
+                self.created_in_gap.add(inst.id)
+            takes = min(LONGEST_H * HOUR_MS, int(self.rng.lognormvariate(1.8, 1.0) * HOUR_MS))
             action = self.rng.choice(["approve"] * 8 + ["refuse", "terminate"])
             self.finishing.append((now + takes, inst.id, action))
         for due, pid, action in [f for f in self.finishing if f[0] <= now]:
@@ -283,6 +301,8 @@ class Week:
             self.finished_at[pid] = now
             if lose or len(self.gateway.pending) == pending:
                 self.lost.add(pid)  # its finish event never reaches the extractor
+            if self.long_gap and pid in self.created_in_gap:
+                self.in_gap.add(pid)
 
 
 async def simulate(
@@ -345,6 +365,12 @@ async def run(bootstrap: str) -> None:
             f"  {len(late)} approvals whose finish event was lost arrived p50 "
             f"{late[len(late) // 2]:.0f} h, max {late[-1]:.0f} h after finishing (goal: within "
             f"the verification interval, {verify_d * 24:.0f} h)"
+        )
+    if week.gap_lateness_h:
+        print(
+            f"  {len(week.gap_lateness_h)} approvals created and finished inside the listener "
+            f"outage or the restart arrived at most {week.gap_lateness_h[-1]:.0f} h after "
+            "finishing (the first tick after the gap closed lists it)"
         )
     gets = week.gets / max(week.approvals, 1)
     for gaps, what in ((0.0, "daily short disconnections only"), (1.0, "and a long gap a month")):

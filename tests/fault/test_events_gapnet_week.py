@@ -32,3 +32,7 @@ async def test_a_week_of_lost_events_and_gaps_over_30_flows_ends_with_the_exact_
     assert week.lost_lateness_h, "the week must lose finish events for this test to mean much"
     # every approval whose finish event was lost arrived within the verification interval
     assert max(week.lost_lateness_h) <= 3 * 24
+    # and one created and finished inside a long gap (a 10-h listener outage, a restart) at the
+    # first tick after the gap closed, not at the next verification
+    assert week.gap_lateness_h, "the gaps must hide approvals for this test to mean much"
+    assert max(week.gap_lateness_h) <= 10

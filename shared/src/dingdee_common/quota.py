@@ -53,7 +53,7 @@ CallKind = Literal["list", "get"]
 # measured them over a simulated week (approvals taking hours to days, median 6 h; with events
 # 5 % of the events dropped). Polling's default re-check schedule favours latency (first re-check
 # a minute after creation); a later first re-check costs far fewer calls. Planning only.
-GETS_PER_APPROVAL = {"events": 1.04, "polling": 5.5}
+GETS_PER_APPROVAL = {"events": 1.0, "polling": 5.5}
 PAGE = 20  # ids per listids page (contract §6.2)
 
 

@@ -106,3 +106,12 @@ def test_only_gaps_longer_than_the_minimum_are_listed_at_once() -> None:
     windows = [(0, 299), (1_000, 1_200), (5_000, 5_700)]
     assert prompt(windows, 300, 100) == [(5_000, 5_700)]
     assert prompt(windows, 0, 100) == [(0, 299), (1_000, 1_200), (5_000, 5_700)]
+
+
+def test_closed_gaps_are_recorded_in_order_including_a_restart_gap() -> None:
+    cov = Coverage()
+    cov.restored([(0, 1_000)])  # the last recorded end before a restart
+    cov.connected_at(5_000)
+    cov.disconnected_at(9_000)
+    cov.connected_at(9_500)
+    assert cov.closed_gaps == [(1_000, 5_000), (9_000, 9_500)]

@@ -68,7 +68,8 @@ class ExtractorApp:
         poll = self._settings.poll
         events = self._settings.events
         if events.enabled:  # events report starts and finishes; polling only backs them up
-            late = events.open_recheck_initial_seconds
+            # a lost finish event is found by the re-check, no later than the verification
+            late = min(events.open_recheck_initial_seconds, events.verify_interval_seconds)
             verify_days = events.verify_interval_seconds / 86_400
             poll = poll.model_copy(
                 update={

@@ -118,6 +118,7 @@ class Coverage:
         self._inflight: dict[int, int] = {}  # token -> received at
         self._next = 0
         self.gap_since: int | None = self._closed[-1][1] if self._closed else None
+        self.closed_gaps: list[Interval] = []  # gaps that ended, in order (pollers read them)
 
     @property
     def connected(self) -> bool:
@@ -131,6 +132,8 @@ class Coverage:
 
     def connected_at(self, now: int) -> None:
         if self._open_since is None:
+            if self.gap_since is not None:
+                self.closed_gaps.append((self.gap_since, now))
             self._open_since = now
             self.gap_since = None
 

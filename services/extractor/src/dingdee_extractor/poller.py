@@ -117,6 +117,7 @@ class FlowPoller:
         self._coverage = coverage  # events mode: list only what a Stream gap could have hidden
         self._events = events or EventsSettings()
         self._verify_now = False
+        self._gaps_seen = 0  # of the coverage's closed gaps, those this flow has handled
         self.pace = 1.0  # poll interval / configured interval, set by the app's budget pacer
         self.calls = 0  # metered calls since this poller started (every attempt)
         self.terminals = 0
@@ -209,6 +210,8 @@ class FlowPoller:
             await self._fetch(due, hint_ms=now, trigger="poll")
         if self._verify_now:  # the gap's listing was this flow's verification
             self.cp = self.cp.model_copy(update={"last_sweep_ms": now})
+        if self._long_gap_closed():
+            self._recheck_open(now)
         sweep_due = now - self.cp.last_sweep_ms >= p.sweep_interval_seconds * 1000
         if self._until_ms is None and sweep_due:
             await self.sweep(now)
@@ -248,6 +251,21 @@ class FlowPoller:
         self._verify_now = True
         lo = min(self._sweep_from(now), gaps[0][0])
         return list(split_windows(lo, gaps[-1][1], width)), end
+
+    def _long_gap_closed(self) -> bool:
+        """Whether a gap longer than the listing minimum closed since the last cycle."""
+        if self._coverage is None:
+            return False
+        closed = self._coverage.closed_gaps[self._gaps_seen :]
+        self._gaps_seen = len(self._coverage.closed_gaps)
+        least = int(self._events.gap_list_min_seconds * 1000)
+        return any(hi - lo >= least for lo, hi in closed)
+
+    def _recheck_open(self, now: int) -> None:
+        """After a long gap every open instance is due: its finish event may have been lost."""
+        for instance_id, known in self._open.items():
+            if known.next_check_ms > now:
+                self._open[instance_id] = known.model_copy(update={"next_check_ms": now})
 
     def _sweep_from(self, now: int) -> int:
         p = self._poll
