@@ -118,6 +118,7 @@ class FlowPoller:
         self._events = events or EventsSettings()
         self._verify_now = False
         self._gaps_seen = 0  # of the coverage's closed gaps, those this flow has handled
+        self._fallback_at = 0  # when a long open gap was last listed
         self.pace = 1.0  # poll interval / configured interval, set by the app's budget pacer
         self.calls = 0  # metered calls since this poller started (every attempt)
         self.terminals = 0
@@ -233,11 +234,18 @@ class FlowPoller:
         ev = self._events
         margin = int(ev.gap_margin_seconds * 1000)
         gap_max = int(ev.gap_max_seconds * 1000)
+        connected_until = self._coverage.connected_until(now)
+        gap_start = self._coverage.gap_since
+        if connected_until is None and gap_start is not None and now - gap_start >= gap_max:
+            # a long gap still open: poll, but at most once per gap_max (not every tick)
+            if now - self._fallback_at < gap_max:
+                return [], self.cp.watermark_ms - 1
+            self._fallback_at = now
         end = listing_end(
             end,
             now,
-            connected_until=self._coverage.connected_until(now),
-            gap_start=self._coverage.gap_since,
+            connected_until=connected_until,
+            gap_start=gap_start,
             gap_max_ms=gap_max,
             margin_ms=margin,
         )
