@@ -148,15 +148,22 @@ def budget_check(plan: AppPlan) -> Check:
             f"({then:,.0f} calls/month); enable events (DINGDEE_EVENTS__ENABLED=true) to keep "
             "latency low",
         )
-    hint = "" if plan.events else "enable events (DINGDEE_EVENTS__ENABLED=true), "
+    return _over_budget(
+        plan,
+        f"{facts}; even polling every {_every(ceiling)} projects {then:,.0f}: enable events "
+        "(DINGDEE_EVENTS__ENABLED=true), ",
+    )
+
+
+def _over_budget(plan: AppPlan, said: str) -> Check:
+    """The budget does not fit: an error, or a warning when allowed over budget."""
     level: Level = "warning" if plan.allow_over_budget else "error"
     return Check(
         "quota",
         plan.app,
         "monthly budget",
         level,
-        f"{facts}; even polling every {_every(ceiling)} projects {then:,.0f}: {hint}raise the "
-        "app's monthly_call_budget (buy more calls) or lower approvals_per_month"
+        f"{said}raise the app's monthly_call_budget (buy more calls) or lower approvals_per_month"
         + (
             " (allowed over budget by DINGDEE_DINGTALK__ALLOW_OVER_BUDGET)"
             if level == "warning"
@@ -179,17 +186,4 @@ def _events_budget_check(plan: AppPlan) -> Check:
     )
     if month <= target:
         return Check("quota", plan.app, "monthly budget", "ok", facts)
-    level: Level = "warning" if plan.allow_over_budget else "error"
-    return Check(
-        "quota",
-        plan.app,
-        "monthly budget",
-        level,
-        f"{facts}: raise the app's monthly_call_budget (buy more calls) or lower "
-        "approvals_per_month"
-        + (
-            " (allowed over budget by DINGDEE_DINGTALK__ALLOW_OVER_BUDGET)"
-            if level == "warning"
-            else "; DINGDEE_DINGTALK__ALLOW_OVER_BUDGET=true starts anyway"
-        ),
-    )
+    return _over_budget(plan, f"{facts}: ")
