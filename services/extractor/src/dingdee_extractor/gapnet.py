@@ -25,6 +25,7 @@ __all__ = [
 ]
 
 Interval = tuple[int, int]  # [start, end] in Unix ms, inclusive
+KEEP_MS = 400 * 86_400_000
 
 
 def merge(intervals: Iterable[Interval]) -> list[Interval]:
@@ -163,7 +164,9 @@ class Coverage:
 
     def _close(self, now: int) -> None:
         if self._open_since is not None:
-            self._closed = merge([*self._closed, (self._open_since, self._held(now))])
+            closed = merge([*self._closed, (self._open_since, self._held(now))])
+            # nothing older than DingTalk's listing lookback (365 days) is ever planned again
+            self._closed = [i for i in closed if i[1] >= now - KEEP_MS]
         self._open_since = None
 
     def _held(self, now: int) -> int:
