@@ -449,10 +449,6 @@ async def run(bootstrap: str) -> None:
         f"{month:,.0f} calls = {month / APPROVALS_PER_MONTH:.3f} calls/approval (goal <= 1.1; "
         f"the 12-hourly safety net before: 3.74); wall time {week.wall_s:.1f}s"
     )
-    print(
-        f"the same week with a {OUTAGE_LEN_H - STEP_H}-h listener outage and an extractor "
-        "restart too, their events lost:"
-    )
     for n, rate in enumerate((5.0, 20.0)):
         lat_kafka = kafka.model_copy(update={"topic_prefix": f"bench.gapnet.latency{n}."})
         await provision(lat_kafka)
@@ -463,6 +459,10 @@ async def run(bootstrap: str) -> None:
             f"{lat[int(0.99 * (len(lat) - 1))]:.3f}s (goal p99 <= 2 s; `get` is paced to "
             "DINGDEE_DINGTALK__QPS, 18/s by default, so 20 finishes/s queue)"
         )
+    print(
+        f"the same week with a {OUTAGE_LEN_H - STEP_H}-h listener outage and an extractor "
+        "restart too, their events lost:"
+    )
     rough_kafka = kafka.model_copy(update={"topic_prefix": "bench.gapnet.rough."})
     await provision(rough_kafka)  # its own checkpoints: the first run's are a month ahead
     rough = await simulate(rough_kafka)
