@@ -144,7 +144,7 @@ async def make_extractor(
             apps={"main": {"app_key": DEMO_APP.app_key, "app_secret": DEMO_APP.app_secret}},  # type: ignore[dict-item]
         ),
         poll=PollSettings(settle_seconds=0),
-        # by default the safety net re-checks open instances at once (48 h in production)
+        # by default the safety net re-checks open instances at once (7 days in production)
         events=events
         or EventsSettings(
             enabled=True, base_url=url, poll_interval_seconds=3600, open_recheck_initial_seconds=1
