@@ -11,6 +11,7 @@ import asyncio
 import os
 import random
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from datetime import date
 from pathlib import Path
@@ -143,7 +144,7 @@ async def make_extractor(
             apps={"main": {"app_key": DEMO_APP.app_key, "app_secret": DEMO_APP.app_secret}},  # type: ignore[dict-item]
         ),
         poll=PollSettings(settle_seconds=0),
-        # by default the safety net re-checks open instances at once (48 h in production)
+        # by default the safety net re-checks open instances at once (7 days in production)
         events=events
         or EventsSettings(
             enabled=True, base_url=url, poll_interval_seconds=3600, open_recheck_initial_seconds=1
@@ -180,7 +181,10 @@ async def test_events_trigger_fetches_fast_and_polling_catches_what_events_misse
         "/_sandbox/stream",
         json={"drop_rate": 0.05, "duplicate_rate": 0.02, "redeliver_seconds": 2},
     )
-    app, producer, client = await make_extractor(kafka, sandbox_url)
+    skew = [0]  # the extractor's clock runs ahead of real time by this much (ms)
+    app, producer, client = await make_extractor(
+        kafka, sandbox_url, clock=lambda: int(time.time() * 1000) + skew[0]
+    )
     stop = asyncio.Event()
     runner = asyncio.create_task(app.run(stop))
     try:
@@ -211,6 +215,9 @@ async def test_events_trigger_fetches_fast_and_polling_catches_what_events_misse
 
         await poll_until(events_done, timeout=60, what="every delivered event acked")
         before_sweep = {s.process_instance_id for s in await snapshots(kafka)}
+        # two hours later: every creation time was covered by the connection (nothing to list),
+        # and the approvals whose finish event was dropped are open instances due a re-check
+        skew[0] = 2 * 3_600_000
         for poller in app.pollers:  # the safety net's next cycle
             await poller.cycle()
     finally:
@@ -242,8 +249,9 @@ async def test_events_trigger_fetches_fast_and_polling_catches_what_events_misse
 async def test_a_simulated_week_of_events_with_drops_duplicates_and_a_disconnect_is_exact(
     kafka: KafkaSettings, sandbox_url: str
 ) -> None:
-    """A week on the sandbox clock with the events-mode defaults (12-hourly safety-net polling,
-    open instances re-checked after 48 h): the emitted set is exact and costs about a call each."""
+    """A week on the sandbox clock with the events-mode defaults but a 3-day verification (so
+    open instances are re-checked after 3 days, DESIGN §5), then quiet days until the last
+    approval finished and was re-checked: the emitted set is exact and costs about a call each."""
     start_ms = 1_793_750_400_000  # 2026-11-05 00:00 CST
     hour = 3_600_000
     now = [start_ms]
@@ -257,7 +265,7 @@ async def test_a_simulated_week_of_events_with_drops_duplicates_and_a_disconnect
     app, producer, client = await make_extractor(
         kafka,
         sandbox_url,
-        EventsSettings(enabled=True, base_url=sandbox_url),  # the production defaults
+        EventsSettings(enabled=True, base_url=sandbox_url, verify_interval_seconds=3 * 86_400),
         clock=lambda: now[0],
         start_date=date(2026, 11, 4),
         flows=frozenset({"petty-cash"}),
@@ -281,7 +289,8 @@ async def test_a_simulated_week_of_events_with_drops_duplicates_and_a_disconnect
 
     try:
         await poll_until(settled, timeout=30, what="the extractor's event stream")
-        for step in range(0, 7 * 24 + 72, 2):  # a week of approvals, then three quiet days
+        # a week of approvals, then quiet days: the longest approval (6 days), a re-check (3)
+        for step in range(0, (7 + 6 + 4) * 24, 2):
             now[0] = start_ms + step * hour
             await sandbox("POST", "/_sandbox/clock", json={"now_ms": now[0]})
             for _ in range(rng.choice([2, 4, 4, 6]) if step < 7 * 24 else 0):
@@ -299,7 +308,7 @@ async def test_a_simulated_week_of_events_with_drops_duplicates_and_a_disconnect
             if step == 84:
                 await sandbox("POST", "/_sandbox/stream", json={"disconnect": True})
             await poll_until(settled, timeout=30, what="every delivered event acked", interval=0.01)
-            if step % 12 == 0:  # the safety net's 12-hourly cycle
+            if step % 12 == 0:  # the safety net's tick (every 10 min in production)
                 await poller.cycle()
     finally:
         stop.set()

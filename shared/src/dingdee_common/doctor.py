@@ -20,6 +20,7 @@ from dingdee_common.quota import (
     HEADROOM,
     MONTH_SECONDS,
     Demand,
+    events_month,
     interval_for_budget,
     project_month,
 )
@@ -102,6 +103,7 @@ class AppPlan:
     approvals_per_month: int
     budget: int
     allow_over_budget: bool = False
+    verify_interval_s: float = 14 * 86_400.0  # events mode: the gap-aware safety net (§5)
 
 
 def _every(seconds: float) -> str:
@@ -117,6 +119,8 @@ def budget_check(plan: AppPlan) -> Check:
     not fit and ``allow_over_budget`` is set); error: even the longest interval does not fit.
     """
     mode = "events" if plan.events else "polling"
+    if plan.events:
+        return _events_budget_check(plan)
     demand = Demand.planned(
         plan.approvals_per_month, GETS_PER_APPROVAL[mode], plan.flows, plan.sweep_interval_s
     )
@@ -144,18 +148,42 @@ def budget_check(plan: AppPlan) -> Check:
             f"({then:,.0f} calls/month); enable events (DINGDEE_EVENTS__ENABLED=true) to keep "
             "latency low",
         )
-    hint = "" if plan.events else "enable events (DINGDEE_EVENTS__ENABLED=true), "
+    return _over_budget(
+        plan,
+        f"{facts}; even polling every {_every(ceiling)} projects {then:,.0f}: enable events "
+        "(DINGDEE_EVENTS__ENABLED=true), ",
+    )
+
+
+def _over_budget(plan: AppPlan, said: str) -> Check:
+    """The budget does not fit: an error, or a warning when allowed over budget."""
     level: Level = "warning" if plan.allow_over_budget else "error"
     return Check(
         "quota",
         plan.app,
         "monthly budget",
         level,
-        f"{facts}; even polling every {_every(ceiling)} projects {then:,.0f}: {hint}raise the "
-        "app's monthly_call_budget (buy more calls) or lower approvals_per_month"
+        f"{said}raise the app's monthly_call_budget (buy more calls) or lower approvals_per_month"
         + (
             " (allowed over budget by DINGDEE_DINGTALK__ALLOW_OVER_BUDGET)"
             if level == "warning"
             else "; DINGDEE_DINGTALK__ALLOW_OVER_BUDGET=true starts anyway"
         ),
     )
+
+
+def _events_budget_check(plan: AppPlan) -> Check:
+    """Events mode: calls follow the approvals (and each flow's verification), not a poll
+    interval, so there is nothing to stretch; the budget fits or it does not."""
+    month = events_month(
+        plan.approvals_per_month, plan.flows, verify_interval_s=plan.verify_interval_s
+    )
+    target = plan.budget * HEADROOM
+    facts = (
+        f"{plan.flows} flow(s), events, {plan.approvals_per_month:,} approvals/month, each flow "
+        f"verified every {_every(plan.verify_interval_s)}: {month:,.0f} calls/month projected, "
+        f"budget {plan.budget:,} ({HEADROOM:.0%} = {target:,.0f})"
+    )
+    if month <= target:
+        return Check("quota", plan.app, "monthly budget", "ok", facts)
+    return _over_budget(plan, f"{facts}: ")

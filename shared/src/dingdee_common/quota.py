@@ -31,6 +31,7 @@ __all__ = [
     "Demand",
     "count_call",
     "count_cycle",
+    "events_month",
     "interval_for_budget",
     "month_bounds_ms",
     "month_of",
@@ -52,7 +53,8 @@ CallKind = Literal["list", "get"]
 # measured them over a simulated week (approvals taking hours to days, median 6 h; with events
 # 5 % of the events dropped). Polling's default re-check schedule favours latency (first re-check
 # a minute after creation); a later first re-check costs far fewer calls. Planning only.
-GETS_PER_APPROVAL = {"events": 1.04, "polling": 5.5}
+GETS_PER_APPROVAL = {"events": 1.0, "polling": 5.5}
+PAGE = 20  # ids per listids page (contract §6.2)
 
 
 def month_of(ms: int) -> str:
@@ -181,3 +183,30 @@ def interval_for_budget(
         else:
             lo = mid
     return hi
+
+
+def events_month(
+    approvals_per_month: float,
+    flows: int,
+    *,
+    verify_interval_s: float,
+    gets_per_approval: float = GETS_PER_APPROVAL["events"],
+    long_gaps_per_month: float = 1.0,
+) -> float:
+    """Calls in a month with events on and the gap-aware safety net (DESIGN §5).
+
+    ``get``: about one per approval (its finish event; a lost one is found by a re-check or
+    the verification, which then costs that approval's only ``get``). ``listids``: each flow is
+    verified (listed since its last verification, a page per 20 approvals) every
+    ``verify_interval_s``, or sooner when a gap long enough to list closes (a listener outage, a
+    restart): the gap's listing *is* the verification and restarts its clock. With gaps at a
+    rate ``r`` a listing comes every ``min(V, Exp(r))``, on average ``(1 - e^(-rV)) / r``.
+    Short disconnections cost nothing: the verification lists them anyway.
+    """
+    flows = max(flows, 1)
+    v = verify_interval_s / MONTH_SECONDS  # in months
+    r = long_gaps_per_month
+    spacing = (1 - math.exp(-r * v)) / r if r > 0 else v  # months between a flow's listings
+    per_listing = approvals_per_month / flows * spacing
+    lists = flows / spacing * max(1, math.ceil(per_listing / PAGE))
+    return approvals_per_month * gets_per_approval + lists

@@ -321,8 +321,8 @@ class TestDoctorAndBudget:
         from dingdee_ops.cli.quota import app as quota_app
 
         args = ["--approvals-per-month", "1000", "--flows", str(plan.flows), "--budget", "5000"]
-        events_every = str(settings.events.poll_interval_seconds)
-        done = CliRunner().invoke(quota_app, ["plan", *args, "--events-interval", events_every])
+        verify_days = str(settings.events.verify_interval_seconds / 86_400)
+        done = CliRunner().invoke(quota_app, ["plan", *args, "--verify-days", verify_days])
         assert done.exit_code == 0, done.output
 
 

@@ -11,6 +11,7 @@ from dingdee_common.quota import (
     Demand,
     count_call,
     count_cycle,
+    events_month,
     interval_for_budget,
     month_bounds_ms,
     month_of,
@@ -111,3 +112,25 @@ def test_an_overspent_budget_polls_at_the_ceiling_and_never_stops() -> None:
         86_400
     )
     assert interval_for_budget(100, 200, demand, 0.0, floor_s=60, ceiling_s=86_400) == 86_400
+
+
+class TestEventsMonth:
+    """Events mode: a get per approval and each flow's verification (DESIGN §5)."""
+
+    def test_30_flows_verified_every_14_days_cost_a_page_each(self) -> None:
+        month = events_month(
+            1000, 30, verify_interval_s=14 * 86_400, gets_per_approval=1.0, long_gaps_per_month=0
+        )
+        assert month == pytest.approx(1000 + 30 * 30 / 14)
+
+    def test_a_long_gap_brings_verifications_forward_but_never_doubles_them(self) -> None:
+        def lists(gaps: float) -> float:
+            return events_month(0, 30, verify_interval_s=14 * 86_400, long_gaps_per_month=gaps)
+
+        assert lists(0) < lists(1) < lists(0) + 30 * 1  # one gap: fewer than one extra per flow
+        assert lists(1) < lists(4)
+
+    def test_a_busy_flow_needs_a_page_per_20_approvals_it_lists(self) -> None:
+        # 30 days / 14 = 2.14 verifications a month, each listing 2 000 x 14/30 = 933 ids
+        month = events_month(2000, 1, verify_interval_s=14 * 86_400, long_gaps_per_month=0)
+        assert month == pytest.approx(2000 * 1.0 + 30 / 14 * 47)

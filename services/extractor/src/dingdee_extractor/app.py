@@ -22,6 +22,7 @@ from dingdee_extractor.doctor import process_code_error
 from dingdee_extractor.emitter import Emitter
 from dingdee_extractor.events import EventListener
 from dingdee_extractor.flows import FlowSource
+from dingdee_extractor.gapnet import Coverage
 from dingdee_extractor.metrics import ExtractorMetrics
 from dingdee_extractor.outage import OutageWatch
 from dingdee_extractor.poller import FlowPoller
@@ -56,6 +57,7 @@ class ExtractorApp:
         self._store = CheckpointStore(settings.kafka, self._topics.checkpoints, producer)
         self.pollers: list[FlowPoller] = []
         self.pacers: dict[str, BudgetPacer] = {}
+        self.coverage: dict[str, Coverage] = {}  # per app, events mode only
         self.outage = OutageWatch(
             settings.outage, metrics, health, sorted({s.app for s in sources})
         )
@@ -66,14 +68,25 @@ class ExtractorApp:
         emitter = Emitter(self._producer, self._topics.approvals_raw)
         dlq = DeadLetterPublisher(self._producer, self._topics, "extractor")
         poll = self._settings.poll
-        if self._settings.events.enabled:  # events report finishes; polling only backs them up
-            late = self._settings.events.open_recheck_initial_seconds
+        events = self._settings.events
+        if events.enabled:  # events report starts and finishes; polling only backs them up
+            # a lost finish event is found by the re-check, no later than the verification
+            late = min(events.open_recheck_initial_seconds, events.verify_interval_seconds)
+            verify_days = events.verify_interval_seconds / 86_400
             poll = poll.model_copy(
                 update={
                     "open_recheck_initial_seconds": max(poll.open_recheck_initial_seconds, late),
                     "open_recheck_max_seconds": max(poll.open_recheck_max_seconds, late),
+                    # the compensation sweep becomes the verification: every creation time is
+                    # listed once, verify_interval after the last one
+                    "sweep_interval_seconds": events.verify_interval_seconds,
+                    "sweep_lookback_days": max(poll.sweep_lookback_days, verify_days + 1),
                 }
             )
+            for source in self._sources:
+                cp = checkpoints.get(source.flow)
+                cov = self.coverage.setdefault(source.app, Coverage())
+                cov.restored([tuple(i) for i in cp.covered] if cp else [])  # type: ignore[misc]
         for source in self._sources:
             checkpoint = checkpoints.get(source.flow)
             log.info(
@@ -96,6 +109,8 @@ class ExtractorApp:
                     concurrency=self._settings.dingtalk.get_concurrency,
                     clock=self._clock,
                     check_code=functools.partial(process_code_error, self._settings),
+                    coverage=self.coverage.get(source.app),
+                    events=events,
                 )
             )
         owned = {p.source.flow for p in self.pollers}
@@ -130,7 +145,14 @@ class ExtractorApp:
         apps = self._settings.dingtalk.apps
         return [
             EventListener(
-                app, apps[app], self._settings.events, pollers, self._metrics, self.outage
+                app,
+                apps[app],
+                self._settings.events,
+                pollers,
+                self._metrics,
+                outage=self.outage,
+                coverage=self.coverage.setdefault(app, Coverage()),
+                clock=self._clock,
             )
             for app, pollers in by_app.items()
         ]
@@ -160,6 +182,10 @@ class ExtractorApp:
                 open_instances=len(poller.cp.open_instances),
                 calls=poller.calls,
             )
-            interval = pacer.interval(poller, configured)
+            # events mode: a tick calls DingTalk only when something is due (gapnet); the calls
+            # follow the approvals, there is no poll interval worth stretching
+            interval = (
+                configured if self._settings.events.enabled else pacer.interval(poller, configured)
+            )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval)

@@ -221,6 +221,7 @@ def app_plans(settings: ExtractorSettings, sources: Sequence[FlowSource]) -> lis
                 approvals_per_month=settings.dingtalk.apps[app].approvals_per_month,
                 budget=settings.dingtalk.budget_of(app),
                 allow_over_budget=settings.dingtalk.allow_over_budget,
+                verify_interval_s=settings.events.verify_interval_seconds,
             )
         )
     return plans

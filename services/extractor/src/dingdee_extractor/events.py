@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -31,6 +32,7 @@ from aiokafka.errors import KafkaError
 
 from dingdee_common.errors import DingdeeError
 from dingdee_common.observability.logging import get_logger
+from dingdee_extractor.gapnet import Coverage
 from dingdee_extractor.metrics import ExtractorMetrics
 from dingdee_extractor.outage import OutageWatch
 from dingdee_extractor.poller import FlowPoller
@@ -58,6 +60,8 @@ class EventListener:
         pollers: dict[str, FlowPoller],
         metrics: ExtractorMetrics,
         outage: OutageWatch | None = None,
+        coverage: Coverage | None = None,
+        clock: Callable[[], int] | None = None,
     ) -> None:
         self._app = app
         self._outage = outage
@@ -65,6 +69,9 @@ class EventListener:
         self._settings = settings
         self._pollers = pollers  # by process_code
         self._metrics = metrics
+        # connected, acknowledged intervals on the pollers' clock (the gap-aware safety net)
+        self.coverage = coverage if coverage is not None else Coverage()
+        self._clock = clock or (lambda: int(time.time() * 1000))
         self.handled = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -117,12 +124,14 @@ class EventListener:
             info["endpoint"], params={"ticket": info["ticket"]}, heartbeat=30
         ) as ws:
             self._metrics.events_connected.labels(self._app).set(1)
+            self.coverage.connected_at(self._clock())
             log.info("extractor.events.connected", app=self._app)
             closer = asyncio.create_task(self._close_on_stop(stop, ws))
             try:
                 await self._read(ws, stop)
             finally:
                 closer.cancel()
+                self.coverage.disconnected_at(self._clock())
 
     def _report(self, error: str | None) -> None:
         if self._outage is not None:
@@ -153,6 +162,7 @@ class EventListener:
         headers = frame.get("headers") or {}
         self._metrics.events_last_received.labels(self._app).set(time.time())
         code, outcome, kind = _ACK_OK, "ignored", "other"
+        token = self.coverage.begin(self._clock())
         try:
             data = orjson.loads(frame.get("data") or "{}")
             kind = str(data.get("type", "other"))
@@ -162,10 +172,18 @@ class EventListener:
                 fetched = await poller.on_event(str(data["processInstanceId"]))
                 outcome = "fetched" if fetched else "duplicate"
                 self.handled += 1
+            elif relevant and poller is not None and kind == "start":
+                created = int(data.get("createTime") or self._clock())
+                known = await poller.on_start(str(data["processInstanceId"]), created)
+                outcome = "known" if known else "duplicate"
         except (DingdeeError, KafkaError, KeyError, ValueError, OSError) as exc:
-            # DingTalk or the broker is down (or the event is odd): DingTalk redelivers it later
+            # DingTalk or the broker is down (or the event is odd): DingTalk redelivers it later,
+            # and the gap-aware safety net lists the creation times around it (gapnet)
             code, outcome = _ACK_LATER, "later"
+            self.coverage.failed_at(self._clock())
             log.warning("extractor.events.failed", app=self._app, error=str(exc))
+        finally:
+            self.coverage.end(token)
         self._metrics.events.labels(self._app, kind, outcome).inc()
         ack = {
             "code": code,

@@ -32,8 +32,15 @@ from dingdee_extractor.dingtalk.client import DingTalkClient, DingTalkUnavailabl
 from dingdee_extractor.emitter import Emitter, Trigger
 from dingdee_extractor.fingerprint import fingerprint, is_terminal
 from dingdee_extractor.flows import FlowSource
+from dingdee_extractor.gapnet import (
+    Coverage,
+    covered_creation,
+    listing_end,
+    prompt,
+    uncovered,
+)
 from dingdee_extractor.metrics import ExtractorMetrics
-from dingdee_extractor.settings import PollSettings
+from dingdee_extractor.settings import EventsSettings, PollSettings
 
 __all__ = ["FlowPoller", "split_windows"]
 
@@ -86,6 +93,8 @@ class FlowPoller:
         until_ms: int | None = None,
         on_window: Callable[[int, int, int], None] | None = None,
         check_code: Callable[[FlowSource], Awaitable[str | None]] | None = None,
+        coverage: Coverage | None = None,
+        events: EventsSettings | None = None,
     ) -> None:
         self.source = source
         self.cp = checkpoint or Checkpoint(flow=source.flow, watermark_ms=source.start_ms())
@@ -106,6 +115,11 @@ class FlowPoller:
         self._until_ms = until_ms
         self._on_window = on_window
         self._usage = self.cp.usage
+        self._coverage = coverage  # events mode: list only what a Stream gap could have hidden
+        self._events = events or EventsSettings()
+        self._verify_now = False
+        self._gaps_seen = 0  # of the coverage's closed gaps, those this flow has handled
+        self._fallback_at = 0  # when a long open gap was last listed
         self.pace = 1.0  # poll interval / configured interval, set by the app's budget pacer
         self.calls = 0  # metered calls since this poller started (every attempt)
         self.terminals = 0
@@ -127,6 +141,23 @@ class FlowPoller:
                 return False
             with self._rewound_on_broker_failure():
                 await self._fetch([instance_id], hint_ms=self._clock(), trigger="event")
+                await self._checkpoint(watermark=self.cp.watermark_ms)
+            return True
+
+    async def on_start(self, instance_id: str, create_ms: int) -> bool:
+        """A ``start`` event: the instance is known (open) without any call; returns if new.
+
+        Its ``finish`` event fetches it; if that event is lost, the open instance's re-check
+        does. Creation times covered by events therefore never need a ``listids`` (gapnet).
+        """
+        async with self._lock:
+            if not self._is_new(instance_id):
+                return False
+            with self._rewound_on_broker_failure():
+                first = create_ms + self._paced_ms(self._poll.open_recheck_initial_seconds)
+                self._open[instance_id] = OpenInstance(
+                    create_time_ms=create_ms, next_check_ms=first
+                )
                 await self._checkpoint(watermark=self.cp.watermark_ms)
             return True
 
@@ -170,7 +201,9 @@ class FlowPoller:
         fresh_from = max(floor, self.cp.watermark_ms - int(p.overlap_seconds * 1000))
         start = self._ride_along(fresh_from, end)
         listed = 0
-        for lo, hi in split_windows(start, end, int(p.window_max_days * DAY_MS)):
+        self._verify_now = False
+        windows, end = self._planned(start, end, now)
+        for lo, hi in windows:
             ids = await self._list(lo, hi)
             listed += len(ids)
             new = self._defer_young(ids, lo, now)
@@ -183,6 +216,10 @@ class FlowPoller:
         due = [i for i, o in self._open.items() if o.next_check_ms <= now]
         if due:
             await self._fetch(due, hint_ms=now, trigger="poll")
+        if self._verify_now:  # the gap's listing was this flow's verification
+            self.cp = self.cp.model_copy(update={"last_sweep_ms": now})
+        if self._long_gap_closed():
+            self._recheck_open(now)
         sweep_due = now - self.cp.last_sweep_ms >= p.sweep_interval_seconds * 1000
         if self._until_ms is None and sweep_due:
             await self.sweep(now)
@@ -223,6 +260,68 @@ class FlowPoller:
                 error=problem,
             )
 
+    def _planned(self, start: int, end: int, now: int) -> tuple[list[tuple[int, int]], int]:
+        """The creation windows this cycle lists, and the end of the times it accounts for.
+
+        Polling lists everything new. With events (a :class:`Coverage`), only the parts of
+        ``[watermark, end]`` that no connected, acknowledged interval covers, and not into a
+        gap still open (see :func:`~dingdee_extractor.gapnet.listing_end`).
+        """
+        width = int(self._poll.window_max_days * DAY_MS)
+        if self._coverage is None:
+            return list(split_windows(start, end, width)), end
+        ev = self._events
+        margin = int(ev.gap_margin_seconds * 1000)
+        gap_max = int(ev.gap_max_seconds * 1000)
+        connected_until = self._coverage.connected_until(now)
+        gap_start = self._coverage.gap_since
+        if connected_until is None and gap_start is not None and now - gap_start >= gap_max:
+            # a long gap still open: poll, but at most once per gap_max (not every tick)
+            if now - self._fallback_at < gap_max:
+                return [], self.cp.watermark_ms - 1
+            self._fallback_at = now
+        end = listing_end(
+            end,
+            now,
+            connected_until=connected_until,
+            gap_start=gap_start,
+            gap_max_ms=gap_max,
+            margin_ms=margin,
+        )
+        start = max(start, self.cp.watermark_ms)  # events mode: no overlap, no ride-along
+        covered = covered_creation(self._coverage.intervals(now), margin)
+        gaps = prompt(uncovered(covered, start, end), int(ev.gap_list_min_seconds * 1000), margin)
+        if not gaps:
+            return [], end
+        # a gap brings the verification forward: one listing from where the last one ended
+        # through the gap costs what listing the gap alone would (a page holds 20 ids)
+        self._verify_now = True
+        lo = min(self._sweep_from(now), gaps[0][0])
+        return list(split_windows(lo, gaps[-1][1], width)), end
+
+    def _long_gap_closed(self) -> bool:
+        """Whether a gap longer than the listing minimum closed since the last cycle."""
+        if self._coverage is None:
+            return False
+        closed = self._coverage.closed_gaps[self._gaps_seen :]
+        self._gaps_seen = len(self._coverage.closed_gaps)
+        least = int(self._events.gap_list_min_seconds * 1000)
+        return any(hi - lo >= least for lo, hi in closed)
+
+    def _recheck_open(self, now: int) -> None:
+        """After a long gap every open instance is due: its finish event may have been lost."""
+        for instance_id, known in self._open.items():
+            if known.next_check_ms > now:
+                self._open[instance_id] = known.model_copy(update={"next_check_ms": now})
+
+    def _sweep_from(self, now: int) -> int:
+        p = self._poll
+        return max(
+            self.source.start_ms(),
+            now - int(p.sweep_lookback_days * DAY_MS),
+            self.cp.swept_until_ms,
+        )
+
     def _ride_along(self, fresh_from: int, end: int) -> int:
         """Where this cycle's listing starts: the sweep rides along when that is cheap.
 
@@ -231,6 +330,8 @@ class FlowPoller:
         there: one listing instead of a window and a sweep, and the sweep finds nothing left.
         """
         swept = self.cp.swept_until_ms
+        if self._coverage is not None:
+            return fresh_from
         if self._until_ms is None and 0 < fresh_from - swept <= end - fresh_from:
             return swept
         return fresh_from
@@ -251,11 +352,7 @@ class FlowPoller:
         is listed twice in all, and a sweep costs about what the first listing did.
         """
         p = self._poll
-        lo = max(
-            self.source.start_ms(),
-            now - int(p.sweep_lookback_days * DAY_MS),
-            self.cp.swept_until_ms,
-        )
+        lo = self._sweep_from(now)
         hi = min(now - int(p.sweep_delay_seconds * 1000), self.cp.watermark_ms - 1)
         missed: list[str] = []
         for w_lo, w_hi in split_windows(lo, hi, int(p.window_max_days * DAY_MS)):
@@ -552,11 +649,19 @@ class FlowPoller:
                 "open_instances": dict(self._open),
                 "emitted": dict(self._emitted),
                 "usage": self._usage,
+                "covered": self._covered(),
                 "last_cycle_at": datetime.now(UTC),
             }
         )
         await self._save(self.cp)
         self._saved = self.cp
+
+    def _covered(self) -> list[tuple[int, int]]:
+        """The app's connected intervals still relevant to this flow (kept across restarts)."""
+        if self._coverage is None:
+            return []
+        since = self.cp.watermark_ms - int(self._events.gap_margin_seconds * 1000) - DAY_MS
+        return self._coverage.intervals(self._clock(), since=since)
 
     def _observe(self, now: int) -> None:
         flow = self.source.flow

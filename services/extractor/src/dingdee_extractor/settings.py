@@ -128,14 +128,40 @@ class EventsSettings(_Block):
     enabled: bool = False
     base_url: str = "https://api.dingtalk.com"
     poll_interval_seconds: float = Field(
-        default=12 * 3600.0, gt=0, description="poll cycle while events are on (the safety net)"
+        default=600.0,
+        gt=0,
+        description="safety-net tick while events are on; a tick calls DingTalk only when a "
+        "gap closed, a re-check or a verification is due",
+    )
+    verify_interval_seconds: float = Field(
+        default=14 * 86_400.0,
+        gt=0,
+        le=100 * 86_400.0,
+        description="each flow's creation times are listed once this often (catches events "
+        "DingTalk dropped while connected); within the 120-day window rule",
+    )
+    gap_margin_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="creation times this close to a connected interval's edges count as gap",
+    )
+    gap_list_min_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="a gap (disconnection, failed event, restart) longer than this is listed as "
+        "soon as it closes; shorter ones (redelivered by DingTalk) wait for the verification",
+    )
+    gap_max_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="a gap open this long is listed while it lasts (polling takes over)",
     )
     reconnect_max_seconds: float = Field(default=60.0, gt=0)
     open_recheck_initial_seconds: float = Field(
-        default=48 * 3600.0,
+        default=7 * 86_400.0,
         gt=0,
         description="with events on, open instances are re-fetched this late and no more often "
-        "(events tell first; this only catches a lost event)",
+        "(start and finish events tell first; this only catches a lost finish event)",
     )
 
 

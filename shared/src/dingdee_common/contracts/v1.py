@@ -168,6 +168,11 @@ class Checkpoint(_Message):
         default=0, description="creation times before this were re-listed by a sweep"
     )
     usage: CallUsage | None = None
+    covered: list[tuple[int, int]] = Field(
+        default_factory=list,
+        description="events mode: [start, end] ms when the app's Stream was connected and every "
+        "event acknowledged (creation times a gap could have hidden are listed, DESIGN §5)",
+    )
     backfill_cursor_ms: int | None = None
     last_cycle_at: datetime = Field(default_factory=utcnow)
 

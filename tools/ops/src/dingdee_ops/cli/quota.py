@@ -29,6 +29,7 @@ from dingdee_common.quota import (
     HEADROOM,
     MONTH_SECONDS,
     Demand,
+    events_month,
     interval_for_budget,
     month_bounds_ms,
     month_of,
@@ -165,9 +166,13 @@ def plan(
     interval: Annotated[
         float, typer.Option(min=1.0, help="poll interval without events, seconds")
     ] = 30.0,
-    events_interval: Annotated[
-        float, typer.Option(min=1.0, help="safety-net poll interval with events, seconds")
-    ] = 12 * 3600.0,
+    verify_days: Annotated[
+        float, typer.Option(min=1.0, max=100.0, help="events: each flow verified every N days")
+    ] = 14.0,
+    long_gaps: Annotated[
+        float,
+        typer.Option(min=0.0, help="events: gaps a month long enough to list (outages, restarts)"),
+    ] = 1.0,
     budget: Annotated[int | None, typer.Option(min=1, help="monthly call budget")] = None,
     polling_gets: Annotated[
         float,
@@ -179,33 +184,44 @@ def plan(
     ] = GETS_PER_APPROVAL["polling"],
 ) -> None:
     """Project a 30-day month of calls with events on and off (and fit a budget)."""
-    table = Table("mode", "get/approval", "poll every", "calls/month")
+    table = Table("mode", "get/approval", "poll every", "calls/month", "calls/approval")
     if budget:
         table.add_column(f"poll every, to fit {budget:,} ({HEADROOM:.0%})")
         table.add_column("calls/month then")
-    over = False
-    modes = (
-        ("events", events_interval, GETS_PER_APPROVAL["events"]),
-        ("polling", interval, polling_gets),
+    per = max(approvals_per_month, 1)
+    evented = events_month(
+        approvals_per_month,
+        flows,
+        verify_interval_s=verify_days * 86_400,
+        long_gaps_per_month=long_gaps,
     )
-    for mode, every, gets in modes:
+    table.add_row(
+        "events",
+        f"{GETS_PER_APPROVAL['events']:.2f}",
+        f"verify every {verify_days:g} d",
+        f"{evented:,.0f}",
+        f"{evented / per:.2f}",
+        *(["-", f"{evented:,.0f}"] if budget else []),
+    )
+    over = budget is not None and evented > budget * HEADROOM
+    for mode, every, gets in (("polling", interval, polling_gets),):
         demand = Demand.planned(approvals_per_month, gets, flows)
         projected = project_month(0, demand, every, MONTH_SECONDS)
-        row = [mode, f"{gets:.2f}", _interval(every), f"{projected:,.0f}"]
+        row = [mode, f"{gets:.2f}", _interval(every), f"{projected:,.0f}", f"{projected / per:.2f}"]
         if budget:
             fitted = interval_for_budget(
                 budget, 0, demand, MONTH_SECONDS, floor_s=every, ceiling_s=86_400.0
             )
             then = project_month(0, demand, fitted, MONTH_SECONDS)
-            over |= mode == "events" and then > budget * HEADROOM
             if mode == "polling" and then > budget * HEADROOM:
                 row[0] = "polling [red](does not fit)[/red]"
             row += [_interval(fitted), f"{then:,.0f}"]
         table.add_row(*row)
     console.print(
         f"[bold]{approvals_per_month:,} approvals a month over {flows} flow(s)[/bold] "
-        "(get/approval as measured by make bench; listids: a page per cycle and flow, and one "
-        "per 20 approvals, plus the daily sweep)"
+        "(get/approval as measured by make bench; polling listids: a page per cycle and flow, "
+        "and one per 20 approvals, plus the daily sweep; events listids: each flow's "
+        "verification and every flow per long gap, DESIGN §5)"
     )
     console.print(table)
     if over:

@@ -1,0 +1,117 @@
+"""The events-mode safety net's planning: which creation times a gap could have hidden."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dingdee_extractor.gapnet import (
+    Coverage,
+    covered_creation,
+    listing_end,
+    merge,
+    prompt,
+    uncovered,
+)
+
+
+def test_merge_joins_overlapping_and_touching_intervals_and_drops_empty_ones() -> None:
+    assert merge([(10, 20), (0, 5), (6, 8), (19, 30), (40, 39)]) == [(0, 8), (10, 30)]
+
+
+def test_covered_creation_shrinks_each_interval_by_the_margin() -> None:
+    assert covered_creation([(0, 100), (200, 210)], 10) == [(10, 90)]  # the second is too short
+
+
+def test_uncovered_is_the_gaps_inside_the_range() -> None:
+    covered = [(10, 19), (30, 39)]
+    assert uncovered(covered, 0, 50) == [(0, 9), (20, 29), (40, 50)]
+    assert uncovered(covered, 12, 35) == [(20, 29)]
+    assert uncovered(covered, 10, 19) == []
+    assert uncovered([], 5, 7) == [(5, 7)]
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 200), st.integers(0, 60)), max_size=8),
+    st.integers(0, 150),
+    st.integers(0, 150),
+)
+def test_uncovered_and_covered_partition_the_range_exactly(
+    raw: list[tuple[int, int]], lo: int, width: int
+) -> None:
+    covered = [(a, a + w) for a, w in raw]
+    hi = lo + width
+    gaps = uncovered(covered, lo, hi)
+    in_gap = {t for a, b in gaps for t in range(a, b + 1)}
+    in_cover = {t for a, b in covered for t in range(a, b + 1)}
+    assert in_gap == {t for t in range(lo, hi + 1) if t not in in_cover}
+    assert gaps == merge(gaps)  # sorted, disjoint, not touching
+
+
+def test_listing_end_stops_at_the_connected_coverage_or_before_an_open_gap() -> None:
+    kw = {"gap_max_ms": 1000, "margin_ms": 10}
+    # connected: up to where the open interval's coverage ends (not a gap, not yet settled)
+    assert listing_end(500, 600, connected_until=590, gap_start=None, **kw) == 500
+    assert listing_end(700, 600, connected_until=590, gap_start=None, **kw) == 580
+    # a gap that opened at 400 and is still open: not into it, until it lasted gap_max
+    assert listing_end(700, 600, connected_until=None, gap_start=400, **kw) == 389
+    assert listing_end(1700, 1600, connected_until=None, gap_start=400, **kw) == 1700
+    # never connected and no history: plain polling
+    assert listing_end(700, 600, connected_until=None, gap_start=None, **kw) == 700
+
+
+def test_a_disconnect_leaves_exactly_its_gap_plus_margins_to_list() -> None:
+    cov = Coverage()
+    cov.connected_at(1_000)
+    cov.disconnected_at(5_000)
+    assert cov.gap_since == 5_000 and not cov.connected
+    cov.connected_at(5_400)
+    covered = covered_creation(cov.intervals(9_000), 100)
+    assert covered == [(1_100, 4_900), (5_500, 8_900)]
+    assert uncovered(covered, 1_100, 8_900) == [(4_901, 5_499)]
+
+
+def test_a_failed_event_cuts_the_interval_where_it_arrived() -> None:
+    cov = Coverage()
+    cov.connected_at(0)
+    token = cov.begin(3_000)
+    cov.failed_at(3_500)
+    cov.end(token)
+    assert cov.intervals(10_000) == [(0, 2_999), (3_501, 10_000)]
+    assert uncovered(covered_creation(cov.intervals(10_000), 100), 100, 9_900) == [(2_900, 3_600)]
+
+
+def test_an_event_in_flight_holds_the_coverage_back_until_its_snapshot_is_acked() -> None:
+    cov = Coverage()
+    cov.connected_at(0)
+    token = cov.begin(2_000)
+    assert cov.intervals(5_000) == [(0, 1_999)]
+    assert cov.connected_until(5_000) == 1_999
+    cov.end(token)
+    assert cov.intervals(5_000) == [(0, 5_000)]
+
+
+def test_a_restart_gap_runs_from_the_last_recorded_end_to_the_new_connection() -> None:
+    cov = Coverage()
+    cov.restored([(0, 4_000)])
+    cov.restored([(0, 5_000)])  # another flow's checkpoint of the same app, saved later
+    assert cov.gap_since == 5_000 and cov.connected_until(6_000) is None
+    cov.connected_at(8_000)
+    covered = covered_creation(cov.intervals(20_000), 100)
+    assert uncovered(covered, 1_000, 19_000) == [(4_901, 8_099)]
+
+
+def test_only_gaps_longer_than_the_minimum_are_listed_at_once() -> None:
+    # windows are gaps widened by a 100 ms margin on each side
+    windows = [(0, 299), (1_000, 1_200), (5_000, 5_700)]
+    assert prompt(windows, 300, 100) == [(5_000, 5_700)]
+    assert prompt(windows, 0, 100) == [(0, 299), (1_000, 1_200), (5_000, 5_700)]
+
+
+def test_closed_gaps_are_recorded_in_order_including_a_restart_gap() -> None:
+    cov = Coverage()
+    cov.restored([(0, 1_000)])  # the last recorded end before a restart
+    cov.connected_at(5_000)
+    cov.disconnected_at(9_000)
+    cov.connected_at(9_500)
+    assert cov.closed_gaps == [(1_000, 5_000), (9_000, 9_500)]
