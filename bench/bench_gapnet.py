@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from dingdee_common.broker import EmbeddedBroker
 from prometheus_client import CollectorRegistry
 
 from dingdee_common.kafka.clients import make_producer
@@ -38,6 +37,7 @@ from dingdee_common.observability.server import Health
 from dingdee_common.quota import events_month
 from dingdee_common.settings import KafkaSettings
 from dingdee_common.web import start_site
+from dingdee_dev.broker import EmbeddedBroker
 from dingdee_extractor.app import ExtractorApp
 from dingdee_extractor.dingtalk.client import DingTalkClient
 from dingdee_extractor.emitter import Emitter
