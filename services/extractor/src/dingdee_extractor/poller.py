@@ -25,6 +25,7 @@ from dingdee_common.contracts import Checkpoint, EmittedInstance, OpenInstance
 from dingdee_common.errors import ErrorClass, PermanentError, TransientError
 from dingdee_common.kafka.dlq import DeadLetterPublisher, SourceRecord
 from dingdee_common.observability.logging import get_logger
+from dingdee_common.outcomes import Outcome
 from dingdee_common.quota import CallKind, count_call, count_cycle
 from dingdee_common.retry import RetryExhaustedError, retry_transient
 from dingdee_common.settings import RetrySettings
@@ -32,7 +33,7 @@ from dingdee_extractor.dingtalk.client import DingTalkClient, DingTalkUnavailabl
 from dingdee_extractor.emitter import Emitter, Trigger
 from dingdee_extractor.fingerprint import fingerprint, is_terminal
 from dingdee_extractor.flows import FlowSource
-from dingdee_extractor.metrics import ExtractorMetrics
+from dingdee_extractor.metrics import STAGE, ExtractorMetrics
 from dingdee_extractor.settings import PollSettings
 
 __all__ = ["FlowPoller", "split_windows"]
@@ -376,8 +377,10 @@ class FlowPoller:
                 except Exception as exc:  # noqa: BLE001 - re-raised below, once all settled
                     failed.append(exc)
 
+        started = time.monotonic()
         await asyncio.gather(*(one(i) for i in ids))
         await self._emitter.flush()
+        self._metrics.stage.processing.labels(STAGE).observe(time.monotonic() - started)
         if failed:
             raise failed[0]
 
@@ -403,6 +406,7 @@ class FlowPoller:
         except PermanentError as exc:
             await self._detail_failed(instance_id, hint_ms, now, exc)
             return
+        self._metrics.stage.records_in.labels(STAGE, self.source.flow).inc()
         fp = fingerprint(instance)
         created = create_time_ms(instance, self._tz, hint_ms)
         if late_before is not None and created < late_before and self._is_new(instance_id):
@@ -420,11 +424,15 @@ class FlowPoller:
             if previous is None or previous.fingerprint != fp:
                 await self._emit(instance_id, instance, fp, trigger)
                 self.terminals += previous is None
+            else:
+                self._finished(Outcome.SKIPPED)
             self._emitted[instance_id] = EmittedInstance(fingerprint=fp, create_time_ms=created)
             return
         known = self._open.get(instance_id)
         if known is None or known.fingerprint != fp:
             await self._emit(instance_id, instance, fp, trigger)
+        else:
+            self._finished(Outcome.SKIPPED)
         checks = known.checks + 1 if known else 1
         self._open[instance_id] = OpenInstance(
             create_time_ms=created,
@@ -481,6 +489,10 @@ class FlowPoller:
             trigger=trigger,
         )
         self._metrics.emitted.labels(self.source.flow, str(instance.get("status", ""))).inc()
+        self._finished(Outcome.EMITTED)
+
+    def _finished(self, outcome: Outcome) -> None:
+        self._metrics.stage.records_out.labels(STAGE, self.source.flow, outcome.value).inc()
 
     async def _detail_failed(
         self, instance_id: str, hint_ms: int, now: int, exc: TransientError | PermanentError
@@ -531,7 +543,8 @@ class FlowPoller:
             ),
             attempts=failures,
         )
-        self._metrics.stage.dead_letters.labels("extractor", self.source.flow, error_class).inc()
+        self._metrics.stage.dead_letters.labels(STAGE, self.source.flow, error_class.value).inc()
+        self._finished(Outcome.DEAD_LETTERED)
 
     # ---- checkpointing -----------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from typing import Any
 from dingdee_common.contracts.v1 import BillReady
 from dingdee_common.errors import BackpressureError, ErrorClass, TransientError
 from dingdee_common.observability.logging import get_logger
+from dingdee_common.outcomes import Outcome
 from dingdee_common.retry import backoff_delay
 from dingdee_common.settings import RetrySettings
 from dingdee_loader.batcher import Pending, Resolution
@@ -108,7 +109,7 @@ class KingdeeSink:
             lane, bill.form_id, bill.number_field, [p.bill.bill_key for p in todo]
         )
         done = [
-            Resolution(p, "already_exists", found[p.bill.bill_key], p.bill.bill_key)
+            Resolution(p, Outcome.ALREADY_EXISTS, found[p.bill.bill_key], p.bill.bill_key)
             for p in todo
             if p.bill.bill_key in found
         ]
@@ -136,14 +137,18 @@ class KingdeeSink:
             if row is None:
                 left.append(p)
             elif row.kind is RowKind.SAVED:
-                done.append(Resolution(p, "saved", row.kingdee_id, row.number or p.bill.bill_key))
+                done.append(
+                    Resolution(p, Outcome.SAVED, row.kingdee_id, row.number or p.bill.bill_key)
+                )
             elif row.kind is RowKind.EXISTS:
-                done.append(Resolution(p, "already_exists", None, p.bill.bill_key, row.message))
+                done.append(
+                    Resolution(p, Outcome.ALREADY_EXISTS, None, p.bill.bill_key, row.message)
+                )
             else:
                 done.append(
                     Resolution(
                         p,
-                        "dead_letter",
+                        Outcome.DEAD_LETTERED,
                         message=f"Kingdee rejected bill {p.bill.bill_key}: {row.message}",
                         error_class=ErrorClass.PERMANENT,
                         error_type="kingdee_row_rejected",
@@ -227,7 +232,7 @@ class KingdeeSink:
     def _exhausted(p: Pending, exc: TransientError, attempts: int) -> Resolution:
         return Resolution(
             p,
-            "dead_letter",
+            Outcome.DEAD_LETTERED,
             message=f"gave up after {attempts} attempts while other bills were saved: {exc}",
             error_class=ErrorClass.EXHAUSTED,
             error_type=exc.error_type,
