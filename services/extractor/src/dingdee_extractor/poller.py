@@ -29,29 +29,21 @@ from dingdee_common.outcomes import Outcome
 from dingdee_common.quota import CallKind, count_call, count_cycle
 from dingdee_common.retry import RetryExhaustedError, retry_transient
 from dingdee_common.settings import RetrySettings
+from dingdee_extractor import planning
 from dingdee_extractor.dingtalk.client import DingTalkClient, DingTalkUnavailableError, IdPage
 from dingdee_extractor.emitter import Emitter, Trigger
 from dingdee_extractor.fingerprint import fingerprint, is_terminal
 from dingdee_extractor.flows import FlowSource
 from dingdee_extractor.metrics import STAGE, ExtractorMetrics
+from dingdee_extractor.planning import DAY_MS, split_windows
 from dingdee_extractor.settings import PollSettings
 
-__all__ = ["FlowPoller", "split_windows"]
+__all__ = ["DAY_MS", "FlowPoller", "split_windows"]
 
 log = get_logger(__name__)
 
-DAY_MS = 86_400_000
 MAX_PAGE = 20  # the largest listids page (contract §2.1)
 DETAIL_SOURCE = "dingtalk.processinstance.get"  # not a Kafka topic: replay refuses it
-
-
-def split_windows(start_ms: int, end_ms: int, max_ms: int) -> Iterator[tuple[int, int]]:
-    """``[start, end]`` cut into inclusive windows no wider than ``max_ms``."""
-    lo = start_ms
-    while lo <= end_ms:
-        hi = min(end_ms, lo + max_ms - 1)
-        yield lo, hi
-        lo = hi + 1
 
 
 def create_time_ms(instance: dict[str, Any], tz: ZoneInfo, fallback: int) -> int:
@@ -164,12 +156,15 @@ class FlowPoller:
     async def _cycle(self) -> None:
         now = self._clock()
         p = self._poll
-        end = now - int(p.settle_seconds * 1000)
-        if self._until_ms is not None:
-            end = min(end, self._until_ms)
-        floor = max(self.source.start_ms(), now - int(p.lookback_max_days * DAY_MS) + 60_000)
-        fresh_from = max(floor, self.cp.watermark_ms - int(p.overlap_seconds * 1000))
-        start = self._ride_along(fresh_from, end)
+        plan = planning.cycle_range(
+            p,
+            now=now,
+            watermark=self.cp.watermark_ms,
+            flow_start=self.source.start_ms(),
+            swept_until=self.cp.swept_until_ms,
+            until_ms=self._until_ms,
+        )
+        start, fresh_from, end = plan.start, plan.fresh_from, plan.end
         listed = 0
         for lo, hi in split_windows(start, end, int(p.window_max_days * DAY_MS)):
             ids = await self._list(lo, hi)
@@ -181,7 +176,7 @@ class FlowPoller:
             if self._on_window is not None:
                 self._on_window(lo, hi, len(ids))
         await self._check_empty(listed, now)
-        due = [i for i, o in self._open.items() if o.next_check_ms <= now]
+        due = planning.due(self._open, now)
         if due:
             await self._fetch(due, hint_ms=now, trigger="poll")
         sweep_due = now - self.cp.last_sweep_ms >= p.sweep_interval_seconds * 1000
@@ -224,24 +219,12 @@ class FlowPoller:
                 error=problem,
             )
 
-    def _ride_along(self, fresh_from: int, end: int) -> int:
-        """Where this cycle's listing starts: the sweep rides along when that is cheap.
-
-        When the creation times not yet re-listed since they settled end shortly before this
-        cycle's window (at most the window's own length before it), the window simply starts
-        there: one listing instead of a window and a sweep, and the sweep finds nothing left.
-        """
-        swept = self.cp.swept_until_ms
-        if self._until_ms is None and 0 < fresh_from - swept <= end - fresh_from:
-            return swept
-        return fresh_from
-
     def _listed_settled(self, lo: int, hi: int, now: int) -> None:
         """Creation times listed at least ``sweep_delay`` after they passed need no sweep."""
         swept = self.cp.swept_until_ms
-        if swept == 0 or lo <= swept:  # a first window, or one contiguous with the swept part
-            settled = min(hi + 1, now - int(self._poll.sweep_delay_seconds * 1000))
-            self.cp = self.cp.model_copy(update={"swept_until_ms": max(swept, settled)})
+        settled = planning.settled_until(lo, hi, now, swept, self._poll.sweep_delay_seconds)
+        if settled != swept:
+            self.cp = self.cp.model_copy(update={"swept_until_ms": settled})
 
     async def sweep(self, now: int) -> None:
         """Compensation sweep: re-list settled creation times once, fetch any id not known yet.
@@ -252,12 +235,13 @@ class FlowPoller:
         is listed twice in all, and a sweep costs about what the first listing did.
         """
         p = self._poll
-        lo = max(
-            self.source.start_ms(),
-            now - int(p.sweep_lookback_days * DAY_MS),
-            self.cp.swept_until_ms,
+        lo, hi = planning.sweep_range(
+            p,
+            now=now,
+            watermark=self.cp.watermark_ms,
+            flow_start=self.source.start_ms(),
+            swept_until=self.cp.swept_until_ms,
         )
-        hi = min(now - int(p.sweep_delay_seconds * 1000), self.cp.watermark_ms - 1)
         missed: list[str] = []
         for w_lo, w_hi in split_windows(lo, hi, int(p.window_max_days * DAY_MS)):
             missed += [i for i in await self._list(w_lo, w_hi) if self._is_new(i)]
@@ -437,30 +421,9 @@ class FlowPoller:
         self._open[instance_id] = OpenInstance(
             create_time_ms=created,
             fingerprint=fp,
-            next_check_ms=self._next_check(checks, now),
+            next_check_ms=planning.next_check_ms(self._poll, checks, now, self.pace),
             checks=checks,
         )
-
-    def _next_check(self, checks: int, now: int) -> int:
-        """Back off exponentially from the initial delay, capped."""
-        p = self._poll
-        delay = min(
-            p.open_recheck_max_seconds,
-            p.open_recheck_initial_seconds * p.open_recheck_factor ** (checks - 1),
-        )
-        return now + self._paced_ms(delay)
-
-    def _paced_ms(self, delay_s: float) -> int:
-        """A re-check delay slowed as much as the monthly budget slows polling (``pace``).
-
-        Re-checks of open instances are most of what polling spends; a budget that stretches
-        the poll interval stretches them too, but never beyond a day (or the configured cap).
-        """
-        if self.pace <= 1.0:
-            return int(delay_s * 1000)
-        p = self._poll
-        cap = max(p.open_recheck_max_seconds, p.budget_max_interval_seconds)
-        return int(min(delay_s * self.pace, max(cap, delay_s)) * 1000)
 
     def _defer_young(self, ids: list[str], lo: int, now: int) -> list[str]:
         """New ids to fetch now; ids from a window younger than the initial delay wait for it.
@@ -469,7 +432,9 @@ class FlowPoller:
         first ``get`` is scheduled at ``window start + initial delay`` instead of spending a call
         on a snapshot that will change.
         """
-        first_check = lo + self._paced_ms(self._poll.open_recheck_initial_seconds)
+        first_check = lo + planning.paced_ms(
+            self._poll, self._poll.open_recheck_initial_seconds, self.pace
+        )
         fresh = [i for i in ids if self._is_new(i)]
         if first_check <= now:
             return fresh
