@@ -22,7 +22,7 @@ import orjson
 from aiokafka.errors import KafkaError
 
 from dingdee_common.contracts import Checkpoint, EmittedInstance, OpenInstance
-from dingdee_common.errors import ErrorClass, PermanentError, TransientError
+from dingdee_common.errors import ErrorClass, PermanentError, TransientError, classify
 from dingdee_common.kafka.dlq import DeadLetterPublisher, SourceRecord
 from dingdee_common.observability.logging import get_logger
 from dingdee_common.outcomes import Outcome
@@ -371,6 +371,14 @@ class FlowPoller:
     async def _fetch_one(
         self, instance_id: str, hint_ms: int, trigger: Trigger, late_before: int | None = None
     ) -> None:
+        """``get`` one instance and emit it if it changed: the extractor's error → action map.
+
+        - transient: retried in place (:meth:`_call`, ``retry_transient``);
+        - retries exhausted because DingTalk as a whole fails: back-pressure (:meth:`_blame`
+          raises ``DingTalkUnavailableError``; the app waits, nothing is lost);
+        - exhausted for this id only, or permanent: the id is kept and re-fetched later, and
+          dead-lettered once with ``classify``'s class (:meth:`_detail_failed`).
+        """
         now = self._clock()
         failed_at: list[float] = []  # when the first attempt failed
 
@@ -495,9 +503,7 @@ class FlowPoller:
             }
         )
         record = SourceRecord(DETAIL_SOURCE, -1, -1, instance_id.encode(), value)
-        error_class = (
-            ErrorClass.EXHAUSTED if isinstance(exc, TransientError) else ErrorClass.PERMANENT
-        )
+        error_class = classify(exc).error_class or ErrorClass.EXHAUSTED
         await self._dlq.publish(
             record,
             error_class=error_class,
