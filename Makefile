@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 PACKAGES := -e shared -e services/sandbox -e services/extractor -e services/transformer -e services/loader
-DEV_TOOLS := pytest pytest-asyncio pytest-timeout pytest-xdist hypothesis ruff mypy types-PyYAML kubernetes-validate kingdee-cdp-webapi-sdk
+DEV_TOOLS := pytest pytest-asyncio pytest-timeout pytest-xdist hypothesis ruff mypy types-PyYAML kubernetes-validate kingdee-cdp-webapi-sdk grafana-foundation-sdk
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 # The suite mostly waits (outages, group joins, faust assignment): tests run in parallel workers,
