@@ -56,6 +56,7 @@ class OutageWatch:
         self._apps = sorted(set(apps))
         for app in self._apps:
             metrics.dingtalk_up.labels(app).set(1)
+            metrics.punished.labels(app)  # the series exists at 0, so its alert sees one
 
     async def cycle(self, poller: FlowPoller, stop: asyncio.Event) -> bool:
         """Run ``poller.cycle()`` until it completes (True) or ``stop`` is set first (False).
