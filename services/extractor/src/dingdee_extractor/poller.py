@@ -364,7 +364,8 @@ class FlowPoller:
         started = time.monotonic()
         await asyncio.gather(*(one(i) for i in ids))
         await self._emitter.flush()
-        self._metrics.stage.processing.labels(STAGE).observe(time.monotonic() - started)
+        if ids:  # a window with nothing to fetch is no pass
+            self._metrics.stage.processing.labels(STAGE).observe(time.monotonic() - started)
         if failed:
             raise failed[0]
 
