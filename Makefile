@@ -10,7 +10,8 @@ PACKAGES := -e shared -e services/sandbox -e services/extractor -e services/tran
 	-e services/loader -e tools/ops -e tools/dev
 # dingtalk-stream: only the events test uses it (the official client against the sandbox gateway)
 DEV_TOOLS := pytest pytest-asyncio pytest-timeout pytest-xdist hypothesis ruff mypy types-PyYAML \
-	kubernetes-validate kingdee-cdp-webapi-sdk dingtalk-stream import-linter
+	kubernetes-validate kingdee-cdp-webapi-sdk dingtalk-stream import-linter \
+	grafana-foundation-sdk
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 # The suite mostly waits (outages, group joins, faust assignment): tests run in parallel workers,

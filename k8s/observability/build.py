@@ -3,18 +3,28 @@
 The outputs are committed so kustomize and Grafana's sidecar can load them; tests/unit/k8s checks
 that they equal what this script builds, that the PrometheusRule carries exactly the groups of
 ``rules/dingdee.rules.yml``, and that every query uses a metric the services register.
-Datasource UID is pinned (``dingdee-prometheus``); every dashboard has a ``flow`` variable.
+Datasource UID is pinned (``dingdee-prometheus``); every dashboard has a ``flow`` variable. The
+dashboards are built with Grafana's own ``grafana-foundation-sdk`` (pinned in constraints.txt).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import yaml
+from grafana_foundation_sdk.builders import common, dashboard, prometheus, timeseries
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models.common import LegendDisplayMode, LegendPlacement
+from grafana_foundation_sdk.models.dashboard import (
+    Dashboard,
+    DataSourceRef,
+    GridPos,
+    VariableOption,
+    VariableRefresh,
+)
 
-DATASOURCE = {"type": "prometheus", "uid": "dingdee-prometheus"}
+DATASOURCE = DataSourceRef(type_val="prometheus", uid="dingdee-prometheus")
 ROOT = Path(__file__).resolve().parent
 HERE = ROOT / "dashboards"
 RULES = ROOT / "rules" / "dingdee.rules.yml"
@@ -34,69 +44,68 @@ def p95(metric: str, by: str = "stage", selector: str = "") -> str:
     return quantile(0.95, metric, by, selector)
 
 
-def _panel(
-    pid: int, title: str, exprs: list[tuple[str, str]], unit: str, x: int, y: int
-) -> dict[str, Any]:
-    return {
-        "id": pid,
-        "type": "timeseries",
-        "title": title,
-        "datasource": DATASOURCE,
-        "gridPos": {"h": 8, "w": 12, "x": x, "y": y},
-        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
-        "options": {"legend": {"displayMode": "table", "placement": "bottom"}},
-        "targets": [
-            {
-                "refId": chr(ord("A") + i),
-                "datasource": DATASOURCE,
-                "expr": expr,
-                "legendFormat": legend,
-            }
-            for i, (expr, legend) in enumerate(exprs)
-        ],
-    }
+Query = tuple[str, str]  # (PromQL, legend)
+
+
+def _panel(pid: int, title: str, exprs: list[Query], unit: str, x: int, y: int) -> timeseries.Panel:
+    legend = (
+        common.VizLegendOptions()
+        .display_mode(LegendDisplayMode.TABLE)
+        .placement(LegendPlacement.BOTTOM)
+        .show_legend(True)
+    )
+    panel = (
+        timeseries.Panel()
+        .id(pid)
+        .title(title)
+        .datasource(DATASOURCE)
+        .grid_pos(GridPos(h=8, w=12, x=x, y=y))
+        .unit(unit)
+        .legend(legend)
+    )
+    for i, (expr, legend_format) in enumerate(exprs):
+        target = (
+            prometheus.Dataquery()
+            .ref_id(chr(ord("A") + i))
+            .datasource(DATASOURCE)
+            .expr(expr)
+            .legend_format(legend_format)
+        )
+        panel = panel.with_target(target)
+    return panel
 
 
 def _dashboard(
-    uid: str, title: str, panels: list[tuple[str, list[tuple[str, str]], str]], flow_metric: str
-) -> dict[str, Any]:
-    built = [
-        _panel(i + 1, title_, exprs, unit, (i % 2) * 12, (i // 2) * 8)
-        for i, (title_, exprs, unit) in enumerate(panels)
-    ]
-    return {
-        "uid": uid,
-        "title": title,
-        "tags": ["dingdee"],
-        "timezone": "browser",
-        "schemaVersion": 39,
-        "version": 1,
-        "editable": False,
-        "refresh": "30s",
-        "time": {"from": "now-6h", "to": "now"},
-        "templating": {
-            "list": [
-                {
-                    "name": "flow",
-                    "label": "流程 flow",
-                    "type": "query",
-                    "datasource": DATASOURCE,
-                    "query": {"query": f"label_values({flow_metric}, flow)", "refId": "flow"},
-                    "definition": f"label_values({flow_metric}, flow)",
-                    "includeAll": True,
-                    "allValue": ".*",
-                    "multi": True,
-                    "refresh": 2,
-                    "current": {"text": "All", "value": "$__all"},
-                }
-            ]
-        },
-        "panels": built,
-        "annotations": {"list": []},
-    }
+    uid: str, title: str, panels: list[tuple[str, list[Query], str]], flow_metric: str
+) -> Dashboard:
+    flow = (
+        dashboard.QueryVariable("flow")
+        .label("流程 flow")
+        .datasource(DATASOURCE)
+        .query(f"label_values({flow_metric}, flow)")
+        .include_all(True)
+        .all_value(".*")
+        .multi(True)
+        .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .current(VariableOption(selected=True, text="All", value="$__all"))
+    )
+    board = (
+        dashboard.Dashboard(title)
+        .uid(uid)
+        .tags(["dingdee"])
+        .timezone("browser")
+        .version(1)
+        .readonly()
+        .refresh("30s")
+        .time("now-6h", "now")
+        .with_variable(flow)
+    )
+    for i, (title_, exprs, unit) in enumerate(panels):
+        board = board.with_panel(_panel(i + 1, title_, exprs, unit, (i % 2) * 12, (i // 2) * 8))
+    return board.build()
 
 
-def pipeline() -> dict[str, Any]:
+def pipeline() -> Dashboard:
     panels = [
         (
             "Records in per stage (/s)",
@@ -183,7 +192,7 @@ def pipeline() -> dict[str, Any]:
     )
 
 
-def dingtalk() -> dict[str, Any]:
+def dingtalk() -> Dashboard:
     req = "dingdee_dingtalk_requests_total"
     panels = [
         ("Requests per API (/s)", [(f"sum by (api) (rate({req}[5m]))", "{{api}}")], "ops"),
@@ -285,7 +294,7 @@ def dingtalk() -> dict[str, Any]:
     )
 
 
-def kingdee() -> dict[str, Any]:
+def kingdee() -> Dashboard:
     rows = f"sum by (outcome) (rate(dingdee_loader_rows_total{F}[5m]))"
     panels = [
         (
@@ -352,7 +361,7 @@ DASHBOARDS = {"pipeline.json": pipeline, "dingtalk.json": dingtalk, "kingdee.jso
 def render() -> dict[str, str]:
     """File name → JSON text of every dashboard."""
     return {
-        name: json.dumps(build(), indent=2, ensure_ascii=False) + "\n"
+        name: json.dumps(build(), cls=JSONEncoder, indent=2, ensure_ascii=False) + "\n"
         for name, build in DASHBOARDS.items()
     }
 

@@ -83,8 +83,8 @@ async def test_msgcodes_that_blame_the_record_dead_letter_it_naming_the_row(
     await knob(kd, row_msgcode_numbers={"R2": code})
     kc, lane, metrics = client(kd)
     done = await KingdeeSink(kc, FAST, metrics).write(lane, pending(["R1", "R2", "R3"]))
-    assert outcomes(done) == {"R1": "saved", "R2": "dead_letter", "R3": "saved"}
-    (letter,) = [r for r in done if r.outcome == "dead_letter"]
+    assert outcomes(done) == {"R1": "saved", "R2": "dead_lettered", "R3": "saved"}
+    (letter,) = [r for r in done if r.outcome == "dead_lettered"]
     assert letter.error_class is ErrorClass.PERMANENT
     assert "FBillNo: 单据编号为“R2”的单据" in (letter.message or "")
     assert stored(kd) == ["R1", "R3"]

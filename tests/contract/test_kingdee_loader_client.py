@@ -183,7 +183,7 @@ class TestSink:
             "W4",
             "W5",
         }
-        assert outcomes["W3"] == "dead_letter"
+        assert outcomes["W3"] == "dead_lettered"
         assert sorted(r.number for r in kd.state.store.bills(FORM)) == [
             "W0",
             "W1",

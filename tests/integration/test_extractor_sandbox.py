@@ -300,6 +300,10 @@ async def test_sweep_finds_instances_the_listing_showed_late(
     assert set(emitted) == set(created)
     found = registry.get_sample_value("dingdee_extractor_sweep_found_total", {"flow": "petty-cash"})
     assert found == len(created)
+    stage = {"stage": "extractor", "flow": "petty-cash"}
+    assert registry.get_sample_value("dingdee_records_in_total", stage) == len(created)
+    out = registry.get_sample_value("dingdee_records_out_total", {**stage, "outcome": "emitted"})
+    assert out == len(created)
     petty = next(p for p in app.pollers if p.source.flow == "petty-cash")
     assert petty.cp.swept_until_ms > START_MS + 11 * 10 * 60_000, "the sweep covered them"
 
@@ -464,6 +468,7 @@ async def test_an_id_dingtalk_does_not_know_is_dead_lettered_as_permanent(
     dead = registry.get_sample_value
     assert dead("dingdee_dlq_records_total", {**labels, "error_class": "permanent"}) == 1
     assert dead("dingdee_dlq_records_total", {**labels, "error_class": "exhausted"}) is None
+    assert dead("dingdee_records_out_total", {**labels, "outcome": "dead_lettered"}) == 1
 
 
 async def test_a_monthly_budget_stretches_polling_and_the_month_is_reported(

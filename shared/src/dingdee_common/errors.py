@@ -18,6 +18,7 @@ __all__ = [
     "FatalError",
     "PermanentError",
     "PoisonMessageError",
+    "RetryExhaustedError",
     "TransientError",
     "Verdict",
     "classify",
@@ -80,6 +81,17 @@ class BackpressureError(TransientError):
     """
 
 
+class RetryExhaustedError(TransientError):
+    """A transient error outlived its retry budget: the record becomes ``exhausted``."""
+
+    def __init__(self, last: TransientError, attempts: int) -> None:
+        super().__init__(
+            f"gave up after {attempts} attempts: {last}", code=last.error_type, field=last.field
+        )
+        self.last = last
+        self.attempts = attempts
+
+
 class PermanentError(DingdeeError):
     """The downstream (or the mapping) rejected *this record* for its data: dead-letter at once."""
 
@@ -99,6 +111,7 @@ class Decision(enum.Enum):
     """What a consumer does with a failed record."""
 
     RETRY = "retry"
+    PAUSE = "pause"  # back-pressure: hold the records, pause consuming, probe the destination
     DEAD_LETTER = "dead_letter"
     CRASH = "crash"
 
@@ -111,19 +124,31 @@ class Verdict:
     message: str
 
 
+# The taxonomy's one table, most specific first: exception types → decision, dead-letter class.
+_ACTIONS: tuple[tuple[tuple[type[BaseException], ...], Decision, ErrorClass | None], ...] = (
+    ((RetryExhaustedError,), Decision.DEAD_LETTER, ErrorClass.EXHAUSTED),
+    ((BackpressureError,), Decision.PAUSE, None),
+    ((TransientError,), Decision.RETRY, None),
+    ((PoisonMessageError,), Decision.DEAD_LETTER, ErrorClass.POISON),
+    ((PermanentError,), Decision.DEAD_LETTER, ErrorClass.PERMANENT),
+    ((FatalError,), Decision.CRASH, None),
+    ((TimeoutError, asyncio.TimeoutError, ConnectionError, OSError), Decision.RETRY, None),
+)
+
+
 def classify(exc: BaseException) -> Verdict:
-    """The one place that decides retry, dead-letter or crash for any exception."""
+    """The one place that decides retry, pause, dead-letter or crash for any exception.
+
+    Each service maps the decision to its action in one place (the transformer's
+    ``pipeline._dead_letter_verdict``, the loader's ``KingdeeSink._failed``, the extractor's
+    ``FlowPoller._fetch_one``): retry in place, pause on back-pressure, dead-letter with the
+    verdict's error class, or crash.
+    """
     message = str(exc) or type(exc).__name__
-    if isinstance(exc, TransientError):
-        return Verdict(Decision.RETRY, None, exc.error_type, message)
-    if isinstance(exc, PoisonMessageError):
-        return Verdict(Decision.DEAD_LETTER, ErrorClass.POISON, exc.error_type, message)
-    if isinstance(exc, PermanentError):
-        return Verdict(Decision.DEAD_LETTER, ErrorClass.PERMANENT, exc.error_type, message)
-    if isinstance(exc, FatalError):
-        return Verdict(Decision.CRASH, None, exc.error_type, message)
-    if isinstance(exc, (TimeoutError, asyncio.TimeoutError, ConnectionError, OSError)):
-        return Verdict(Decision.RETRY, None, type(exc).__name__, message)
+    for types, decision, error_class in _ACTIONS:
+        if isinstance(exc, types):
+            error_type = exc.error_type if isinstance(exc, DingdeeError) else type(exc).__name__
+            return Verdict(decision, error_class, error_type, message)
     # Anything unexpected is a bug in our code for this record: crash-looping would block the
     # partition forever, so it is dead-lettered as poison with its type for a human to look at.
     return Verdict(Decision.DEAD_LETTER, ErrorClass.POISON, type(exc).__name__, message)

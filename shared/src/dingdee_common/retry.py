@@ -10,23 +10,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from dingdee_common.errors import TransientError
+from dingdee_common.errors import RetryExhaustedError, TransientError
 from dingdee_common.settings import RetrySettings
 
 __all__ = ["RetryExhaustedError", "backoff_delay", "retry_transient", "retry_until_ok"]
 
 T = TypeVar("T")
-
-
-class RetryExhaustedError(TransientError):
-    """A transient error outlived its retry budget; the record becomes ``exhausted``."""
-
-    def __init__(self, last: TransientError, attempts: int) -> None:
-        super().__init__(
-            f"gave up after {attempts} attempts: {last}", code=last.error_type, field=last.field
-        )
-        self.last = last
-        self.attempts = attempts
 
 
 def backoff_delay(attempt: int, policy: RetrySettings, rng: random.Random | None = None) -> float:

@@ -151,6 +151,6 @@ class TestRealMetricNames:
     def test_dashboards_use_real_metrics(self, name: str) -> None:
         board = json.loads((OBS / "dashboards" / name).read_text(encoding="utf-8"))
         exprs = " ".join(t["expr"] for p in board["panels"] for t in p["targets"])
-        exprs += " " + board["templating"]["list"][0]["definition"]
+        exprs += " " + board["templating"]["list"][0]["query"]
         unknown = _used_metrics(exprs) - _catalogued()
         assert not unknown, f"{name} uses metrics no service registers: {sorted(unknown)}"

@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from dingdee_common.outcomes import Outcome
+
 ROOT = Path(__file__).resolve().parents[3]
 CATALOGUE = ROOT / "docs" / "metrics.md"
 SERVICES = ("extractor", "transformer", "loader")
@@ -77,3 +79,13 @@ class TestMetricsCatalogue:
             others = set(SERVICES) - services
             for service in others:
                 assert name not in by_service[service], f"docs/metrics.md: add {service} to {name}"
+
+    def test_records_out_lists_exactly_the_outcome_vocabulary(self) -> None:
+        row = next(
+            line
+            for line in CATALOGUE.read_text(encoding="utf-8").splitlines()
+            if line.startswith("| `dingdee_records_out_total`")
+        )
+        meaning = row.rstrip(" |").rsplit("|", 1)[1]
+        documented = set(re.findall(r"`([a-z_]+)`", meaning))
+        assert documented == {o.value for o in Outcome}, documented

@@ -5,11 +5,13 @@ from __future__ import annotations
 import pytest
 
 from dingdee_common.errors import (
+    BackpressureError,
     Decision,
     ErrorClass,
     FatalError,
     PermanentError,
     PoisonMessageError,
+    RetryExhaustedError,
     TransientError,
     classify,
 )
@@ -20,6 +22,12 @@ class TestClassify:
         ("exc", "decision", "error_class"),
         [
             (TransientError("busy", retry_after=1.0), Decision.RETRY, None),
+            (BackpressureError("Kingdee down"), Decision.PAUSE, None),
+            (
+                RetryExhaustedError(TransientError("busy"), attempts=5),
+                Decision.DEAD_LETTER,
+                ErrorClass.EXHAUSTED,
+            ),
             (TimeoutError("read timed out"), Decision.RETRY, None),
             (ConnectionResetError("reset"), Decision.RETRY, None),
             (

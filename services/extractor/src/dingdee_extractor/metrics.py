@@ -8,7 +8,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from dingdee_common.observability.metrics import LATENCY_BUCKETS, StageMetrics
 
-__all__ = ["ExtractorMetrics"]
+__all__ = ["STAGE", "ExtractorMetrics"]
+
+STAGE = "extractor"
 
 
 @dataclass
@@ -37,7 +39,7 @@ class ExtractorMetrics:
     @classmethod
     def create(cls, registry: CollectorRegistry) -> ExtractorMetrics:
         return cls(
-            stage=StageMetrics.create(registry, "extractor"),
+            stage=StageMetrics.create(registry, STAGE),
             requests=Counter(
                 "dingdee_dingtalk_requests_total",
                 "DingTalk API calls by app, API and errcode/sub_code (0 = success)",

@@ -22,12 +22,14 @@ import orjson
 from aiokafka.errors import KafkaError
 
 from dingdee_common.contracts import Checkpoint, EmittedInstance, OpenInstance
-from dingdee_common.errors import ErrorClass, PermanentError, TransientError
+from dingdee_common.errors import ErrorClass, PermanentError, TransientError, classify
 from dingdee_common.kafka.dlq import DeadLetterPublisher, SourceRecord
 from dingdee_common.observability.logging import get_logger
+from dingdee_common.outcomes import Outcome
 from dingdee_common.quota import CallKind, count_call, count_cycle
 from dingdee_common.retry import RetryExhaustedError, retry_transient
 from dingdee_common.settings import RetrySettings
+from dingdee_extractor import planning
 from dingdee_extractor.dingtalk.client import DingTalkClient, DingTalkUnavailableError, IdPage
 from dingdee_extractor.emitter import Emitter, Trigger
 from dingdee_extractor.fingerprint import fingerprint, is_terminal
@@ -39,25 +41,16 @@ from dingdee_extractor.gapnet import (
     prompt,
     uncovered,
 )
-from dingdee_extractor.metrics import ExtractorMetrics
+from dingdee_extractor.metrics import STAGE, ExtractorMetrics
+from dingdee_extractor.planning import DAY_MS, split_windows
 from dingdee_extractor.settings import EventsSettings, PollSettings
 
-__all__ = ["FlowPoller", "split_windows"]
+__all__ = ["DAY_MS", "FlowPoller", "split_windows"]
 
 log = get_logger(__name__)
 
-DAY_MS = 86_400_000
 MAX_PAGE = 20  # the largest listids page (contract §2.1)
 DETAIL_SOURCE = "dingtalk.processinstance.get"  # not a Kafka topic: replay refuses it
-
-
-def split_windows(start_ms: int, end_ms: int, max_ms: int) -> Iterator[tuple[int, int]]:
-    """``[start, end]`` cut into inclusive windows no wider than ``max_ms``."""
-    lo = start_ms
-    while lo <= end_ms:
-        hi = min(end_ms, lo + max_ms - 1)
-        yield lo, hi
-        lo = hi + 1
 
 
 def create_time_ms(instance: dict[str, Any], tz: ZoneInfo, fallback: int) -> int:
@@ -154,7 +147,9 @@ class FlowPoller:
             if not self._is_new(instance_id):
                 return False
             with self._rewound_on_broker_failure():
-                first = create_ms + self._paced_ms(self._poll.open_recheck_initial_seconds)
+                first = create_ms + planning.paced_ms(
+                    self._poll, self._poll.open_recheck_initial_seconds, self.pace
+                )
                 self._open[instance_id] = OpenInstance(
                     create_time_ms=create_ms, next_check_ms=first
                 )
@@ -194,12 +189,15 @@ class FlowPoller:
     async def _cycle(self) -> None:
         now = self._clock()
         p = self._poll
-        end = now - int(p.settle_seconds * 1000)
-        if self._until_ms is not None:
-            end = min(end, self._until_ms)
-        floor = max(self.source.start_ms(), now - int(p.lookback_max_days * DAY_MS) + 60_000)
-        fresh_from = max(floor, self.cp.watermark_ms - int(p.overlap_seconds * 1000))
-        start = self._ride_along(fresh_from, end)
+        plan = planning.cycle_range(
+            p,
+            now=now,
+            watermark=self.cp.watermark_ms,
+            flow_start=self.source.start_ms(),
+            swept_until=self.cp.swept_until_ms,
+            until_ms=self._until_ms,
+        )
+        start, fresh_from, end = plan.start, plan.fresh_from, plan.end
         listed = 0
         self._verify_now = False
         windows, end = self._planned(start, end, now)
@@ -213,7 +211,7 @@ class FlowPoller:
             if self._on_window is not None:
                 self._on_window(lo, hi, len(ids))
         await self._check_empty(listed, now)
-        due = [i for i, o in self._open.items() if o.next_check_ms <= now]
+        due = planning.due(self._open, now)
         if due:
             await self._fetch(due, hint_ms=now, trigger="poll")
         if self._verify_now:  # the gap's listing was this flow's verification
@@ -296,7 +294,7 @@ class FlowPoller:
         # a gap brings the verification forward: one listing from where the last one ended
         # through the gap costs what listing the gap alone would (a page holds 20 ids)
         self._verify_now = True
-        lo = min(self._sweep_from(now), gaps[0][0])
+        lo = min(self._sweep_range(now)[0], gaps[0][0])
         return list(split_windows(lo, gaps[-1][1], width)), end
 
     def _long_gap_closed(self) -> bool:
@@ -314,34 +312,12 @@ class FlowPoller:
             if known.next_check_ms > now:
                 self._open[instance_id] = known.model_copy(update={"next_check_ms": now})
 
-    def _sweep_from(self, now: int) -> int:
-        p = self._poll
-        return max(
-            self.source.start_ms(),
-            now - int(p.sweep_lookback_days * DAY_MS),
-            self.cp.swept_until_ms,
-        )
-
-    def _ride_along(self, fresh_from: int, end: int) -> int:
-        """Where this cycle's listing starts: the sweep rides along when that is cheap.
-
-        When the creation times not yet re-listed since they settled end shortly before this
-        cycle's window (at most the window's own length before it), the window simply starts
-        there: one listing instead of a window and a sweep, and the sweep finds nothing left.
-        """
-        swept = self.cp.swept_until_ms
-        if self._coverage is not None:
-            return fresh_from
-        if self._until_ms is None and 0 < fresh_from - swept <= end - fresh_from:
-            return swept
-        return fresh_from
-
     def _listed_settled(self, lo: int, hi: int, now: int) -> None:
         """Creation times listed at least ``sweep_delay`` after they passed need no sweep."""
         swept = self.cp.swept_until_ms
-        if swept == 0 or lo <= swept:  # a first window, or one contiguous with the swept part
-            settled = min(hi + 1, now - int(self._poll.sweep_delay_seconds * 1000))
-            self.cp = self.cp.model_copy(update={"swept_until_ms": max(swept, settled)})
+        settled = planning.settled_until(lo, hi, now, swept, self._poll.sweep_delay_seconds)
+        if settled != swept:
+            self.cp = self.cp.model_copy(update={"swept_until_ms": settled})
 
     async def sweep(self, now: int) -> None:
         """Compensation sweep: re-list settled creation times once, fetch any id not known yet.
@@ -352,14 +328,22 @@ class FlowPoller:
         is listed twice in all, and a sweep costs about what the first listing did.
         """
         p = self._poll
-        lo = self._sweep_from(now)
-        hi = min(now - int(p.sweep_delay_seconds * 1000), self.cp.watermark_ms - 1)
+        lo, hi = self._sweep_range(now)
         missed: list[str] = []
         for w_lo, w_hi in split_windows(lo, hi, int(p.window_max_days * DAY_MS)):
             missed += [i for i in await self._list(w_lo, w_hi) if self._is_new(i)]
         await self._fetch(missed, hint_ms=lo, trigger="sweep", late_before=hi + 1)
         swept_until = max(self.cp.swept_until_ms, hi + 1)
         self.cp = self.cp.model_copy(update={"last_sweep_ms": now, "swept_until_ms": swept_until})
+
+    def _sweep_range(self, now: int) -> tuple[int, int]:
+        return planning.sweep_range(
+            self._poll,
+            now=now,
+            watermark=self.cp.watermark_ms,
+            flow_start=self.source.start_ms(),
+            swept_until=self.cp.swept_until_ms,
+        )
 
     def _is_new(self, instance_id: str) -> bool:
         return instance_id not in self._emitted and instance_id not in self._open
@@ -473,14 +457,25 @@ class FlowPoller:
                 except Exception as exc:  # noqa: BLE001 - re-raised below, once all settled
                     failed.append(exc)
 
+        started = time.monotonic()
         await asyncio.gather(*(one(i) for i in ids))
         await self._emitter.flush()
+        if ids:  # a window with nothing to fetch is no pass
+            self._metrics.stage.processing.labels(STAGE).observe(time.monotonic() - started)
         if failed:
             raise failed[0]
 
     async def _fetch_one(
         self, instance_id: str, hint_ms: int, trigger: Trigger, late_before: int | None = None
     ) -> None:
+        """``get`` one instance and emit it if it changed: the extractor's error → action map.
+
+        - transient: retried in place (:meth:`_call`, ``retry_transient``);
+        - retries exhausted because DingTalk as a whole fails: back-pressure (:meth:`_blame`
+          raises ``DingTalkUnavailableError``; the app waits, nothing is lost);
+        - exhausted for this id only, or permanent: the id is kept and re-fetched later, and
+          dead-lettered once with ``classify``'s class (:meth:`_detail_failed`).
+        """
         now = self._clock()
         failed_at: list[float] = []  # when the first attempt failed
 
@@ -500,6 +495,7 @@ class FlowPoller:
         except PermanentError as exc:
             await self._detail_failed(instance_id, hint_ms, now, exc)
             return
+        self._metrics.stage.records_in.labels(STAGE, self.source.flow).inc()
         fp = fingerprint(instance)
         created = create_time_ms(instance, self._tz, hint_ms)
         if late_before is not None and created < late_before and self._is_new(instance_id):
@@ -517,39 +513,22 @@ class FlowPoller:
             if previous is None or previous.fingerprint != fp:
                 await self._emit(instance_id, instance, fp, trigger)
                 self.terminals += previous is None
+            else:
+                self._finished(Outcome.SKIPPED)
             self._emitted[instance_id] = EmittedInstance(fingerprint=fp, create_time_ms=created)
             return
         known = self._open.get(instance_id)
         if known is None or known.fingerprint != fp:
             await self._emit(instance_id, instance, fp, trigger)
+        else:
+            self._finished(Outcome.SKIPPED)
         checks = known.checks + 1 if known else 1
         self._open[instance_id] = OpenInstance(
             create_time_ms=created,
             fingerprint=fp,
-            next_check_ms=self._next_check(checks, now),
+            next_check_ms=planning.next_check_ms(self._poll, checks, now, self.pace),
             checks=checks,
         )
-
-    def _next_check(self, checks: int, now: int) -> int:
-        """Back off exponentially from the initial delay, capped."""
-        p = self._poll
-        delay = min(
-            p.open_recheck_max_seconds,
-            p.open_recheck_initial_seconds * p.open_recheck_factor ** (checks - 1),
-        )
-        return now + self._paced_ms(delay)
-
-    def _paced_ms(self, delay_s: float) -> int:
-        """A re-check delay slowed as much as the monthly budget slows polling (``pace``).
-
-        Re-checks of open instances are most of what polling spends; a budget that stretches
-        the poll interval stretches them too, but never beyond a day (or the configured cap).
-        """
-        if self.pace <= 1.0:
-            return int(delay_s * 1000)
-        p = self._poll
-        cap = max(p.open_recheck_max_seconds, p.budget_max_interval_seconds)
-        return int(min(delay_s * self.pace, max(cap, delay_s)) * 1000)
 
     def _defer_young(self, ids: list[str], lo: int, now: int) -> list[str]:
         """New ids to fetch now; ids from a window younger than the initial delay wait for it.
@@ -558,7 +537,9 @@ class FlowPoller:
         first ``get`` is scheduled at ``window start + initial delay`` instead of spending a call
         on a snapshot that will change.
         """
-        first_check = lo + self._paced_ms(self._poll.open_recheck_initial_seconds)
+        first_check = lo + planning.paced_ms(
+            self._poll, self._poll.open_recheck_initial_seconds, self.pace
+        )
         fresh = [i for i in ids if self._is_new(i)]
         if first_check <= now:
             return fresh
@@ -578,6 +559,10 @@ class FlowPoller:
             trigger=trigger,
         )
         self._metrics.emitted.labels(self.source.flow, str(instance.get("status", ""))).inc()
+        self._finished(Outcome.EMITTED)
+
+    def _finished(self, outcome: Outcome) -> None:
+        self._metrics.stage.records_out.labels(STAGE, self.source.flow, outcome.value).inc()
 
     async def _detail_failed(
         self, instance_id: str, hint_ms: int, now: int, exc: TransientError | PermanentError
@@ -615,9 +600,7 @@ class FlowPoller:
             }
         )
         record = SourceRecord(DETAIL_SOURCE, -1, -1, instance_id.encode(), value)
-        error_class = (
-            ErrorClass.EXHAUSTED if isinstance(exc, TransientError) else ErrorClass.PERMANENT
-        )
+        error_class = classify(exc).error_class or ErrorClass.EXHAUSTED
         await self._dlq.publish(
             record,
             error_class=error_class,
@@ -628,7 +611,8 @@ class FlowPoller:
             ),
             attempts=failures,
         )
-        self._metrics.stage.dead_letters.labels("extractor", self.source.flow, error_class).inc()
+        self._metrics.stage.dead_letters.labels(STAGE, self.source.flow, error_class.value).inc()
+        self._finished(Outcome.DEAD_LETTERED)
 
     # ---- checkpointing -----------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from dingdee_common.kafka.topics import Topics
 from dingdee_common.observability.logging import get_logger
 from dingdee_common.observability.server import Health
 from dingdee_common.observability.tracing import batch_links, consume_span, tracer
+from dingdee_common.outcomes import Outcome
 from dingdee_loader.backpressure import Outage
 from dingdee_loader.batcher import Batches, OffsetTracker, Pending, Resolution
 from dingdee_loader.kingdee.client import KingdeeClient, Lane
@@ -209,9 +210,9 @@ class LoaderApp:
             "loader.batch.written",
             form_id=batch[0].bill.form_id,
             bills=len(batch),
-            saved=sum(r.outcome == "saved" for r in resolutions),
-            already_exists=sum(r.outcome == "already_exists" for r in resolutions),
-            dead_lettered=sum(r.outcome == "dead_letter" for r in resolutions),
+            saved=sum(r.outcome is Outcome.SAVED for r in resolutions),
+            already_exists=sum(r.outcome is Outcome.ALREADY_EXISTS for r in resolutions),
+            dead_lettered=sum(r.outcome is Outcome.DEAD_LETTERED for r in resolutions),
             held=len(batch) - len(resolutions),
             lane=lane.index,
         )

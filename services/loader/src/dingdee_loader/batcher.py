@@ -18,6 +18,7 @@ from dingdee_common import codec
 from dingdee_common.contracts.v1 import BillReady
 from dingdee_common.errors import ErrorClass
 from dingdee_common.kafka.dlq import SourceRecord
+from dingdee_common.outcomes import Outcome
 
 __all__ = ["Batches", "OffsetTracker", "Pending", "Resolution"]
 
@@ -39,7 +40,7 @@ class Resolution:
     """The final outcome of one bill: saved, already_exists, or a dead letter."""
 
     pending: Pending
-    outcome: str  # "saved" | "already_exists" | "dead_letter"
+    outcome: Outcome  # SAVED, ALREADY_EXISTS or DEAD_LETTERED
     kingdee_id: int | None = None
     number: str | None = None
     message: str | None = None

@@ -22,13 +22,20 @@ from dingdee_common.kafka.dlq import DeadLetterPublisher, SourceRecord
 from dingdee_common.kafka.topics import Topics
 from dingdee_common.observability.logging import get_logger
 from dingdee_common.observability.server import Health
+from dingdee_common.outcomes import Outcome
 from dingdee_loader.batcher import OffsetTracker, Pending, Resolution
 from dingdee_loader.metrics import STAGE, LoaderMetrics
 
 __all__ = ["Settler"]
 
 log = get_logger(__name__)
-_OUTCOMES = {"saved": BillOutcome.SAVED, "already_exists": BillOutcome.ALREADY_EXISTS}
+
+
+def _row_label(r: Resolution) -> str:
+    """``dingdee_loader_rows_total{outcome}``: a dead letter as ``rejected`` or ``exhausted``."""
+    if r.outcome is not Outcome.DEAD_LETTERED:
+        return r.outcome.value
+    return ErrorClass.EXHAUSTED.value if r.error_class is ErrorClass.EXHAUSTED else "rejected"
 
 
 class Settler:
@@ -96,7 +103,7 @@ class Settler:
             flow=p.bill.flow,
             bill_key=p.bill.bill_key,
             form_id=p.bill.form_id,
-            outcome=_OUTCOMES.get(r.outcome, BillOutcome.FAILED),
+            outcome=BillOutcome.of(r.outcome),
             kingdee_id=r.kingdee_id,
             number=r.number,
             message=r.message,
@@ -124,11 +131,11 @@ class Settler:
         counting only the dead letters as they go out made 6 % of rejected rows look like 44 of
         50 and tripped it.
         """
-        done = [r for r in resolutions if r.outcome != "dead_letter"]
+        done = [r for r in resolutions if r.outcome is not Outcome.DEAD_LETTERED]
         for _ in done:
             self._guard(None)
         for r in resolutions:
-            if r.outcome != "dead_letter" or r.error_class is None:
+            if r.outcome is not Outcome.DEAD_LETTERED or r.error_class is None:
                 continue
             async with self.dlq_lock:  # one at a time, so the guard stops at its exact limit
                 if self.guard.tripped:
@@ -169,10 +176,8 @@ class Settler:
         age = (utcnow() - p.bill.mapped_at).total_seconds()
         self.metrics.stage.record_age.labels(STAGE, p.bill.flow).observe(max(age, 0.0))
         flow = p.bill.flow
-        outcome = "dead_lettered" if r.outcome == "dead_letter" else r.outcome
-        self.metrics.stage.records_out.labels(STAGE, flow, outcome).inc()
-        row = r.error_class.value if r.error_class is ErrorClass.EXHAUSTED else r.outcome
-        self.metrics.rows.labels(flow, "rejected" if row == "dead_letter" else row).inc()
+        self.metrics.stage.records_out.labels(STAGE, flow, r.outcome.value).inc()
+        self.metrics.rows.labels(flow, _row_label(r)).inc()
         if r.error_class is not None:
             self.metrics.stage.dead_letters.labels(STAGE, flow, r.error_class.value).inc()
 

@@ -18,15 +18,16 @@ backoff and full jitter. When the retries run out the question is whose fault it
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from dingdee_common.contracts.v1 import BillReady
 from dingdee_common.errors import BackpressureError, ErrorClass, TransientError
 from dingdee_common.observability.logging import get_logger
-from dingdee_common.retry import backoff_delay
+from dingdee_common.outcomes import Outcome
+from dingdee_common.retry import RetryExhaustedError, retry_transient
 from dingdee_common.settings import RetrySettings
 from dingdee_loader.batcher import Pending, Resolution
 from dingdee_loader.kingdee.client import KingdeeClient, KingdeeConfigError, Lane
@@ -80,6 +81,17 @@ class KingdeeAvailability:
         return self.failures_in_a_row >= self._limit
 
 
+@dataclass
+class _Run:
+    """One batch on its way through :meth:`KingdeeSink.write`."""
+
+    todo: list[Pending]
+    suspect: bool
+    resolved: list[Resolution] = field(default_factory=list)
+    started: float = 0.0  # when the current call began
+    failing_since: float | None = None  # when the first failed call began
+
+
 class KingdeeSink:
     """Writes one batch (same FormId and options) to Kingdee until every bill has an outcome."""
 
@@ -108,7 +120,7 @@ class KingdeeSink:
             lane, bill.form_id, bill.number_field, [p.bill.bill_key for p in todo]
         )
         done = [
-            Resolution(p, "already_exists", found[p.bill.bill_key], p.bill.bill_key)
+            Resolution(p, Outcome.ALREADY_EXISTS, found[p.bill.bill_key], p.bill.bill_key)
             for p in todo
             if p.bill.bill_key in found
         ]
@@ -136,14 +148,18 @@ class KingdeeSink:
             if row is None:
                 left.append(p)
             elif row.kind is RowKind.SAVED:
-                done.append(Resolution(p, "saved", row.kingdee_id, row.number or p.bill.bill_key))
+                done.append(
+                    Resolution(p, Outcome.SAVED, row.kingdee_id, row.number or p.bill.bill_key)
+                )
             elif row.kind is RowKind.EXISTS:
-                done.append(Resolution(p, "already_exists", None, p.bill.bill_key, row.message))
+                done.append(
+                    Resolution(p, Outcome.ALREADY_EXISTS, None, p.bill.bill_key, row.message)
+                )
             else:
                 done.append(
                     Resolution(
                         p,
-                        "dead_letter",
+                        Outcome.DEAD_LETTERED,
                         message=f"Kingdee rejected bill {p.bill.bill_key}: {row.message}",
                         error_class=ErrorClass.PERMANENT,
                         error_type="kingdee_row_rejected",
@@ -158,42 +174,54 @@ class KingdeeSink:
             KingdeeUnavailableError: Kingdee as a whole is failing; carries the bills resolved so
                 far and the ones to hold (each marked suspect: a failed call may have committed).
         """
-        todo = list(batch)
-        resolved: list[Resolution] = []
-        suspect = self._always or any(p.suspect for p in batch)
-        deadline = time.monotonic() + self._retry.deadline_seconds
-        failing_since: float | None = None
-        attempt = 0
-        while todo:
-            attempt += 1
-            started = time.monotonic()
-            try:
-                if suspect:
-                    todo, done = await self._precheck(lane, todo)
-                    resolved += done
-                    if not todo:
-                        break
-                suspect = False
-                todo, done = await self._save(lane, todo)
-                resolved += done
-            except TransientError as exc:
-                self.availability.failed()
-                # the call may have reached Kingdee: ask before anything is sent again
-                suspect = True
-                failing_since = started if failing_since is None else failing_since
-                delay = max(backoff_delay(attempt, self._retry), exc.retry_after or 0.0)
-                spent = attempt >= self._retry.max_attempts or time.monotonic() + delay > deadline
-                # a refused login, permission or licence is no bill's fault: wait at once
-                if isinstance(exc, KingdeeConfigError) or self._unavailable(failing_since, spent):
-                    for p in todo:
-                        p.suspect = True
-                    raise KingdeeUnavailableError(exc, resolved, todo) from exc
-                if spent:
-                    resolved += [self._exhausted(p, exc, attempt) for p in todo]
-                    break
-                self._log_retry(todo, attempt, delay, exc)
-                await asyncio.sleep(delay)
-        return resolved
+        run = _Run(list(batch), suspect=self._always or any(p.suspect for p in batch))
+
+        def on_retry(exc: TransientError, attempt: int, delay: float) -> None:
+            self._failed(run, exc, spent=False)
+            self._log_retry(run.todo, attempt, delay, exc)
+
+        try:
+            await retry_transient(lambda: self._attempt(lane, run), self._retry, on_retry=on_retry)
+        except RetryExhaustedError as exc:
+            self._failed(run, exc.last, spent=True)
+            run.resolved += [self._exhausted(p, exc.last, exc.attempts) for p in run.todo]
+        return run.resolved
+
+    async def _attempt(self, lane: Lane, run: _Run) -> None:
+        """Precheck (when a call may have reached Kingdee) and save until every bill is resolved.
+
+        Packages an all-or-nothing answer left unsaved are sent again at once, in the same attempt.
+        """
+        while run.todo:
+            run.started = time.monotonic()
+            if run.suspect:
+                run.todo, done = await self._precheck(lane, run.todo)
+                run.resolved += done
+                if not run.todo:
+                    return
+            run.suspect = False
+            run.todo, done = await self._save(lane, run.todo)
+            run.resolved += done
+
+    def _failed(self, run: _Run, exc: TransientError, *, spent: bool) -> None:
+        """The loader's error → action map for a failed Kingdee call (DESIGN §4).
+
+        - Kingdee refuses the loader (login, permission, licence) or fails as a whole:
+          back-pressure, :class:`KingdeeUnavailableError` (hold the bills, pause, probe);
+        - else, budget left: retry, after a precheck (the call may have reached Kingdee);
+        - else, budget spent while other bills were saved: the rest is dead-lettered
+          ``exhausted`` (:meth:`write`).
+
+        A row Kingdee rejects for its data is dead-lettered ``permanent`` (:meth:`_save`), an
+        undecodable record ``poison`` (the app); neither is a failed call.
+        """
+        self.availability.failed()
+        run.suspect = True
+        run.failing_since = run.started if run.failing_since is None else run.failing_since
+        if isinstance(exc, KingdeeConfigError) or self._unavailable(run.failing_since, spent):
+            for p in run.todo:
+                p.suspect = True
+            raise KingdeeUnavailableError(exc, run.resolved, run.todo) from exc
 
     def _unavailable(self, failing_since: float, spent: bool) -> bool:
         """Kingdee's fault: calls fail in a row everywhere, or no bill was saved since this batch
@@ -227,7 +255,7 @@ class KingdeeSink:
     def _exhausted(p: Pending, exc: TransientError, attempts: int) -> Resolution:
         return Resolution(
             p,
-            "dead_letter",
+            Outcome.DEAD_LETTERED,
             message=f"gave up after {attempts} attempts while other bills were saved: {exc}",
             error_class=ErrorClass.EXHAUSTED,
             error_type=exc.error_type,

@@ -25,10 +25,11 @@ from dingdee_common.floodguard import FloodGuard
 from dingdee_common.kafka.dlq import DeadLetterPublisher, SourceRecord
 from dingdee_common.observability.logging import get_logger
 from dingdee_common.observability.server import Health
+from dingdee_common.outcomes import Outcome
 from dingdee_common.retry import retry_transient
 from dingdee_transformer.metrics import STAGE, TransformerMetrics
 from dingdee_transformer.outbox import Outbox, RecordBatches
-from dingdee_transformer.pipeline import DeadLetter, Emit, Outcome, Processor, Seen
+from dingdee_transformer.pipeline import DeadLetter, Emit, Processed, Processor, Seen
 from dingdee_transformer.settings import TransformerSettings
 
 __all__ = ["BatchLoop", "Offsets", "Producer", "Source"]
@@ -74,7 +75,7 @@ class _Dispatched:
     """A mapped batch whose bills are on their way to the broker."""
 
     messages: Sequence[Message]
-    outcomes: Sequence[Outcome]
+    outcomes: Sequence[Processed]
     sent: list[tuple[Emit, asyncio.Future[Any], int]]  # bill, its batch's future, source partition
     started: float
     wait_seconds: float  # how long the loop waited for these records
@@ -190,7 +191,7 @@ class BatchLoop:
             # Queued like any send: faust flushes its producer before every offset commit.
             await changelog.send()
             for flow, n in counts.items():
-                self.metrics.stage.records_out.labels(STAGE, flow, "bill").inc(n)
+                self.metrics.stage.records_out.labels(STAGE, flow, Outcome.EMITTED.value).inc(n)
         ack = self.offsets.ack
         for message in batch.messages:
             ack(message)
@@ -206,7 +207,7 @@ class BatchLoop:
             settle_seconds=round(done - settling, 4),
         )
 
-    def _observe_lag(self, messages: Sequence[Message], outcomes: Sequence[Outcome]) -> None:
+    def _observe_lag(self, messages: Sequence[Message], outcomes: Sequence[Processed]) -> None:
         """Record age (now - produce time upstream) and the lag left behind this batch.
 
         Lag in seconds is the age of the newest record processed while records remain behind
@@ -245,13 +246,13 @@ class BatchLoop:
             headers=_headers(msg.headers),
         )
 
-    def _process_all(self, records: Sequence[SourceRecord]) -> list[Outcome]:
+    def _process_all(self, records: Sequence[SourceRecord]) -> list[Processed]:
         unsettled = self._unsettled
 
         def seen(pid: str) -> Seen | None:
             return unsettled.get(pid) or self.seen(pid)
 
-        outcomes: list[Outcome] = []
+        outcomes: list[Processed] = []
         for record in records:
             if self.guard.tripped:
                 break
@@ -263,7 +264,7 @@ class BatchLoop:
         return outcomes
 
     async def _send_all(
-        self, records: Sequence[SourceRecord], outcomes: Sequence[Outcome]
+        self, records: Sequence[SourceRecord], outcomes: Sequence[Processed]
     ) -> list[tuple[Emit, asyncio.Future[Any], int]]:
         """Send the batch's bills (not yet confirmed) and dead letters (confirmed), count skips."""
         bills = await Outbox.open(self.producer.record_batches(), self.bills_topic)
@@ -281,7 +282,7 @@ class BatchLoop:
                     self.metrics.skipped.labels(outcome.flow, outcome.reason).inc()
         finally:
             for flow, n in skipped.items():
-                self.metrics.stage.records_out.labels(STAGE, flow, "skipped").inc(n)
+                self.metrics.stage.records_out.labels(STAGE, flow, Outcome.SKIPPED.value).inc(n)
         futures = await bills.send()
         return [(emit, futures[slot], partition) for emit, slot, partition in slots]
 
@@ -355,4 +356,6 @@ class BatchLoop:
             reason=verdict.message[:500],
             **{"kafka.partition": record.partition, "kafka.offset": record.offset},
         )
-        self.metrics.stage.records_out.labels(STAGE, outcome.flow, "dead_letter").inc()
+        self.metrics.stage.records_out.labels(
+            STAGE, outcome.flow, Outcome.DEAD_LETTERED.value
+        ).inc()

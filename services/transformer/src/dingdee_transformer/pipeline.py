@@ -23,7 +23,7 @@ from dingdee_transformer.flowspec import CompiledFlow
 from dingdee_transformer.mapping import MappingError, Skip, map_snapshot
 from dingdee_transformer.metrics import STAGE, TransformerMetrics
 
-__all__ = ["DeadLetter", "Emit", "Outcome", "Processor", "Seen", "Skipped"]
+__all__ = ["DeadLetter", "Emit", "Processed", "Processor", "Seen", "Skipped"]
 
 log = get_logger(__name__)
 SUPPORTED_VERSIONS = frozenset({SCHEMA_VERSION})
@@ -93,7 +93,7 @@ class DeadLetter:
     verdict: Verdict
 
 
-Outcome = Emit | Skipped | DeadLetter
+Processed = Emit | Skipped | DeadLetter
 
 
 def _dead_letter_verdict(exc: BaseException) -> Verdict:
@@ -128,7 +128,7 @@ class Processor:
         """A bounded metric label: the flow id if configured, else ``unknown``."""
         return flow if flow is not None and flow in self._flows else "unknown"
 
-    def process(self, record: SourceRecord, seen: SeenLookup) -> Outcome:
+    def process(self, record: SourceRecord, seen: SeenLookup) -> Processed:
         """Decode, dedup and map one record (never raises; failures become :class:`DeadLetter`).
 
         Inside a CONSUMER span when spans are recorded; otherwise the record's trace headers pass
@@ -147,7 +147,7 @@ class Processor:
 
     def _process(
         self, record: SourceRecord, seen: SeenLookup, span: Span | None, carry: hdr.Headers | None
-    ) -> Outcome:
+    ) -> Processed:
         snapshot: ApprovalSnapshot | None = None
         try:
             snapshot = decode_model(
@@ -178,7 +178,7 @@ class Processor:
 
     def _map(
         self, snapshot: ApprovalSnapshot, seen: SeenLookup, carry: hdr.Headers | None
-    ) -> Outcome:
+    ) -> Processed:
         flow = self._flows.get(snapshot.flow)
         if flow is None:
             raise PermanentError(

@@ -8,6 +8,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from dingdee_common.outcomes import Outcome
+
 __all__ = [
     "SCHEMA_VERSION",
     "ApprovalSnapshot",
@@ -92,9 +94,20 @@ class BillReady(_Message):
 
 
 class BillOutcome(enum.StrEnum):
-    SAVED = "saved"
-    ALREADY_EXISTS = "already_exists"
+    """``bills.result``'s wire values: the loader's ``Outcome`` of a bill (dead letter: failed)."""
+
+    SAVED = Outcome.SAVED.value
+    ALREADY_EXISTS = Outcome.ALREADY_EXISTS.value
     FAILED = "failed"
+
+    @classmethod
+    def of(cls, outcome: Outcome) -> BillOutcome:
+        """The wire value of a loader outcome (``dead_lettered`` is ``failed``)."""
+        if outcome is Outcome.SAVED:
+            return cls.SAVED
+        if outcome is Outcome.ALREADY_EXISTS:
+            return cls.ALREADY_EXISTS
+        return cls.FAILED
 
 
 class BillResult(_Message):

@@ -1,0 +1,92 @@
+"""The loader's batch loop without a broker or Kingdee (``tests/unit/loader/fakes.py``)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+from prometheus_client import CollectorRegistry
+
+from dingdee_common import codec
+from dingdee_common.contracts.v1 import BillReady, BillResult, SourceRef
+from dingdee_common.kafka import headers as hdr
+from dingdee_common.kafka.topics import Topics
+from dingdee_common.observability.server import Health
+from dingdee_loader.app import LoaderApp
+from dingdee_loader.kingdee.models import RowKind, RowResult
+from dingdee_loader.metrics import LoaderMetrics
+from dingdee_loader.settings import KingdeeSettings, LoaderSettings
+from tests.unit.loader.fakes import TP0, FakeConsumer, FakeKingdee, FakeProducer, record
+
+KINGDEE = KingdeeSettings(
+    server_url="http://kingdee/k3cloud", acct_id="a", username="u", app_id="x_y", app_secret="s"
+)
+
+
+def bill(number: str) -> bytes:
+    ready = BillReady(
+        flow="petty-cash",
+        bill_key=number,
+        form_id="ER_ExpReimbursement",
+        model={"FBillNo": number},
+        source=SourceRef(process_instance_id=f"pi-{number}"),
+    )
+    return codec.encode_model(ready)
+
+
+async def run_until_drained(app: LoaderApp, consumer: FakeConsumer) -> None:
+    stop = asyncio.Event()
+    task = asyncio.create_task(app.run(stop))
+    await asyncio.wait_for(consumer.drained.wait(), timeout=10)
+    stop.set()
+    await asyncio.wait_for(task, timeout=10)
+
+
+async def test_a_batch_is_saved_dead_lettered_and_committed_without_a_broker() -> None:
+    headers = hdr.build("petty-cash", "pi")
+    consumer = FakeConsumer(
+        [
+            record(0, bill("B1"), headers),
+            record(1, bill("B2"), headers),
+            record(2, b"not json", headers),
+            record(3, bill("B3"), headers),
+        ]
+    )
+    producer = FakeProducer()
+    kingdee = FakeKingdee(
+        rows={
+            "B1": RowResult(RowKind.SAVED, kingdee_id=11, number="B1"),
+            "B2": RowResult(RowKind.REJECTED, message="amount missing"),
+            "B3": RowResult(RowKind.EXISTS, message="duplicate"),
+        },
+    )
+    registry = CollectorRegistry()
+    metrics = LoaderMetrics.create(registry)
+    settings = LoaderSettings(kingdee=KINGDEE, batch_linger_seconds=0.01)
+    app = LoaderApp(
+        settings, metrics, Health(), cast(Any, consumer), cast(Any, producer), cast(Any, kingdee)
+    )
+    topics = Topics(settings.kafka.topic_prefix)
+    await app.assigned({TP0})
+    await run_until_drained(app, consumer)
+
+    assert kingdee.saves == [["B1", "B2", "B3"]]
+    results = {
+        r.bill_key: r.outcome.value
+        for r in (
+            codec.decode_model(s.value, BillResult, supported_versions=frozenset({1}))
+            for s in producer.to(topics.bills_result)
+        )
+    }
+    assert results == {"B1": "saved", "B2": "failed", "B3": "already_exists"}
+    letters = [dict(s.headers)["dlq-error-class"] for s in producer.to(topics.dlq("loader"))]
+    assert sorted(letters) == [b"permanent", b"poison"]
+    assert consumer.committed[-1] == {TP0: 4}, "every record resolved: commit past the last"
+    out = {
+        outcome: registry.get_sample_value(
+            "dingdee_records_out_total",
+            {"stage": "loader", "flow": "petty-cash", "outcome": outcome},
+        )
+        for outcome in ("saved", "already_exists", "dead_lettered")
+    }
+    assert out == {"saved": 1, "already_exists": 1, "dead_lettered": 1}
