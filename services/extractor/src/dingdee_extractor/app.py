@@ -184,8 +184,7 @@ class ExtractorApp:
             )
             # events mode: a tick calls DingTalk only when something is due (gapnet); the calls
             # follow the approvals, there is no poll interval worth stretching
-            interval = (
-                configured if self._settings.events.enabled else pacer.interval(poller, configured)
-            )
+            # (the pacer still publishes the month's usage, projection and budget)
+            interval = pacer.interval(poller, configured, stretch=not self._settings.events.enabled)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval)

@@ -49,16 +49,20 @@ class BudgetPacer:
         self._clock = clock
         self._paced: dict[str, float] = {}
 
-    def interval(self, poller: FlowPoller, floor_s: float) -> float:
+    def interval(self, poller: FlowPoller, floor_s: float, *, stretch: bool = True) -> float:
         """Seconds until ``poller``'s next cycle; sets its ``pace`` (re-checks slow down as
-        much as polling) and updates the app's quota metrics."""
+        much as polling) and updates the app's quota metrics.
+
+        ``stretch=False`` (events mode: calls follow the approvals, not the clock) keeps the
+        configured interval and only publishes the month's usage, projection and budget.
+        """
         now = self._clock()
         month = month_of(now)
         usage = total_usage([*(p.cp.usage for p in self._pollers), *self._others], self.app, month)
         demand = Demand.measured(usage, now, flows=len(self._pollers))
         remaining_s = max(0.0, (month_bounds_ms(month)[1] - now) / 1000)
         interval = floor_s
-        if self.budget is not None:
+        if self.budget is not None and stretch:
             interval = interval_for_budget(
                 self.budget,
                 usage.calls,
@@ -67,6 +71,7 @@ class BudgetPacer:
                 floor_s=floor_s,
                 ceiling_s=max(floor_s, self._ceiling_s),
             )
+        if self.budget is not None:
             self._metrics.quota_remaining.labels(self.app).set(max(0, self.budget - usage.calls))
         projected = project_month(usage.calls, demand, interval, remaining_s)
         self._metrics.quota_used.labels(self.app).set(usage.calls)
