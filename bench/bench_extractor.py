@@ -11,8 +11,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 import random
 import resource
 import time
@@ -22,6 +20,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from bench.kafka import run_with_bootstrap
 from dingdee_common.contracts import Checkpoint
 from dingdee_common.kafka.clients import make_producer
 from dingdee_common.kafka.dlq import DeadLetterPublisher
@@ -29,7 +28,6 @@ from dingdee_common.kafka.topics import Topics, provision
 from dingdee_common.quota import MONTH_SECONDS, Demand, project_month
 from dingdee_common.settings import KafkaSettings, RetrySettings
 from dingdee_common.web import start_site
-from dingdee_dev.broker import EmbeddedBroker
 from dingdee_extractor.dingtalk.client import DingTalkClient
 from dingdee_extractor.emitter import Emitter
 from dingdee_extractor.flows import FlowSource
@@ -292,12 +290,7 @@ async def run(bootstrap: str) -> None:
 
 
 def main() -> None:
-    external = os.environ.get("DINGDEE_KAFKA__BOOTSTRAP_SERVERS")
-    if external:
-        asyncio.run(run(external))
-        return
-    with EmbeddedBroker() as broker:
-        asyncio.run(run(broker.bootstrap_servers))
+    run_with_bootstrap(run)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ same simulation with a shorter verification interval and asserts on it.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import time
 from collections.abc import Callable
@@ -31,13 +30,13 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry
 
+from bench.kafka import run_with_bootstrap
 from dingdee_common.kafka.clients import make_producer
 from dingdee_common.kafka.topics import provision
 from dingdee_common.observability.server import Health
 from dingdee_common.quota import events_month
 from dingdee_common.settings import KafkaSettings
 from dingdee_common.web import start_site
-from dingdee_dev.broker import EmbeddedBroker
 from dingdee_extractor.app import ExtractorApp
 from dingdee_extractor.dingtalk.client import DingTalkClient
 from dingdee_extractor.emitter import Emitter
@@ -493,12 +492,7 @@ def _report(week: WeekResult, verify_d: float) -> None:
 
 
 def main() -> None:
-    external = os.environ.get("DINGDEE_KAFKA__BOOTSTRAP_SERVERS")
-    if external:
-        asyncio.run(run(external))
-        return
-    with EmbeddedBroker() as broker:
-        asyncio.run(run(broker.bootstrap_servers))
+    run_with_bootstrap(run)
 
 
 if __name__ == "__main__":

@@ -6,14 +6,15 @@ import asyncio
 import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from dingdee_common.kafka.topics import provision
 from dingdee_common.settings import KafkaSettings
 from dingdee_dev.broker import ENV_BOOTSTRAP, EmbeddedBroker
 
-__all__ = ["bench_kafka"]
+__all__ = ["bench_kafka", "run_with_bootstrap"]
 
 
 @contextlib.asynccontextmanager
@@ -34,3 +35,14 @@ async def bench_kafka(workdir: Path) -> AsyncIterator[KafkaSettings]:
     finally:
         if broker is not None:
             await asyncio.to_thread(broker.stop)
+
+
+def run_with_bootstrap(run: Callable[[str], Coroutine[Any, Any, None]]) -> None:
+    """``asyncio.run(run(bootstrap))`` on ``DINGDEE_KAFKA__BOOTSTRAP_SERVERS``, or an embedded
+    broker that lives as long as the run."""
+    external = os.environ.get(ENV_BOOTSTRAP)
+    if external:
+        asyncio.run(run(external))
+        return
+    with EmbeddedBroker() as broker:
+        asyncio.run(run(broker.bootstrap_servers))
