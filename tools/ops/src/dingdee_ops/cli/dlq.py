@@ -3,7 +3,7 @@
 A thin layer over :mod:`dingdee_ops.dlq`: it turns options into a :class:`Selection` and
 :class:`ReplayOptions`, runs the engine and prints the result. Kafka settings come from the same
 ``DINGDEE_KAFKA__*`` variables the services read. Record data is printed only through
-:func:`dingdee_common.terminal.safe` (control characters escaped, long values cut).
+:func:`dingdee_ops.terminal.safe` (control characters escaped, long values cut).
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from rich.text import Text
 from dingdee_common.errors import FatalError
 from dingdee_common.kafka.topics import STAGES, Topics
 from dingdee_common.settings import KafkaSettings, ServiceSettings
-from dingdee_common.terminal import safe
 from dingdee_ops.dlq import ReplayEngine, ReplayOptions, ReplayReport, Selection, parse_time
 from dingdee_ops.dlq.records import DeadLetter
 from dingdee_ops.dlq.render import letter_panel, render_report, summary_table
 from dingdee_ops.dlq.scan import handled_offsets, read_audits, read_dead_letters, was_handled
+from dingdee_ops.terminal import safe
 
 __all__ = ["app"]
 

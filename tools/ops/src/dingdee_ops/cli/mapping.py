@@ -20,7 +20,7 @@ from rich.text import Text
 from dingdee_common import codec
 from dingdee_common.contracts.v1 import ApprovalSnapshot
 from dingdee_common.errors import FatalError
-from dingdee_common.terminal import plain, safe
+from dingdee_ops.terminal import plain, safe
 from dingdee_transformer.flowspec import CompiledFlow, load_compiled
 from dingdee_transformer.mapping import LinkedChangeError, MappingError, Skip, map_snapshot
 

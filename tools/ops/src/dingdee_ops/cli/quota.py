@@ -38,8 +38,8 @@ from dingdee_common.quota import (
 )
 from dingdee_common.runtime import settings_or_exit
 from dingdee_common.settings import ServiceSettings
-from dingdee_common.terminal import safe
 from dingdee_ops.dlq.records import parse_time
+from dingdee_ops.terminal import safe
 
 __all__ = ["app"]
 

@@ -3,7 +3,7 @@
 Exit codes: 0 nothing missing and nothing extra; 1 at least one approved instance has no bill, no
 dead letter and is not in flight, or Kingdee holds an extra bill (DESIGN §5); 2 bad arguments or
 settings. Ids, bill numbers and mapping problems are printed through
-:func:`dingdee_common.terminal.safe`.
+:func:`dingdee_ops.terminal.safe`.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from rich.text import Text
 
 from dingdee_common.errors import FatalError
 from dingdee_common.runtime import settings_or_exit
-from dingdee_common.terminal import safe
 from dingdee_ops.dlq.records import parse_time
 from dingdee_ops.reconcile.engine import ReconcileSettings, reconcile
 from dingdee_ops.reconcile.model import ReconcileReport
+from dingdee_ops.terminal import safe
 
 __all__ = ["app"]
 

@@ -1,7 +1,7 @@
 """Readable (Chinese) terminal output of dead letters and replay runs, with rich.
 
 Everything taken from a record (key, headers, value, error text, flow …) goes through
-:func:`dingdee_common.terminal.safe`; nothing here builds rich markup from record data.
+:func:`dingdee_ops.terminal.safe`; nothing here builds rich markup from record data.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from dingdee_common.terminal import BODY_LIMIT, FIELD_LIMIT, safe
 from dingdee_ops.dlq.records import DeadLetter
 from dingdee_ops.dlq.replay import Action, PlannedRecord, ReplayReport
+from dingdee_ops.terminal import BODY_LIMIT, FIELD_LIMIT, safe
 
 __all__ = ["ACTION_LABELS", "letter_panel", "render_report", "summary_table"]
 

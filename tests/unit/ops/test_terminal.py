@@ -7,7 +7,7 @@ import io
 import pytest
 from rich.console import Console
 
-from dingdee_common.terminal import plain, safe
+from dingdee_ops.terminal import plain, safe
 
 
 class TestPlain:
