@@ -57,6 +57,7 @@ format: install ## ruff format + autofix
 
 typecheck: install ## mypy (strict)
 	$(BIN)/mypy shared/src services/extractor/src services/transformer/src services/loader/src \
+		tests/kafka_fakes.py \
 		services/sandbox/src tools/ops/src tools/dev/src
 
 imports: install ## import-linter: the layers of docs/DESIGN.md "Layout" (dev → ops → services → common)

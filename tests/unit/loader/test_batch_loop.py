@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, cast
 
 from prometheus_client import CollectorRegistry
 
@@ -63,9 +62,7 @@ async def test_a_batch_is_saved_dead_lettered_and_committed_without_a_broker() -
     registry = CollectorRegistry()
     metrics = LoaderMetrics.create(registry)
     settings = LoaderSettings(kingdee=KINGDEE, batch_linger_seconds=0.01)
-    app = LoaderApp(
-        settings, metrics, Health(), cast(Any, consumer), cast(Any, producer), cast(Any, kingdee)
-    )
+    app = LoaderApp(settings, metrics, Health(), consumer, producer, kingdee)
     topics = Topics(settings.kafka.topic_prefix)
     await app.assigned({TP0})
     await run_until_drained(app, consumer)

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from aiokafka.errors import KafkaError
@@ -20,7 +21,7 @@ from aiokafka.errors import KafkaError
 from dingdee_common.contracts import Checkpoint
 from dingdee_common.kafka.dlq import DeadLetterPublisher
 from dingdee_common.settings import RetrySettings
-from dingdee_extractor.dingtalk.client import DingTalkClient
+from dingdee_extractor.dingtalk.client import IdPage
 from dingdee_extractor.emitter import Emitter
 from dingdee_extractor.flows import FlowSource
 from dingdee_extractor.gapnet import Coverage
@@ -28,7 +29,19 @@ from dingdee_extractor.metrics import ExtractorMetrics
 from dingdee_extractor.planning import DAY_MS
 from dingdee_extractor.settings import EventsSettings, PollSettings
 
-__all__ = ["FlowState"]
+__all__ = ["DingTalkCalls", "FlowState"]
+
+
+class DingTalkCalls(Protocol):
+    """What the poller uses of :class:`~dingdee_extractor.dingtalk.client.DingTalkClient`."""
+
+    async def listids(
+        self, app: str, process_code: str, start_ms: int, end_ms: int, cursor: int
+    ) -> IdPage: ...
+
+    async def get(self, app: str, instance_id: str) -> dict[str, Any]: ...
+
+    def answered_since(self, app: str, since: float) -> bool: ...
 
 
 class FlowState:
@@ -39,7 +52,7 @@ class FlowState:
         source: FlowSource,
         checkpoint: Checkpoint | None,
         *,
-        client: DingTalkClient,
+        client: DingTalkCalls,
         emitter: Emitter,
         save: Callable[[Checkpoint], Awaitable[None]],
         dlq: DeadLetterPublisher,

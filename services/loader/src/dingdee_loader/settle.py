@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from dingdee_common import codec
@@ -19,6 +19,7 @@ from dingdee_common.errors import DingdeeError, ErrorClass
 from dingdee_common.floodguard import FloodGuard
 from dingdee_common.kafka import headers as hdr
 from dingdee_common.kafka.dlq import DeadLetterPublisher, SourceRecord
+from dingdee_common.kafka.protocols import BatchConsumer, Producer
 from dingdee_common.kafka.topics import Topics
 from dingdee_common.observability.logging import get_logger
 from dingdee_common.observability.server import Health
@@ -43,8 +44,8 @@ class Settler:
 
     def __init__(
         self,
-        consumer: AIOKafkaConsumer,
-        producer: AIOKafkaProducer,
+        consumer: BatchConsumer,
+        producer: Producer,
         topics: Topics,
         metrics: LoaderMetrics,
         guard: FloodGuard,
