@@ -1,10 +1,14 @@
-"""``python -m dingdee_extractor``: settings, observability, Kafka producer, then the poll loops."""
+"""``dingdee-extractor`` / ``python -m dingdee_extractor``: settings, observability, Kafka producer,
+then the poll loops; ``… backfill`` reads a flow's history instead."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
+from datetime import datetime
+from typing import Annotated
 
+import typer
 from prometheus_client import CollectorRegistry
 
 from dingdee_common.errors import FatalError
@@ -15,7 +19,7 @@ from dingdee_common.observability.tracing import configure_tracing, shutdown_tra
 from dingdee_common.runtime import install_stop_handlers, settings_or_exit
 from dingdee_common.settings import masked
 from dingdee_extractor.app import ExtractorApp
-from dingdee_extractor.backfill import parse_args, run_backfill
+from dingdee_extractor.backfill import BackfillArgs, run_backfill
 from dingdee_extractor.dingtalk.client import DingTalkClient
 from dingdee_extractor.doctor import startup_check
 from dingdee_extractor.flows import load_sources
@@ -27,8 +31,7 @@ __all__ = ["main"]
 SERVICE = "extractor"
 
 
-async def _run(argv: list[str]) -> int:
-    backfill = parse_args(argv[1:]) if argv[:1] == ["backfill"] else None
+async def _run(backfill: BackfillArgs | None) -> int:
     settings = settings_or_exit(ExtractorSettings, SERVICE)
     configure_logging(SERVICE, settings.telemetry)
     log = get_logger(__name__)
@@ -77,13 +80,65 @@ async def _run(argv: list[str]) -> int:
     return code
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the extractor until SIGTERM/SIGINT; 0 on a clean stop, 1 fatal, 2 bad config.
+app = typer.Typer(
+    name="dingdee-extractor",
+    add_completion=False,
+    rich_markup_mode="markdown",  # a docstring's paragraphs are re-wrapped, not cut at its lines
+    pretty_exceptions_show_locals=False,
+)
+_DAY = ["%Y-%m-%d"]
 
-    ``python -m dingdee_extractor backfill --flow F --from YYYY-MM-DD`` reads history instead.
+
+@app.callback(invoke_without_command=True)
+def serve(ctx: typer.Context) -> None:
+    """DingTalk approvals (events + polling) → Kafka approvals.raw.
+
+    Without a command: run the extractor until SIGTERM/SIGINT; exit codes 0 on a clean stop,
+    1 fatal, 2 bad configuration. Settings come from the `DINGDEE_*` environment (README).
     """
-    return asyncio.run(_run(sys.argv[1:] if argv is None else argv))
+    if ctx.invoked_subcommand is None:
+        raise typer.Exit(asyncio.run(_run(None)))
+
+
+@app.command()
+def backfill(
+    flow: Annotated[str, typer.Option(help="flow id from flows.yaml")],
+    start: Annotated[
+        datetime, typer.Option("--from", formats=_DAY, help="first day to read (flow timezone)")
+    ],
+    end: Annotated[
+        datetime | None,
+        typer.Option("--to", formats=_DAY, help="first day not to read [default: now]"),
+    ] = None,
+    chunk_days: Annotated[float, typer.Option(min=0.001, help="days per listids window")] = 1.0,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow/--no-follow",
+            help="after the history, keep re-fetching its open instances until they finish",
+        ),
+    ] = True,
+) -> None:
+    """Read one flow's history, chunked and resumable, beside live polling.
+
+    Progress is checkpointed under `backfill:<flow>` after every acknowledged chunk: a killed
+    backfill resumes where it stopped. Exit codes: 0 done, 130 stopped early, 1 fatal,
+    2 bad configuration.
+    """
+    args = BackfillArgs(
+        flow=flow,
+        start=start.date(),
+        end=end.date() if end else None,
+        chunk_days=chunk_days,
+        no_follow=not follow,
+    )
+    raise typer.Exit(asyncio.run(_run(args)))
+
+
+def main() -> None:
+    """The ``dingdee-extractor`` command (``--help`` lists what it does)."""
+    app(prog_name="dingdee-extractor")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

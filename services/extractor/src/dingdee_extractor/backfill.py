@@ -1,6 +1,7 @@
 """Backfill: read a flow's history from a start date, chunked, resumable, beside live polling.
 
-``python -m dingdee_extractor backfill --flow F --from 2025-12-01 [--to 2026-03-01]``. Progress is
+``dingdee-extractor backfill --flow F --from 2025-12-01 [--to 2026-03-01]`` (or
+``python -m dingdee_extractor backfill …``; the command line is ``__main__``). Progress is
 checkpointed under the key ``backfill:<flow>`` after every chunk whose snapshots were acked, so a
 killed backfill resumes where it stopped (re-reading at most one chunk). Instances that are still
 open when the history is read are re-fetched on the usual schedule until they finish.
@@ -8,8 +9,8 @@ open when the history is read are re-fetched on the usual schedule until they fi
 
 from __future__ import annotations
 
-import argparse
 import asyncio
+from dataclasses import dataclass
 from datetime import date, datetime, time
 from zoneinfo import ZoneInfo
 
@@ -30,19 +31,20 @@ from dingdee_extractor.outage import OutageWatch
 from dingdee_extractor.poller import FlowPoller
 from dingdee_extractor.settings import ExtractorSettings
 
-__all__ = ["parse_args", "run_backfill"]
+__all__ = ["BackfillArgs", "run_backfill"]
 
 log = get_logger(__name__)
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="dingdee-extractor backfill", description=__doc__)
-    parser.add_argument("--flow", required=True, help="flow id from flows.yaml")
-    parser.add_argument("--from", dest="start", type=date.fromisoformat, required=True)
-    parser.add_argument("--to", dest="end", type=date.fromisoformat, default=None)
-    parser.add_argument("--chunk-days", type=float, default=1.0, help="days per listids window")
-    parser.add_argument("--no-follow", action="store_true", help="exit once history is read")
-    return parser.parse_args(argv)
+@dataclass(frozen=True)
+class BackfillArgs:
+    """What to read: ``[start, end)`` of one flow, in windows of ``chunk_days``."""
+
+    flow: str
+    start: date
+    end: date | None = None
+    chunk_days: float = 1.0
+    no_follow: bool = False  # exit once the history is read, leaving open instances to polling
 
 
 def _ms(day: date, tz: str) -> int:
@@ -50,7 +52,7 @@ def _ms(day: date, tz: str) -> int:
 
 
 async def run_backfill(
-    args: argparse.Namespace,
+    args: BackfillArgs,
     settings: ExtractorSettings,
     source: FlowSource,
     producer: AIOKafkaProducer,
@@ -59,7 +61,7 @@ async def run_backfill(
     health: Health,
     stop: asyncio.Event,
 ) -> int:
-    """Read ``[--from, --to)`` of one flow; return 0 when done, 130 when stopped early.
+    """Read ``[start, end)`` of one flow; return 0 when done, 130 when stopped early.
 
     A DingTalk outage is waited out (``OutageWatch``), resuming from the last chunk.
     """
