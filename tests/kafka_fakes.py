@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaTimeoutError
 
 from dingdee_common.kafka.protocols import BatchConsumer, Producer, RecordBatches
 
@@ -133,12 +134,14 @@ class FakeProducer:
     """aiokafka's producer: single records (``send``, ``send_and_wait``) and record batches.
 
     Every record is acknowledged at once, except that the first ``fail_batches`` record batches
-    fail; ``sent`` holds every acknowledged record, in order.
+    fail and, while ``unacked`` is set, single records time out (a frozen broker); ``sent``
+    holds every acknowledged record, in order.
     """
 
     def __init__(self, *, partitions: int = 3, fail_batches: int = 0) -> None:
         self.partitions = partitions
         self.fail_batches = fail_batches
+        self.unacked = False
         self.sent: list[Sent] = []
 
     def to(self, topic: str) -> list[Sent]:
@@ -152,27 +155,22 @@ class FakeProducer:
     async def send(
         self,
         topic: str,
+        *,
         value: bytes | None = None,
         key: bytes | None = None,
         partition: int | None = None,
-        timestamp_ms: int | None = None,
         headers: list[tuple[str, bytes]] | None = None,
     ) -> asyncio.Future[Any]:
-        self.sent.append(Sent(topic, partition, key, value, list(headers or [])))
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self.unacked:
+            done.set_exception(KafkaTimeoutError())
+            return done
+        self.sent.append(Sent(topic, partition, key, value, list(headers or [])))
         done.set_result(None)
         return done
 
-    async def send_and_wait(
-        self,
-        topic: str,
-        value: bytes | None = None,
-        key: bytes | None = None,
-        partition: int | None = None,
-        timestamp_ms: int | None = None,
-        headers: list[tuple[str, bytes]] | None = None,
-    ) -> object:
-        return await (await self.send(topic, value, key, partition, timestamp_ms, headers))
+    async def send_and_wait(self, topic: str, **record: Any) -> object:
+        return await (await self.send(topic, **record))
 
     async def partitions_for(self, topic: str) -> set[int]:
         return set(range(self.partitions))

@@ -19,7 +19,9 @@ from typing import Any, Protocol
 
 from aiokafka import ConsumerRecord, TopicPartition
 
-__all__ = ["BatchConsumer", "Producer", "RecordBatches", "RecordSender"]
+__all__ = ["BatchConsumer", "Headers", "Producer", "RecordBatches", "RecordSender"]
+
+Headers = list[tuple[str, bytes]]  # as aiokafka takes and delivers them
 
 
 class BatchConsumer(Protocol):
@@ -46,13 +48,7 @@ class RecordSender(Protocol):
     """One record, sent and acknowledged (``AIOKafkaProducer.send_and_wait``)."""
 
     async def send_and_wait(
-        self,
-        topic: str,
-        value: bytes | None = None,
-        key: bytes | None = None,
-        partition: int | None = None,
-        timestamp_ms: int | None = None,
-        headers: list[tuple[str, bytes]] | None = None,
+        self, topic: str, *, value: bytes | None, key: bytes | None, headers: Headers
     ) -> object: ...
 
 
@@ -61,13 +57,7 @@ class Producer(RecordSender, Protocol):
     future resolves once the broker acknowledged the record."""
 
     async def send(
-        self,
-        topic: str,
-        value: bytes | None = None,
-        key: bytes | None = None,
-        partition: int | None = None,
-        timestamp_ms: int | None = None,
-        headers: list[tuple[str, bytes]] | None = None,
+        self, topic: str, *, value: bytes | None, key: bytes | None, headers: Headers
     ) -> asyncio.Future[Any]: ...
 
 

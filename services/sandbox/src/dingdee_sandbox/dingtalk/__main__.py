@@ -8,30 +8,25 @@ Stops cleanly on SIGTERM/SIGINT.
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from dingdee_common.web import serve_until_stopped
+from dingdee_sandbox.cli import Host, Port, PortFile, command_line
 from dingdee_sandbox.dingtalk.app import create_app
 from dingdee_sandbox.dingtalk.state import Faults, State
 
 __all__ = ["app", "main"]
 
-app = typer.Typer(
-    name="dingdee-sandbox-dingtalk",
-    add_completion=False,
-    rich_markup_mode="markdown",
-    pretty_exceptions_show_locals=False,
-)
+app = command_line("dingdee-sandbox-dingtalk")
 
 
 @app.command()
 def serve(
-    host: str = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="0: any free port (see --port-file)")] = 8091,
-    port_file: Annotated[Path | None, typer.Option(help="where to write the bound port")] = None,
+    host: Host = "127.0.0.1",
+    port: Port = 8091,
+    port_file: PortFile = None,
     demo: Annotated[int, typer.Option(help="petty-cash approvals to seed (+N/15 dept)")] = 0,
     seed: Annotated[int, typer.Option(help="seed of the demo data")] = 7,
     now_ms: Annotated[int | None, typer.Option(help="start on a manual clock at this time")] = None,

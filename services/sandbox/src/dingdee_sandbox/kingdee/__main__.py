@@ -7,13 +7,13 @@ Prints ``listening on http://HOST:PORT`` and writes the bound port to ``--port-f
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from pydantic import ValidationError
 
 from dingdee_common.web import serve_until_stopped
+from dingdee_sandbox.cli import Host, Port, PortFile, command_line
 from dingdee_sandbox.kingdee.app import create_app
 from dingdee_sandbox.kingdee.masterdata import seed_synthetic_employees
 from dingdee_sandbox.kingdee.state import SandboxConfig, SandboxState
@@ -21,19 +21,14 @@ from dingdee_sandbox.kingdee.state import SandboxConfig, SandboxState
 __all__ = ["app", "main"]
 
 _D = SandboxConfig()  # the defaults; every option but the first three is a SandboxConfig field
-app = typer.Typer(
-    name="dingdee-sandbox-kingdee",
-    add_completion=False,
-    rich_markup_mode="markdown",
-    pretty_exceptions_show_locals=False,
-)
+app = command_line("dingdee-sandbox-kingdee")
 
 
 @app.command()
 def serve(
-    host: str = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="0: any free port (see --port-file)")] = 8090,
-    port_file: Annotated[Path | None, typer.Option(help="where to write the bound port")] = None,
+    host: Host = "127.0.0.1",
+    port: Port = 8090,
+    port_file: PortFile = None,
     acct_id: str = _D.acct_id,
     username: str = _D.username,
     password: str = _D.password,
