@@ -1,7 +1,7 @@
 """Backfill: read a flow's history from a start date, chunked, resumable, beside live polling.
 
-``dingdee-extractor backfill --flow F --from 2025-12-01 [--to 2026-03-01]`` (or
-``python -m dingdee_extractor backfill …``; the command line is ``__main__``). Progress is
+``dingdee backfill --flow F --from 2025-12-01 [--to 2026-03-01]`` (the operator CLI, which shows
+the progress; it runs :func:`dingdee_extractor.runner.run`). Progress is
 checkpointed under the key ``backfill:<flow>`` after every chunk whose snapshots were acked, so a
 killed backfill resumes where it stopped (re-reading at most one chunk). Instances that are still
 open when the history is read are re-fetched on the usual schedule until they finish.
@@ -10,12 +10,12 @@ open when the history is read are re-fetched on the usual schedule until they fi
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from zoneinfo import ZoneInfo
 
 from aiokafka import AIOKafkaProducer
-from rich.progress import Progress
 
 from dingdee_common.contracts import Checkpoint
 from dingdee_common.kafka.dlq import DeadLetterPublisher
@@ -31,9 +31,11 @@ from dingdee_extractor.outage import OutageWatch
 from dingdee_extractor.poller import FlowPoller
 from dingdee_extractor.settings import ExtractorSettings
 
-__all__ = ["BackfillArgs", "run_backfill"]
+__all__ = ["BackfillArgs", "Progress", "run_backfill"]
 
 log = get_logger(__name__)
+
+Progress = Callable[[int, int], None]  # (ms of history read, ms to read): after every window
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ async def run_backfill(
     metrics: ExtractorMetrics,
     health: Health,
     stop: asyncio.Event,
+    progress: Progress | None = None,
 ) -> int:
     """Read ``[start, end)`` of one flow; return 0 when done, 130 when stopped early.
 
@@ -74,10 +77,9 @@ async def run_backfill(
     chunk = settings.poll.model_copy(
         update={"window_max_days": args.chunk_days, "overlap_seconds": 0.0}
     )
-    progress = Progress()
-    total_ms = (until or int(datetime.now().timestamp() * 1000)) - start
-    task = progress.add_task(f"backfill {source.flow}", total=max(total_ms, 1))
-    progress.update(task, completed=checkpoint.watermark_ms - start)
+    total_ms = max((until or int(datetime.now().timestamp() * 1000)) - start, 1)
+    shown = progress or (lambda done, total: None)
+    shown(checkpoint.watermark_ms - start, total_ms)
 
     async def save(cp: Checkpoint) -> None:
         await store.save(cp, key=key)
@@ -94,14 +96,13 @@ async def run_backfill(
         retry=settings.retry,
         concurrency=settings.dingtalk.get_concurrency,
         until_ms=until,
-        on_window=lambda lo, hi, n: progress.update(task, completed=hi - start),
+        on_window=lambda lo, hi, n: shown(hi - start, total_ms),
     )
     watch = OutageWatch(settings.outage, metrics, health, [source.app])
-    with progress:
+    await watch.cycle(poller, stop)
+    while poller.cp.open_instances and not args.no_follow and not stop.is_set():
+        await asyncio.sleep(min(60.0, settings.poll.open_recheck_initial_seconds))
         await watch.cycle(poller, stop)
-        while poller.cp.open_instances and not args.no_follow and not stop.is_set():
-            await asyncio.sleep(min(60.0, settings.poll.open_recheck_initial_seconds))
-            await watch.cycle(poller, stop)
     log.info(
         "extractor.backfill.finished",
         flow=source.flow,
