@@ -11,7 +11,7 @@ PACKAGES := -e shared -e services/sandbox -e services/extractor -e services/tran
 # dingtalk-stream: only the events test uses it (the official client against the sandbox gateway)
 DEV_TOOLS := pytest pytest-asyncio pytest-timeout pytest-xdist hypothesis ruff mypy types-PyYAML \
 	kubernetes-validate kingdee-cdp-webapi-sdk dingtalk-stream import-linter \
-	grafana-foundation-sdk
+	grafana-foundation-sdk selenium
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 # The suite mostly waits (outages, group joins, faust assignment): tests run in parallel workers,
