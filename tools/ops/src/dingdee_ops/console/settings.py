@@ -59,9 +59,8 @@ class ConsoleBlock(BaseModel):
     trace_url: str | None = Field(
         default=None, description="tracing UI link with {trace_id}, e.g. https://jaeger/trace/…"
     )
-    doctor_report: Path | None = Field(default=None, description="`dingdee doctor --json` output")
-    reconcile_report: Path | None = Field(
-        default=None, description="`dingdee reconcile --json` output"
+    doctor_report: Path | None = Field(
+        default=None, description="a file holding `dingdee doctor --json` output, shown on /flows"
     )
 
     @model_validator(mode="after")

@@ -62,7 +62,7 @@ class ConsoleMetrics:
 
 @dataclass(frozen=True)
 class Report:
-    """The last ``doctor`` or ``reconcile`` result, when a JSON report file is configured."""
+    """The last ``doctor`` result, when its JSON report file is configured."""
 
     title: str
     missing: str | None = None
@@ -84,9 +84,8 @@ def _report(title: str, path: Path | None) -> Report:
     found = data.get("checks")
     checks: list[Any] = found if isinstance(found, list) else []
     levels = [c.get("level") for c in checks if isinstance(c, dict)]
-    summary = f"{len(levels)} checks, {levels.count('error')} error(s), "
-    summary += f"{levels.count('warning')} warning(s)" if checks else ""
-    summary = summary if checks else str(data.get("summary") or data.get("outcome") or "")
+    errors, warnings = levels.count("error"), levels.count("warning")
+    summary = f"{len(levels)} checks, {errors} error(s), {warnings} warning(s)"
     return Report(title, ok=bool(data.get("ok")), summary=summary, when=when)
 
 
@@ -113,10 +112,7 @@ class ConsoleState:
         self._wake = asyncio.Event()
 
     def reports(self) -> list[Report]:
-        return [
-            _report("上次体检 Last doctor", self.config.doctor_report),
-            _report("上次对账 Last reconcile", self.config.reconcile_report),
-        ]
+        return [_report("上次体检 Last doctor", self.config.doctor_report)]
 
     async def refresh(self) -> None:
         """Read the topics and the services' readiness once; never raises for a broker outage."""
