@@ -168,6 +168,13 @@ async def test_console_in_a_browser(
         assert text(browser, ".journey .bill-number") == "BYJ" + claim["business_id"]
         shot(browser, "2-approval")
 
+        # try a mapping: the extracted snapshot picked from its journey becomes the same bill
+        await click(browser, ".journey a[href^='/try']")
+        await click(browser, "#preview")
+        assert text(browser, "#bill-key") == "BYJ" + claim["business_id"]
+        assert "FEntity[0].FTaxSubmitAmt" in text(browser, "#bill")
+        shot(browser, "2b-try-a-mapping")
+
         # the dead letter produced on purpose: listed, opened, dry-run, then replayed
         async def listed() -> bool:
             await load(browser, f"{base}/dlq?stage=transformer&key={pid}")
@@ -177,6 +184,11 @@ async def test_console_in_a_browser(
         await click(browser, "#letters tr.letter a")
         assert "FEntity" in text(browser, "#reason")
         shot(browser, "3-dead-letter")
+        letter_page = browser.current_url
+        await click(browser, "a[href^='/try?letter=']")  # the same engine says why
+        await click(browser, "#preview")
+        assert "FEntity" in text(browser, "#errors")
+        await load(browser, letter_page)
         await click(browser, "#dry-run")
         assert text(browser, ".report .outcome") == "dry_run"
         assert text(browser, ".report .planned-replay") == "1"
@@ -213,6 +225,13 @@ async def test_console_in_a_browser(
             )
         assert refused.status_code == 403 and "operators only" in refused.text
         shot(browser, "6-viewer")
+
+        # a phone: the flow page fits the screen's width (tables scroll inside their boxes)
+        await asyncio.to_thread(browser.set_window_size, 390, 844)
+        await load(browser, f"{base}/flows")
+        width = browser.execute_script("return document.documentElement.scrollWidth")
+        assert width <= 390, f"the page is {width}px wide on a 390px screen"
+        shot(browser, "7-phone-flows")
     finally:
         stop.set()
         code = await asyncio.wait_for(task, 120)
