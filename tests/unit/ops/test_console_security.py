@@ -1,0 +1,50 @@
+"""The console's sign-in pieces without a server: signed cookies, CSRF tokens, settings that must
+not start, and the doctor report the flows page shows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+from pydantic import SecretStr, ValidationError
+
+from dingdee_ops.console.security import OPERATOR, VIEWER, Identity, Signer
+from dingdee_ops.console.settings import ConsoleBlock
+from dingdee_ops.console.state import _report
+
+
+def test_a_cookie_round_trips_and_any_change_or_expiry_is_refused() -> None:
+    signer = Signer("s3cret")
+    who = Identity("local-operator", OPERATOR, "n1")
+    cookie = signer.cookie(who, 60)
+    assert signer.read_cookie(cookie) == who
+    data, mac = cookie.split(".")
+    forged = Signer("other").cookie(Identity("local-operator", OPERATOR, "n1"), 60)
+    assert signer.read_cookie(forged) is None, "signed with another secret"
+    assert signer.read_cookie(data + "." + mac[:-2] + "AA") is None
+    assert signer.read_cookie(data) is None
+    assert signer.read_cookie(signer.cookie(who, -1)) is None, "expired"
+    viewer = Identity("local-viewer", VIEWER, "n2")
+    assert signer.csrf(viewer) != signer.csrf(who) != Signer("other").csrf(who)
+    assert signer.csrf(who) == signer.csrf(Identity("local-operator", OPERATOR, "n1"))
+
+
+def test_settings_refuse_what_would_be_unsafe() -> None:
+    with pytest.raises(ValidationError, match="needs DINGDEE_CONSOLE__TOKEN"):
+        ConsoleBlock()
+    with pytest.raises(ValidationError, match="PROXY_SECRET"):
+        ConsoleBlock(auth="proxy", host="0.0.0.0")  # noqa: S104 - the case being refused
+    assert ConsoleBlock(auth="proxy").host == "127.0.0.1"
+    ok = ConsoleBlock(auth="proxy", host="0.0.0.0", proxy_secret=SecretStr("p-Kd81"))  # noqa: S104
+    assert "p-Kd81" not in repr(ok)
+
+
+def test_the_doctor_report(tmp_path: Path) -> None:
+    assert _report("doctor", None).missing
+    path = tmp_path / "doctor.json"
+    assert _report("doctor", path).missing, "no file yet"
+    checks = [{"level": "ok"}, {"level": "warning"}, {"level": "error"}]
+    path.write_bytes(orjson.dumps({"ok": False, "checks": checks}))
+    report = _report("doctor", path)
+    assert (report.ok, report.summary) == (False, "3 checks, 1 error(s), 1 warning(s)")
