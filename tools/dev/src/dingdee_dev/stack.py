@@ -59,7 +59,7 @@ class StackConfig:
 
     kingdee_args: tuple[str, ...] = ()
     console: bool = False  # also start the web console (``make run`` does)
-    console_env: dict[str, str] = field(default_factory=dict)
+    console_env: dict[str, str] = field(default_factory=dict)  # extra DINGDEE_CONSOLE__* settings
 
 
 async def start_sandbox(
@@ -113,6 +113,8 @@ class Stack:
         # the console's local sign-in tokens: operator (printed by make run) and viewer
         self.console_token = secrets.token_urlsafe(24)
         self.console_viewer_token = secrets.token_urlsafe(24)
+        self.console_session_secret = secrets.token_urlsafe(32)
+        self.console_port = 0
         self.console_url = ""
 
     @property
@@ -143,9 +145,8 @@ class Stack:
         for name in self.config.services:
             self.start_service(name)
         if self.config.console:
-            self.console_url = (
-                f"http://127.0.0.1:{self.ops_ports.setdefault('console-ui', free_port())}"
-            )
+            self.console_port = free_port()
+            self.console_url = f"http://127.0.0.1:{self.console_port}"
             self.start_service("console")
         await asyncio.gather(*(self.wait_alive(name) for name in self.supervised))
 
@@ -159,15 +160,17 @@ class Stack:
         """The console's URL with the operator token (opened once, it becomes a cookie)."""
         return f"{self.console_url}/?token={self.console_token}"
 
-    def console_env(self) -> dict[str, str]:
+    def _console_settings(self) -> dict[str, str]:
         """The console's environment: the local token sign-in, the services' ops ports."""
         services = {n: f"http://127.0.0.1:{self.ops_ports[n]}" for n in self.config.services}
         env = {
             "DINGDEE_CONSOLE__HOST": "127.0.0.1",
-            "DINGDEE_CONSOLE__PORT": str(self.ops_ports["console-ui"]),
+            "DINGDEE_CONSOLE__PORT": str(self.console_port),
             "DINGDEE_CONSOLE__AUTH": "token",
             "DINGDEE_CONSOLE__TOKEN": self.console_token,
             "DINGDEE_CONSOLE__VIEWER_TOKEN": self.console_viewer_token,
+            # kept across restarts by the supervisor: a restarted console keeps its sessions
+            "DINGDEE_CONSOLE__SESSION_SECRET": self.console_session_secret,
             "DINGDEE_CONSOLE__REFRESH_SECONDS": "3",
             "DINGDEE_CONSOLE__SERVICES": json.dumps(services),
         }
@@ -202,7 +205,7 @@ class Stack:
                 {DEMO_APP.name: {**demo_app, "monthly_call_budget": 1_000_000_000}}
             )
         if name == "console":
-            env.update(self.console_env())
+            env.update(self._console_settings())
         if name == "loader":
             env["DINGDEE_KINGDEE__SERVER_URL"] = f"{self.kingdee_url}/k3cloud"
             env.update({f"DINGDEE_KINGDEE__{k}": v for k, v in _KINGDEE_DEMO.items()})
