@@ -169,6 +169,9 @@ async def test_console_in_a_browser(
         shot(browser, "2-approval")
 
         # try a mapping: the extracted snapshot picked from its journey becomes the same bill
+        await load(browser, f"{base}/try")
+        assert browser.find_elements(By.CSS_SELECTOR, "a[href^='/try?from=']"), "latest picks"
+        await load(browser, f"{base}/approvals?q={claim['business_id']}")
         await click(browser, ".journey a[href^='/try']")
         await click(browser, "#preview")
         assert text(browser, "#bill-key") == "BYJ" + claim["business_id"]

@@ -124,6 +124,12 @@ async def test_csrf_roles_and_no_secret_in_any_page(console: Client, topics: Top
     assert "&lt;script&gt;" in pages[3]
     assert [a.dry_run for a in await audits(_kafka(), topics)] == [True]
 
+    for pattern, rows in (("script", 1), ("no such reason", 0)):
+        listed = await (await console.get(f"/dlq?state=all&pattern={pattern}")).text()
+        assert listed.count('<tr class="letter">') == rows, pattern
+    bad = await (await console.get("/dlq?pattern=(")).text()
+    assert "错误信息匹配模式无效" in bad
+
     viewer = await signed_in(console, VIEWER)
     refused = await console.post("/dlq/replay", data={**pick, "csrf": viewer, "confirm": "yes"})
     assert refused.status == 403

@@ -3,15 +3,18 @@ not start, and the doctor report the flows page shows."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 import pytest
 from pydantic import SecretStr, ValidationError
 
+from dingdee_ops.cli.reconcile import as_json_report
 from dingdee_ops.console.security import OPERATOR, VIEWER, Identity, Signer
 from dingdee_ops.console.settings import ConsoleBlock
 from dingdee_ops.console.state import _report
+from dingdee_ops.reconcile.model import ReconcileReport
 
 
 def test_a_cookie_round_trips_and_any_change_or_expiry_is_refused() -> None:
@@ -48,3 +51,16 @@ def test_the_doctor_report(tmp_path: Path) -> None:
     path.write_bytes(orjson.dumps({"ok": False, "checks": checks}))
     report = _report("doctor", path)
     assert (report.ok, report.summary) == (False, "3 checks, 1 error(s), 1 warning(s)")
+
+
+def test_the_reconcile_report(tmp_path: Path) -> None:
+    report = ReconcileReport(
+        "petty-cash", datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)
+    )
+    report.instances = 7
+    path = tmp_path / "reconcile.json"
+    path.write_bytes(orjson.dumps(as_json_report(report)))
+    shown = _report("reconcile", path)
+    assert shown.ok
+    assert shown.summary.startswith("petty-cash 2026-11-01T00:00:00+00:00 ~ 2026-12-01")
+    assert "instances 7" in shown.summary and "missing 0" in shown.summary

@@ -22,7 +22,17 @@ from dingdee_ops.dlq.replay import Action
 __all__ = ["DeadLetters"]
 
 CLASSES = ("permanent", "poison", "exhausted")
-FILTERS = ("stage", "flow", "error_class", "error_type", "key", "since", "until", "state")
+FILTERS = (
+    "stage",
+    "flow",
+    "error_class",
+    "error_type",
+    "key",
+    "pattern",
+    "since",
+    "until",
+    "state",
+)
 MAX_PICKS = 500
 
 
@@ -36,7 +46,7 @@ def _selection(f: dict[str, str]) -> Selection:
     """The list page's filters as the CLI's :class:`Selection`.
 
     Raises:
-        ValueError: an unknown stage or a time that is not ISO 8601.
+        ValueError: an unknown stage, a time that is not ISO 8601 or a bad pattern.
     """
 
     def one(name: str) -> frozenset[str]:
@@ -50,6 +60,7 @@ def _selection(f: dict[str, str]) -> Selection:
         error_types=one("error_type"),
         flows=one("flow"),
         keys=one("key"),
+        pattern=f.get("pattern") or None,
     )
 
 

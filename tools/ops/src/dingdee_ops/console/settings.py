@@ -62,6 +62,9 @@ class ConsoleBlock(BaseModel):
     doctor_report: Path | None = Field(
         default=None, description="a file holding `dingdee doctor --json` output, shown on /flows"
     )
+    reconcile_report: Path | None = Field(
+        default=None, description="a file holding `dingdee reconcile --json` output"
+    )
 
     @model_validator(mode="after")
     def _safe(self) -> ConsoleBlock:

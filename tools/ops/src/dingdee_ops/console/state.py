@@ -62,7 +62,7 @@ class ConsoleMetrics:
 
 @dataclass(frozen=True)
 class Report:
-    """The last ``doctor`` result, when its JSON report file is configured."""
+    """The last ``doctor`` or ``reconcile`` result, when its ``--json`` output file is set."""
 
     title: str
     missing: str | None = None
@@ -81,12 +81,21 @@ def _report(title: str, path: Path | None) -> Report:
         return Report(title, missing=f"无结果 no result ({type(exc).__name__})")
     if not isinstance(data, dict):
         return Report(title, missing="无法读取 unreadable report")
+    return Report(title, ok=data.get("ok") is True, summary=_summary(data), when=when)
+
+
+def _summary(data: dict[str, Any]) -> str:
+    """A doctor report's check levels, or a reconcile report's flow, period and counts."""
+    counts = data.get("counts")
+    if isinstance(counts, dict):
+        period = f"{data.get('period_from', '?')} ~ {data.get('period_to', '?')}"
+        shown = ", ".join(f"{k} {v}" for k, v in counts.items())
+        return f"{data.get('flow', '?')} {period}: {shown}"
     found = data.get("checks")
     checks: list[Any] = found if isinstance(found, list) else []
     levels = [c.get("level") for c in checks if isinstance(c, dict)]
     errors, warnings = levels.count("error"), levels.count("warning")
-    summary = f"{len(levels)} checks, {errors} error(s), {warnings} warning(s)"
-    return Report(title, ok=bool(data.get("ok")), summary=summary, when=when)
+    return f"{len(levels)} checks, {errors} error(s), {warnings} warning(s)"
 
 
 class ConsoleState:
@@ -112,7 +121,10 @@ class ConsoleState:
         self._wake = asyncio.Event()
 
     def reports(self) -> list[Report]:
-        return [_report("上次体检 Last doctor", self.config.doctor_report)]
+        return [
+            _report("上次体检 Last doctor", self.config.doctor_report),
+            _report("上次对账 Last reconcile", self.config.reconcile_report),
+        ]
 
     async def refresh(self) -> None:
         """Read the topics and the services' readiness once; never raises for a broker outage."""

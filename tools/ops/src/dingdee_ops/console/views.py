@@ -19,6 +19,7 @@ from dingdee_transformer.mapping import LinkedChangeError, MappingError, Skip, m
 
 __all__ = ["Pages"]
 
+RECENT = 10
 STAGE_LABELS = (
     ("抽取 extracted", "extracted"),
     ("映射 mapped", "mapped"),
@@ -145,6 +146,14 @@ class Pages:
         flow, text = self._picked(request)
         return self._try_page(request, flow, text, {})
 
+    def _recent(self) -> dict[str, Any]:
+        """The latest approvals and transformer dead letters to pick from."""
+        journal = self.state.journal
+        if journal is None:
+            return {"recent": [], "recent_letters": []}
+        letters = [d for d in journal.letters if d.stage != "loader"]
+        return {"recent": journal.snaps[-RECENT:][::-1], "recent_letters": letters[-RECENT:][::-1]}
+
     async def try_post(self, request: web.Request) -> web.Response:
         form = await request.post()
         flow, text = str(form.get("flow", "")), str(form.get("instance", ""))
@@ -188,5 +197,6 @@ class Pages:
             text=text,
             rows=context.pop("rows", []),
             save_request=context.pop("save_request", ""),
+            **self._recent(),
             **context,
         )
