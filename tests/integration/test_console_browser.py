@@ -211,6 +211,10 @@ async def test_console_in_a_browser(
         assert [hdr.get(r.headers, "dlq-replayed-by") for r in copies] == ["local-operator"]
         done = [a for a in await read_audits(stack.kafka, stack.topics) if not a.dry_run]
         assert [a.who for a in done] == ["local-operator"]
+        async with httpx.AsyncClient() as ops:  # the ops port, like every other process
+            metrics = (await ops.get(f"http://127.0.0.1:{stack.ops_ports['console']}/metrics")).text
+        assert 'dingdee_console_replays_total{mode="execute"} 1.0' in metrics
+        assert 'dingdee_console_replays_total{mode="dry_run"} 1.0' in metrics
 
         # viewer: sees the dead letters, has no replay button, and a replay POST is refused
         browser.delete_all_cookies()
