@@ -8,10 +8,13 @@ from pathlib import Path
 
 import orjson
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 from pydantic import SecretStr, ValidationError
 
 from dingdee_ops.cli.reconcile import as_json_report
-from dingdee_ops.console.security import OPERATOR, VIEWER, Identity, Signer
+from dingdee_ops.console.journal import _trace_id
+from dingdee_ops.console.security import OPERATOR, VIEWER, Identity, Signer, sign_in
 from dingdee_ops.console.settings import ConsoleBlock
 from dingdee_ops.console.state import _report
 from dingdee_ops.reconcile.model import ReconcileReport
@@ -64,3 +67,23 @@ def test_the_reconcile_report(tmp_path: Path) -> None:
     assert shown.ok
     assert shown.summary.startswith("petty-cash 2026-11-01T00:00:00+00:00 ~ 2026-12-01")
     assert "instances 7" in shown.summary and "missing 0" in shown.summary
+
+
+def test_sign_in_never_redirects_off_site() -> None:
+    config = ConsoleBlock(token=SecretStr("tok-Q1"))
+    signer = Signer("s")
+    for given, expected in (("/dlq", "/dlq"), ("//evil.example", "/"), ("/\\evil.example", "/")):
+        request = make_mocked_request("GET", f"/signin?token=tok-Q1&next={given}")
+        with pytest.raises(web.HTTPSeeOther) as done:
+            sign_in(config, signer, request)
+        assert done.value.location == expected
+        assert "tok-Q1" not in str(done.value.headers)
+    with pytest.raises(web.HTTPUnauthorized):
+        sign_in(config, signer, make_mocked_request("GET", "/signin?token=nope"))
+
+
+def test_only_a_w3c_trace_id_becomes_a_link() -> None:
+    good = "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert _trace_id([("traceparent", f"00-{good}-00f067aa0ba902b7-01".encode())]) == good
+    assert _trace_id([("traceparent", b'00-javascript:alert(1)"-00f067aa0ba902b7-01')]) is None
+    assert _trace_id([]) is None

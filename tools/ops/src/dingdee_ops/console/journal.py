@@ -7,6 +7,7 @@ latest :class:`Journal`, read with the same readers ``dingdee dlq`` and the test
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from dingdee_ops.dlq.scan import handled_offsets, read_audits, read_window, was_
 __all__ = ["Bill", "Journal", "Journey", "Result", "Snap", "StageCounts", "read_journal"]
 
 _V1 = frozenset({1})
+_TRACE_ID = re.compile(r"[0-9a-f]{32}")
 LOADED = frozenset({BillOutcome.SAVED, BillOutcome.ALREADY_EXISTS})
 
 
@@ -39,7 +41,8 @@ def _when(rec: Any) -> datetime:
 def _trace_id(headers: Iterable[tuple[str, bytes]] | None) -> str | None:
     parent = hdr.get(headers, "traceparent")
     parts = parent.split("-") if parent else []
-    return parts[1] if len(parts) == 4 else None
+    # only a W3C trace id goes into a link: records are hostile input
+    return parts[1] if len(parts) == 4 and _TRACE_ID.fullmatch(parts[1]) else None
 
 
 @dataclass(frozen=True, slots=True)

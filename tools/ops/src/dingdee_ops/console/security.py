@@ -154,7 +154,7 @@ def sign_in(config: ConsoleBlock, signer: Signer, request: web.Request) -> web.S
     if role is None:
         raise web.HTTPUnauthorized(text=_UNAUTHORIZED, content_type="text/html")
     target = request.query.get("next", "/")
-    if not target.startswith("/") or target.startswith("//"):
+    if not target.startswith("/") or target.startswith("//") or "\\" in target:
         target = "/"  # never an open redirect
     response = web.HTTPSeeOther(target)
     who = Identity("local-" + role, role, secrets.token_urlsafe(16))
