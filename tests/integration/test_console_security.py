@@ -5,7 +5,9 @@ any page."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -158,3 +160,23 @@ async def test_proxy_mode_needs_the_proxy_secret_and_maps_groups(
         assert ">viewer<" in await (await client.get("/flows", headers=staff)).text()
         nobody = {"X-Dingdee-Proxy-Secret": PROXY}
         assert (await client.get("/flows", headers=nobody)).status == 401
+
+
+async def test_a_broker_outage_keeps_the_pages_up_and_says_so(
+    seeded: KafkaSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _env(monkeypatch, seeded, token=TOKEN)
+    state = ConsoleState(ConsoleSettings(), CollectorRegistry())
+    await state.refresh()
+    assert state.journal is not None and state.health.ready()[0]
+    with socket.create_server(("127.0.0.1", 0)) as gone:
+        port = gone.getsockname()[1]
+    monkeypatch.setenv("DINGDEE_KAFKA__BOOTSTRAP_SERVERS", f"127.0.0.1:{port}")
+    state.settings = ConsoleSettings()  # the same console, its broker now gone
+    await asyncio.wait_for(state.refresh(), 60)
+    assert state.journal_error and not state.health.ready()[0]
+    assert state.journal is not None and len(state.journal.letters) == 1, "the last data stays"
+    async with TestClient(TestServer(build_app(state))) as client:
+        await signed_in(client, TOKEN)
+        page = await (await client.get("/dlq?state=all")).text()
+    assert "Kafka:" in page and page.count('<tr class="letter">') == 1

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import orjson
+from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from dingdee_common.errors import FatalError
@@ -132,8 +133,8 @@ class ConsoleState:
             self.journal = await read_journal(
                 self.settings.kafka, self.topics, self.config.window_hours
             )
-        except (FatalError, OSError, TimeoutError) as exc:
-            self.journal_error = f"{exc}"
+        except (FatalError, KafkaError, OSError, TimeoutError) as exc:
+            self.journal_error = f"{type(exc).__name__}: {exc}"
             self.health.set_not_ready(f"kafka: {exc}")
             log.warning("console.refresh_failed", error=str(exc))
         else:
