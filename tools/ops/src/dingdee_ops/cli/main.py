@@ -1,5 +1,5 @@
 """``dingdee``: the operator's command line (topics, mapping, dead letters, reconciliation, quota,
-doctor).
+doctor) and the web console.
 
 Each sub-command group is a module of this package; the checks and mappings they run are the
 services' own code, imported like any other dependency.
@@ -14,6 +14,7 @@ import typer
 from dingdee_common.kafka.topics import Topics, provision
 from dingdee_common.settings import ServiceSettings
 from dingdee_ops.cli import dlq, mapping, quota, reconcile
+from dingdee_ops.cli.console import console
 from dingdee_ops.cli.doctor import doctor
 
 app = typer.Typer(
@@ -29,6 +30,7 @@ app.add_typer(dlq.app, name="dlq")
 app.command("reconcile")(reconcile.app)
 app.add_typer(quota.app, name="quota")
 app.command("doctor")(doctor)
+app.command("console")(console)
 
 
 @topics_app.command("create")
