@@ -11,7 +11,7 @@ PACKAGES := -e shared -e services/sandbox -e services/extractor -e services/tran
 # dingtalk-stream: only the events test uses it (the official client against the sandbox gateway)
 DEV_TOOLS := pytest pytest-asyncio pytest-timeout pytest-xdist hypothesis ruff mypy types-PyYAML \
 	kubernetes-validate kingdee-cdp-webapi-sdk dingtalk-stream import-linter \
-	grafana-foundation-sdk
+	grafana-foundation-sdk selenium
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 # The suite mostly waits (outages, group joins, faust assignment): tests run in parallel workers,
@@ -19,7 +19,7 @@ PYTEST_ARGS ?=
 TEST_WORKERS ?= 3
 XDIST := -n $(TEST_WORKERS) --dist load
 
-.PHONY: help install run test test-unit test-integration check lint format typecheck imports bench clean dlq-replay promtool
+.PHONY: help install run test test-unit test-integration check lint format typecheck imports bench clean dlq-replay promtool browser
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -35,14 +35,14 @@ install: $(STAMP) ## Create .venv and install every package with pinned versions
 run: install ## Run the whole pipeline locally (embedded broker + sandboxes) with live progress
 	$(BIN)/dingdee-dev run
 
-test: install promtool ## Install everything and run the whole suite (import layers, then unit → contract → integration → fault)
+test: install promtool browser ## Install everything and run the whole suite (import layers, then unit → contract → integration → fault)
 	$(BIN)/lint-imports
 	$(BIN)/pytest $(XDIST) $(PYTEST_ARGS)
 
 test-unit: install ## Unit tests only (no network)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-test-integration: install ## Integration and fault tests (embedded broker)
+test-integration: install browser ## Integration and fault tests (embedded broker)
 	$(BIN)/pytest $(XDIST) tests/integration tests/fault $(PYTEST_ARGS)
 
 check: lint typecheck imports ## ruff + mypy + import layers
@@ -70,6 +70,13 @@ promtool: ## Install Prometheus (promtool + server) from Debian when missing
 	@command -v promtool >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
 	  else echo "promtool missing: apt-get install prometheus"; fi; }
+
+# the console's browser test drives Debian's Chromium; a CJK font draws its Chinese labels
+browser: ## Install Chromium, chromedriver and a CJK font from Debian when missing
+	@{ [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] && fc-list :lang=zh | grep -q .; } || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    chromium chromium-driver fonts-wqy-microhei >/dev/null; \
+	  else echo "browser missing: apt-get install chromium chromium-driver fonts-wqy-microhei"; fi; }
 
 dlq-replay: install ## Dry-run a DLQ replay: make dlq-replay ARGS="--stage loader"
 	$(BIN)/dingdee dlq replay $(ARGS)

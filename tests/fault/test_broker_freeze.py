@@ -1,5 +1,8 @@
 """The broker frozen or unreachable for 30 s mid-run: every service rides it out, the set is exact.
 
+The clients' request timeout is set well below the outage, so sends in flight fail while it lasts
+(as with aiokafka's default 40 s against a longer outage); the services wait them out.
+
 Each case runs its own embedded broker (the session broker is shared by other tests). *Frozen*:
 SIGSTOP; sockets stay open but nothing answers, requests time out, producers retry their batches.
 *Unreachable*: the broker keeps running behind a TCP proxy that cuts every connection and refuses
@@ -33,6 +36,7 @@ pytestmark = [
 
 ROOT = Path(__file__).resolve().parents[2]
 OUTAGE_SECONDS = 30.0
+REQUEST_TIMEOUT_MS = 8_000
 
 
 class CuttableProxy:
@@ -113,6 +117,9 @@ async def test_broker_outage_for_30s_mid_run_loses_and_duplicates_nothing(
             topic_prefix="outage.",
             # slow Kingdee down so the outage lands while bills are still being written
             kingdee_args=("--latency-package-seconds", "0.03"),
+            # requests time out well inside the outage (aiokafka's default is 40 s): every send
+            # in flight fails and must be waited out, not crash the service or dead-letter
+            env={"DINGDEE_KAFKA__REQUEST_TIMEOUT_MS": str(REQUEST_TIMEOUT_MS)},
         )
         stack = await exits.enter_async_context(Stack(config))
         expectation = await expected_bills(stack)

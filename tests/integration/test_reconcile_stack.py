@@ -33,10 +33,12 @@ def reconcile_env(stack: Stack) -> dict[str, str]:
     return {k: v for k, v in env.items() if k.startswith("DINGDEE_")}
 
 
-async def run_cli(env: dict[str, str], start: datetime, end: datetime) -> tuple[int, str]:
+async def run_cli(
+    env: dict[str, str], start: datetime, end: datetime, *extra: str
+) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", "from dingdee_ops.cli.main import main; main()", "reconcile",
-        "--flow", FLOW, "--from", start.isoformat(), "--to", end.isoformat(),
+        "--flow", FLOW, "--from", start.isoformat(), "--to", end.isoformat(), *extra,
         env={**os.environ, **env, "COLUMNS": "200"}, stdout=PIPE, stderr=STDOUT,
     )  # fmt: skip
     out, _ = await asyncio.wait_for(proc.communicate(), timeout=180)
@@ -95,12 +97,16 @@ async def test_reconcile_before_and_after_the_pipeline(
         )  # fmt: skip
         report = await reconcile(settings, FLOW, start, end)
         code, out = await run_cli(env, start, end)
+        json_code, json_out = await run_cli(env, start, end, "--json")
 
     assert report.ok and not report.missing, report.missing
     assert {e.bill_key for e in report.matched} == petty
     assert report.extra == []
     assert code == 0, out
     assert "无缺失" in out
+    summary = json.loads(json_out)  # what the console's "last reconcile" shows
+    assert json_code == 0 and summary["ok"] is True and summary["flow"] == FLOW
+    assert summary["counts"] == report.counts()
 
 
 def _apps(env: dict[str, str]) -> object:

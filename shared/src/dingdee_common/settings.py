@@ -61,11 +61,22 @@ class KafkaSettings(_Block):
         ),
     )
 
+    request_timeout_ms: int = Field(
+        default=40_000,
+        ge=1_000,
+        description=(
+            "how long an aiokafka client waits for the broker to answer one request (aiokafka's "
+            "default). A send not acknowledged in time is retried by the service for as long as "
+            "the broker stays away: it is back-pressure, not an error"
+        ),
+    )
+
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments shared by aiokafka producers, consumers and admin clients."""
         kwargs: dict[str, Any] = {
             "bootstrap_servers": self.bootstrap_servers,
             "security_protocol": self.security_protocol,
+            "request_timeout_ms": self.request_timeout_ms,
         }
         if self.security_protocol in ("SSL", "SASL_SSL"):
             context = ssl.create_default_context(

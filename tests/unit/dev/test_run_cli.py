@@ -46,6 +46,7 @@ def test_defaults_are_make_runs(
     assert config.workdir == tmp_path / ".run"
     assert config.flows_file == ROOT / "config" / "flows.yaml"
     assert config.demo == 300
+    assert config.console, "make run starts the console"
     assert options == RunOptions()
 
 

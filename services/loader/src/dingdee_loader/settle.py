@@ -9,21 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from dingdee_common import codec
 from dingdee_common.contracts.v1 import BillOutcome, BillResult, utcnow
-from dingdee_common.errors import DingdeeError, ErrorClass
+from dingdee_common.errors import DingdeeError, ErrorClass, TransientError
 from dingdee_common.floodguard import FloodGuard
 from dingdee_common.kafka import headers as hdr
+from dingdee_common.kafka.clients import broker_unavailable
 from dingdee_common.kafka.dlq import DeadLetterPublisher, SourceRecord
 from dingdee_common.kafka.protocols import BatchConsumer, Producer
 from dingdee_common.kafka.topics import Topics
 from dingdee_common.observability.logging import get_logger
 from dingdee_common.observability.server import Health
 from dingdee_common.outcomes import Outcome
+from dingdee_common.retry import retry_until_ok
+from dingdee_common.settings import RetrySettings
 from dingdee_loader.batcher import OffsetTracker, Pending, Resolution
 from dingdee_loader.metrics import STAGE, LoaderMetrics
 
@@ -50,6 +54,7 @@ class Settler:
         metrics: LoaderMetrics,
         guard: FloodGuard,
         health: Health,
+        kafka_policy: RetrySettings | None = None,
     ) -> None:
         self.consumer = consumer
         self.producer = producer
@@ -63,6 +68,8 @@ class Settler:
         self.committed: dict[TopicPartition, int] = {}
         self.open_since: dict[tuple[TopicPartition, int], float] = {}
         self.dlq_lock = asyncio.Lock()
+        # the backoff while the broker does not acknowledge (no budget: back-pressure)
+        self.kafka_policy = kafka_policy or RetrySettings(max_backoff_seconds=5.0)
 
     # ---- bookkeeping -------------------------------------------------------------------------
 
@@ -89,8 +96,11 @@ class Settler:
 
     async def poison(self, tp: TopicPartition, source: SourceRecord, exc: DingdeeError) -> None:
         """An undecodable record: dead letter at once, then resolved."""
-        await self.dlq.publish(
-            source, error_class=ErrorClass.POISON, error_type=exc.error_type, message=str(exc)
+        await self._until_acked(
+            "a dead letter",
+            lambda: self.dlq.publish(
+                source, error_class=ErrorClass.POISON, error_type=exc.error_type, message=str(exc)
+            ),
         )
         flow = hdr.get(source.headers, hdr.FLOW) or "unknown"
         self.metrics.stage.dead_letters.labels(STAGE, flow, ErrorClass.POISON.value).inc()
@@ -142,19 +152,65 @@ class Settler:
                 if self.guard.tripped:
                     return  # the rest stays uncommitted: redelivered after an operator restart
                 await self._dead_letter(r, r.error_class)
-        await asyncio.gather(*[await self._send_result(r) for r in done])
+        await self._until_acked("the bills' results", lambda: self._send_results(done))
         for r in done:
             self._resolved(r)
 
+    async def _send_results(self, done: list[Resolution]) -> None:
+        acks = [await self._send_result(r) for r in done]
+        await asyncio.gather(*acks)
+
+    async def _until_acked(self, what: str, send: Callable[[], Awaitable[None]]) -> None:
+        """Run ``send`` until Kafka acknowledges it: a broker that does not answer (frozen,
+        unreachable, electing) is back-pressure, never a crash or a dead letter.
+
+        A send repeated after a timeout may have been written once already: ``bills.result``
+        and the DLQ are at-least-once (as after any restart) and keyed by the bill, while the
+        bill itself was saved once. The bills stay unresolved, so their offsets stay uncommitted.
+        """
+
+        async def once() -> None:
+            try:
+                await send()
+            except KafkaError as exc:
+                if not broker_unavailable(exc):
+                    raise
+                raise TransientError(
+                    f"Kafka did not acknowledge {what} ({type(exc).__name__}: {exc})"
+                ) from exc
+
+        reason: str | None = None
+
+        def waiting(exc: TransientError, attempt: int, delay: float) -> None:
+            nonlocal reason
+            reason = f"{exc.message}; bills held, try {attempt + 1} in {delay:.1f}s"
+            self.health.set_not_ready(reason)
+            self.health.progress()  # waiting on purpose is progress: liveness must hold
+            log.warning(
+                "loader.kafka.unavailable",
+                attempt=attempt,
+                next_in=round(delay, 3),
+                error=exc.message,
+            )
+
+        await retry_until_ok(once, self.kafka_policy, on_retry=waiting)
+        if reason is not None:
+            log.info("loader.kafka.recovered", what=what)
+            if self.health.not_ready_reason == reason:  # nothing else made it not ready since
+                self.health.set_ready()
+
     async def _dead_letter(self, r: Resolution, error_class: ErrorClass) -> None:
-        await self.dlq.publish(
-            r.pending.source,
-            error_class=error_class,
-            error_type=r.error_type or "kingdee_error",
-            message=r.message or "",
-            attempts=max(r.pending.attempts, 1),
-        )
-        await (await self._send_result(r))
+        async def publish() -> None:
+            await self.dlq.publish(
+                r.pending.source,
+                error_class=error_class,
+                error_type=r.error_type or "kingdee_error",
+                message=r.message or "",
+                attempts=max(r.pending.attempts, 1),
+            )
+            await (await self._send_result(r))
+
+        await self._until_acked("a dead letter", publish)
         log.warning(
             "loader.bill.dead_lettered",
             bill_key=r.pending.bill.bill_key,

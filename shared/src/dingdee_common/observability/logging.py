@@ -17,7 +17,39 @@ from opentelemetry import trace
 
 from dingdee_common.settings import TelemetrySettings
 
-__all__ = ["configure_logging", "get_logger"]
+__all__ = ["RepeatFilter", "configure_logging", "get_logger"]
+
+REPEAT_WINDOW_SECONDS = 5.0
+
+
+class RepeatFilter(logging.Filter):
+    """A library's same message at most once per ``window`` seconds, then how many were held back.
+
+    While the broker is unreachable aiokafka logs the same few errors for every fetch, heartbeat
+    and metadata attempt, over a hundred lines a second per service; the first says what is wrong,
+    the rest drowned the services' own ``*.unavailable`` lines. Records are keyed by logger and
+    message template (``record.msg`` before its arguments), so "Failed fetch messages from 1"
+    and "… from 2" are one kind. The next record of a kind after its window carries the count.
+    """
+
+    def __init__(self, window: float = REPEAT_WINDOW_SECONDS) -> None:
+        super().__init__()
+        self.window = window
+        self._seen: dict[tuple[str, str], tuple[float, int]] = {}  # kind → (last shown, held)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        kind = (record.name, str(record.msg))
+        shown = self._seen.get(kind)
+        if shown is not None and record.created - shown[0] < self.window:
+            self._seen[kind] = (shown[0], shown[1] + 1)
+            return False
+        if shown is not None and shown[1]:
+            held = f" [{shown[1]} more like this in the last {record.created - shown[0]:.0f}s]"
+            record.msg = f"{record.msg}{held.replace('%', '%%') if record.args else held}"
+        if len(self._seen) > 10_000:  # a bound on kinds, for templates that embed values
+            self._seen.clear()
+        self._seen[kind] = (record.created, 0)
+        return True
 
 
 def _add_trace_ids(
@@ -72,6 +104,7 @@ def configure_logging(service: str, settings: TelemetrySettings) -> None:
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tail],
         )
     )
+    handler.addFilter(RepeatFilter())
     logging.basicConfig(level=max(level, logging.WARNING), handlers=[handler], force=True)
 
 

@@ -1,7 +1,8 @@
 """``dingdee-dev run`` (what ``make run`` calls): the real pipeline on the embedded default.
 
 Starts the embedded broker (unless ``DINGDEE_KAFKA__BOOTSTRAP_SERVERS`` is set), both sandboxes
-seeded with demo approvals, and the three services; supervises the services (one that exits is
+seeded with demo approvals, the three services and the web console (its URL with a local token is
+printed); supervises the services (one that exits is
 restarted with backoff, as Kubernetes would) and shows live progress until every approved demo
 approval is a bill in the Kingdee sandbox, prints a summary, and keeps showing progress until
 Ctrl-C. A part that does not answer is shown as such; it never stops the run.
@@ -332,7 +333,7 @@ async def run(
         await stack.stop()
         return 1
     supervisor = Supervisor(
-        {name: stack.processes[name] for name in config.services}, options.restart_backoff
+        {name: stack.processes[name] for name in stack.supervised}, options.restart_backoff
     )
     supervising = asyncio.create_task(supervisor.run())
     try:
@@ -343,6 +344,10 @@ async def run(
         console.print(
             "ops ports: " + ", ".join(f"{k} :{v}" for k, v in sorted(stack.ops_ports.items()))
         )
+        if config.console:
+            console.print(
+                f"console {stack.console_link}", markup=False, highlight=False, soft_wrap=True
+            )
         if on_started is not None:
             on_started(stack, supervisor)
         return await _watch(Watcher(stack, supervisor, options), stop, started, options, console)
@@ -429,7 +434,9 @@ def run_command(
     ] = False,
 ) -> None:
     """Run the whole local pipeline with live progress."""
-    config = StackConfig(workdir=workdir or Path.cwd() / ".run", flows_file=flows, demo=demo)
+    config = StackConfig(
+        workdir=workdir or Path.cwd() / ".run", flows_file=flows, demo=demo, console=True
+    )
     options = RunOptions(timeout=timeout, poll_timeout=poll_timeout, exit_when_done=exit_when_done)
     raise typer.Exit(asyncio.run(_main(config, options)))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,8 @@ class StackConfig:
     dingtalk_args: tuple[str, ...] = ()
 
     kingdee_args: tuple[str, ...] = ()
+    console: bool = False  # also start the web console (``make run`` does)
+    console_env: dict[str, str] = field(default_factory=dict)  # extra DINGDEE_CONSOLE__* settings
 
 
 async def start_sandbox(
@@ -107,6 +110,12 @@ class Stack:
         self.dingtalk_url = ""
         self.kingdee_url = ""
         self.topics = Topics(config.topic_prefix)
+        # the console's local sign-in tokens: operator (printed by make run) and viewer
+        self.console_token = secrets.token_urlsafe(24)
+        self.console_viewer_token = secrets.token_urlsafe(24)
+        self.console_session_secret = secrets.token_urlsafe(32)
+        self.console_port = 0
+        self.console_url = ""
 
     @property
     def kafka(self) -> KafkaSettings:
@@ -135,7 +144,38 @@ class Stack:
         self.kingdee_url = await self._start_sandbox("kingdee", *self.config.kingdee_args)
         for name in self.config.services:
             self.start_service(name)
-        await asyncio.gather(*(self.wait_alive(name) for name in self.config.services))
+        if self.config.console:
+            self.console_port = free_port()
+            self.console_url = f"http://127.0.0.1:{self.console_port}"
+            self.start_service("console")
+        await asyncio.gather(*(self.wait_alive(name) for name in self.supervised))
+
+    @property
+    def supervised(self) -> tuple[str, ...]:
+        """The processes ``make run`` restarts when they exit: the services and the console."""
+        return (*self.config.services, *(("console",) if self.config.console else ()))
+
+    @property
+    def console_link(self) -> str:
+        """The console's URL with the operator token (opened once, it becomes a cookie)."""
+        return f"{self.console_url}/?token={self.console_token}"
+
+    def _console_settings(self) -> dict[str, str]:
+        """The console's environment: the local token sign-in, the services' ops ports."""
+        services = {n: f"http://127.0.0.1:{self.ops_ports[n]}" for n in self.config.services}
+        env = {
+            "DINGDEE_CONSOLE__HOST": "127.0.0.1",
+            "DINGDEE_CONSOLE__PORT": str(self.console_port),
+            "DINGDEE_CONSOLE__AUTH": "token",
+            "DINGDEE_CONSOLE__TOKEN": self.console_token,
+            "DINGDEE_CONSOLE__VIEWER_TOKEN": self.console_viewer_token,
+            # kept across restarts by the supervisor: a restarted console keeps its sessions
+            "DINGDEE_CONSOLE__SESSION_SECRET": self.console_session_secret,
+            "DINGDEE_CONSOLE__REFRESH_SECONDS": "3",
+            "DINGDEE_CONSOLE__SERVICES": json.dumps(services),
+        }
+        env.update(self.config.console_env)
+        return env
 
     async def _start_sandbox(self, name: str, *args: str) -> str:
         proc, url = await start_sandbox(name, self.workdir, *args)
@@ -164,6 +204,8 @@ class Stack:
             env["DINGDEE_DINGTALK__APPS"] = json.dumps(
                 {DEMO_APP.name: {**demo_app, "monthly_call_budget": 1_000_000_000}}
             )
+        if name == "console":
+            env.update(self._console_settings())
         if name == "loader":
             env["DINGDEE_KINGDEE__SERVER_URL"] = f"{self.kingdee_url}/k3cloud"
             env.update({f"DINGDEE_KINGDEE__{k}": v for k, v in _KINGDEE_DEMO.items()})
@@ -172,12 +214,13 @@ class Stack:
         return env
 
     def start_service(self, name: str) -> ManagedProcess:
-        """Start (or restart) one service as ``python -m dingdee_<name>``."""
+        """Start (or restart) one service as ``python -m dingdee_<name>`` (the console:
+        ``python -m dingdee_ops.console``)."""
         proc = self.processes.get(name)
         if proc is None:
             proc = ManagedProcess.python_module(
                 name,
-                f"dingdee_{name}",
+                "dingdee_ops.console" if name == "console" else f"dingdee_{name}",
                 env=self.service_env(name),
                 log_path=self.workdir / f"{name}.log",
                 cwd=self.workdir,
@@ -208,7 +251,7 @@ class Stack:
 
     async def stop(self) -> None:
         """Stop services first (SIGTERM, then SIGKILL), then sandboxes, then the broker."""
-        order = [*reversed(self.config.services), "sandbox-kingdee", "sandbox-dingtalk"]
+        order = [*reversed(self.supervised), "sandbox-kingdee", "sandbox-dingtalk"]
         for name in order:
             proc = self.processes.get(name)
             if proc is not None:

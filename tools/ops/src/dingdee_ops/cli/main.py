@@ -1,5 +1,5 @@
 """``dingdee``: the operator's command line (topics, mapping, dead letters, reconciliation, quota,
-doctor, backfill).
+doctor, backfill) and the web console.
 
 Each sub-command group is a module of this package; the checks and mappings they run are the
 services' own code, imported like any other dependency.
@@ -15,6 +15,7 @@ from dingdee_common.kafka.topics import Topics, provision
 from dingdee_common.settings import ServiceSettings
 from dingdee_ops.cli import backfill as backfill_cli
 from dingdee_ops.cli import dlq, mapping, quota, reconcile
+from dingdee_ops.cli.console import console
 from dingdee_ops.cli.doctor import doctor
 
 app = typer.Typer(
@@ -31,6 +32,7 @@ app.command("reconcile")(reconcile.app)
 app.add_typer(quota.app, name="quota")
 app.command("doctor")(doctor)
 app.command("backfill", help=backfill_cli.HELP)(backfill_cli.backfill)
+app.command("console")(console)
 
 
 @topics_app.command("create")

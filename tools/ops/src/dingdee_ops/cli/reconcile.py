@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
+import orjson
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -24,7 +25,7 @@ from dingdee_ops.reconcile.engine import ReconcileSettings, reconcile
 from dingdee_ops.reconcile.model import ReconcileReport
 from dingdee_ops.terminal import safe
 
-__all__ = ["app"]
+__all__ = ["app", "as_json_report"]
 
 console = Console()
 LABELS = {
@@ -51,6 +52,9 @@ def app(
     from_: Annotated[str, typer.Option("--from", help="期间开始 (ISO 8601, 含)，按钉钉发起时间")],
     to: Annotated[str, typer.Option("--to", help="期间结束 (ISO 8601, 不含)")],
     details: Annotated[int, typer.Option(help="每类最多列出几条明细")] = 20,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="只输出计数 (JSON)，供 CI 与控制台 (console) 读取")
+    ] = False,
 ) -> None:
     """对账：钉钉已审批实例 vs 金蝶单据 vs 死信队列；有缺失或多余的单据时退出码为 1。"""
     start, end = _time(from_, "--from"), _time(to, "--to")
@@ -62,8 +66,22 @@ def app(
     except FatalError as exc:
         console.print(Text("对账失败: ", style="red") + safe(str(exc), limit=None))
         raise typer.Exit(2) from exc
-    render(report, details)
+    if as_json:
+        typer.echo(orjson.dumps(as_json_report(report), option=orjson.OPT_INDENT_2).decode())
+    else:
+        render(report, details)
     raise typer.Exit(0 if report.ok else 1)
+
+
+def as_json_report(report: ReconcileReport) -> dict[str, Any]:
+    """The counts of ``report`` (no record content): what ``--json`` prints."""
+    return {
+        "ok": report.ok,
+        "flow": report.flow,
+        "period_from": report.period_from.isoformat(),
+        "period_to": report.period_to.isoformat(),
+        "counts": report.counts(),
+    }
 
 
 def _line(label: str, style: str, item_id: str | None, bill_key: str | None, why: str) -> Text:

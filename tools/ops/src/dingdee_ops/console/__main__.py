@@ -1,0 +1,5 @@
+"""``python -m dingdee_ops.console``: what ``dingdee console`` and ``make run`` start."""
+
+from dingdee_ops.cli.console import main
+
+main()
