@@ -1,6 +1,6 @@
 """A flow poller's state: its checkpoint, open and emitted instances, and their persistence.
 
-The poller is built in layers, each a class over the one before (DESIGN §5):
+The poller is built in layers, each a class over the one before (DESIGN §11, "Unit seams"):
 :class:`FlowState` (this module: state, checkpointing, rewinding on a broker failure),
 :class:`~dingdee_extractor.listing.FlowListing` (metered ``listids`` calls and blame),
 :class:`~dingdee_extractor.fetching.FlowFetching` (``get``, emit, the error → action map) and

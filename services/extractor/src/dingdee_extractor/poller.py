@@ -23,7 +23,7 @@ log = get_logger(__name__)
 
 
 class FlowPoller(FlowFetching):
-    """Polls one flow: the cycle over windows, re-checks and sweeps (the layers: flowstate)."""
+    """Polls one flow: the cycle over windows, re-checks and sweeps (layers: ``flowstate``)."""
 
     # ---- the cycle ---------------------------------------------------------------------------
 
