@@ -1,5 +1,5 @@
 """``python -m dingdee_ops``: the operator CLI, as the ``dingdee`` command."""
 
-from dingdee_ops.cli.main import main
+from dingdee_ops.cli.main import app
 
-main()
+app(prog_name="dingdee")
