@@ -22,7 +22,7 @@ from dingdee_extractor.app import ExtractorApp
 from dingdee_extractor.backfill import BackfillArgs, Progress, run_backfill
 from dingdee_extractor.dingtalk.client import DingTalkClient
 from dingdee_extractor.doctor import startup_check
-from dingdee_extractor.flows import load_sources
+from dingdee_extractor.flows import FlowSource, load_sources
 from dingdee_extractor.metrics import ExtractorMetrics
 from dingdee_extractor.settings import ExtractorSettings
 
@@ -60,19 +60,17 @@ async def run(backfill: BackfillArgs | None = None, progress: Progress | None = 
     try:
         if backfill is None:
             await startup_check(settings, sources, client)  # fail fast, before Kafka
-        await producer.start()
-        if backfill is not None:
-            source = next((s for s in sources if s.flow == backfill.flow), None)
-            if source is None:
-                raise FatalError(f"no enabled flow {backfill.flow!r} in {settings.flows_file}")
+            await producer.start()
+            app = ExtractorApp(settings, sources, producer, client, metrics, health)
+            await app.setup()
+            await app.run(stop)
+        else:
+            await producer.start()
+            source = _source(backfill.flow, sources, settings)
             health.set_ready()
             code = await run_backfill(
                 backfill, settings, source, producer, client, metrics, health, stop, progress
             )
-        else:
-            app = ExtractorApp(settings, sources, producer, client, metrics, health)
-            await app.setup()
-            await app.run(stop)
     except FatalError as exc:
         log.error("extractor.fatal", error=str(exc))
         code = 1
@@ -83,3 +81,15 @@ async def run(backfill: BackfillArgs | None = None, progress: Progress | None = 
         shutdown_tracing()
         log.info("extractor.stopped", exit_code=code)
     return code
+
+
+def _source(flow: str, sources: list[FlowSource], settings: ExtractorSettings) -> FlowSource:
+    """The enabled flow ``flow``.
+
+    Raises:
+        FatalError: no enabled flow has that id.
+    """
+    source = next((s for s in sources if s.flow == flow), None)
+    if source is None:
+        raise FatalError(f"no enabled flow {flow!r} in {settings.flows_file}")
+    return source
