@@ -5,17 +5,20 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry
 
 from dingdee_common.errors import FatalError
 from dingdee_common.kafka.clients import make_consumer, make_producer
 from dingdee_common.kafka.topics import Topics
+from dingdee_common.observability.followups import FollowupMetrics
 from dingdee_common.observability.logging import configure_logging, get_logger
 from dingdee_common.observability.server import Health, OpsServer
 from dingdee_common.observability.tracing import configure_tracing, shutdown_tracing
 from dingdee_common.runtime import install_stop_handlers, settings_or_exit
 from dingdee_common.settings import masked
 from dingdee_loader.app import LoaderApp
+from dingdee_loader.attachments import AttachmentWorker
 from dingdee_loader.doctor import startup_check
 from dingdee_loader.kingdee.client import KingdeeClient
 from dingdee_loader.metrics import LoaderMetrics
@@ -48,9 +51,8 @@ async def _run() -> int:
         session_timeout_ms=settings.session_timeout_ms,
         heartbeat_interval_ms=max(settings.session_timeout_ms // 5, 500),
     )
-    app = LoaderApp(
-        settings, metrics, health, consumer, producer, KingdeeClient(settings.kingdee, metrics)
-    )
+    client = KingdeeClient(settings.kingdee, metrics)
+    app = LoaderApp(settings, metrics, health, consumer, producer, client)
     code = 0
     try:
         # before Kafka: while Kingdee refuses the login, wait not ready (no bill is touched)
@@ -58,7 +60,8 @@ async def _run() -> int:
             await producer.start()
             await consumer.start()
             consumer.subscribe([topics.bills_ready], listener=app.listener)
-            await app.run(stop)
+            attachments = attachment_worker(settings, app, client, producer, registry)  # issue #18
+            await asyncio.gather(app.run(stop), *[w.run(stop) for w in attachments])
     except FatalError as exc:
         log.error("loader.fatal", error=str(exc))
         code = 1
@@ -72,6 +75,34 @@ async def _run() -> int:
         shutdown_tracing()
         log.info("loader.stopped", exit_code=code)
     return code
+
+
+def attachment_worker(
+    settings: LoaderSettings,
+    app: LoaderApp,
+    client: KingdeeClient,
+    producer: AIOKafkaProducer,
+    registry: CollectorRegistry,
+) -> list[AttachmentWorker]:
+    """The attachment uploader on the loader's lanes (none when switched off)."""
+    if not settings.attachments.enabled:
+        return []
+    topics = Topics(settings.kafka.topic_prefix)
+    consumer = make_consumer(
+        settings.kafka, topics.attachments_work, group_id=f"{settings.group_id}-attachments"
+    )
+    return [
+        AttachmentWorker(
+            client,
+            app.lanes,
+            consumer,
+            producer,
+            topics,
+            FollowupMetrics.create(registry),
+            settings.retry,
+            settings.attachments.chunk_bytes,
+        )
+    ]
 
 
 def main() -> int:
