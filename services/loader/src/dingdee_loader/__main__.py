@@ -89,7 +89,12 @@ def attachment_worker(
         return []
     topics = Topics(settings.kafka.topic_prefix)
     consumer = make_consumer(
-        settings.kafka, topics.attachments_work, group_id=f"{settings.group_id}-attachments"
+        settings.kafka,
+        topics.attachments_work,
+        group_id=f"{settings.group_id}-attachments",
+        max_poll_records=1,
+        session_timeout_ms=settings.session_timeout_ms,
+        heartbeat_interval_ms=max(settings.session_timeout_ms // 5, 500),
     )
     return [
         AttachmentWorker(
