@@ -23,6 +23,7 @@ from tests.integration.test_attachments_e2e import (
     attached,
     comments_by_instance,
     expected_files,
+    template_with_files,
 )
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
@@ -63,8 +64,7 @@ async def test_loader_killed_before_and_during_uploads_attaches_each_file_once(
     )
     async with Stack(config) as stack:
         await _post(stack.kingdee_url, "/_sandbox/config", {"latency_call_seconds": 0.5})
-        demo = [e for e in await stack.expected_approvals() if e["process_code"] == PETTY]
-        template = demo[0]["process_instance_id"]
+        template = await template_with_files(stack)
 
         # 1. between the save and the upload: kill as soon as the bill exists
         first = await add_approval(stack, template, [])

@@ -57,6 +57,14 @@ async def expected_files(stack: Stack, pid: str) -> Counter[tuple[str, int, str]
     return Counter((f["fileName"], f["fileSize"], f["sha256"]) for f in data["files"])
 
 
+async def template_with_files(stack: Stack) -> str:
+    """A petty-cash demo approval with at least one file (some demo ones have none)."""
+    for e in await stack.expected_approvals():
+        if e["process_code"] == PETTY and await expected_files(stack, e["process_instance_id"]):
+            return str(e["process_instance_id"])
+    raise AssertionError("no demo petty-cash approval with files")
+
+
 async def attached(stack: Stack, bill_no: str) -> Counter[tuple[str, int, str]]:
     data = await stack.sandbox_json(
         stack.kingdee_url, "/_sandbox/attachments", form_id=FORM, bill_no=bill_no
@@ -84,7 +92,7 @@ async def test_files_and_one_comment_per_approval(kafka_bootstrap: str, tmp_path
     async with Stack(config) as stack:
         expected = [e for e in await stack.expected_approvals() if e["process_code"] == PETTY]
         assert expected, "the demo must approve some petty-cash approvals"
-        template = expected[0]["process_instance_id"]
+        template = await template_with_files(stack)
         empty = await add_approval(stack, template, None)
         big = [
             {"fileName": "发票大图.jpg", "fileType": "jpg", "fileSize": 6_100_000},
