@@ -9,8 +9,9 @@ taken from the loader's lanes (its Kingdee sessions and concurrency limit). Per 
    means the file is attached already. A kill before the last chunk leaves no row (Kingdee
    creates it on ``IsLast``), so the restarted upload starts over; a kill after it finds the row.
 2. **Streaming**: the bytes are read from the DingTalk URL in ``chunk_bytes`` pieces and each
-   piece goes out as one chunk (``FileId`` from the first answer, ``IsLast`` on the last): one
-   chunk in memory at a time, never in Kafka.
+   piece goes out as one chunk (``FileId`` from the first answer, ``IsLast`` on the last); the
+   download runs one chunk ahead of the upload, so at most four chunks are in memory, and the
+   bytes never go through Kafka.
 3. **Expired URL** (403 from the file host, or less than a minute left): an
    ``attachments.refresh`` request; the extractor answers with a new work item.
 4. **Dead letters** (``dlq.loader``, replayable with ``dingdee dlq replay``): an item the
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -130,6 +132,7 @@ class AttachmentWorker:
         if not work.url or (work.url_expires_ms or 0) - now_ms < _URL_MARGIN_MS:
             await self._ask_refresh(work, source, "no download URL, or it expires within a minute")
             return
+        started = time.monotonic()
         try:
             done = await retry_until_ok(lambda: self._attach(work), self._retry)
         except _ExpiredError:
@@ -139,6 +142,16 @@ class AttachmentWorker:
             await self._dead_letter(source, work, ErrorClass.PERMANENT, exc.error_type, str(exc))
             return
         self._metrics.files.labels(work.flow, done.result).inc()
+        seconds = time.monotonic() - started
+        log.info(
+            "loader.attachment.done",
+            flow=work.flow,
+            bill_key=work.bill_key,
+            file_id=work.file.file_id,
+            result=done.result,
+            bytes=done.size,
+            seconds=round(seconds, 3),
+        )
         await self._send_result(work, done.result, done.attachment_id, done.size, None)
 
     async def _attach(self, work: AttachmentWork) -> _Done:
@@ -188,7 +201,7 @@ class AttachmentWorker:
             "AliasFileName": alias_of(work),
         }
         file_id, size, attachment_id = "", 0, None
-        async for chunk, last in self._chunks(work):
+        async for chunk, last in self._prefetched(work):
             data = {**base, "IsLast": last, "SendByte": base64.b64encode(chunk).decode()}
             if file_id:
                 data["FileId"] = file_id
@@ -211,24 +224,52 @@ class AttachmentWorker:
         self._metrics.bytes.labels(work.flow).inc(size)
         return _Done("attached", attachment_id, size)
 
+    async def _prefetched(self, work: AttachmentWork) -> AsyncIterator[tuple[bytes, bool]]:
+        """``_chunks`` read one chunk ahead in a task, so the download overlaps the upload
+        (at most four chunks in memory: uploading, queued, held back, filling)."""
+        queue: asyncio.Queue[tuple[bytes, bool] | Exception] = asyncio.Queue(maxsize=1)
+
+        async def fill() -> None:
+            try:
+                async for item in self._chunks(work):
+                    await queue.put(item)
+            except Exception as exc:  # noqa: BLE001 - handed to the reader, raised there
+                await queue.put(exc)
+
+        task = asyncio.create_task(fill())
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+                if item[1]:
+                    return
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
     async def _chunks(self, work: AttachmentWork) -> AsyncIterator[tuple[bytes, bool]]:
         """The file's bytes in ``chunk_bytes`` pieces, each with whether it is the last."""
         assert work.url is not None  # noqa: S101 - checked by the caller
         try:
             async with self._http.stream("GET", work.url) as response:
                 _check_download(work, response.status_code)
-                pending = b""
+                # one chunk filling, one held back (to know which is the last): bounded memory
+                pending = bytearray()
                 held: bytes | None = None
                 async for piece in response.aiter_bytes(256 * 1024):
                     pending += piece
                     while len(pending) >= self._chunk:
                         if held is not None:
                             yield held, False
-                        held, pending = pending[: self._chunk], pending[self._chunk :]
+                        held = bytes(pending[: self._chunk])
+                        del pending[: self._chunk]
                 if pending:
                     if held is not None:
                         yield held, False
-                    held = pending
+                    held = bytes(pending)
                 yield held or b"", True
         except httpx.TransportError as exc:
             raise TransientError(
