@@ -65,7 +65,7 @@ async def _run(argv: list[str]) -> int:
         else:
             app = ExtractorApp(settings, sources, producer, client, metrics, health)
             await app.setup()
-            followups = await build_followups(settings, producer, client, metrics, registry)
+            followups = await build_followups(settings, producer, client, metrics)
             await asyncio.gather(app.run(stop), *([followups.run(stop)] if followups else []))
     except FatalError as exc:
         log.error("extractor.fatal", error=str(exc))

@@ -23,7 +23,6 @@ import time
 from typing import Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
-from prometheus_client import CollectorRegistry
 
 from dingdee_common import codec
 from dingdee_common.checkpoints import latest_checkpoints
@@ -77,7 +76,6 @@ async def build_followups(
     producer: AIOKafkaProducer,
     client: DingTalkClient,
     metrics: ExtractorMetrics,
-    registry: CollectorRegistry,
 ) -> Followups | None:
     """The follow-up worker, or None when no flow declares attachments or a write-back."""
     specs = load_specs(settings)
@@ -91,9 +89,7 @@ async def build_followups(
         for k, cp in (await latest_checkpoints(settings.kafka, topics.checkpoints)).items()
         if k.startswith("followups:")
     }
-    return Followups(
-        settings, specs, producer, client, v1, FollowupMetrics.create(registry), marks, usage
-    )
+    return Followups(settings, specs, producer, client, v1, metrics.followups, marks, usage)
 
 
 class Followups:

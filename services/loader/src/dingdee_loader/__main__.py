@@ -11,7 +11,6 @@ from prometheus_client import CollectorRegistry
 from dingdee_common.errors import FatalError
 from dingdee_common.kafka.clients import make_consumer, make_producer
 from dingdee_common.kafka.topics import Topics
-from dingdee_common.observability.followups import FollowupMetrics
 from dingdee_common.observability.logging import configure_logging, get_logger
 from dingdee_common.observability.server import Health, OpsServer
 from dingdee_common.observability.tracing import configure_tracing, shutdown_tracing
@@ -60,7 +59,7 @@ async def _run() -> int:
             await producer.start()
             await consumer.start()
             consumer.subscribe([topics.bills_ready], listener=app.listener)
-            attachments = attachment_worker(settings, app, client, producer, registry)  # issue #18
+            attachments = attachment_worker(settings, app, client, producer, metrics)  # issue #18
             await asyncio.gather(app.run(stop), *[w.run(stop) for w in attachments])
     except FatalError as exc:
         log.error("loader.fatal", error=str(exc))
@@ -82,7 +81,7 @@ def attachment_worker(
     app: LoaderApp,
     client: KingdeeClient,
     producer: AIOKafkaProducer,
-    registry: CollectorRegistry,
+    metrics: LoaderMetrics,
 ) -> list[AttachmentWorker]:
     """The attachment uploader on the loader's lanes (none when switched off)."""
     if not settings.attachments.enabled:
@@ -103,7 +102,7 @@ def attachment_worker(
             consumer,
             producer,
             topics,
-            FollowupMetrics.create(registry),
+            metrics.followups,
             settings.retry,
             settings.attachments.chunk_bytes,
         )
