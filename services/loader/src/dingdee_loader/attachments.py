@@ -119,18 +119,7 @@ class AttachmentWorker:
         except PoisonMessageError as exc:
             await self._dead_letter(source, None, ErrorClass.POISON, exc.error_type, str(exc))
             return
-        replayed = int(hdr.get(source.headers, REPLAY_COUNT) or 0) > 0
-        if work.refused is not None:
-            if replayed:
-                await self._ask_refresh(work, source, "replayed after a refusal")
-            else:
-                await self._dead_letter(
-                    source, work, ErrorClass.PERMANENT, work.refused_type or "refused", work.refused
-                )
-            return
-        now_ms = int(time.time() * 1000)
-        if not work.url or (work.url_expires_ms or 0) - now_ms < _URL_MARGIN_MS:
-            await self._ask_refresh(work, source, "no download URL, or it expires within a minute")
+        if await self._diverted(work, source):
             return
         started = time.monotonic()
         try:
@@ -153,6 +142,22 @@ class AttachmentWorker:
             seconds=round(seconds, 3),
         )
         await self._send_result(work, done.result, done.attachment_id, done.size, None)
+
+    async def _diverted(self, work: AttachmentWork, source: SourceRecord) -> bool:
+        """A refused item is dead-lettered (a replayed one goes back for a new check), one
+        without a usable URL goes back for a new URL; True when the item was handled so."""
+        if work.refused is not None:
+            if int(hdr.get(source.headers, REPLAY_COUNT) or 0) > 0:
+                await self._ask_refresh(work, source, "replayed after a refusal")
+            else:
+                kind = work.refused_type or "refused"
+                await self._dead_letter(source, work, ErrorClass.PERMANENT, kind, work.refused)
+            return True
+        now_ms = int(time.time() * 1000)
+        if not work.url or (work.url_expires_ms or 0) - now_ms < _URL_MARGIN_MS:
+            await self._ask_refresh(work, source, "no download URL, or it expires within a minute")
+            return True
+        return False
 
     async def _attach(self, work: AttachmentWork) -> _Done:
         lane = await self._lanes.get()
