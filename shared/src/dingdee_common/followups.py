@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from dingdee_common.contracts.v1 import FileRef
 from dingdee_common.errors import FatalError
-from dingdee_common.flows import FlowEntry, flow_error
+from dingdee_common.flows import FlowEntry
 
 __all__ = [
     "AttachmentSpec",
@@ -111,23 +111,39 @@ def followup_of(entry: FlowEntry, source: str = "flows.yaml") -> FollowupSpec | 
     """
     if not entry.attachments and not entry.writeback:
         return None
+    problems: list[str] = []
+    attachments = writeback = None
     try:
-        return FollowupSpec(
-            flow=entry.id,
-            app=str(entry.dingtalk.get("app", "")),
-            form_id=str(entry.target.get("form_id", "")),
-            number_field=str(entry.target.get("number_field") or "FBillNo"),
-            attachments=AttachmentSpec.model_validate(entry.attachments)
-            if entry.attachments
-            else None,
-            writeback=WritebackSpec.model_validate(entry.writeback) if entry.writeback else None,
+        attachments = (
+            AttachmentSpec.model_validate(entry.attachments) if entry.attachments else None
         )
     except ValidationError as exc:
-        lines = flow_error(source, exc).splitlines()
+        problems += _where("attachments", exc)
+    try:
+        writeback = WritebackSpec.model_validate(entry.writeback) if entry.writeback else None
+    except ValidationError as exc:
+        problems += _where("writeback", exc)
+    if problems:
+        prefix = f"{source}: " if source else ""
         raise FatalError(
-            "\n".join(f"{source}: flow {entry.id!r} {line.split(': ', 1)[-1]}" for line in lines),
-            code="config",
-        ) from exc
+            "\n".join(f"{prefix}flow {entry.id!r} {p}" for p in problems), code="config"
+        )
+    return FollowupSpec(
+        flow=entry.id,
+        app=str(entry.dingtalk.get("app", "")),
+        form_id=str(entry.target.get("form_id", "")),
+        number_field=str(entry.target.get("number_field") or "FBillNo"),
+        attachments=attachments,
+        writeback=writeback,
+    )
+
+
+def _where(section: str, exc: ValidationError) -> list[str]:
+    """``attachments.max_bytes: <what>`` per problem."""
+    return [
+        f"{'.'.join([section, *(str(p) for p in err['loc'])])}: {err['msg']}"
+        for err in exc.errors()
+    ]
 
 
 def refusal(spec: AttachmentSpec, file: FileRef) -> tuple[str, str] | None:

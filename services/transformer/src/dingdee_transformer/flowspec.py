@@ -115,7 +115,7 @@ def _compile_one(
         problems += _cross_check(entry.id, mapping, tables)
     components: tuple[str, ...] | None = None
     try:
-        followup = followup_of(entry)
+        followup = followup_of(entry, source="")  # compile_flows names the file
         if followup is not None:
             spec = followup.attachments
             components = tuple(spec.components) if spec else ()
