@@ -1,7 +1,8 @@
 """Issue #18 write-back: one comment per approval and outcome, durably.
 
-* saved bills get "已生成金蝶费用报销单 BYJ…", bills Kingdee rejects (an originator mapped to a
-  staff number Kingdee does not have) get "未能生成金蝶费用报销单：<reason>…", each exactly once;
+* saved bills get "已生成金蝶费用报销单 BYJ…"; bills Kingdee rejects (an originator mapped to a
+  staff number Kingdee does not have) and approvals that cannot be mapped (补单事由 empty: a
+  transformer dead letter) get "未能生成金蝶费用报销单：<reason>…"; each exactly once;
 * an originator who has left: DingTalk refuses the files (``userNotExist``, loader dead letters
   saying so) and the comment signed by them (an extractor dead letter); the bill is saved;
 * the extractor restarted under a new consumer group re-reads every ``bills.result`` record:
@@ -38,13 +39,14 @@ UNKNOWN_STAFF = "0123456789012356"  # mapped to EMP0099 below: Kingdee rejects t
 DEPARTED = "0123456789012349"
 
 
-async def approve(stack: Stack, template: str, originator: str) -> str:
+async def approve(stack: Stack, template: str, originator: str, *, blank: str = "") -> str:
+    """A new approved copy of ``template`` by ``originator`` (with component ``blank`` empty)."""
     data = await stack.sandbox_json(stack.dingtalk_url, f"/_sandbox/instances/{template}")
-    body = {
-        "process_code": PETTY,
-        "form_component_values": data["process_instance"]["form_component_values"],
-        "originator_userid": originator,
-    }
+    form = data["process_instance"]["form_component_values"]
+    for comp in form:
+        if blank and comp.get("name") == blank:
+            comp["value"] = ""
+    body = {"process_code": PETTY, "form_component_values": form, "originator_userid": originator}
     created = await _post(stack.dingtalk_url, "/_sandbox/instances", body)
     await _post(stack.dingtalk_url, f"/_sandbox/instances/{created['id']}/approve", {})
     return str(created["id"])
@@ -75,6 +77,7 @@ async def test_one_comment_per_approval_and_outcome_durably(
     async with Stack(config) as stack:
         template = await template_with_files(stack)
         rejected = await approve(stack, template, UNKNOWN_STAFF)
+        unmappable = await approve(stack, template, "0123456789012345", blank="补单事由")
         approvals = {
             e["process_instance_id"]: f"BYJ{e['business_id']}"
             for e in await stack.expected_approvals()
@@ -96,6 +99,8 @@ async def test_one_comment_per_approval_and_outcome_durably(
                 assert only.startswith("未能生成金蝶费用报销单："), only
                 assert "财务会处理" in only
         assert len(saved & set(approvals.values())) >= 1
+        assert approvals[unmappable] not in saved
+        assert "补单事由" in comments[unmappable][0], "the transformer's reason, in the comment"
 
         # an originator who has left
         await _post(

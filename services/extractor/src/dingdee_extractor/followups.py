@@ -1,8 +1,11 @@
 """The extractor's follow-ups of a saved bill (issue #18, DESIGN §11 "Attachments and write-back").
 
-One consumer (group ``<group_id>-followups``) reads ``bills.result`` and ``attachments.refresh``:
+One consumer (group ``<group_id>-followups``) reads ``bills.result``, ``attachments.refresh``
+and ``dlq.transformer``:
 
-* a result of a flow with ``writeback`` → :class:`~dingdee_extractor.writeback.Writeback`;
+* a result of a flow with ``writeback`` → :class:`~dingdee_extractor.writeback.Writeback`; so
+  is a ``permanent`` transformer dead letter (the approval could not be mapped: outcome
+  ``dead_lettered``, the transformer's reason);
 * a saved (or already existing) bill of a flow with ``attachments`` → one
   ``attachments.work`` item per file of ``SourceRef.files``: a fresh download URL, or, for a
   file the flow refuses (type, size) or DingTalk will not hand out (``userNotExist``: the
@@ -27,12 +30,14 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from dingdee_common import codec
 from dingdee_common.checkpoints import latest_checkpoints
 from dingdee_common.contracts.v1 import (
+    ApprovalSnapshot,
     AttachmentRefresh,
     AttachmentWork,
     BillOutcome,
     BillResult,
     Checkpoint,
     FileRef,
+    SourceRef,
     utcnow,
 )
 from dingdee_common.errors import ErrorClass, PermanentError, PoisonMessageError
@@ -40,7 +45,12 @@ from dingdee_common.flows import load_flows
 from dingdee_common.followups import AttachmentSpec, FollowupSpec, followup_of, refusal
 from dingdee_common.kafka import headers as hdr
 from dingdee_common.kafka.clients import make_consumer
-from dingdee_common.kafka.dlq import DeadLetterPublisher, SourceRecord
+from dingdee_common.kafka.dlq import (
+    ERROR_CLASS,
+    ERROR_MESSAGE,
+    DeadLetterPublisher,
+    SourceRecord,
+)
 from dingdee_common.kafka.topics import Topics
 from dingdee_common.observability.followups import FollowupMetrics
 from dingdee_common.observability.logging import get_logger
@@ -149,6 +159,7 @@ class Followups:
             self._s.kafka,
             self._topics.bills_result,
             self._topics.attachments_refresh,
+            self._topics.dlq("transformer"),
             group_id=f"{self._s.group_id}-followups",
             max_poll_records=50,
         )
@@ -171,7 +182,9 @@ class Followups:
             tp.topic, tp.partition, record.offset, record.key, record.value, tuple(record.headers)
         )
         try:
-            if tp.topic == self._topics.attachments_refresh:
+            if tp.topic == self._topics.dlq("transformer"):
+                await self._mapping_failure(source)
+            elif tp.topic == self._topics.attachments_refresh:
                 refresh = codec.decode_model(
                     record.value, AttachmentRefresh, supported_versions=_V1
                 )
@@ -196,8 +209,8 @@ class Followups:
                 error_class=ErrorClass.PERMANENT,
                 error_type=refused.error_type,
                 message=f"write-back comment for approval {result.source.process_instance_id} "
-                f"refused by DingTalk: {refused.message}. The bill is saved; add the comment "
-                "by hand (write-back dead letters are not replayed)",
+                f"refused by DingTalk: {refused.message}. Add the comment by hand "
+                "(write-back dead letters are not replayed)",
             )
         saved = result.outcome in (BillOutcome.SAVED, BillOutcome.ALREADY_EXISTS)
         if spec.attachments is None or not saved or not result.source.files:
@@ -215,6 +228,33 @@ class Followups:
                 file=file,
             )
             await self._publish(spec, spec.attachments, work, source.headers)
+
+    async def _mapping_failure(self, source: SourceRecord) -> None:
+        """A transformer dead letter (the approval could not be mapped): its write-back, with
+        the transformer's reason; poison and exhausted ones say nothing to an applicant."""
+        if hdr.get(source.headers, ERROR_CLASS) != ErrorClass.PERMANENT.value:
+            return
+        try:
+            snap = codec.decode_model(source.value, ApprovalSnapshot, supported_versions=_V1)
+        except PoisonMessageError:
+            return
+        spec = self.specs.get(snap.flow)
+        if spec is None or spec.writeback is None:
+            return
+        userid = snap.instance.get("originator_userid")
+        result = BillResult(
+            flow=snap.flow,
+            bill_key=snap.business_id or snap.process_instance_id,
+            form_id=spec.form_id,
+            outcome=BillOutcome.FAILED,
+            message=hdr.get(source.headers, ERROR_MESSAGE),
+            source=SourceRef(
+                process_instance_id=snap.process_instance_id,
+                business_id=snap.business_id,
+                originator_userid=str(userid) if userid else None,
+            ),
+        )
+        await self._result(result, source)
 
     async def _refresh(self, refresh: AttachmentRefresh, source: SourceRecord) -> None:
         spec = self.specs.get(refresh.work.flow)

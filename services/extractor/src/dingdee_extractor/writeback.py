@@ -11,7 +11,6 @@ exactly once across restarts, replays and redeliveries of ``bills.result``.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -178,4 +177,4 @@ class Writeback:
             self._topic, value=codec.encode_model(mark), key=key.encode()
         )
         self.marks[key] = mark
-        log.debug("writeback.mark", key=key, state=state, at=time.time())
+        log.debug("writeback.mark", key=key, state=state)
