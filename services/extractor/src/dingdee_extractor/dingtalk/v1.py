@@ -144,8 +144,7 @@ def _interpret(api: str, status: int, data: dict[str, Any]) -> dict[str, Any]:
     if status == 403:
         raise TransientError(
             text + "; grant the app the Workflow.Instance.Write permission "
-            "(DingTalk developer console), the follow-ups wait meanwhile",
+            "(DingTalk developer console), the follow-ups wait meanwhile (DINGDEE_OUTAGE__*)",
             code="forbidden",
-            retry_after=60.0,
         )
     raise PermanentError(text, code=code or f"http_{status}")
