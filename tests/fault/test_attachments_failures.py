@@ -26,6 +26,7 @@ from tests.integration.test_attachments_e2e import (
     _post,
     add_approval,
     attached,
+    comments_by_instance,
     expected_files,
     template_with_files,
 )
@@ -80,9 +81,10 @@ async def test_expired_404_over_limit_and_kingdee_refusal(
                 await expected_files(stack, e["process_instance_id"]),
             )
 
-        # 1. expired URLs: the loader is killed right after the bill is saved (Kingdee slowed so
-        # that no upload has started), the extractor issues the URLs, then they all expire
-        await _post(stack.kingdee_url, "/_sandbox/config", {"latency_call_seconds": 0.5})
+        # 1. expired URLs: the loader is killed once the bill's result was handled (its comment
+        # is written just before the work items go out) and before an upload ends (Kingdee
+        # slowed); the extractor issues the URLs, then they all expire
+        await _post(stack.kingdee_url, "/_sandbox/config", {"latency_call_seconds": 1.0})
         issued_pattern = r'dingdee_attachment_urls_total\{[^}]*result="issued"\}'
         issued = await metric(stack, "extractor", issued_pattern)
         expiring = await add_approval(stack, template, [])
@@ -90,11 +92,10 @@ async def test_expired_404_over_limit_and_kingdee_refusal(
         n_files = sum((await expected_files(stack, expiring)).values())
         assert n_files >= 1
 
-        async def saved() -> bool:
-            bills = await stack.kingdee_bills(FORM)
-            return any(b["number"] == expiring_bill for b in bills)
+        async def handled() -> bool:
+            return expiring in await comments_by_instance(stack)
 
-        await poll_until(saved, timeout=120, what="the bill saved", interval=0.05)
+        await poll_until(handled, timeout=120, what="the bill's result handled", interval=0.05)
         stack.kill("loader")
         await _post(stack.kingdee_url, "/_sandbox/config", {"latency_call_seconds": 0.0})
         assert not await attached(stack, expiring_bill), "the kill must land before the upload"
