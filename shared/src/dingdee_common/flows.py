@@ -33,6 +33,9 @@ class FlowEntry(BaseModel):
     dingtalk: dict[str, Any]
     target: dict[str, Any] = Field(default_factory=dict)
     mapping: dict[str, Any] = Field(default_factory=dict)
+    # issue #18, validated by dingdee_common.followups (extractor) and the transformer
+    attachments: dict[str, Any] = Field(default_factory=dict)
+    writeback: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("id")
     @classmethod

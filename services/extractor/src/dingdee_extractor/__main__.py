@@ -19,6 +19,7 @@ from dingdee_extractor.backfill import parse_args, run_backfill
 from dingdee_extractor.dingtalk.client import DingTalkClient
 from dingdee_extractor.doctor import startup_check
 from dingdee_extractor.flows import load_sources
+from dingdee_extractor.followups import build_followups
 from dingdee_extractor.metrics import ExtractorMetrics
 from dingdee_extractor.settings import ExtractorSettings
 
@@ -64,7 +65,8 @@ async def _run(argv: list[str]) -> int:
         else:
             app = ExtractorApp(settings, sources, producer, client, metrics, health)
             await app.setup()
-            await app.run(stop)
+            followups = await build_followups(settings, producer, client, metrics)
+            await asyncio.gather(app.run(stop), *([followups.run(stop)] if followups else []))
     except FatalError as exc:
         log.error("extractor.fatal", error=str(exc))
         code = 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry
 
 from dingdee_common.errors import FatalError
@@ -16,6 +17,7 @@ from dingdee_common.observability.tracing import configure_tracing, shutdown_tra
 from dingdee_common.runtime import install_stop_handlers, settings_or_exit
 from dingdee_common.settings import masked
 from dingdee_loader.app import LoaderApp
+from dingdee_loader.attachments import AttachmentWorker
 from dingdee_loader.doctor import startup_check
 from dingdee_loader.kingdee.client import KingdeeClient
 from dingdee_loader.metrics import LoaderMetrics
@@ -48,9 +50,8 @@ async def _run() -> int:
         session_timeout_ms=settings.session_timeout_ms,
         heartbeat_interval_ms=max(settings.session_timeout_ms // 5, 500),
     )
-    app = LoaderApp(
-        settings, metrics, health, consumer, producer, KingdeeClient(settings.kingdee, metrics)
-    )
+    client = KingdeeClient(settings.kingdee, metrics)
+    app = LoaderApp(settings, metrics, health, consumer, producer, client)
     code = 0
     try:
         # before Kafka: while Kingdee refuses the login, wait not ready (no bill is touched)
@@ -58,7 +59,8 @@ async def _run() -> int:
             await producer.start()
             await consumer.start()
             consumer.subscribe([topics.bills_ready], listener=app.listener)
-            await app.run(stop)
+            attachments = attachment_worker(settings, app, client, producer, metrics)  # issue #18
+            await asyncio.gather(app.run(stop), *[w.run(stop) for w in attachments])
     except FatalError as exc:
         log.error("loader.fatal", error=str(exc))
         code = 1
@@ -72,6 +74,39 @@ async def _run() -> int:
         shutdown_tracing()
         log.info("loader.stopped", exit_code=code)
     return code
+
+
+def attachment_worker(
+    settings: LoaderSettings,
+    app: LoaderApp,
+    client: KingdeeClient,
+    producer: AIOKafkaProducer,
+    metrics: LoaderMetrics,
+) -> list[AttachmentWorker]:
+    """The attachment uploader on the loader's lanes (none when switched off)."""
+    if not settings.attachments.enabled:
+        return []
+    topics = Topics(settings.kafka.topic_prefix)
+    consumer = make_consumer(
+        settings.kafka,
+        topics.attachments_work,
+        group_id=f"{settings.group_id}-attachments",
+        max_poll_records=1,
+        session_timeout_ms=settings.session_timeout_ms,
+        heartbeat_interval_ms=max(settings.session_timeout_ms // 5, 500),
+    )
+    return [
+        AttachmentWorker(
+            client,
+            app.lanes,
+            consumer,
+            producer,
+            topics,
+            metrics.followups,
+            settings.retry,
+            settings.attachments.chunk_bytes,
+        )
+    ]
 
 
 def main() -> int:

@@ -96,6 +96,21 @@ class BackpressureSettings(BaseModel):
         )
 
 
+class AttachmentSettings(BaseModel):
+    """Attachment uploads (``DINGDEE_ATTACHMENTS__*``, issue #18)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = Field(default=True, description="consume attachments.work")
+    chunk_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=64 * 1024,
+        le=4 * 1024 * 1024,
+        description="bytes per AttachmentUpLoad chunk (kingdee.md §10.4.1: files over 4 MB "
+        "must be chunked); one chunk is in memory at a time",
+    )
+
+
 class LoaderSettings(ServiceSettings):
     """Built once by ``__main__`` from ``DINGDEE_*`` variables and passed to every component."""
 
@@ -125,3 +140,4 @@ class LoaderSettings(ServiceSettings):
     retry: RetrySettings = RetrySettings()
     backpressure: BackpressureSettings = BackpressureSettings()
     flood_guard: FloodGuardSettings = FloodGuardSettings()
+    attachments: AttachmentSettings = AttachmentSettings()

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from dingdee_common.errors import FatalError
 from dingdee_common.flows import FlowEntry, FlowsFile, load_flows
+from dingdee_common.followups import followup_of
 from dingdee_transformer.rules import (
     CrossChecker,
     ModelBuilder,
@@ -45,6 +46,9 @@ class CompiledFlow:
     render_bill_key: Template  # target.bill_key compiled
     form_names: frozenset[str]  # the component ids and labels the flow reads
     checks: tuple[CrossChecker, ...] = ()  # mapping.checks compiled, run on a complete Model
+    # issue #18: None when the flow has no follow-ups; else the attachment components whose
+    # files the bill's SourceRef lists (empty: write-back only)
+    followup_components: tuple[str, ...] | None = None
 
 
 def _where(prefix: str, exc: ValidationError) -> list[str]:
@@ -109,6 +113,14 @@ def _compile_one(
         problems += _where(f"flow {entry.id!r} mapping", exc)
     if mapping is not None:
         problems += _cross_check(entry.id, mapping, tables)
+    components: tuple[str, ...] | None = None
+    try:
+        followup = followup_of(entry, source="")  # compile_flows names the file
+        if followup is not None:
+            spec = followup.attachments
+            components = tuple(spec.components) if spec else ()
+    except FatalError as exc:
+        problems.append(exc.message)
     if problems or target is None or mapping is None:
         return None, problems
     process_code = str(entry.dingtalk.get("process_code", ""))
@@ -129,6 +141,7 @@ def _compile_one(
             [target.bill_key],
         ),
         compile_checks(mapping.checks, mapping.fields),
+        components,
     )
     return compiled, []
 

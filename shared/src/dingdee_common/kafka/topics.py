@@ -50,6 +50,26 @@ class Topics:
         return self._n("bills.result")
 
     @property
+    def attachments_work(self) -> str:
+        """One file to attach to a saved bill (extractor → loader, issue #18)."""
+        return self._n("attachments.work")
+
+    @property
+    def attachments_refresh(self) -> str:
+        """The loader asks for a fresh download URL (loader → extractor)."""
+        return self._n("attachments.refresh")
+
+    @property
+    def attachments_result(self) -> str:
+        """What became of each file (loader → audit, dashboards)."""
+        return self._n("attachments.result")
+
+    @property
+    def writeback_log(self) -> str:
+        """Write-back comments pending and done, keyed approval:outcome (compacted)."""
+        return self._n("writeback.log")
+
+    @property
     def checkpoints(self) -> str:
         return self._n("extractor.checkpoints")
 
@@ -68,7 +88,7 @@ class Topics:
 
     def replay_targets(self) -> frozenset[str]:
         """The allow-list of topics a dead letter may be replayed onto."""
-        return frozenset({self.approvals_raw, self.bills_ready})
+        return frozenset({self.approvals_raw, self.bills_ready, self.attachments_work})
 
     def specs(self, partitions: int) -> list[TopicSpec]:
         data = {"retention.ms": _WEEK_MS}
@@ -77,6 +97,10 @@ class Topics:
             TopicSpec(self.approvals_raw, partitions, data),
             TopicSpec(self.bills_ready, partitions, data),
             TopicSpec(self.bills_result, partitions, data),
+            TopicSpec(self.attachments_work, partitions, data),
+            TopicSpec(self.attachments_refresh, partitions, data),
+            TopicSpec(self.attachments_result, partitions, data),
+            TopicSpec(self.writeback_log, 1, {"cleanup.policy": "compact"}),
             TopicSpec(self.checkpoints, 1, {"cleanup.policy": "compact"}),
             *(TopicSpec(self.dlq(stage), 1, dlq) for stage in STAGES),
             TopicSpec(self.replay_audit, 1, {"retention.ms": "-1"}),

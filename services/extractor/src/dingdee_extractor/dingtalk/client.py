@@ -133,6 +133,17 @@ class DingTalkClient:
         """Whether DingTalk answered a call of ``app`` successfully after ``since`` (monotonic)."""
         return self._state(app).answered_at > since
 
+    async def pace(self, app: str, api: str) -> None:
+        """Wait for ``api``'s token bucket of ``app`` (the v1.0 follow-up calls share it)."""
+        self._check_ban(app)
+        waited = (
+            await self._state(app)
+            .buckets.setdefault(api, TokenBucket(self._settings.qps))
+            .acquire()
+        )
+        if waited:
+            self._metrics.rate_limit_wait.labels(app, api).inc(waited)
+
     def _state(self, app: str) -> _AppState:
         try:
             return self._apps[app]

@@ -121,7 +121,7 @@ def status(
     over = False
     for name, keyed in sorted(by_app.items()):
         usage = total_usage([u for _, u in keyed], name, month)
-        flows = sum(1 for key, _ in keyed if not key.startswith("backfill:"))
+        flows = sum(1 for key, _ in keyed if not key.startswith(("backfill:", "followups:")))
         demand = Demand.measured(usage, now, flows=max(flows, 1))
         elapsed_s = max((now - usage.since_ms) / 1000, 1.0)
         interval = elapsed_s * demand.flows / usage.cycles if usage.cycles else elapsed_s
