@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from dingdee_common import codec
-from dingdee_common.contracts.v1 import BillOutcome, BillResult, utcnow
+from dingdee_common.contracts.v1 import BillOutcome, BillReady, BillResult, utcnow
 from dingdee_common.errors import DingdeeError, ErrorClass
 from dingdee_common.floodguard import FloodGuard
 from dingdee_common.kafka import headers as hdr
@@ -62,6 +63,8 @@ class Settler:
         self.committed: dict[TopicPartition, int] = {}
         self.open_since: dict[tuple[TopicPartition, int], float] = {}
         self.dlq_lock = asyncio.Lock()
+        # called with each saved (or already existing) bill: the refresher publishes base data
+        self.saved_hooks: list[Callable[[BillReady], Awaitable[None]]] = []
 
     # ---- bookkeeping -------------------------------------------------------------------------
 
@@ -144,6 +147,8 @@ class Settler:
         await asyncio.gather(*[await self._send_result(r) for r in done])
         for r in done:
             self._resolved(r)
+            for hook in self.saved_hooks:
+                await hook(r.pending.bill)
 
     async def _dead_letter(self, r: Resolution, error_class: ErrorClass) -> None:
         await self.dlq.publish(

@@ -40,6 +40,7 @@ class SourceTable:
         self.rows: dict[str, Row] = {}
         self.index: dict[str, dict[str, str | tuple[str, ...]]] = {f: {} for f in indexed}
         self.changed_at = 0.0  # wall clock of the last change
+        self.version = 0  # bumped on every change: lookups drop their caches
         self.misses = 0
 
     def value(self, row: Row, field: str) -> str:
@@ -56,6 +57,7 @@ class SourceTable:
             old = index.get(v)
             index[v] = key if old is None else (*_tuple(old), key)
         self.changed_at = time.time()
+        self.version += 1
 
     def delete(self, key: str) -> None:
         old = self.rows.pop(key, None)
@@ -69,6 +71,7 @@ class SourceTable:
             else:
                 index[v] = keys[0] if len(keys) == 1 else keys
         self.changed_at = time.time()
+        self.version += 1
 
     def find(self, field: str, value: str) -> tuple[str, ...]:
         if field == self.spec.key_field:
@@ -145,23 +148,63 @@ class LiveLookup(Mapping[str, str]):
         self.via = store.tables[spec.via] if spec.via is not None else None
         self.by = spec.by or self.target.spec.key_field
         self.label = spec.describe or name
+        self._value_pos = self.target.pos[spec.value]
+        # the hot path, resolved once: (DingTalk field position, Kingdee index or None = by key)
+        key_field = self.target.spec.key_field
+        self._steps = [
+            (self.via.pos[left], None if right == key_field else self.target.index[right], right)
+            for left, right in spec.match
+        ] if self.via is not None else []  # fmt: skip
+        self._by_index = None if self.by == key_field else self.target.index[self.by]
+
+        self._cache: dict[str, str] = {}
+        self._versions = (-1, -1)
 
     def get(self, key: str, default: str | None = None) -> str | None:  # type: ignore[override]
-        found = self.static.get(key)
+        found = self.static.get(key) or self._cache.get(key)
         if found is not None:
-            return found
+            if self._versions == (self.target.version, self.via.version if self.via else 0):
+                return found
+            self._cache.clear()
+            self._versions = (self.target.version, self.via.version if self.via else 0)
+            found = self.static.get(key)
+            if found is not None:
+                return found
+        value = self._lookup(key)
+        if value is None:
+            return default
+        self._cache[key] = value
+        return value
+
+    def _lookup(self, key: str) -> str | None:
         if self.via is None:
-            return self._pick(self.target.find(self.by, key), f"{self.by} {key}") or default
+            return self._resolve(self._by_index, key, self.by)
         dt = self.via.rows.get(key)
         if dt is None:
-            return default
-        for left, right in self.spec.match:
-            wanted = self.via.value(dt, left)
+            return None
+        for pos, index, right in self._steps:
+            wanted = dt.values[pos]
             if wanted:
-                value = self._pick(self.target.find(right, wanted), f"{right} {wanted}")
+                value = self._resolve(index, wanted, right)
                 if value is not None:
                     return value
-        return default
+        return None
+
+    def _resolve(
+        self, index: dict[str, str | tuple[str, ...]] | None, wanted: str, field: str
+    ) -> str | None:
+        """One candidate that is usable: its value (fast path); otherwise ``_pick`` decides."""
+        rows = self.target.rows
+        hit = wanted if index is None else index.get(wanted)
+        if hit is None:
+            return None
+        if type(hit) is str:
+            row = rows.get(hit)
+            if row is None:
+                return None
+            if row.status == "ok":
+                return row.values[self._value_pos]
+        return self._pick(_tuple(hit), f"{field} {wanted}")
 
     def _pick(self, keys: tuple[str, ...], what: str) -> str | None:
         if not keys:
