@@ -31,8 +31,12 @@ def store() -> RefStore:
             number,
             RefRow(source="kingdee_employees", key=number, fields=fields),
         )
-    for userid, name, job, mobile in [("u1", "张伟", "EMP0001", ""), ("u2", "王芳", "", "13800000002"),
-                                      ("u3", "张三", "A1023", "")]:  # fmt: skip
+    users = [
+        ("u1", "张伟", "EMP0001", ""),
+        ("u2", "王芳", "", "13800000002"),
+        ("u3", "张三", "A1023", ""),
+    ]
+    for userid, name, job, mobile in users:
         fields = {"userid": userid, "name": name, "job_number": job, "mobile": mobile}
         s.apply(
             "dingtalk_users", userid, RefRow(source="dingtalk_users", key=userid, fields=fields)
