@@ -8,25 +8,40 @@ so a 50 000-employee table stays within the budget the bench measures (``bench_r
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from typing import Any
 
 from dingdee_common.refdata import LookupSpec, ReferenceConfig, RefRow, SourceSpec
 from dingdee_transformer.rules import LookupProblem
 
-__all__ = ["LiveLookup", "RefStore", "Row", "SourceTable", "live_tables"]
+__all__ = [
+    "ORIGIN",
+    "RECEIVED",
+    "STATUS",
+    "LiveLookup",
+    "RefStore",
+    "Row",
+    "SourceTable",
+    "live_tables",
+    "row_values",
+]
 
 _EMPTY: tuple[str, ...] = ()
 _LABELS = {"job_number": "工号", "mobile": "手机", "code": "部门编码", "name": "名称"}
 
 
-@dataclass(slots=True)
-class Row:
-    values: tuple[str, ...]
-    status: str  # ok | forbidden | unaudited
-    origin: str
-    updated_at: str
+# A row is one flat tuple of strings and a float: the source's field values, then its status
+# (ok | forbidden | unaudited), where it came from, and when this process received it. A tuple
+# of atomic values is untracked by the garbage collector, so 100 000 rows cost a full collection
+# nothing, and equal strings within a row (FNumber = FStaffNumber) are stored once.
+Row = tuple[Any, ...]
+STATUS, ORIGIN, RECEIVED = -3, -2, -1
+
+
+def row_values(row: Row) -> tuple[str, ...]:
+    return row[:STATUS]
 
 
 class SourceTable:
@@ -40,16 +55,20 @@ class SourceTable:
         self.rows: dict[str, Row] = {}
         self.index: dict[str, dict[str, str | tuple[str, ...]]] = {f: {} for f in indexed}
         self.changed_at = 0.0  # wall clock of the last change
-        self.version = 0  # bumped on every change: lookups drop their caches
         self.misses = 0
 
     def value(self, row: Row, field: str) -> str:
-        return row.values[self.pos[field]]
+        return str(row[self.pos[field]])
 
     def upsert(self, key: str, row: RefRow) -> None:
         self.delete(key)
-        values = tuple(str(row.fields.get(f, "") or "") for f in self.fields)
-        self.rows[key] = Row(values, row.status, row.origin, row.updated_at)
+        same: dict[str, str] = {key: key}  # a field equal to the key (or another field) shares it
+        values = []
+        for f in self.fields:
+            v = str(row.fields.get(f) or "")
+            values.append(same.setdefault(v, v))
+        status, origin = sys.intern(row.status), sys.intern(row.origin)
+        self.rows[key] = (*values, status, origin, time.time())
         for field, index in self.index.items():
             v = values[self.pos[field]]
             if not v:
@@ -57,21 +76,19 @@ class SourceTable:
             old = index.get(v)
             index[v] = key if old is None else (*_tuple(old), key)
         self.changed_at = time.time()
-        self.version += 1
 
     def delete(self, key: str) -> None:
         old = self.rows.pop(key, None)
         if old is None:
             return
         for field, index in self.index.items():
-            v = old.values[self.pos[field]]
+            v = old[self.pos[field]]
             keys = tuple(k for k in _tuple(index.get(v)) if k != key)
             if not keys:
                 index.pop(v, None)
             else:
                 index[v] = keys[0] if len(keys) == 1 else keys
         self.changed_at = time.time()
-        self.version += 1
 
     def find(self, field: str, value: str) -> tuple[str, ...]:
         if field == self.spec.key_field:
@@ -105,6 +122,7 @@ class RefStore:
             name: SourceTable(name, spec, indexed[name]) for name, spec in config.sources.items()
         }
         self.listeners: list[Listener] = []
+        self.dependents: dict[str, list[LiveLookup]] = {}  # source → lookups caching its answers
 
     def apply(self, source: str, key: str, row: RefRow | None) -> None:
         table = self.tables.get(source)
@@ -114,6 +132,8 @@ class RefStore:
             table.delete(key)
         else:
             table.upsert(key, row)
+        for lookup in self.dependents.get(source, ()):
+            lookup.reset()
         for listener in self.listeners:
             listener(source)
 
@@ -157,19 +177,21 @@ class LiveLookup(Mapping[str, str]):
         ] if self.via is not None else []  # fmt: skip
         self._by_index = None if self.by == key_field else self.target.index[self.by]
 
-        self._cache: dict[str, str] = {}
-        self._versions = (-1, -1)
+        # answers so far, over the static overrides; emptied (back to the overrides) by the store
+        # whenever a source this lookup reads changes, so a hit is one dict read
+        self._cache: dict[str, str] = dict(self.static)
+        store.dependents.setdefault(spec.source, []).append(self)
+        if spec.via is not None:
+            store.dependents.setdefault(spec.via, []).append(self)
+
+    def reset(self) -> None:
+        if len(self._cache) != len(self.static):
+            self._cache = dict(self.static)
 
     def get(self, key: str, default: str | None = None) -> str | None:  # type: ignore[override]
-        found = self.static.get(key) or self._cache.get(key)
+        found = self._cache.get(key)
         if found is not None:
-            if self._versions == (self.target.version, self.via.version if self.via else 0):
-                return found
-            self._cache.clear()
-            self._versions = (self.target.version, self.via.version if self.via else 0)
-            found = self.static.get(key)
-            if found is not None:
-                return found
+            return found
         value = self._lookup(key)
         if value is None:
             return default
@@ -183,7 +205,7 @@ class LiveLookup(Mapping[str, str]):
         if dt is None:
             return None
         for pos, index, right in self._steps:
-            wanted = dt.values[pos]
+            wanted = dt[pos]
             if wanted:
                 value = self._resolve(index, wanted, right)
                 if value is not None:
@@ -202,15 +224,15 @@ class LiveLookup(Mapping[str, str]):
             row = rows.get(hit)
             if row is None:
                 return None
-            if row.status == "ok":
-                return row.values[self._value_pos]
+            if row[STATUS] == "ok":
+                return str(row[self._value_pos])
         return self._pick(_tuple(hit), f"{field} {wanted}")
 
     def _pick(self, keys: tuple[str, ...], what: str) -> str | None:
         if not keys:
             return None
         rows = [(k, self.target.rows[k]) for k in keys]
-        ok = [(k, r) for k, r in rows if r.status == "ok"]
+        ok = [(k, r) for k, r in rows if r[STATUS] == "ok"]
         if len(ok) > 1:
             raise LookupProblem(
                 f"{self.label}: two Kingdee {self._form()} records have {what}: "
@@ -218,7 +240,7 @@ class LiveLookup(Mapping[str, str]):
             )
         if ok:
             return self.target.value(ok[0][1], self.spec.value)
-        forbidden = [(k, r) for k, r in rows if r.status == "forbidden"]
+        forbidden = [(k, r) for k, r in rows if r[STATUS] == "forbidden"]
         if forbidden:
             raise LookupProblem(
                 f"{self.label}: Kingdee {self._form()} {_names(forbidden, self.target)} with "

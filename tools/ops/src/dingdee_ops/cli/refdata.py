@@ -32,7 +32,7 @@ from dingdee_common.refpublish import MARKER_KEY
 from dingdee_common.runtime import settings_or_exit
 from dingdee_common.settings import ServiceSettings
 from dingdee_ops.terminal import safe
-from dingdee_transformer.refstore import LiveLookup, RefStore
+from dingdee_transformer.refstore import ORIGIN, STATUS, LiveLookup, RefStore, row_values
 from dingdee_transformer.rules import LookupProblem
 
 __all__ = ["app"]
@@ -100,7 +100,7 @@ def status(flows_file: FlowsOption = DEFAULT_FLOWS) -> None:
     for column in ("source", "owner", "rows", "disabled", "unaudited", "last refresh", "parked"):
         table.add_column(column)
     for name, t in store.tables.items():
-        statuses = Counter(row.status for row in t.rows.values())
+        statuses = Counter(row[STATUS] for row in t.rows.values())
         marker = markers.get(name)
         last = "never"
         if marker is not None:
@@ -195,6 +195,6 @@ def _show_row(store: RefStore, source: str, key: str) -> None:
     if row is None:
         console.print(safe(f"{source}: no row {key}", style="yellow"))
         raise typer.Exit(1)
-    fields = ", ".join(f"{f}={v}" for f, v in zip(t.fields, row.values, strict=True) if v)
-    console.print(safe(f"{source} {key} [{row.status}] {fields}", limit=500))
-    console.print(safe(f"  from {row.origin or '?'} at {row.updated_at}"))
+    fields = ", ".join(f"{f}={v}" for f, v in zip(t.fields, row_values(row), strict=True) if v)
+    console.print(safe(f"{source} {key} [{row[STATUS]}] {fields}", limit=500))
+    console.print(safe(f"  from {row[ORIGIN] or '?'}"))
