@@ -20,12 +20,13 @@ import httpx
 import pytest
 import yaml
 
+from dingdee_common.errors import FatalError
 from dingdee_common.kafka.reading import read_topic
 from dingdee_dev.run import expected_bills
 from dingdee_dev.stack import Stack, StackConfig
 from dingdee_sandbox.demo_org import DEPARTMENTS, PROCESS_CODES
 from dingdee_sandbox.dingtalk.generator import department_form
-from tests.helpers import poll_until
+from tests.helpers import dingdee, poll_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -33,7 +34,6 @@ ROOT = Path(__file__).resolve().parents[2]
 PETTY_FORM, DEPT_FORM = "ER_ExpReimbursement", "BD_Department"
 FAST = {
     "DINGDEE_REFDATA__MIN_INTERVAL_SECONDS": "1",
-    "DINGDEE_REFDATA_MIN_INTERVAL_SECONDS": "1",
     "DINGDEE_PARKING__CHECK_SECONDS": "1",
 }
 
@@ -181,3 +181,97 @@ async def test_new_hire_and_new_department_park_then_load_by_themselves(
         assert not twice, f"{form_id}: bills created twice: {twice}"
     assert counts["dlq.transformer"] == 0 and counts["dlq.loader"] == 0, json.dumps(counts)
     assert not left, f"still parked: {left}"
+
+
+async def test_contact_events_update_the_dingtalk_sources_and_the_cli_shows_them(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """With events on, a user who joins, changes or leaves in DingTalk reaches
+    ``refdata.dingtalk_users`` from the Stream event alone (no full read is due: once a day), and
+    ``dingdee refdata status|lookup|sync`` show and drive the sources."""
+    flows = live_only_flows(tmp_path, refresh_seconds=3600)
+    config = StackConfig(
+        workdir=tmp_path,
+        flows_file=flows,
+        demo=2,
+        seed=3,
+        kafka_bootstrap=kafka_bootstrap,
+        topic_prefix=f"ev{tmp_path.name[-6:]}.",
+        services=("extractor", "loader"),
+        env=FAST,
+        service_env={"extractor": {"DINGDEE_EVENTS__ENABLED": "true"}},
+    )
+    async with Stack(config) as stack:
+        topic = stack.topics.refdata("dingtalk_users")
+
+        async def row(userid: str) -> dict[str, Any] | None:
+            found: dict[str, Any] | None = None
+            try:
+                records = await read_topic(stack.kafka, topic)
+            except FatalError:  # not provisioned yet: the extractor creates it at start
+                return None
+            for record in records:
+                if record.key == userid.encode():
+                    found = None if record.value is None else json.loads(record.value)
+            return found
+
+        async def first_sync() -> bool:
+            return await row("0123456789012345") is not None
+
+        await poll_until(first_sync, timeout=90, what="the first full read of the contacts")
+        user = {
+            "userid": "0999000000000021",
+            "name": "孙八",
+            "dept_ids": [1],
+            "job_number": "EMP0004",
+        }
+        await call(stack.dingtalk_url, "POST", "/_sandbox/contacts/users", user)
+
+        async def joined() -> bool:
+            found = await row("0999000000000021")
+            return found is not None and found["fields"]["job_number"] == "EMP0004"
+
+        await poll_until(joined, timeout=60, what="user_add_org → the user's row")
+        await call(
+            stack.dingtalk_url,
+            "POST",
+            "/_sandbox/contacts/users/0999000000000021",
+            {"job_number": "EMP0005"},
+        )
+
+        async def changed() -> bool:
+            found = await row("0999000000000021")
+            return found is not None and found["fields"]["job_number"] == "EMP0005"
+
+        await poll_until(changed, timeout=60, what="user_modify_org → the changed row")
+
+        async def employees_read() -> bool:
+            rows = await read_topic(stack.kafka, stack.topics.refdata("kingdee_employees"))
+            return any(r.key == b"EMP0005" for r in rows)
+
+        await poll_until(employees_read, timeout=60, what="the loader's first Kingdee read")
+        args = ("--flows", str(flows))
+        code, out = await dingdee(
+            stack.kafka, "refdata", "lookup", "staff", "0999000000000021", *args
+        )
+        assert code == 0, out
+        assert "0999000000000021 → EMP0005" in out and "dingtalk user/get" in out, out
+        code, out = await dingdee(stack.kafka, "refdata", "status", *args)
+        assert code == 0 and "dingtalk_users" in out and "kingdee_employees" in out, out
+        code, out = await dingdee(
+            stack.kafka, "refdata", "sync", "--table", "kingdee_employees", *args
+        )
+        assert code == 0 and "kingdee_employees: refresh requested" in out, out
+        code, out = await dingdee(stack.kafka, "refdata", "lookup", "staff", "nobody", *args)
+        assert code == 1 and "not in the DingTalk contacts" in out, out
+
+        async with httpx.AsyncClient(timeout=10.0) as client:
+            response = await client.delete(
+                f"{stack.dingtalk_url}/_sandbox/contacts/users/0999000000000021"
+            )
+            assert response.status_code == 200, response.text
+
+        async def left() -> bool:
+            return await row("0999000000000021") is None
+
+        await poll_until(left, timeout=60, what="user_leave_org → a tombstone")

@@ -68,6 +68,7 @@ async def _run(argv: list[str]) -> int:
             await app.setup()
             refs = load_flows(settings.flows_file).references().owned_by("extractor")
             contacts = ContactSync(settings, client, producer, refs)
+            app.contact_hook = contacts.on_event
             await asyncio.gather(app.run(stop), contacts.run(stop))
     except FatalError as exc:
         log.error("extractor.fatal", error=str(exc))

@@ -72,7 +72,25 @@ class ContactSync:
         self.due = dict.fromkeys(self.sources, 0.0)
         self.last = dict.fromkeys(self.sources, -1e9)
         self.keys: dict[str, set[str]] = {n: set() for n in self.sources}
+        self.leaving: dict[str, set[str]] = {n: set() for n in self.sources}
         self.wake = asyncio.Event()
+
+    def on_event(self, app: str, event_type: str, data: Mapping[str, Any]) -> None:
+        """A contact event (dingtalk.md §9.2) of ``app``: joined or changed users are read with
+        one ``user/get`` each, a user who left is removed, a department event re-reads the
+        departments (a BFS of a few calls)."""
+        users = event_type.startswith("user_")
+        for name, spec in self.sources.items():
+            if spec.dingtalk is None or spec.dingtalk.app != app:
+                continue
+            if users and spec.dingtalk.kind == "users":
+                ids = [str(i) for i in data.get("userId") or []]
+                target = self.leaving if event_type == "user_leave_org" else self.keys
+                target[name].update(ids)
+                self.wake.set()
+            elif not users and spec.dingtalk.kind == "departments":
+                self.due[name] = time.monotonic()
+                self.wake.set()
 
     def _app(self, name: str) -> str:
         spec = self.sources[name].dingtalk
@@ -92,6 +110,9 @@ class ContactSync:
                 for name in list(self.sources):
                     for key in self._take_keys(name):
                         await self._one(name, key)
+                    leaving, self.leaving[name] = self.leaving[name], set()
+                    for key in leaving:
+                        await self.publishers[name].remove(key)
                     if self.due[name] <= time.monotonic():
                         await self.refresh(name)
                 self.wake.clear()
@@ -125,7 +146,7 @@ class ContactSync:
         if key:
             self.keys[name].add(key)
         else:
-            soonest = self.last[name] + self.s.refdata_min_interval_seconds
+            soonest = self.last[name] + self.s.refdata.min_interval_seconds
             self.due[name] = min(self.due[name], max(time.monotonic(), soonest))
         self.wake.set()
 
