@@ -80,12 +80,22 @@ async def test_a_change_requeues_only_the_records_waiting_for_that_source_once()
     await parking.park(record("b"), parked("b", "x", "dingtalk_users"))
     parking.changed("kingdee_employees")
     parking.changed("kingdee_employees")
-    await parking._requeue(parking.dirty)
-    await parking._requeue({"kingdee_employees"})
+    await parking._requeue()
+    await parking._requeue()
     raw = sent.to(TOPICS.approvals_raw)
     assert [r[1] for r in raw] == [b"a"]
     headers = dict(raw[0][3])
     assert headers["dingdee-parked-partition"] == b"2" and headers["dingdee-parked-offset"] == b"7"
+
+
+async def test_a_row_that_arrives_while_a_record_is_being_parked_still_retries_it() -> None:
+    parking, sent, _, _ = lot()
+    outcome = parked("a")  # mapped (and missed) before the row arrived
+    parking.changed("kingdee_employees")  # the row arrives before the park is recorded
+    await parking.park(record("a"), outcome)
+    assert parking.wake.is_set()
+    await parking._requeue()
+    assert [r[1] for r in sent.to(TOPICS.approvals_raw)] == [b"a"]
 
 
 async def test_parking_again_keeps_the_first_time_and_the_original_coordinates() -> None:

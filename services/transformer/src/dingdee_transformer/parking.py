@@ -65,6 +65,7 @@ class ParkedEntry:
     first_at: float  # epoch seconds of the first parking
     partition: int
     offset: int
+    mapped_at: float = 0.0  # monotonic time of the mapping that parked it (0: read at start)
     requeued: bool = False
 
 
@@ -92,7 +93,7 @@ class ParkingLot:
         self.clock = clock
         self.entries: dict[bytes, ParkedEntry] = {}
         self.requested: dict[tuple[str, str], float] = {}
-        self.dirty: set[str] = set()
+        self.changed_at: dict[str, float] = {}  # source → monotonic time of its last change
         self.wake = asyncio.Event()
         self.metrics_sources: set[str] = set()
 
@@ -111,13 +112,15 @@ class ParkingLot:
         offset = int(hdr.get(record.headers, OFFSET) or record.offset)
         entry = ParkedEntry(
             key, record.value or b"", own, outcome.flow, outcome.waits, outcome.reason,
-            first_at, partition, offset,
+            first_at, partition, offset, outcome.at,
         )  # fmt: skip
         await self.producer.send_and_wait(
             self.topic, value=entry.value, key=key, headers=_headers(entry)
         )
         self.entries[key] = entry
         self._gauges()
+        if any(self.changed_at.get(s, -1.0) >= outcome.at for s, _ in outcome.waits):
+            self.wake.set()  # a row it waits for arrived while it was being parked
         for source, wanted in outcome.waits:
             self.metrics.refdata_misses.labels(source).inc()
             await self._request(source, wanted, outcome.reason)
@@ -170,15 +173,18 @@ class ParkingLot:
     # ---- the lot's own task -----------------------------------------------------------------
 
     def changed(self, source: str) -> None:
-        """A reference source changed (store listener): its waiting records are retried."""
-        self.dirty.add(source)
+        """A reference source changed (store listener): records waiting for it are retried,
+        those parked after a mapping that came before this change included."""
+        self.changed_at[source] = time.monotonic()
         self.wake.set()
 
     def requeue_all(self) -> None:
-        """After a restart: every parked record is tried again once the tables are loaded."""
+        """After a restart or an assignment: every parked record is tried again."""
+        now = time.monotonic()
         for entry in self.entries.values():
             entry.requeued = False
-            self.dirty.update(s for s, _ in entry.waits)
+            for source, _ in entry.waits:
+                self.changed_at[source] = now
         self.wake.set()
 
     async def run(self) -> None:
@@ -188,18 +194,18 @@ class ParkingLot:
                 await asyncio.wait_for(self.wake.wait(), timeout=self.s.check_seconds)
             self.wake.clear()
             await asyncio.sleep(0.2)  # a refresh writes many rows: retry once after them
-            dirty, self.dirty = self.dirty, set()
-            await self._requeue(dirty)
+            await self._requeue()
             await self._expire()
             self._gauges()
 
-    async def _requeue(self, sources: set[str]) -> None:
-        if not sources:
-            return
+    async def _requeue(self) -> None:
+        """Put back on approvals.raw every record a source it waits for changed for since it
+        was mapped (once until it parks again)."""
+        changed = self.changed_at
         for entry in list(self.entries.values()):
             if entry.requeued or not self.owns(entry.partition):
                 continue
-            if any(s in sources for s, _ in entry.waits):
+            if any(changed.get(s, -1.0) >= entry.mapped_at for s, _ in entry.waits):
                 entry.requeued = True
                 await self.producer.send(
                     self.source_topic, value=entry.value, key=entry.key, headers=_headers(entry)

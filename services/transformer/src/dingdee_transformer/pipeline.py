@@ -6,8 +6,9 @@ the one place per service that calls :func:`dingdee_common.errors.classify`.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.trace import Span
@@ -101,6 +102,7 @@ class Parked:
     process_instance_id: str
     waits: tuple[tuple[str, str], ...]  # (reference source, key)
     reason: str
+    at: float = field(default_factory=time.monotonic)  # when mapped: a later change retries it
 
 
 Processed = Emit | Skipped | DeadLetter | Parked
