@@ -138,3 +138,8 @@ async def test_the_lot_is_rebuilt_from_its_topic_and_bounded() -> None:
         rebuilt.load(key, value, headers)
     assert list(rebuilt.entries) == [b"b"]
     assert rebuilt.entries[b"b"].waits == (("kingdee_employees", "u3"),)
+    # reading back its own write does not make the lot forget when the record was mapped
+    mapped_at = parking.entries[b"b"].mapped_at
+    for _, key, value, headers in sent.to(TOPICS.parked):
+        parking.load(key, value, headers)
+    assert parking.entries[b"b"].mapped_at == mapped_at > 0

@@ -156,6 +156,8 @@ class ParkingLot:
         if value is None:
             self.entries.pop(key, None)
             return
+        if key in self.entries:  # our own write read back: the entry in memory knows more
+            return
         h = tuple(headers or ())
         try:
             waits = tuple(tuple(w) for w in orjson.loads(hdr.get(h, WAITS) or "[]"))
