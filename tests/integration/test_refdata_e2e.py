@@ -264,6 +264,11 @@ async def test_contact_events_update_the_dingtalk_sources_and_the_cli_shows_them
         assert code == 0 and "kingdee_employees: refresh requested" in out, out
         code, out = await dingdee(stack.kafka, "refdata", "lookup", "staff", "nobody", *args)
         assert code == 1 and "not in the DingTalk contacts" in out, out
+        # the contact calls of the syncs, in the app's month (exempt from the allowance)
+        code, out = await dingdee(stack.kafka, "quota", "status", "--budget", "main=1000000")
+        assert code == 0 and "contacts (exempt)" in out, out
+        main = next(line for line in out.splitlines() if line.strip("│ ").startswith("main"))
+        assert int(main.split("│")[12].strip()) >= 3, main  # department/get, listsub, user/list…
 
         async with httpx.AsyncClient(timeout=10.0) as client:
             response = await client.delete(

@@ -22,10 +22,14 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from dingdee_common.checkpoints import latest_checkpoints
+from dingdee_common.codec import encode_model
+from dingdee_common.contracts.v1 import CallUsage, Checkpoint
 from dingdee_common.errors import DingdeeError
 from dingdee_common.kafka.clients import make_consumer
 from dingdee_common.kafka.topics import Topics, provision
 from dingdee_common.observability.logging import get_logger
+from dingdee_common.quota import month_of
 from dingdee_common.refdata import RefRow, SourceSpec, decode_request
 from dingdee_common.refpublish import RefPublisher
 from dingdee_common.retry import retry_transient
@@ -63,6 +67,7 @@ class ContactSync:
     ) -> None:
         self.s = settings
         self.client = client
+        self.producer = producer
         self.sources = {n: s for n, s in sources.items() if s.dingtalk is not None}
         self.topics = Topics(settings.kafka.topic_prefix)
         self.publishers = {
@@ -74,6 +79,35 @@ class ContactSync:
         self.keys: dict[str, set[str]] = {n: set() for n in self.sources}
         self.leaving: dict[str, set[str]] = {n: set() for n in self.sources}
         self.wake = asyncio.Event()
+        self.usage: dict[str, CallUsage] = {}  # app → this month's contact calls
+        self._saved: dict[str, CallUsage] = {}
+
+    async def _contacts(self, app: str, api: str, path: str, body: dict[str, Any]) -> Any:
+        """One contacts call, counted in the app's month (``dingdee quota status``, exempt)."""
+        now = int(time.time() * 1000)
+        month = month_of(now)
+        usage = self.usage.get(app)
+        if usage is None or usage.month != month:
+            usage = CallUsage(app=app, month=month, since_ms=now)
+        self.usage[app] = usage.model_copy(update={"contact_calls": usage.contact_calls + 1})
+        return await self.client.contacts(app, api, path, body)
+
+    async def _load_usage(self) -> None:
+        """This month's count so far, from the checkpoint record ``refdata:<app>``."""
+        topic = self.topics.checkpoints
+        for key, cp in (await latest_checkpoints(self.s.kafka, topic)).items():
+            if key.startswith("refdata:") and cp.usage is not None:
+                self.usage[cp.usage.app] = cp.usage
+
+    async def _save_usage(self) -> None:
+        for app, usage in self.usage.items():
+            if self._saved.get(app) == usage:
+                continue
+            self._saved[app] = usage
+            cp = Checkpoint(flow=f"refdata:{app}", watermark_ms=0, usage=usage)
+            await self.producer.send_and_wait(
+                self.topics.checkpoints, key=cp.flow.encode(), value=encode_model(cp)
+            )
 
     def on_event(self, app: str, event_type: str, data: Mapping[str, Any]) -> None:
         """A contact event (dingtalk.md §9.2) of ``app``: joined or changed users are read with
@@ -104,6 +138,7 @@ class ContactSync:
             self.s.kafka, self.topics.refdata_requests, group_id="extractor.refdata"
         )
         await requests.start()
+        await self._load_usage()
         listen = asyncio.create_task(self._listen(requests))
         try:
             while not stop.is_set():
@@ -115,6 +150,7 @@ class ContactSync:
                         await self.publishers[name].remove(key)
                     if self.due[name] <= time.monotonic():
                         await self.refresh(name)
+                await self._save_usage()
                 self.wake.clear()
                 wait = max(0.05, min(self.due.values()) - time.monotonic())
                 with contextlib.suppress(TimeoutError):
@@ -156,7 +192,7 @@ class ContactSync:
             self.request(name)  # departments: a full read (a BFS of a few calls)
             return
         try:
-            body = await self.client.contacts(
+            body = await self._contacts(
                 spec.app, "user_get", "/topapi/v2/user/get", {"userid": key, "language": "zh_CN"}
             )
         except DingdeeError as exc:
@@ -208,7 +244,7 @@ class ContactSync:
         for dept_id in depts:
             cursor: int | None = 0
             while cursor is not None:
-                body = await self.client.contacts(
+                body = await self._contacts(
                     spec.app,
                     "user_list",
                     "/topapi/v2/user/list",
@@ -223,14 +259,14 @@ class ContactSync:
         return rows
 
     async def _departments(self, app: str) -> dict[int, dict[str, Any]]:
-        root = await self.client.contacts(
+        root = await self._contacts(
             app, "department_get", "/topapi/v2/department/get", {"dept_id": ROOT}
         )
         found: dict[int, dict[str, Any]] = {ROOT: dict(root.get("result") or {"dept_id": ROOT})}
         queue = [ROOT]
         while queue:
             parent = queue.pop(0)
-            body = await self.client.contacts(
+            body = await self._contacts(
                 app, "department_listsub", "/topapi/v2/department/listsub", {"dept_id": parent}
             )
             for child in body.get("result") or []:
