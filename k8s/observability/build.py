@@ -179,6 +179,29 @@ def pipeline() -> Dashboard:
             "short",
         ),
         (
+            "Reference data: rows per source",
+            [("max by (source) (dingdee_refdata_rows)", "{{source}}")],
+            "short",
+        ),
+        (
+            "Reference data: age per source and lookup misses (/s)",
+            [
+                ("max by (source) (dingdee_refdata_age_seconds)", "age {{source}}"),
+                ("sum by (source) (rate(dingdee_refdata_misses_total[5m]))", "misses {{source}}"),
+            ],
+            "s",
+        ),
+        (
+            "Parked records per source",
+            [("max by (source) (dingdee_parked_records)", "{{source}}")],
+            "short",
+        ),
+        (
+            "Oldest parked record (age)",
+            [("max(dingdee_parked_oldest_age_seconds)", "oldest")],
+            "s",
+        ),
+        (
             "Ready / flood guard per stage",
             [
                 ("max by (stage) (dingdee_ready)", "ready {{stage}}"),

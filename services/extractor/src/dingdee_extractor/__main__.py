@@ -8,6 +8,7 @@ import sys
 from prometheus_client import CollectorRegistry
 
 from dingdee_common.errors import FatalError
+from dingdee_common.flows import load_flows
 from dingdee_common.kafka.clients import make_producer
 from dingdee_common.observability.logging import configure_logging, get_logger
 from dingdee_common.observability.server import Health, OpsServer
@@ -16,6 +17,7 @@ from dingdee_common.runtime import install_stop_handlers, settings_or_exit
 from dingdee_common.settings import masked
 from dingdee_extractor.app import ExtractorApp
 from dingdee_extractor.backfill import parse_args, run_backfill
+from dingdee_extractor.contacts import ContactSync
 from dingdee_extractor.dingtalk.client import DingTalkClient
 from dingdee_extractor.doctor import startup_check
 from dingdee_extractor.flows import load_sources
@@ -66,7 +68,12 @@ async def _run(argv: list[str]) -> int:
             app = ExtractorApp(settings, sources, producer, client, metrics, health)
             await app.setup()
             followups = await build_followups(settings, producer, client, metrics)
-            await asyncio.gather(app.run(stop), *([followups.run(stop)] if followups else []))
+            refs = load_flows(settings.flows_file).references().owned_by("extractor")
+            contacts = ContactSync(settings, client, producer, refs)
+            app.contact_hook = contacts.on_event
+            await asyncio.gather(
+                app.run(stop), contacts.run(stop), *([followups.run(stop)] if followups else [])
+            )
     except FatalError as exc:
         log.error("extractor.fatal", error=str(exc))
         code = 1

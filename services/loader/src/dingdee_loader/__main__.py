@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 
 from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry
 
 from dingdee_common.errors import FatalError
+from dingdee_common.flows import load_flows
 from dingdee_common.kafka.clients import make_consumer, make_producer
 from dingdee_common.kafka.topics import Topics
 from dingdee_common.observability.logging import configure_logging, get_logger
 from dingdee_common.observability.server import Health, OpsServer
 from dingdee_common.observability.tracing import configure_tracing, shutdown_tracing
+from dingdee_common.refdata import SourceSpec
 from dingdee_common.runtime import install_stop_handlers, settings_or_exit
 from dingdee_common.settings import masked
 from dingdee_loader.app import LoaderApp
@@ -21,6 +24,7 @@ from dingdee_loader.attachments import AttachmentWorker
 from dingdee_loader.doctor import startup_check
 from dingdee_loader.kingdee.client import KingdeeClient
 from dingdee_loader.metrics import LoaderMetrics
+from dingdee_loader.refresh import Refresher
 from dingdee_loader.settings import LoaderSettings
 
 __all__ = ["main"]
@@ -52,13 +56,17 @@ async def _run() -> int:
     )
     client = KingdeeClient(settings.kingdee, metrics)
     app = LoaderApp(settings, metrics, health, consumer, producer, client)
+    refresher = Refresher(settings, client, producer, app.lanes, _kingdee_sources(settings))
+    app.settler.saved_hooks.append(refresher.saved)
     code = 0
+    refreshing: asyncio.Task[None] | None = None
     try:
         # before Kafka: while Kingdee refuses the login, wait not ready (no bill is touched)
         if await startup_check(settings.kingdee, health, stop):
             await producer.start()
             await consumer.start()
             consumer.subscribe([topics.bills_ready], listener=app.listener)
+            refreshing = asyncio.create_task(refresher.run(stop))
             attachments = attachment_worker(settings, app, client, producer, metrics)  # issue #18
             await asyncio.gather(app.run(stop), *[w.run(stop) for w in attachments])
     except FatalError as exc:
@@ -68,6 +76,10 @@ async def _run() -> int:
         log.exception("loader.crashed", error_type=type(exc).__name__, error=str(exc))
         code = 1
     finally:
+        if refreshing is not None:
+            refreshing.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await refreshing
         await consumer.stop()
         await producer.stop()
         await ops.stop()
@@ -107,6 +119,13 @@ def attachment_worker(
             settings.attachments.chunk_bytes,
         )
     ]
+
+
+def _kingdee_sources(settings: LoaderSettings) -> dict[str, SourceSpec]:
+    """The Kingdee reference sources of ``flows.yaml`` (none when the file is absent)."""
+    if not settings.flows_file.exists():
+        return {}
+    return load_flows(settings.flows_file).references().owned_by("loader")
 
 
 def main() -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
@@ -111,6 +112,15 @@ class AttachmentSettings(BaseModel):
     )
 
 
+class RefdataSettings(BaseModel):
+    """Kingdee reference sources (``DINGDEE_REFDATA__*``, issue #14)."""
+
+    min_interval_seconds: float = Field(
+        default=30.0, ge=0, description="refresh requests for one source: one query per this"
+    )
+    retry_seconds: float = Field(default=30.0, gt=0, description="after a failed refresh")
+
+
 class LoaderSettings(ServiceSettings):
     """Built once by ``__main__`` from ``DINGDEE_*`` variables and passed to every component."""
 
@@ -141,3 +151,8 @@ class LoaderSettings(ServiceSettings):
     backpressure: BackpressureSettings = BackpressureSettings()
     flood_guard: FloodGuardSettings = FloodGuardSettings()
     attachments: AttachmentSettings = AttachmentSettings()
+    flows_file: Path = Field(
+        default=Path("config/flows.yaml"),
+        description="DINGDEE_FLOWS_FILE: its Kingdee reference sources (read if present)",
+    )
+    refdata: RefdataSettings = RefdataSettings()

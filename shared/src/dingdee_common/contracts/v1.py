@@ -187,6 +187,11 @@ class CallUsage(BaseModel):
     list_calls: int = 0
     get_calls: int = 0
     cycles: int = Field(default=0, description="poll cycles finished in this month")
+    contact_calls: int = Field(
+        default=0,
+        description="contacts calls of the reference sources (issue #14): exempt from the "
+        "allowance (dingtalk.md §9.1), so not in ``calls``",
+    )
 
     @property
     def calls(self) -> int:

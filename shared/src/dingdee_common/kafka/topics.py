@@ -6,6 +6,7 @@ count and configs, and is shared by ``make run``, the tests and ``dingdee topics
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -86,6 +87,23 @@ class Topics:
     def parking(self) -> str:
         return self._n("dlq.parking")
 
+    def refdata(self, source: str) -> str:
+        """The compacted topic of one reference source, keyed by its source key (issue #14)."""
+        return self._n(f"refdata.{source}")
+
+    @property
+    def refdata_requests(self) -> str:
+        return self._n("refdata.requests")
+
+    @property
+    def parked(self) -> str:
+        """Records waiting for a reference (compacted, keyed by process instance id)."""
+        return self._n("transformer.parked")
+
+    def refdata_specs(self, sources: Iterable[str]) -> list[TopicSpec]:
+        """One compacted single-partition topic per reference source."""
+        return [TopicSpec(self.refdata(s), 1, {"cleanup.policy": "compact"}) for s in sources]
+
     def replay_targets(self) -> frozenset[str]:
         """The allow-list of topics a dead letter may be replayed onto."""
         return frozenset({self.approvals_raw, self.bills_ready, self.attachments_work})
@@ -105,11 +123,17 @@ class Topics:
             *(TopicSpec(self.dlq(stage), 1, dlq) for stage in STAGES),
             TopicSpec(self.replay_audit, 1, {"retention.ms": "-1"}),
             TopicSpec(self.parking, 1, {"retention.ms": "-1"}),
+            TopicSpec(self.refdata_requests, 1, {"retention.ms": str(24 * 3600 * 1000)}),
+            TopicSpec(self.parked, 1, {"cleanup.policy": "compact"}),
         ]
 
 
-async def provision(settings: KafkaSettings, topics: Topics | None = None) -> list[str]:
+async def provision(
+    settings: KafkaSettings, topics: Topics | None = None, *, extra: Iterable[TopicSpec] = ()
+) -> list[str]:
     """Create every dingdee topic that does not exist yet; return the names created.
+
+    ``extra``: topics that depend on ``flows.yaml`` (``Topics.refdata_specs``).
 
     Raises:
         FatalError: the broker refused a topic for a reason other than "already exists".
@@ -118,7 +142,7 @@ async def provision(settings: KafkaSettings, topics: Topics | None = None) -> li
     admin = AIOKafkaAdminClient(**settings.client_kwargs())
     await admin.start()
     try:
-        specs = topics.specs(settings.partitions)
+        specs = [*topics.specs(settings.partitions), *extra]
         new = [
             NewTopic(s.name, s.partitions, settings.replication_factor, topic_configs=s.config)
             for s in specs

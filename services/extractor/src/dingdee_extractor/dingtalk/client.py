@@ -222,6 +222,13 @@ class DingTalkClient:
             raise TransientError(f"get {instance_id}: response without process_instance")
         return instance
 
+    async def contacts(
+        self, app: str, api: str, path: str, payload: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A contacts call (dingtalk.md §9.1: ``/topapi/v2/user/list`` …) through the app's token
+        and token bucket, counted per ``api`` like every call (issue #14)."""
+        return await self._call(app, api, path, payload)
+
     async def _call(self, app: str, api: str, path: str, payload: dict[str, Any]) -> dict[str, Any]:
         for attempt in (1, 2):
             token = await self.token(app)
