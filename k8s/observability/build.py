@@ -179,6 +179,29 @@ def pipeline() -> Dashboard:
             "short",
         ),
         (
+            "Reference data: rows per source",
+            [("max by (source) (dingdee_refdata_rows)", "{{source}}")],
+            "short",
+        ),
+        (
+            "Reference data: age per source and lookup misses (/s)",
+            [
+                ("max by (source) (dingdee_refdata_age_seconds)", "age {{source}}"),
+                ("sum by (source) (rate(dingdee_refdata_misses_total[5m]))", "misses {{source}}"),
+            ],
+            "s",
+        ),
+        (
+            "Parked records per source",
+            [("max by (source) (dingdee_parked_records)", "{{source}}")],
+            "short",
+        ),
+        (
+            "Oldest parked record (age)",
+            [("max(dingdee_parked_oldest_age_seconds)", "oldest")],
+            "s",
+        ),
+        (
             "Ready / flood guard per stage",
             [
                 ("max by (stage) (dingdee_ready)", "ready {{stage}}"),
@@ -351,8 +374,45 @@ def kingdee() -> Dashboard:
             ],
             "short",
         ),
+        *_attachment_panels(),
     ]
     return _dashboard("dingdee-kingdee", "dingdee · Kingdee", panels, "dingdee_loader_rows_total")
+
+
+def _attachment_panels() -> list[tuple[str, list[tuple[str, str]], str]]:
+    """Issue #18: files and bytes moved, failures, write-back comments."""
+    return [
+        (
+            "Attachment files by result (/s)",
+            [(f"sum by (result) (rate(dingdee_attachment_files_total{F}[5m]))", "{{result}}")],
+            "ops",
+        ),
+        (
+            "Attachment bytes uploaded (/s)",
+            [(f"sum(rate(dingdee_attachment_bytes_total{F}[5m]))", "bytes")],
+            "Bps",
+        ),
+        (
+            "Attachment dead letters by type (per hour)",
+            [
+                (
+                    f"sum by (error_type) (increase(dingdee_attachment_failures_total{F}[1h]))",
+                    "{{error_type}}",
+                )
+            ],
+            "short",
+        ),
+        (
+            "Write-back comments by outcome and result (per hour)",
+            [
+                (
+                    f"sum by (outcome, result) (increase(dingdee_writebacks_total{F}[1h]))",
+                    "{{outcome}} {{result}}",
+                )
+            ],
+            "short",
+        ),
+    ]
 
 
 DASHBOARDS = {"pipeline.json": pipeline, "dingtalk.json": dingtalk, "kingdee.json": kingdee}

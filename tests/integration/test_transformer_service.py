@@ -86,7 +86,6 @@ def _cases() -> tuple[list[ApprovalSnapshot], list[ApprovalSnapshot], list[Appro
             business_id="202611031200000099001",
             pid="pi-bad-money",
         ),
-        snapshot(userid="nobody", business_id="202611031200000099002", pid="pi-bad-staff"),
         snapshot(
             biz_action="REVOKE",
             business_id="202611031200000099003",
@@ -161,6 +160,10 @@ async def test_good_bills_bad_dead_letters_skips_nothing(
     good, bad, skipped = _cases()
     items = [item(s) for s in good + bad + skipped]
     poison = [(b"pi-poison-1", b"\xff not json"), (b"pi-poison-2", b'{"schema_version": 9}')]
+    # a staff member missing from the live tables waits (parked), it is no dead letter (#14)
+    items.append(
+        item(snapshot(userid="nobody", business_id="202611031200000099002", pid="pi-bad-staff"))
+    )
     duplicate = [item(good[0])]
     changed_snap = good[1].model_copy(update={"fingerprint": "f1-changed"})
     changed = [item(changed_snap)]
@@ -196,7 +199,11 @@ async def test_good_bills_bad_dead_letters_skips_nothing(
     assert money["dlq-error-class"] == "permanent"
     assert "费用明细第2行 金额 '12,3a' is not a number" in money["dlq-error-message"]
     assert "202611031200000099001" in money["dlq-error-message"]
-    assert "reference table 'staff'" in by_key[b"pi-bad-staff"]["dlq-error-message"]
+    assert b"pi-bad-staff" not in by_key
+    parked = await read_all(kafka, topics.parked, 1, "the parked record")
+    assert [r.key for r in parked] == [b"pi-bad-staff"]
+    reason = hdr.as_dict(parked[0].headers)["dingdee-parked-reason"]
+    assert "员工 nobody is not in the DingTalk contacts" in reason
     revoke = by_key[b"pi-bad-revoke"]["dlq-error-message"]
     assert "pi-good-0" in revoke and "BYJ202611031200000000000" in revoke
     assert "finance decision" in revoke

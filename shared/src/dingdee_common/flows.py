@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dingdee_common.errors import FatalError
+from dingdee_common.refdata import ReferenceConfig
 
 __all__ = ["FlowEntry", "FlowsFile", "flow_error", "load_flows"]
 
@@ -33,6 +34,9 @@ class FlowEntry(BaseModel):
     dingtalk: dict[str, Any]
     target: dict[str, Any] = Field(default_factory=dict)
     mapping: dict[str, Any] = Field(default_factory=dict)
+    # issue #18, validated by dingdee_common.followups (extractor) and the transformer
+    attachments: dict[str, Any] = Field(default_factory=dict)
+    writeback: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("id")
     @classmethod
@@ -48,6 +52,9 @@ class FlowsFile(BaseModel):
     version: int = 1
     timezone: str = "Asia/Shanghai"
     reference_tables: dict[str, dict[str, str]] = Field(default_factory=dict)
+    # live reference data (issue #14): validated by ``references()`` (dingdee_common.refdata)
+    reference_sources: dict[str, Any] = Field(default_factory=dict)
+    reference_lookups: dict[str, Any] = Field(default_factory=dict)
     flows: list[FlowEntry]
 
     @field_validator("flows")
@@ -62,6 +69,12 @@ class FlowsFile(BaseModel):
 
     def enabled(self) -> list[FlowEntry]:
         return [f for f in self.flows if f.enabled]
+
+    def references(self) -> ReferenceConfig:
+        """The live reference sources and lookups (validated when the file is loaded)."""
+        return ReferenceConfig.model_validate(
+            {"sources": self.reference_sources, "lookups": self.reference_lookups}
+        )
 
 
 def flow_error(path: Path | str, exc: ValidationError, flows: list[Any] | None = None) -> str:
@@ -99,6 +112,15 @@ def load_flows(path: Path | str) -> FlowsFile:
     if not isinstance(raw, dict):
         raise FatalError(f"{p}: expected a mapping with a 'flows' list", code="config")
     try:
-        return FlowsFile.model_validate(raw)
+        flows = FlowsFile.model_validate(raw)
     except ValidationError as exc:
         raise FatalError(flow_error(p, exc, raw.get("flows")), code="config") from exc
+    try:
+        flows.references()
+    except ValidationError as exc:
+        lines = [
+            f"{p}: reference_{'.'.join(str(x) for x in e['loc']) or 'sources'}: {e['msg']}"
+            for e in exc.errors()
+        ]
+        raise FatalError("\n".join(lines), code="config") from exc
+    return flows

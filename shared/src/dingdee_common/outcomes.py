@@ -21,3 +21,4 @@ class Outcome(enum.StrEnum):
     SAVED = "saved"  # loader: Kingdee saved the bill
     ALREADY_EXISTS = "already_exists"  # loader: Kingdee already had the bill
     DEAD_LETTERED = "dead_lettered"  # written to dlq.<stage>
+    PARKED = "parked"  # transformer: waits for a missing reference row (transformer.parked)

@@ -100,6 +100,7 @@ def total_usage(usages: Iterable[CallUsage | None], app: str, month: str) -> Cal
         list_calls=sum(u.list_calls for u in mine),
         get_calls=sum(u.get_calls for u in mine),
         cycles=sum(u.cycles for u in mine),
+        contact_calls=sum(u.contact_calls for u in mine),
     )
 
 

@@ -35,6 +35,7 @@ ALERTS = {
     "DingdeeServiceNotReady",
     "DingdeeTargetDown",
     "DingdeeKingdeeUnavailable",
+    "DingdeeParkedTooLong",
 }
 
 

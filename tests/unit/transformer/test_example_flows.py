@@ -74,7 +74,10 @@ class TestPettyCash:
             map_snapshot(flows["petty-cash"], snapshot(form=petty_form(rows), userid="ghost"))
         rules = {e.rule for e in caught.value.errors}
         assert rules == {"lookup expense_types", "lookup staff"}
-        assert "'美容费' is not in reference table 'expense_types'" in str(caught.value)
+        # live lookups (issue #14): the reason says where the row is missing, and what to wait for
+        assert "费用项目 '美容费' is not in Kingdee BD_Expense (FName)" in str(caught.value)
+        waits = {e.waits_on for e in caught.value.errors}
+        assert waits == {("kingdee_expense_items", "美容费"), ("dingtalk_users", "ghost")}
 
     def test_empty_table_quirk_fails_min_rows(self, flows: dict[str, CompiledFlow]) -> None:
         form = petty_form(table_raw=EMPTY_TABLE_VALUE)
@@ -185,7 +188,7 @@ class TestDepartmentSync:
         text = str(caught.value)
         assert "bill key placeholder {form:部门编码} is empty" in text
         assert "部门编码 is required but empty" in text
-        assert "'火星部' is not in reference table 'department_names'" in text
+        assert "部门 '火星部' is not in Kingdee BD_Department (FName)" in text
 
     def test_bad_date(self, flows: dict[str, CompiledFlow]) -> None:
         snap = snapshot("department-sync", dept_form(day="2026-13-45"))

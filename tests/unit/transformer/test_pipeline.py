@@ -18,11 +18,12 @@ from dingdee_transformer.pipeline import (
     MAX_FINGERPRINTS,
     DeadLetter,
     Emit,
+    Parked,
     Processor,
     Seen,
     Skipped,
 )
-from tests.unit.transformer.samples import snapshot
+from tests.unit.transformer.samples import petty_form, snapshot
 
 ROOT = Path(__file__).resolve().parents[3]
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -121,7 +122,14 @@ class TestProcessor:
         assert unknown.verdict.error_class is ErrorClass.PERMANENT
         assert unknown.verdict.error_type == "unknown_flow"
         assert unknown.flow == "unknown"
-        bad = proc.process(_record(encode_model(snapshot(userid="ghost"))), lambda _: None)
+        # only a live lookup missed: the record waits for the row (issue #14)
+        waits = proc.process(_record(encode_model(snapshot(userid="ghost"))), lambda _: None)
+        assert isinstance(waits, Parked) and waits.waits == (("dingtalk_users", "ghost"),)
+        # a missing row beside another broken rule: a dead letter at once
+        form = petty_form(pay="支付宝")
+        bad = proc.process(
+            _record(encode_model(snapshot(form=form, userid="ghost"))), lambda _: None
+        )
         assert isinstance(bad, DeadLetter) and bad.verdict.error_type == "mapping_invalid"
         errors = registry.get_sample_value(
             "dingdee_transformer_field_errors_total", {"flow": "petty-cash", "rule": "lookup"}

@@ -7,6 +7,7 @@ import contextlib
 import functools
 import time
 from collections.abc import Callable
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
@@ -61,6 +62,8 @@ class ExtractorApp:
         self.outage = OutageWatch(
             settings.outage, metrics, health, sorted({s.app for s in sources})
         )
+        # contact events → reference sources (issue #14): ``ContactSync.on_event``
+        self.contact_hook: Callable[[str, str, dict[str, Any]], None] | None = None
 
     async def setup(self) -> None:
         """Resume every flow from its last checkpoint."""
@@ -143,7 +146,7 @@ class ExtractorApp:
         for poller in self.pollers:
             by_app.setdefault(poller.source.app, {})[poller.source.process_code] = poller
         apps = self._settings.dingtalk.apps
-        return [
+        listeners = [
             EventListener(
                 app,
                 apps[app],
@@ -156,6 +159,9 @@ class ExtractorApp:
             )
             for app, pollers in by_app.items()
         ]
+        for listener in listeners:
+            listener.contact_hook = self.contact_hook
+        return listeners
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run each flow's poll loop (and the event listeners) until ``stop`` is set."""

@@ -80,6 +80,8 @@ class EventListener:
         self._backoff = RetrySettings(
             initial_backoff_seconds=min(0.5, cap), max_backoff_seconds=cap
         )
+        # contact events (dingtalk.md §9.2) for the reference sources (issue #14, contacts.py)
+        self.contact_hook: Callable[[str, str, dict[str, Any]], None] | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Connect, read, reconnect after each session's end, until ``stop`` is set.
@@ -180,6 +182,10 @@ class EventListener:
         try:
             data = orjson.loads(frame.get("data") or "{}")
             kind = str(data.get("type", "other"))
+            event_type = str(headers.get("eventType") or "")
+            if self.contact_hook is not None and event_type.startswith(("user_", "org_dept_")):
+                self.contact_hook(self._app, event_type, data)
+                outcome, kind = "contact", event_type
             poller = self._pollers.get(str(data.get("processCode")))
             relevant = headers.get("eventType") == "bpms_instance_change" and poller is not None
             if relevant and poller is not None and kind in ("finish", "terminate"):

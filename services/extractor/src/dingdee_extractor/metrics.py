@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from dingdee_common.observability.followups import FollowupMetrics
 from dingdee_common.observability.metrics import LATENCY_BUCKETS, StageMetrics
 
 __all__ = ["STAGE", "ExtractorMetrics"]
@@ -16,6 +17,7 @@ STAGE = "extractor"
 @dataclass
 class ExtractorMetrics:
     stage: StageMetrics
+    followups: FollowupMetrics  # issue #18: attachments and write-back
     requests: Counter
     request_duration: Histogram
     rate_limit_wait: Counter
@@ -40,6 +42,7 @@ class ExtractorMetrics:
     def create(cls, registry: CollectorRegistry) -> ExtractorMetrics:
         return cls(
             stage=StageMetrics.create(registry, STAGE),
+            followups=FollowupMetrics.create(registry),
             requests=Counter(
                 "dingdee_dingtalk_requests_total",
                 "DingTalk API calls by app, API and errcode/sub_code (0 = success)",

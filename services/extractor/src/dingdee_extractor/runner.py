@@ -12,6 +12,7 @@ import sys
 from prometheus_client import CollectorRegistry
 
 from dingdee_common.errors import FatalError
+from dingdee_common.flows import load_flows
 from dingdee_common.kafka.clients import make_producer
 from dingdee_common.observability.logging import configure_logging, get_logger
 from dingdee_common.observability.server import Health, OpsServer
@@ -20,9 +21,11 @@ from dingdee_common.runtime import install_stop_handlers, settings_or_exit
 from dingdee_common.settings import masked
 from dingdee_extractor.app import ExtractorApp
 from dingdee_extractor.backfill import BackfillArgs, Progress, run_backfill
+from dingdee_extractor.contacts import ContactSync
 from dingdee_extractor.dingtalk.client import DingTalkClient
 from dingdee_extractor.doctor import startup_check
 from dingdee_extractor.flows import FlowSource, load_sources
+from dingdee_extractor.followups import build_followups
 from dingdee_extractor.metrics import ExtractorMetrics
 from dingdee_extractor.settings import ExtractorSettings
 
@@ -63,7 +66,13 @@ async def run(backfill: BackfillArgs | None = None, progress: Progress | None = 
             await producer.start()
             app = ExtractorApp(settings, sources, producer, client, metrics, health)
             await app.setup()
-            await app.run(stop)
+            followups = await build_followups(settings, producer, client, metrics)
+            refs = load_flows(settings.flows_file).references().owned_by("extractor")
+            contacts = ContactSync(settings, client, producer, refs)
+            app.contact_hook = contacts.on_event
+            await asyncio.gather(
+                app.run(stop), contacts.run(stop), *([followups.run(stop)] if followups else [])
+            )
         else:
             await producer.start()
             source = _source(backfill.flow, sources, settings)

@@ -184,10 +184,21 @@ class OutageSettings(_Block):
         )
 
 
+class ContactSourceSettings(BaseModel):
+    """DingTalk contact sources (``DINGDEE_REFDATA__*``, issue #14)."""
+
+    min_interval_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="a requested full read of a contact source no sooner than this after the last",
+    )
+
+
 class ExtractorSettings(ServiceSettings):
     """Built once by ``__main__`` and passed to every component."""
 
     flows_file: Path = Path("config/flows.yaml")
+    refdata: ContactSourceSettings = ContactSourceSettings()
     group_id: str = "dingdee-extractor"
     dingtalk: DingTalkSettings
     poll: PollSettings = PollSettings()

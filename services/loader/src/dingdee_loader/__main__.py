@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 
+from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry
 
 from dingdee_common.errors import FatalError
+from dingdee_common.flows import load_flows
 from dingdee_common.kafka.clients import make_consumer, make_producer
 from dingdee_common.kafka.topics import Topics
 from dingdee_common.observability.logging import configure_logging, get_logger
 from dingdee_common.observability.server import Health, OpsServer
 from dingdee_common.observability.tracing import configure_tracing, shutdown_tracing
+from dingdee_common.refdata import SourceSpec
 from dingdee_common.runtime import install_stop_handlers, settings_or_exit
 from dingdee_common.settings import masked
 from dingdee_loader.app import LoaderApp
+from dingdee_loader.attachments import AttachmentWorker
 from dingdee_loader.doctor import startup_check
 from dingdee_loader.kingdee.client import KingdeeClient
 from dingdee_loader.metrics import LoaderMetrics
+from dingdee_loader.refresh import Refresher
 from dingdee_loader.settings import LoaderSettings
 
 __all__ = ["main"]
@@ -48,17 +54,21 @@ async def _run() -> int:
         session_timeout_ms=settings.session_timeout_ms,
         heartbeat_interval_ms=max(settings.session_timeout_ms // 5, 500),
     )
-    app = LoaderApp(
-        settings, metrics, health, consumer, producer, KingdeeClient(settings.kingdee, metrics)
-    )
+    client = KingdeeClient(settings.kingdee, metrics)
+    app = LoaderApp(settings, metrics, health, consumer, producer, client)
+    refresher = Refresher(settings, client, producer, app.lanes, _kingdee_sources(settings))
+    app.settler.saved_hooks.append(refresher.saved)
     code = 0
+    refreshing: asyncio.Task[None] | None = None
     try:
         # before Kafka: while Kingdee refuses the login, wait not ready (no bill is touched)
         if await startup_check(settings.kingdee, health, stop):
             await producer.start()
             await consumer.start()
             consumer.subscribe([topics.bills_ready], listener=app.listener)
-            await app.run(stop)
+            refreshing = asyncio.create_task(refresher.run(stop))
+            attachments = attachment_worker(settings, app, client, producer, metrics)  # issue #18
+            await asyncio.gather(app.run(stop), *[w.run(stop) for w in attachments])
     except FatalError as exc:
         log.error("loader.fatal", error=str(exc))
         code = 1
@@ -66,12 +76,56 @@ async def _run() -> int:
         log.exception("loader.crashed", error_type=type(exc).__name__, error=str(exc))
         code = 1
     finally:
+        if refreshing is not None:
+            refreshing.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await refreshing
         await consumer.stop()
         await producer.stop()
         await ops.stop()
         shutdown_tracing()
         log.info("loader.stopped", exit_code=code)
     return code
+
+
+def attachment_worker(
+    settings: LoaderSettings,
+    app: LoaderApp,
+    client: KingdeeClient,
+    producer: AIOKafkaProducer,
+    metrics: LoaderMetrics,
+) -> list[AttachmentWorker]:
+    """The attachment uploader on the loader's lanes (none when switched off)."""
+    if not settings.attachments.enabled:
+        return []
+    topics = Topics(settings.kafka.topic_prefix)
+    consumer = make_consumer(
+        settings.kafka,
+        topics.attachments_work,
+        group_id=f"{settings.group_id}-attachments",
+        max_poll_records=1,
+        session_timeout_ms=settings.session_timeout_ms,
+        heartbeat_interval_ms=max(settings.session_timeout_ms // 5, 500),
+    )
+    return [
+        AttachmentWorker(
+            client,
+            app.lanes,
+            consumer,
+            producer,
+            topics,
+            metrics.followups,
+            settings.retry,
+            settings.attachments.chunk_bytes,
+        )
+    ]
+
+
+def _kingdee_sources(settings: LoaderSettings) -> dict[str, SourceSpec]:
+    """The Kingdee reference sources of ``flows.yaml`` (none when the file is absent)."""
+    if not settings.flows_file.exists():
+        return {}
+    return load_flows(settings.flows_file).references().owned_by("loader")
 
 
 def main() -> int:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from dingdee_common.observability.followups import FollowupMetrics
 from dingdee_common.observability.metrics import LATENCY_BUCKETS, StageMetrics
 
 __all__ = ["LoaderMetrics"]
@@ -19,6 +20,7 @@ class LoaderMetrics:
     """Shared stage RED metrics plus BatchSave sizes, Kingdee calls, row outcomes, re-logins."""
 
     stage: StageMetrics
+    followups: FollowupMetrics  # issue #18: attachments and write-back
     batch_size: Histogram
     kingdee_latency: Histogram
     kingdee_errors: Counter
@@ -33,6 +35,7 @@ class LoaderMetrics:
     def create(cls, registry: CollectorRegistry) -> LoaderMetrics:
         return cls(
             stage=StageMetrics.create(registry, "loader"),
+            followups=FollowupMetrics.create(registry),
             batch_size=Histogram(
                 "dingdee_loader_batch_size_records",
                 "Packages per BatchSave call",

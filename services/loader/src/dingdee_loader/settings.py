@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
@@ -96,6 +97,30 @@ class BackpressureSettings(BaseModel):
         )
 
 
+class AttachmentSettings(BaseModel):
+    """Attachment uploads (``DINGDEE_ATTACHMENTS__*``, issue #18)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = Field(default=True, description="consume attachments.work")
+    chunk_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=64 * 1024,
+        le=4 * 1024 * 1024,
+        description="bytes per AttachmentUpLoad chunk (kingdee.md §10.4.1: files over 4 MB "
+        "must be chunked); one chunk is in memory at a time",
+    )
+
+
+class RefdataSettings(BaseModel):
+    """Kingdee reference sources (``DINGDEE_REFDATA__*``, issue #14)."""
+
+    min_interval_seconds: float = Field(
+        default=30.0, ge=0, description="refresh requests for one source: one query per this"
+    )
+    retry_seconds: float = Field(default=30.0, gt=0, description="after a failed refresh")
+
+
 class LoaderSettings(ServiceSettings):
     """Built once by ``__main__`` from ``DINGDEE_*`` variables and passed to every component."""
 
@@ -125,3 +150,9 @@ class LoaderSettings(ServiceSettings):
     retry: RetrySettings = RetrySettings()
     backpressure: BackpressureSettings = BackpressureSettings()
     flood_guard: FloodGuardSettings = FloodGuardSettings()
+    attachments: AttachmentSettings = AttachmentSettings()
+    flows_file: Path = Field(
+        default=Path("config/flows.yaml"),
+        description="DINGDEE_FLOWS_FILE: its Kingdee reference sources (read if present)",
+    )
+    refdata: RefdataSettings = RefdataSettings()

@@ -15,7 +15,7 @@ from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from dingdee_common import codec
-from dingdee_common.contracts.v1 import BillOutcome, BillResult, utcnow
+from dingdee_common.contracts.v1 import BillOutcome, BillReady, BillResult, utcnow
 from dingdee_common.errors import DingdeeError, ErrorClass, TransientError
 from dingdee_common.floodguard import FloodGuard
 from dingdee_common.kafka import headers as hdr
@@ -70,6 +70,8 @@ class Settler:
         self.dlq_lock = asyncio.Lock()
         # the backoff while the broker does not acknowledge (no budget: back-pressure)
         self.kafka_policy = kafka_policy or RetrySettings(max_backoff_seconds=5.0)
+        # called with each saved (or already existing) bill: the refresher publishes base data
+        self.saved_hooks: list[Callable[[BillReady], Awaitable[None]]] = []
 
     # ---- bookkeeping -------------------------------------------------------------------------
 
@@ -155,6 +157,8 @@ class Settler:
         await self._until_acked("the bills' results", lambda: self._send_results(done))
         for r in done:
             self._resolved(r)
+            for hook in self.saved_hooks:
+                await hook(r.pending.bill)
 
     async def _send_results(self, done: list[Resolution]) -> None:
         acks = [await self._send_result(r) for r in done]

@@ -14,6 +14,7 @@ import faust
 from prometheus_client import CollectorRegistry
 
 from dingdee_common.errors import FatalError
+from dingdee_common.flows import load_flows
 from dingdee_common.observability.logging import configure_logging, get_logger
 from dingdee_common.observability.server import Health, OpsServer
 from dingdee_common.observability.tracing import configure_tracing, shutdown_tracing
@@ -22,6 +23,7 @@ from dingdee_common.settings import masked
 from dingdee_transformer.app import TransformerApp
 from dingdee_transformer.flowspec import load_compiled
 from dingdee_transformer.metrics import TransformerMetrics
+from dingdee_transformer.refstore import RefStore
 from dingdee_transformer.settings import TransformerSettings
 
 SERVICE = "transformer"
@@ -35,7 +37,8 @@ def main() -> int:
     log = get_logger(__name__)
     configure_tracing(SERVICE, enabled=settings.telemetry.tracing_enabled)
     try:
-        flows = load_compiled(settings.flows_file)
+        store = RefStore(load_flows(settings.flows_file).references())
+        flows = load_compiled(settings.flows_file, store)
     except FatalError as exc:
         print(f"{SERVICE}: {exc.message}", file=sys.stderr)
         return 2
@@ -46,7 +49,9 @@ def main() -> int:
     asyncio.set_event_loop(loop)
     ops = OpsServer(settings.http, registry, health)
     loop.run_until_complete(ops.start())
-    service = TransformerApp(settings, flows, TransformerMetrics.create(registry), health)
+    service = TransformerApp(
+        settings, flows, TransformerMetrics.create(registry), health, store=store
+    )
     # faust's worker sets logging up again at start: keep the root level and JSON handler that
     # configure_logging installed instead of its colour handler
     service.app.conf.loghandlers = list(logging.root.handlers)

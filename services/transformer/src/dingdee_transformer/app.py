@@ -8,6 +8,7 @@ faust app, its topics and dedup table around them, and watches the consumer.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,6 +20,7 @@ from dingdee_common.kafka.dlq import DeadLetterPublisher
 from dingdee_common.kafka.topics import Topics
 from dingdee_common.observability.logging import get_logger
 from dingdee_common.observability.server import Health
+from dingdee_common.refdata import ReferenceConfig
 from dingdee_common.settings import KafkaSettings
 from dingdee_transformer.batches import BatchLoop, Stage
 from dingdee_transformer.faust_adapter import (
@@ -34,7 +36,10 @@ from dingdee_transformer.faust_adapter import (
 from dingdee_transformer.flowspec import CompiledFlow
 from dingdee_transformer.intake import FetchIntake
 from dingdee_transformer.metrics import STAGE, TransformerMetrics
+from dingdee_transformer.parking import ParkingLot
 from dingdee_transformer.pipeline import Processor
+from dingdee_transformer.refstore import RefStore
+from dingdee_transformer.refsync import RefReader
 from dingdee_transformer.settings import TransformerSettings
 
 __all__ = ["TransformerApp", "consumer_failure", "faust_app", "faust_broker"]
@@ -107,6 +112,22 @@ class _ConsumerOffsets:
         return self._app.consumer.highwater(tp)
 
 
+class _Sends:
+    """faust's aiokafka producer as the parking lot's sender (looked up when used)."""
+
+    def __init__(self, producer: FaustProducer) -> None:
+        self._producer = producer
+
+    async def send(self, topic: str, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = await self._producer.record_batches().send(
+            topic, *args, **kwargs
+        )
+        return future
+
+    async def send_and_wait(self, topic: str, *args: Any, **kwargs: Any) -> object:
+        return await self._producer.send_and_wait(topic, *args, **kwargs)
+
+
 class TransformerApp:
     """Builds the faust app, its topics, the dedup table and batch loop; ``__main__`` runs it."""
 
@@ -116,6 +137,7 @@ class TransformerApp:
         flows: Mapping[str, CompiledFlow],
         metrics: TransformerMetrics,
         health: Health,
+        store: RefStore | None = None,
     ) -> None:
         self.settings = settings
         self.topics = Topics(settings.kafka.topic_prefix)
@@ -132,6 +154,16 @@ class TransformerApp:
         self.app = self._make_app()
         producer = FaustProducer(self.app)
         self.dlq = DeadLetterPublisher(producer, self.topics, STAGE)
+        self.store = store or RefStore(ReferenceConfig())
+        self.parking = ParkingLot(
+            settings.parking,
+            _Sends(producer),
+            self.dlq,
+            metrics,
+            (self.topics.approvals_raw, self.topics.parked, self.topics.refdata_requests),
+            owns=self._owns,
+        )
+        self.refdata = RefReader(settings.kafka, self.topics, self.store, self.parking, metrics)
         self.batches = BatchLoop(
             settings,
             self.processor,
@@ -139,6 +171,7 @@ class TransformerApp:
             io=(self.intake, _ConsumerOffsets(self.app), producer),
             seen=table_store(self.seen_table),
             topics=(self.topics.bills_ready, self._changelog),
+            parking=self.parking,
         )
         self.stopped = self.batches.stopped
         self.fatal: BaseException | None = None
@@ -184,7 +217,22 @@ class TransformerApp:
         return app
 
     async def _run_batches(self) -> None:
-        await self.batches.run(self._fail)
+        # reference tables and parked records first: nothing is mapped against a half-read table
+        try:
+            await self.refdata.start()
+        except Exception as exc:  # noqa: BLE001 - the worker stops and is restarted
+            self._fail(exc)
+            return
+        lot = asyncio.create_task(self.parking.run())
+        try:
+            await self.batches.run(self._fail)
+        finally:
+            lot.cancel()
+            await self.refdata.stop()
+
+    def _owns(self, partition: int) -> bool:
+        """Whether this worker maps ``approvals.raw`` partition ``partition`` (parked retries)."""
+        return TP(self.topics.approvals_raw, partition) in self.app.assignor.assigned_actives()
 
     async def _on_assigned(self, *_: Any, **__: Any) -> None:
         log.info(
@@ -196,6 +244,7 @@ class TransformerApp:
                 f"{tp.topic}:{tp.partition}" for tp in self.app.assignor.assigned_standbys()
             ),
         )
+        self.parking.requeue_all()  # records parked by the previous owner of a partition
         if not self.guard.tripped:
             self.health.set_ready()
             self.metrics.stage.ready.labels(STAGE).set(1)

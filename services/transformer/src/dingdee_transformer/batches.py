@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from faust.types import TP, Message
 
 from dingdee_common.codec import dumps
-from dingdee_common.errors import ErrorClass, FatalError, TransientError
+from dingdee_common.errors import Decision, ErrorClass, FatalError, TransientError, Verdict
 from dingdee_common.floodguard import FloodGuard
 from dingdee_common.kafka.dlq import DeadLetterPublisher, SourceRecord
 from dingdee_common.kafka.protocols import RecordBatches
@@ -30,7 +30,7 @@ from dingdee_common.outcomes import Outcome
 from dingdee_common.retry import retry_transient
 from dingdee_transformer.metrics import STAGE, TransformerMetrics
 from dingdee_transformer.outbox import Outbox
-from dingdee_transformer.pipeline import DeadLetter, Emit, Processed, Processor, Seen
+from dingdee_transformer.pipeline import DeadLetter, Emit, Parked, Processed, Processor, Seen
 from dingdee_transformer.settings import TransformerSettings
 
 __all__ = ["BatchLoop", "Offsets", "Producer", "Source"]
@@ -52,6 +52,16 @@ class Offsets(Protocol):
     def ack(self, message: Message) -> bool: ...
 
     def highwater(self, tp: TP) -> int | None: ...
+
+
+class Parking(Protocol):
+    """Where records waiting for a reference go (``parking.ParkingLot``)."""
+
+    def full(self) -> bool: ...
+
+    async def park(self, record: SourceRecord, outcome: Parked) -> None: ...
+
+    async def release(self, key: bytes | None) -> None: ...
 
 
 class Producer(Protocol):
@@ -105,6 +115,7 @@ class BatchLoop:
         io: tuple[Source, Offsets, Producer],
         seen: MutableMapping[bytes, Any],
         topics: tuple[str, str],
+        parking: Parking | None = None,
     ) -> None:
         """``io``: source, consumer, producer; ``seen``: the dedup table's store;
         ``topics``: ``bills.ready`` and the dedup table's changelog."""
@@ -117,6 +128,7 @@ class BatchLoop:
         self.source, self.offsets, self.producer = io
         self.store = seen
         self.bills_topic, self.changelog = topics
+        self.parking = parking
         self.stopped = asyncio.Event()
         # Fingerprints emitted but not yet remembered in the table (their batch is in flight).
         self._unsettled: dict[str, Seen] = {}
@@ -273,6 +285,11 @@ class BatchLoop:
         skipped: Counter[str] = Counter()
         try:
             for record, outcome in zip(records[: len(outcomes)], outcomes, strict=True):
+                if isinstance(outcome, Parked):
+                    await self._park(record, outcome)
+                    continue
+                if self.parking is not None:
+                    await self.parking.release(record.key)
                 if isinstance(outcome, Emit):
                     slot = bills.add(outcome.key, outcome.value, outcome.headers)
                     slots.append((outcome, slot, record.partition))
@@ -286,6 +303,21 @@ class BatchLoop:
                 self.metrics.stage.records_out.labels(STAGE, flow, Outcome.SKIPPED.value).inc(n)
         futures = await bills.send()
         return [(emit, futures[slot], partition) for emit, slot, partition in slots]
+
+    async def _park(self, record: SourceRecord, outcome: Parked) -> None:
+        """A record that waits for a reference row; dead-lettered when it cannot wait."""
+        if self.parking is None or self.parking.full():
+            why = "no parking lot" if self.parking is None else "the parking lot is full"
+            verdict = Verdict(
+                Decision.DEAD_LETTER,
+                ErrorClass.PERMANENT,
+                "reference_missing",
+                f"{outcome.reason} ({why})",
+            )
+            await self._dead_letter(record, DeadLetter(outcome.flow, verdict))
+            return
+        await self.parking.park(record, outcome)
+        self.metrics.stage.records_out.labels(STAGE, outcome.flow, Outcome.PARKED.value).inc()
 
     def _remember(self, emit: Emit, partition: int, changelog: Outbox) -> None:
         """Record an acked bill's fingerprint in the ``seen`` table.

@@ -16,6 +16,8 @@ from pydantic import ValidationError
 
 from dingdee_common.errors import FatalError
 from dingdee_common.flows import FlowEntry, FlowsFile, load_flows
+from dingdee_common.followups import followup_of
+from dingdee_transformer.refstore import RefStore, live_tables
 from dingdee_transformer.rules import (
     CrossChecker,
     ModelBuilder,
@@ -45,6 +47,9 @@ class CompiledFlow:
     render_bill_key: Template  # target.bill_key compiled
     form_names: frozenset[str]  # the component ids and labels the flow reads
     checks: tuple[CrossChecker, ...] = ()  # mapping.checks compiled, run on a complete Model
+    # issue #18: None when the flow has no follow-ups; else the attachment components whose
+    # files the bill's SourceRef lists (empty: write-back only)
+    followup_components: tuple[str, ...] | None = None
 
 
 def _where(prefix: str, exc: ValidationError) -> list[str]:
@@ -109,6 +114,14 @@ def _compile_one(
         problems += _where(f"flow {entry.id!r} mapping", exc)
     if mapping is not None:
         problems += _cross_check(entry.id, mapping, tables)
+    components: tuple[str, ...] | None = None
+    try:
+        followup = followup_of(entry, source="")  # compile_flows names the file
+        if followup is not None:
+            spec = followup.attachments
+            components = tuple(spec.components) if spec else ()
+    except FatalError as exc:
+        problems.append(exc.message)
     if problems or target is None or mapping is None:
         return None, problems
     process_code = str(entry.dingtalk.get("process_code", ""))
@@ -129,12 +142,18 @@ def _compile_one(
             [target.bill_key],
         ),
         compile_checks(mapping.checks, mapping.fields),
+        components,
     )
     return compiled, []
 
 
-def compile_flows(flows: FlowsFile, *, source: str = "flows.yaml") -> dict[str, CompiledFlow]:
+def compile_flows(
+    flows: FlowsFile, *, source: str = "flows.yaml", store: RefStore | None = None
+) -> dict[str, CompiledFlow]:
     """Validate every enabled flow's ``target`` and ``mapping``.
+
+    ``store``: the live reference tables lookups read (issue #14); without one, live lookups
+    read an empty store (every live lookup misses; static tables still answer).
 
     Raises:
         FatalError: one line per problem, each naming the file, the flow and the key path.
@@ -145,8 +164,9 @@ def compile_flows(flows: FlowsFile, *, source: str = "flows.yaml") -> dict[str, 
         raise FatalError(f"{source}: timezone: unknown time zone {flows.timezone!r}") from exc
     compiled: dict[str, CompiledFlow] = {}
     problems: list[str] = []
+    tables = live_tables(store or RefStore(flows.references()), flows.reference_tables)
     for entry in flows.enabled():
-        flow, errors = _compile_one(entry, flows.reference_tables, tz)
+        flow, errors = _compile_one(entry, tables, tz)
         problems += [f"{source}: {line}" for line in errors]
         if flow is not None:
             compiled[flow.id] = flow
@@ -155,10 +175,10 @@ def compile_flows(flows: FlowsFile, *, source: str = "flows.yaml") -> dict[str, 
     return compiled
 
 
-def load_compiled(path: Path | str) -> dict[str, CompiledFlow]:
-    """Read ``flows.yaml`` and compile it.
+def load_compiled(path: Path | str, store: RefStore | None = None) -> dict[str, CompiledFlow]:
+    """Read ``flows.yaml`` and compile it (lookups reading ``store``, see ``compile_flows``).
 
     Raises:
         FatalError: the file is missing or invalid; the message names flow and key path.
     """
-    return compile_flows(load_flows(path), source=str(path))
+    return compile_flows(load_flows(path), source=str(path), store=store)

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from dingdee_common.contracts.v1 import ApprovalSnapshot, BillReady, SourceRef
 from dingdee_common.errors import PermanentError
+from dingdee_common.followups import files_in_form
 from dingdee_transformer.encodings import Form, parse_form
 from dingdee_transformer.flowspec import CompiledFlow
 from dingdee_transformer.rules import Context, FieldError
@@ -243,9 +244,22 @@ def map_snapshot(
         number_field=flow.target.number_field,
         save_options=dict(flow.target.save_options),
         model=model,
-        source=SourceRef(
-            process_instance_id=snapshot.process_instance_id,
-            business_id=snapshot.business_id,
-            fingerprint=snapshot.fingerprint,
-        ),
+        source=_source(flow, snapshot),
+    )
+
+
+def _source(flow: CompiledFlow, snapshot: ApprovalSnapshot) -> SourceRef:
+    """Where the bill came from; with follow-ups (issue #18), the originator and the files."""
+    ref = SourceRef(
+        process_instance_id=snapshot.process_instance_id,
+        business_id=snapshot.business_id,
+        fingerprint=snapshot.fingerprint,
+    )
+    if flow.followup_components is None:
+        return ref
+    instance = snapshot.instance
+    files = files_in_form(instance.get("form_component_values"), list(flow.followup_components))
+    userid = instance.get("originator_userid")
+    return ref.model_copy(
+        update={"originator_userid": str(userid) if userid else None, "files": files}
     )

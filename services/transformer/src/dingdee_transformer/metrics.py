@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from dingdee_common.observability.metrics import StageMetrics
 
@@ -20,6 +20,11 @@ class TransformerMetrics:
     stage: StageMetrics
     skipped: Counter
     field_errors: Counter
+    refdata_rows: Gauge
+    refdata_age: Gauge
+    refdata_misses: Counter
+    parked: Gauge
+    parked_oldest: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> TransformerMetrics:
@@ -35,6 +40,36 @@ class TransformerMetrics:
                 "dingdee_transformer_field_errors_total",
                 "Field rules an approval broke, by rule kind",
                 ["flow", "rule"],
+                registry=registry,
+            ),
+            refdata_rows=Gauge(
+                "dingdee_refdata_rows",
+                "Rows of a reference source held in memory (usable or not)",
+                ["source"],
+                registry=registry,
+            ),
+            refdata_age=Gauge(
+                "dingdee_refdata_age_seconds",
+                "Seconds since a reference source last received a row",
+                ["source"],
+                registry=registry,
+            ),
+            refdata_misses=Counter(
+                "dingdee_refdata_misses_total",
+                "Lookups that found no usable row, by the source the record waits for",
+                ["source"],
+                registry=registry,
+            ),
+            parked=Gauge(
+                "dingdee_parked_records",
+                "Records waiting for a reference row, by the source they wait for",
+                ["source"],
+                registry=registry,
+            ),
+            parked_oldest=Gauge(
+                "dingdee_parked_oldest_age_seconds",
+                "Age of the oldest parked record (since it was first parked), 0 when none",
+                [],
                 registry=registry,
             ),
         )

@@ -6,8 +6,9 @@ the one place per service that calls :func:`dingdee_common.errors.classify`.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.trace import Span
@@ -23,7 +24,7 @@ from dingdee_transformer.flowspec import CompiledFlow
 from dingdee_transformer.mapping import MappingError, Skip, map_snapshot
 from dingdee_transformer.metrics import STAGE, TransformerMetrics
 
-__all__ = ["DeadLetter", "Emit", "Processed", "Processor", "Seen", "Skipped"]
+__all__ = ["DeadLetter", "Emit", "Parked", "Processed", "Processor", "Seen", "Skipped"]
 
 log = get_logger(__name__)
 SUPPORTED_VERSIONS = frozenset({SCHEMA_VERSION})
@@ -93,7 +94,29 @@ class DeadLetter:
     verdict: Verdict
 
 
-Processed = Emit | Skipped | DeadLetter
+@dataclass(frozen=True, slots=True)
+class Parked:
+    """Only live lookups missed: the record waits for the rows (``parking.py``, issue #14)."""
+
+    flow: str
+    process_instance_id: str
+    waits: tuple[tuple[str, str], ...]  # (reference source, key)
+    reason: str
+    at: float = field(default_factory=time.monotonic)  # when mapped: a later change retries it
+
+
+Processed = Emit | Skipped | DeadLetter | Parked
+
+
+def _parkable(exc: BaseException) -> tuple[tuple[str, str], ...] | None:
+    """The (source, key) pairs a mapping error waits for, if a missing reference is its only
+    problem."""
+    if not isinstance(exc, MappingError) or not exc.errors:
+        return None
+    waits = [e.waits_on for e in exc.errors]
+    if any(w is None for w in waits):
+        return None
+    return tuple(dict.fromkeys(w for w in waits if w is not None))
 
 
 def _dead_letter_verdict(exc: BaseException) -> Verdict:
@@ -158,6 +181,11 @@ class Processor:
         except Exception as exc:  # noqa: BLE001 - the one classify() call of this service
             # the flow of an undecodable record is the one its header names, if any
             flow_id = snapshot.flow if snapshot is not None else hdr.get(record.headers, hdr.FLOW)
+            waits = _parkable(exc)
+            if waits is not None and snapshot is not None:
+                return Parked(
+                    self.flow_label(flow_id), snapshot.process_instance_id, waits, str(exc)
+                )
             verdict = _dead_letter_verdict(exc)
             if span is not None:
                 record_error(span, exc, verdict.error_type)

@@ -29,6 +29,7 @@ __all__ = [
     "Context",
     "CrossChecker",
     "FieldError",
+    "LookupProblem",
     "ModelBuilder",
     "Template",
     "compile_checks",
@@ -56,6 +57,8 @@ class FieldError:
     label: str
     problem: str
     rule: str
+    # a live lookup that missed: (reference source, key) the record can wait for (issue #14)
+    waits_on: tuple[str, str] | None = None
 
     def __str__(self) -> str:
         return f"{self.label} {self.problem} [{self.target}: {self.rule}]"
@@ -79,10 +82,15 @@ class Context:
 
 
 class _RuleFailed(Exception):
-    def __init__(self, problem: str, rule: str) -> None:
+    def __init__(self, problem: str, rule: str, waits_on: tuple[str, str] | None = None) -> None:
         super().__init__(problem)
         self.problem = problem
         self.rule = rule
+        self.waits_on = waits_on
+
+
+class LookupProblem(ValueError):
+    """A live lookup found something unusable: two candidates, or a disabled record."""
 
 
 def _quote(value: Any) -> str:
@@ -292,11 +300,19 @@ def _translation(rule: FieldRule) -> Step | None:
         name, lookup_default = rule.lookup, rule.lookup_default
 
         def looked_up(value: Any, ctx: Context) -> Any:
-            found = ctx.tables.get(name, {}).get(str(value))
+            table, key = ctx.tables.get(name), str(value)
+            try:
+                found = table.get(key) if table is not None else None
+            except LookupProblem as exc:
+                raise _RuleFailed(str(exc), f"lookup {name}") from None
             if found is not None:
                 return found
             if lookup_default is not None:
                 return lookup_default
+            explain = getattr(table, "explain", None)
+            if explain is not None:  # a live table: the record can wait for the row (parking)
+                problem, waits_on = explain(key)
+                raise _RuleFailed(problem, f"lookup {name}", waits_on)
             raise _RuleFailed(
                 f"{_quote(value)} is not in reference table {name!r}", f"lookup {name}"
             )
@@ -417,7 +433,7 @@ def _compile_rule(target: str, rule: FieldRule) -> Evaluator:
             value = steps(value, ctx)
         except _RuleFailed as exc:
             label = _read_label(target, rule, ctx)
-            errors.append(FieldError(target, label, exc.problem, exc.rule))
+            errors.append(FieldError(target, label, exc.problem, exc.rule, exc.waits_on))
             return OMIT
         return {ref: value} if ref else value
 

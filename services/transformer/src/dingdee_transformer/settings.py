@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from dingdee_common.settings import (
     FloodGuardSettings,
@@ -13,7 +13,30 @@ from dingdee_common.settings import (
     ServiceSettings,
 )
 
-__all__ = ["TransformerSettings"]
+__all__ = ["ParkingSettings", "TransformerSettings"]
+
+
+class ParkingSettings(BaseModel):
+    """Records waiting for a reference row (``DINGDEE_PARKING__*``, issue #14)."""
+
+    limit_seconds: float = Field(
+        default=86_400.0,
+        gt=0,
+        description="how long a record may wait for a missing reference before its dead letter",
+    )
+    max_records: int = Field(
+        default=100_000,
+        ge=1,
+        description="parked records held at most; past it a new miss is dead-lettered at once",
+    )
+    request_interval_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="one refresh request per (source, key) per this many seconds",
+    )
+    check_seconds: float = Field(
+        default=5.0, gt=0, description="how often the parking lot looks for expired records"
+    )
 
 
 class TransformerSettings(ServiceSettings):
@@ -54,3 +77,4 @@ class TransformerSettings(ServiceSettings):
     )
     retry: RetrySettings = RetrySettings()
     flood_guard: FloodGuardSettings = FloodGuardSettings()
+    parking: ParkingSettings = ParkingSettings()

@@ -13,15 +13,20 @@ from dingdee_common.outcomes import Outcome
 __all__ = [
     "SCHEMA_VERSION",
     "ApprovalSnapshot",
+    "AttachmentRefresh",
+    "AttachmentResult",
+    "AttachmentWork",
     "BillOutcome",
     "BillReady",
     "BillResult",
     "CallUsage",
     "Checkpoint",
     "EmittedInstance",
+    "FileRef",
     "OpenInstance",
     "ReplayAudit",
     "SourceRef",
+    "WritebackMark",
     "utcnow",
 ]
 
@@ -62,14 +67,33 @@ class ApprovalSnapshot(_Message):
     instance: dict[str, Any]
 
 
+class FileRef(BaseModel):
+    """One file of an approval's attachment component (dingtalk.md §3.4, §9.3)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    file_id: str
+    file_name: str
+    file_size: int
+    file_type: str = ""
+    space_id: str = ""
+
+
 class SourceRef(BaseModel):
-    """Where a bill came from, carried to the loader and into ``bills.result``."""
+    """Where a bill came from, carried to the loader and into ``bills.result``.
+
+    ``files`` are the files of the components the flow declares under ``attachments``
+    (issue #18): the extractor's follow-up turns them into ``attachments.work`` items once the
+    bill is saved. ``originator_userid`` lets a write-back comment be signed by the applicant.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     process_instance_id: str
     business_id: str | None = None
     fingerprint: str | None = None
+    originator_userid: str | None = None
+    files: list[FileRef] = Field(default_factory=list)
 
 
 class BillReady(_Message):
@@ -163,6 +187,11 @@ class CallUsage(BaseModel):
     list_calls: int = 0
     get_calls: int = 0
     cycles: int = Field(default=0, description="poll cycles finished in this month")
+    contact_calls: int = Field(
+        default=0,
+        description="contacts calls of the reference sources (issue #14): exempt from the "
+        "allowance (dingtalk.md §9.1), so not in ``calls``",
+    )
 
     @property
     def calls(self) -> int:
@@ -205,3 +234,64 @@ class ReplayAudit(_Message):
         default_factory=dict,
         description="DLQ 'topic:partition' -> [first, last] offset ranges copied or parked",
     )
+
+
+class AttachmentWork(_Message):
+    """``attachments.work``: one file to attach to a saved bill (extractor → loader).
+
+    Keyed by bill key. ``url`` is a fresh DingTalk download URL valid until ``url_expires_ms``;
+    without one, ``refused`` says in plain words why the file cannot be moved (over the flow's
+    size limit, a file type the flow does not take, the originator has left). The file's bytes
+    never travel through Kafka: the loader streams them from ``url`` into Kingdee.
+    """
+
+    flow: str
+    bill_key: str
+    form_id: str
+    number_field: str = "FBillNo"
+    kingdee_id: int | None = None
+    number: str
+    app: str
+    process_instance_id: str
+    file: FileRef
+    url: str | None = None
+    url_expires_ms: int | None = None
+    refused: str | None = None
+    refused_type: str | None = None
+    issued_at: datetime = Field(default_factory=utcnow)
+
+
+class AttachmentRefresh(_Message):
+    """``attachments.refresh``: the loader asks the extractor for a new URL (expired, or a
+    replayed item without one); the extractor answers with a new ``attachments.work`` item."""
+
+    work: AttachmentWork
+    reason: str
+
+
+class AttachmentResult(_Message):
+    """``attachments.result``: what became of one file (audit, dashboards)."""
+
+    flow: str
+    bill_key: str
+    number: str
+    process_instance_id: str
+    file_id: str
+    file_name: str
+    outcome: Literal["attached", "already_attached", "dead_lettered"]
+    attachment_id: int | None = None
+    bytes: int = 0
+    message: str | None = None
+    at: datetime = Field(default_factory=utcnow)
+
+
+class WritebackMark(_Message):
+    """``writeback.log`` (compacted, keyed ``<process_instance_id>:<outcome>``): a write-back
+    comment about to be posted (``pending``) or posted (``done``) — the durable dedup."""
+
+    process_instance_id: str
+    outcome: Literal["saved", "dead_lettered"]
+    state: Literal["pending", "done", "failed"]
+    text: str
+    bill_key: str
+    at: datetime = Field(default_factory=utcnow)

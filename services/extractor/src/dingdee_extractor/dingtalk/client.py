@@ -133,6 +133,17 @@ class DingTalkClient:
         """Whether DingTalk answered a call of ``app`` successfully after ``since`` (monotonic)."""
         return self._state(app).answered_at > since
 
+    async def pace(self, app: str, api: str) -> None:
+        """Wait for ``api``'s token bucket of ``app`` (the v1.0 follow-up calls share it)."""
+        self._check_ban(app)
+        waited = (
+            await self._state(app)
+            .buckets.setdefault(api, TokenBucket(self._settings.qps))
+            .acquire()
+        )
+        if waited:
+            self._metrics.rate_limit_wait.labels(app, api).inc(waited)
+
     def _state(self, app: str) -> _AppState:
         try:
             return self._apps[app]
@@ -210,6 +221,13 @@ class DingTalkClient:
         if not isinstance(instance, dict):
             raise TransientError(f"get {instance_id}: response without process_instance")
         return instance
+
+    async def contacts(
+        self, app: str, api: str, path: str, payload: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A contacts call (dingtalk.md §9.1: ``/topapi/v2/user/list`` …) through the app's token
+        and token bucket, counted per ``api`` like every call (issue #14)."""
+        return await self._call(app, api, path, payload)
 
     async def _call(self, app: str, api: str, path: str, payload: dict[str, Any]) -> dict[str, Any]:
         """One attempt of a call: a rejected token is refreshed and the call resent once.

@@ -35,6 +35,8 @@ SERVICES = {
     "validateuser": f"{_STUB}.AuthService.ValidateUser",
     "batchsave": f"{_STUB}.DynamicFormService.BatchSave",
     "executebillquery": f"{_STUB}.DynamicFormService.ExecuteBillQuery",
+    # kingdee.md §10.4.1 (method names are case-insensitive; the community doc's spelling)
+    "attachmentupload": f"{_STUB}.DynamicFormService.AttachmentUpLoad",
 }
 # kingdee.md §3.3: MsgCodes that are not the record's fault. Exception, database failure,
 # network-control conflict (a lock), call limited: the call failed, not the data.

@@ -1,5 +1,5 @@
 """``dingdee``: the operator's command line (topics, mapping, dead letters, reconciliation, quota,
-doctor, backfill) and the web console.
+reference data, doctor, backfill) and the web console.
 
 Each sub-command group is a module of this package; the checks and mappings they run are the
 services' own code, imported like any other dependency.
@@ -8,13 +8,16 @@ services' own code, imported like any other dependency.
 from __future__ import annotations
 
 import asyncio
+import os
+from pathlib import Path
 
 import typer
 
+from dingdee_common.flows import load_flows
 from dingdee_common.kafka.topics import Topics, provision
 from dingdee_common.settings import ServiceSettings
 from dingdee_ops.cli import backfill as backfill_cli
-from dingdee_ops.cli import dlq, mapping, quota, reconcile
+from dingdee_ops.cli import dlq, mapping, quota, reconcile, refdata
 from dingdee_ops.cli.console import console
 from dingdee_ops.cli.doctor import doctor
 
@@ -30,6 +33,7 @@ app.add_typer(mapping.app, name="mapping")
 app.add_typer(dlq.app, name="dlq")
 app.command("reconcile")(reconcile.app)
 app.add_typer(quota.app, name="quota")
+app.add_typer(refdata.app, name="refdata")
 app.command("doctor")(doctor)
 app.command("backfill", help=backfill_cli.HELP)(backfill_cli.backfill)
 app.command("console")(console)
@@ -37,10 +41,15 @@ app.command("console")(console)
 
 @topics_app.command("create")
 def topics_create() -> None:
-    """Create every dingdee topic that does not exist yet (idempotent)."""
+    """Create every dingdee topic that does not exist yet (idempotent), with one compacted
+    ``refdata.<source>`` topic per reference source of ``DINGDEE_FLOWS_FILE``."""
     settings = ServiceSettings()
-    created = asyncio.run(provision(settings.kafka))
-    names = Topics(settings.kafka.topic_prefix).specs(settings.kafka.partitions)
+    topics = Topics(settings.kafka.topic_prefix)
+    flows = Path(os.environ.get("DINGDEE_FLOWS_FILE", "config/flows.yaml"))
+    sources = load_flows(flows).references().sources if flows.exists() else {}
+    extra = topics.refdata_specs(sources)  # one compacted topic per reference source
+    created = asyncio.run(provision(settings.kafka, topics, extra=extra))
+    names = [*topics.specs(settings.kafka.partitions), *extra]
     for spec in names:
         state = "created" if spec.name in created else "exists"
         typer.echo(f"{spec.name:40s} partitions={spec.partitions:<3d} {state}")

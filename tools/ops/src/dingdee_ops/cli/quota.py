@@ -117,11 +117,14 @@ def status(
         "left",
         "fits",
         "pace that fits",
+        "contacts (exempt)",
     )
     over = False
     for name, keyed in sorted(by_app.items()):
         usage = total_usage([u for _, u in keyed], name, month)
-        flows = sum(1 for key, _ in keyed if not key.startswith("backfill:"))
+        flows = sum(
+            1 for key, _ in keyed if not key.startswith(("backfill:", "followups:", "refdata:"))
+        )
         demand = Demand.measured(usage, now, flows=max(flows, 1))
         elapsed_s = max((now - usage.since_ms) / 1000, 1.0)
         interval = elapsed_s * demand.flows / usage.cycles if usage.cycles else elapsed_s
@@ -148,6 +151,7 @@ def status(
             f"{limit - usage.calls:,}" if limit else "-",
             "-" if limit is None else ("[green]yes[/green]" if fits else "[red]no[/red]"),
             fitting,
+            str(usage.contact_calls),
         )
     console.print(f"[bold]DingTalk metered calls, {month} (CST)[/bold] from {topic}")
     console.print(table)

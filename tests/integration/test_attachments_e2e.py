@@ -1,0 +1,132 @@
+"""Issue #18 end to end: approvals with 0, 1 and several attachments (PDFs and images, some over
+5 MB) become bills with exactly those files attached in the Kingdee sandbox (sha256 compared),
+and each approval gets exactly one write-back comment naming its bill number.
+
+Broker, both sandboxes and the three services run as separate processes (``Stack``). The
+approvals are the petty-cash demo ones (1–3 files each) plus two made here: one whose 附件 is
+empty, one with two extra large images added through the sandbox's control API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from dingdee_dev.stack import Stack, StackConfig
+from tests.helpers import poll_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+PETTY = "PROC-BYJ-7F3A2C91"
+FORM = "ER_ExpReimbursement"
+
+
+async def _post(base: str, path: str, body: dict[str, Any]) -> Any:
+    async with httpx.AsyncClient(timeout=30.0) as client:
+        response = await client.post(f"{base}{path}", json=body)
+        response.raise_for_status()
+        return response.json()
+
+
+async def add_approval(stack: Stack, template_id: str, files: list[dict[str, Any]] | None) -> str:
+    """A new approved petty-cash approval with ``template_id``'s form; its 附件 emptied (None)
+    or with ``files`` added."""
+    data = await stack.sandbox_json(stack.dingtalk_url, f"/_sandbox/instances/{template_id}")
+    form = data["process_instance"]["form_component_values"]
+    if files is None:
+        for comp in form:
+            if comp.get("component_type") == "DDAttachment":
+                comp["value"] = "[]"
+    body = {"process_code": PETTY, "form_component_values": form}
+    created = await _post(stack.dingtalk_url, "/_sandbox/instances", body)
+    for file in files or []:
+        await _post(stack.dingtalk_url, f"/_sandbox/attachments/{created['id']}/files", file)
+    await _post(stack.dingtalk_url, f"/_sandbox/instances/{created['id']}/approve", {})
+    return str(created["id"])
+
+
+async def expected_files(stack: Stack, pid: str) -> Counter[tuple[str, int, str]]:
+    data = await stack.sandbox_json(stack.dingtalk_url, f"/_sandbox/attachments/{pid}")
+    return Counter((f["fileName"], f["fileSize"], f["sha256"]) for f in data["files"])
+
+
+async def template_with_files(stack: Stack) -> str:
+    """A petty-cash demo approval with at least one file (some demo ones have none)."""
+    for e in await stack.expected_approvals():
+        if e["process_code"] == PETTY and await expected_files(stack, e["process_instance_id"]):
+            return str(e["process_instance_id"])
+    raise AssertionError("no demo petty-cash approval with files")
+
+
+async def attached(stack: Stack, bill_no: str) -> Counter[tuple[str, int, str]]:
+    data = await stack.sandbox_json(
+        stack.kingdee_url, "/_sandbox/attachments", form_id=FORM, bill_no=bill_no
+    )
+    return Counter((a["file_name"], a["size"], a["sha256"]) for a in data["attachments"])
+
+
+async def comments_by_instance(stack: Stack) -> dict[str, list[str]]:
+    data = await stack.sandbox_json(stack.dingtalk_url, "/_sandbox/comments")
+    out: dict[str, list[str]] = {}
+    for c in data["comments"]:
+        out.setdefault(c["processInstanceId"], []).append(c["text"])
+    return out
+
+
+async def test_files_and_one_comment_per_approval(kafka_bootstrap: str, tmp_path: Path) -> None:
+    config = StackConfig(
+        workdir=tmp_path,
+        flows_file=ROOT / "config" / "flows.yaml",
+        demo=24,
+        seed=18,
+        kafka_bootstrap=kafka_bootstrap,
+        topic_prefix=f"att{tmp_path.name[-6:]}.",
+    )
+    async with Stack(config) as stack:
+        expected = [e for e in await stack.expected_approvals() if e["process_code"] == PETTY]
+        assert expected, "the demo must approve some petty-cash approvals"
+        template = await template_with_files(stack)
+        empty = await add_approval(stack, template, None)
+        big = [
+            {"fileName": "发票大图.jpg", "fileType": "jpg", "fileSize": 6_100_000},
+            {"fileName": "扫描件.png", "fileType": "png", "fileSize": 5_400_000},
+        ]
+        several = await add_approval(stack, template, big)
+        approvals = {
+            e["process_instance_id"]: e["business_id"]
+            for e in await stack.expected_approvals()
+            if e["process_code"] == PETTY
+        }
+        assert empty in approvals and several in approvals
+        want = {pid: await expected_files(stack, pid) for pid in approvals}
+        assert not want[empty] and sum(want[several].values()) >= 3
+        assert any(size > 5_000_000 for c in want.values() for _, size, _ in c)
+        assert {n.rsplit(".", 1)[-1] for c in want.values() for n, _, _ in c} >= {"pdf", "jpg"}
+
+        async def complete() -> bool:
+            comments = await comments_by_instance(stack)
+            if set(comments) < set(approvals):
+                return False
+            for pid, business_id in approvals.items():
+                if await attached(stack, f"BYJ{business_id}") != want[pid]:
+                    return False
+            return True
+
+        await poll_until(complete, timeout=300, what="every file attached, every comment written")
+        # settle: a duplicate would arrive after the first
+        await asyncio.sleep(5)
+        comments = await comments_by_instance(stack)
+        for pid, business_id in approvals.items():
+            assert await attached(stack, f"BYJ{business_id}") == want[pid], pid
+            assert comments[pid] == [f"已生成金蝶费用报销单 BYJ{business_id}"], pid
+        counts = await stack.topic_counts()
+        assert counts["dlq.loader"] == 0
+        files = sum(sum(c.values()) for c in want.values())
+        print(orjson.dumps({"approvals": len(approvals), "files": files}).decode())

@@ -1,0 +1,146 @@
+"""``Writeback`` on fakes: the pending/done marks make the comment exactly once, also after a
+kill between the POST and the ``done`` mark (DESIGN §11)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from dingdee_common import codec
+from dingdee_common.contracts.v1 import BillOutcome, BillResult, SourceRef, WritebackMark
+from dingdee_common.errors import PermanentError, TransientError
+from dingdee_common.followups import FollowupSpec, WritebackSpec
+from dingdee_common.observability.followups import FollowupMetrics
+from dingdee_common.settings import RetrySettings
+from dingdee_extractor.writeback import Writeback
+
+TEXT = "已生成金蝶费用报销单 BYJ1"
+
+
+class FakeProducer:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, bytes]] = []
+
+    async def send_and_wait(self, topic: str, value: bytes, key: bytes) -> None:
+        self.sent.append((topic, key, value))
+
+
+class FakeV1:
+    def __init__(self, fail: Exception | None = None, transient: int = 0) -> None:
+        self.comments: list[tuple[str, str, str]] = []
+        self.fail = fail
+        self.transient = transient
+
+    async def comment(self, app: str, pid: str, text: str, user: str) -> None:
+        if self.transient:
+            self.transient -= 1
+            raise TransientError("busy")
+        if self.fail:
+            raise self.fail
+        self.comments.append((pid, text, user))
+
+
+class FakeClient:
+    def __init__(self, remarks: list[str]) -> None:
+        self.remarks = remarks
+        self.gets = 0
+
+    async def get(self, app: str, pid: str) -> dict[str, Any]:
+        self.gets += 1
+        records = [{"operation_type": "ADD_REMARK", "remark": r} for r in self.remarks]
+        return {"operation_records": [{"operation_type": "EXECUTE_TASK_NORMAL"}, *records]}
+
+
+def spec() -> FollowupSpec:
+    return FollowupSpec(
+        flow="petty-cash",
+        app="main",
+        form_id="ER_ExpReimbursement",
+        writeback=WritebackSpec(outcomes=["saved", "dead_lettered"]),
+    )
+
+
+def result(outcome: BillOutcome = BillOutcome.SAVED) -> BillResult:
+    return BillResult(
+        flow="petty-cash",
+        bill_key="BYJ1",
+        form_id="ER_ExpReimbursement",
+        outcome=outcome,
+        number="BYJ1",
+        message="FProposerID: 员工 EMP0099 不存在",
+        source=SourceRef(process_instance_id="p1", originator_userid="u1"),
+    )
+
+
+def writeback(
+    marks: dict[str, WritebackMark], v1: FakeV1, client: FakeClient
+) -> tuple[Writeback, FakeProducer, list[str]]:
+    producer, counted = FakeProducer(), list[str]()
+    wb = Writeback(
+        producer,
+        "writeback.log",
+        marks,
+        v1,  # type: ignore[arg-type]
+        client,  # type: ignore[arg-type]
+        FollowupMetrics.create(CollectorRegistry()),
+        RetrySettings(initial_backoff_seconds=0.001, max_backoff_seconds=0.001),
+        counted.append,
+    )
+    return wb, producer, counted
+
+
+def states(producer: FakeProducer) -> list[str]:
+    return [
+        codec.decode_model(v, WritebackMark, supported_versions=frozenset({1})).state
+        for _, _, v in producer.sent
+    ]
+
+
+async def test_pending_then_done_and_never_twice() -> None:
+    v1, client = FakeV1(transient=2), FakeClient([])
+    wb, producer, counted = writeback({}, v1, client)
+    assert await wb.handle(spec(), result()) is None
+    assert v1.comments == [("p1", TEXT, "u1")]
+    assert states(producer) == ["pending", "done"]
+    assert producer.sent[0][1] == b"p1:saved"
+    assert counted == ["main"] * 3  # the two busy answers count too
+    # an existing bill (a replay) is the same outcome: no second comment
+    await wb.handle(spec(), result(BillOutcome.ALREADY_EXISTS))
+    assert len(v1.comments) == 1 and client.gets == 0
+
+
+async def test_a_pending_mark_whose_comment_exists_is_not_posted_again() -> None:
+    pending = {"p1:saved": WritebackMark(process_instance_id="p1", outcome="saved",
+                                          state="pending", text=TEXT, bill_key="BYJ1")}  # fmt: skip
+    v1, client = FakeV1(), FakeClient([TEXT])
+    wb, producer, _ = writeback(pending, v1, client)
+    await wb.handle(spec(), result())
+    assert v1.comments == [] and client.gets == 1
+    assert states(producer) == ["done"]
+
+
+async def test_a_pending_mark_without_the_comment_is_posted() -> None:
+    pending = {"p1:saved": WritebackMark(process_instance_id="p1", outcome="saved",
+                                          state="pending", text=TEXT, bill_key="BYJ1")}  # fmt: skip
+    v1, client = FakeV1(), FakeClient(["另一条评论"])
+    wb, _, _ = writeback(pending, v1, client)
+    await wb.handle(spec(), result())
+    assert v1.comments == [("p1", TEXT, "u1")]
+
+
+async def test_dead_lettered_text_and_refusal() -> None:
+    refusal = PermanentError("userNotExist", code="userNotExist")
+    v1, client = FakeV1(fail=refusal), FakeClient([])
+    wb, producer, _ = writeback({}, v1, client)
+    returned = await wb.handle(spec(), result(BillOutcome.FAILED))
+    assert returned is refusal
+    assert states(producer) == ["pending", "failed"]
+    text = codec.decode_model(
+        producer.sent[0][2], WritebackMark, supported_versions=frozenset({1})
+    ).text
+    assert text.startswith("未能生成金蝶费用报销单：FProposerID: 员工 EMP0099 不存在")
+    # failed is final: a redelivery does not try again
+    v1.fail = None
+    assert await wb.handle(spec(), result(BillOutcome.FAILED)) is None
+    assert v1.comments == []
