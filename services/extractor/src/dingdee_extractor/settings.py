@@ -50,7 +50,17 @@ class DingTalkSettings(_Block):
         description='JSON, e.g. {"main": {"app_key": "...", "app_secret": "..."}}'
     )
     qps: float = Field(
-        default=18.0, gt=0, description="per (app, API); DingTalk's standard edition allows 20"
+        default=20.0,
+        gt=0,
+        description="DingTalk's limit per app and API (endpoint path): 20 on the standard "
+        "edition (dingtalk.md §5.1); each API has its own token bucket",
+    )
+    qps_margin: float = Field(
+        default=0.05,
+        ge=0,
+        lt=1,
+        description="share of qps left unused, so the calls' jitter never crosses the limit "
+        "(0.05: 19 calls a second per API)",
     )
     timeout_seconds: float = Field(default=10.0, gt=0)
     token_refresh_margin_seconds: float = Field(default=600.0, ge=0)
