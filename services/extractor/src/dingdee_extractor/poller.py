@@ -40,6 +40,7 @@ from dingdee_extractor.gapnet import (
     listing_end,
     prompt,
     uncovered,
+    verification_due,
 )
 from dingdee_extractor.metrics import STAGE, ExtractorMetrics
 from dingdee_extractor.planning import DAY_MS, split_windows
@@ -218,7 +219,10 @@ class FlowPoller:
             self.cp = self.cp.model_copy(update={"last_sweep_ms": now})
         if self._long_gap_closed():
             self._recheck_open(now)
-        sweep_due = now - self.cp.last_sweep_ms >= p.sweep_interval_seconds * 1000
+        cov, share = self._coverage, self._events.verify_sample
+        sample = cov.sample(self.source.flow, share) if cov is not None else None
+        interval = int(p.sweep_interval_seconds * 1000)
+        sweep_due = verification_due(now, self.cp.last_sweep_ms, interval, sample)
         if self._until_ms is None and sweep_due:
             await self.sweep(now)
         self._prune(now)
@@ -332,6 +336,8 @@ class FlowPoller:
         missed: list[str] = []
         for w_lo, w_hi in split_windows(lo, hi, int(p.window_max_days * DAY_MS)):
             missed += [i for i in await self._list(w_lo, w_hi) if self._is_new(i)]
+        if missed and self._coverage is not None and self._events.verify_sample < 1:
+            self._coverage.missed_at(now)  # events were lost while connected: list every flow
         await self._fetch(missed, hint_ms=lo, trigger="sweep", late_before=hi + 1)
         swept_until = max(self.cp.swept_until_ms, hi + 1)
         self.cp = self.cp.model_copy(update={"last_sweep_ms": now, "swept_until_ms": swept_until})

@@ -150,6 +150,15 @@ class EventsSettings(_Block):
         description="each flow's creation times are listed once this often (catches events "
         "DingTalk dropped while connected); within the 120-day window rule",
     )
+    verify_sample: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="share of an app's flows each verification interval lists (1: all); the "
+        "flows take turns, each is listed at least every interval / share, gaps are always "
+        "listed in full, and a sampled listing that finds an approval no event reported lists "
+        "every flow at once (DESIGN §5)",
+    )
     gap_margin_seconds: float = Field(
         default=60.0,
         ge=0,
