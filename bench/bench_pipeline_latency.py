@@ -11,10 +11,13 @@ the goal (p99 ≤ 3 s at 20 approvals a second, issue #19).
 The extractor fetches each finished approval with one ``get``. DingTalk allows 20 calls a second
 per app and API (contract §5.1; the sandbox enforces it, ``90018`` beyond); the extractor gives
 every API its own token bucket at that limit less ``DINGDEE_DINGTALK__QPS_MARGIN`` (5 %): 19
-``get`` a second. So 19 approvals a second is the most one app sustains, and at a steady 20 the
-fetches queue and the latency grows with the run (a 20/s limit cannot serve 20/s with any
-margin). The bench runs 15, 19 and 20 a second (``BENCH_RATE``) and prints each with the
-``get`` answers the sandbox throttled (``BENCH_QPS_MARGIN`` sets another margin).
+``get`` a second. A steady load equal to that rate queues without bound, so the default settings
+meet the goal up to 18 approvals a second (19 with a 2.5 % margin), and at a steady 20 the
+fetches queue and the latency grows with the run: a 20/s limit cannot serve a steady 20/s with
+any margin. The bench runs 15, 18, 19 and 20 a second (``BENCH_RATE``) and prints each with the
+``get`` answers the sandbox throttled (``BENCH_QPS_MARGIN`` sets another margin), and the median
+latency of the first and the last third of the run's approvals: a queue that grows shows there,
+and "meets" needs both p99 ≤ 3 s and a steady run (``BENCH_SECONDS`` lengthens it).
 Run: ``.venv/bin/python -m bench pipeline_latency``.
 """
 
@@ -36,9 +39,10 @@ from dingdee_dev.stack import Stack, StackConfig
 ROOT = Path(__file__).resolve().parents[1]
 PROCESS_CODE = "PROC-BYJ-7F3A2C91"  # the petty-cash flow of config/flows.yaml
 FORM = "ER_ExpReimbursement"
-RATES = [float(r) for r in os.environ.get("BENCH_RATE", "15,19,20").split(",")]
+RATES = [float(r) for r in os.environ.get("BENCH_RATE", "15,18,19,20").split(",")]
 SECONDS = float(os.environ.get("BENCH_SECONDS", "20"))
 GOAL_P99_S = 3.0
+GROWING_S = 0.25  # the last third's median this much above the first third's: a queue grows
 # the extractor's DINGDEE_DINGTALK__QPS_MARGIN (its default when unset)
 MARGIN = {"DINGDEE_DINGTALK__QPS_MARGIN": m} if (m := os.environ.get("BENCH_QPS_MARGIN")) else {}
 
@@ -88,7 +92,7 @@ async def _one_rate(stack: Stack, rate: float) -> list[float]:
         latencies: list[float] = []
         while time.monotonic() < deadline:
             saved = await _saved(client, stack.kingdee_url)
-            latencies = [
+            latencies = [  # in the order the approvals finished
                 saved[f"BYJ{bid}"] - at for bid, at in finished.items() if f"BYJ{bid}" in saved
             ]
             if len(latencies) == len(finished):
@@ -130,15 +134,26 @@ async def _run() -> None:
                 if not latencies:
                     print(f"{rate:>5.0f} approvals/s: no bill saved")
                     continue
-                p99 = _quantile(latencies, 0.99)
-                verdict = "meets" if p99 <= GOAL_P99_S else "misses"
-                p50, p90 = statistics.median(latencies), _quantile(latencies, 0.9)
-                print(
-                    f"{rate:>5.0f} approvals/s for {SECONDS:.0f}s: {len(latencies)} bills, "
-                    f"finish → bill p50 {p50:.2f}s  p90 {p90:.2f}s  p99 {p99:.2f}s  "
-                    f"({verdict} the ≤ {GOAL_P99_S:.0f} s goal)",
-                    flush=True,
-                )
+                _print_rate(rate, latencies)
+
+
+def _print_rate(rate: float, latencies: list[float]) -> None:
+    """The quantiles, and whether the latency is steady: a load the ``get`` bucket cannot serve
+    grows a queue, seen as the last third of the run's approvals waiting longer than the first.
+    """
+    p99 = _quantile(latencies, 0.99)
+    third = max(1, len(latencies) // 3)
+    first, last = statistics.median(latencies[:third]), statistics.median(latencies[-third:])
+    growing = last - first > GROWING_S
+    verdict = "meets" if p99 <= GOAL_P99_S and not growing else "misses"
+    p50, p90 = statistics.median(latencies), _quantile(latencies, 0.9)
+    print(
+        f"{rate:>5.0f} approvals/s for {SECONDS:.0f}s: {len(latencies)} bills, "
+        f"finish → bill p50 {p50:.2f}s  p90 {p90:.2f}s  p99 {p99:.2f}s; median first third "
+        f"{first:.2f}s, last third {last:.2f}s ({'growing' if growing else 'steady'}; "
+        f"{verdict} the steady p99 ≤ {GOAL_P99_S:.0f} s goal)",
+        flush=True,
+    )
 
 
 def main() -> None:
