@@ -15,7 +15,7 @@ import functools
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -46,7 +46,7 @@ from dingdee_extractor.metrics import STAGE, ExtractorMetrics
 from dingdee_extractor.planning import DAY_MS, split_windows
 from dingdee_extractor.settings import EventsSettings, PollSettings
 
-__all__ = ["DAY_MS", "FlowPoller", "split_windows"]
+__all__ = ["DAY_MS", "EventItem", "FlowPoller", "split_windows"]
 
 log = get_logger(__name__)
 
@@ -65,6 +65,9 @@ def create_time_ms(instance: dict[str, Any], tz: ZoneInfo, fallback: int) -> int
         )
     except ValueError:
         return fallback
+
+
+EventItem = tuple[Literal["start", "finish"], str, int]  # kind, instance id, creation (ms)
 
 
 class FlowPoller:
@@ -130,13 +133,7 @@ class FlowPoller:
         revocation is a new, linked instance), so a repeated event for it costs no ``get``;
         returns whether the instance was fetched.
         """
-        async with self._lock:
-            if instance_id in self._emitted:
-                return False
-            with self._rewound_on_broker_failure():
-                await self._fetch([instance_id], hint_ms=self._clock(), trigger="event")
-                await self._checkpoint(watermark=self.cp.watermark_ms)
-            return True
+        return (await self.on_events([("finish", instance_id, 0)]))[0]
 
     async def on_start(self, instance_id: str, create_ms: int) -> bool:
         """A ``start`` event: the instance is known (open) without any call; returns if new.
@@ -144,18 +141,33 @@ class FlowPoller:
         Its ``finish`` event fetches it; if that event is lost, the open instance's re-check
         does. Creation times covered by events therefore never need a ``listids`` (gapnet).
         """
+        return (await self.on_events([("start", instance_id, create_ms)]))[0]
+
+    async def on_events(self, events: list[EventItem]) -> list[bool]:
+        """A batch of events (:class:`~dingdee_extractor.batching.Batcher`) under one lock:
+        starts become open instances, finishes are fetched concurrently, one checkpoint after
+        every snapshot was acked. Per event: whether it was new (see the two methods above)."""
         async with self._lock:
-            if not self._is_new(instance_id):
-                return False
-            with self._rewound_on_broker_failure():
-                first = create_ms + planning.paced_ms(
-                    self._poll, self._poll.open_recheck_initial_seconds, self.pace
-                )
-                self._open[instance_id] = OpenInstance(
-                    create_time_ms=create_ms, next_check_ms=first
-                )
-                await self._checkpoint(watermark=self.cp.watermark_ms)
-            return True
+            new: list[bool] = []
+            fetch: list[str] = []
+            for kind, instance_id, create_ms in events:
+                if kind == "finish":
+                    new.append(instance_id not in self._emitted and instance_id not in fetch)
+                    fetch += [instance_id] if new[-1] else []
+                    continue
+                new.append(self._is_new(instance_id))
+                if new[-1]:
+                    first = create_ms + planning.paced_ms(
+                        self._poll, self._poll.open_recheck_initial_seconds, self.pace
+                    )
+                    self._open[instance_id] = OpenInstance(
+                        create_time_ms=create_ms, next_check_ms=first
+                    )
+            if any(new):
+                with self._rewound_on_broker_failure():
+                    await self._fetch(fetch, hint_ms=self._clock(), trigger="event")
+                    await self._checkpoint(watermark=self.cp.watermark_ms)
+            return new
 
     async def cycle(self) -> None:
         """Read new windows, re-fetch due open instances, sweep when due; checkpoint each step.
