@@ -8,10 +8,17 @@ listener hears. Measured per approval: the Kingdee sandbox's ``saved_at`` of its
 wall time the approve returned (both on this machine's clock), printed as p50/p90/p99 against
 the goal (p99 ≤ 3 s at 20 approvals a second, issue #19).
 
-The extractor fetches each finished approval with one ``get``; its default DingTalk rate is
-``DINGDEE_DINGTALK__QPS`` 18 a second per app (below the contract's 20), so at 20 approvals a
-second the fetches queue and the latency grows with the run: the bench runs at 15/s and 20/s
-and prints both. Run: ``.venv/bin/python -m bench pipeline_latency``.
+The extractor fetches each finished approval with one ``get``. DingTalk allows 20 calls a second
+per app and API (contract §5.1; the sandbox enforces it, ``90018`` beyond); the extractor gives
+every API its own token bucket at that limit less ``DINGDEE_DINGTALK__QPS_MARGIN`` (5 %): 19
+``get`` a second. A steady load equal to that rate queues without bound, so the default settings
+meet the goal up to 18 approvals a second (19 with a 2.5 % margin), and at a steady 20 the
+fetches queue and the latency grows with the run: a 20/s limit cannot serve a steady 20/s with
+any margin. The bench runs 15, 18, 19 and 20 a second (``BENCH_RATE``) and prints each with the
+``get`` answers the sandbox throttled (``BENCH_QPS_MARGIN`` sets another margin), and the median
+latency of the first and the last third of the run's approvals: a queue that grows shows there,
+and "meets" needs both p99 ≤ 3 s and a steady run (``BENCH_SECONDS`` lengthens it).
+Run: ``.venv/bin/python -m bench pipeline_latency``.
 """
 
 from __future__ import annotations
@@ -32,9 +39,12 @@ from dingdee_dev.stack import Stack, StackConfig
 ROOT = Path(__file__).resolve().parents[1]
 PROCESS_CODE = "PROC-BYJ-7F3A2C91"  # the petty-cash flow of config/flows.yaml
 FORM = "ER_ExpReimbursement"
-RATES = [float(r) for r in os.environ.get("BENCH_RATE", "15,20").split(",")]
+RATES = [float(r) for r in os.environ.get("BENCH_RATE", "15,18,19,20").split(",")]
 SECONDS = float(os.environ.get("BENCH_SECONDS", "20"))
 GOAL_P99_S = 3.0
+GROWING_S = 0.25  # the last third's median this much above the first third's: a queue grows
+# the extractor's DINGDEE_DINGTALK__QPS_MARGIN (its default when unset)
+MARGIN = {"DINGDEE_DINGTALK__QPS_MARGIN": m} if (m := os.environ.get("BENCH_QPS_MARGIN")) else {}
 
 
 async def _approve_at_rate(client: httpx.AsyncClient, base: str, rate: float) -> dict[str, float]:
@@ -67,19 +77,29 @@ async def _saved(client: httpx.AsyncClient, base: str) -> dict[str, float]:
     return {b["number"]: datetime.fromisoformat(b["saved_at"]).timestamp() for b in bills}
 
 
+async def _throttled(client: httpx.AsyncClient, base: str) -> int:
+    """``get`` calls the DingTalk sandbox answered ``90018`` so far."""
+    answer = await client.get(f"{base}/_sandbox/stats")
+    answer.raise_for_status()
+    return int(answer.json()["requests"].get("get:90018", 0))
+
+
 async def _one_rate(stack: Stack, rate: float) -> list[float]:
     async with httpx.AsyncClient(timeout=10) as client:
+        throttled = await _throttled(client, stack.dingtalk_url)
         finished = await _approve_at_rate(client, stack.dingtalk_url, rate)
         deadline = time.monotonic() + 120
         latencies: list[float] = []
         while time.monotonic() < deadline:
             saved = await _saved(client, stack.kingdee_url)
-            latencies = [
+            latencies = [  # in the order the approvals finished
                 saved[f"BYJ{bid}"] - at for bid, at in finished.items() if f"BYJ{bid}" in saved
             ]
             if len(latencies) == len(finished):
                 break
             await asyncio.sleep(0.5)
+        throttled = await _throttled(client, stack.dingtalk_url) - throttled
+    print(f"  get answers throttled by the sandbox (90018): {throttled}")
     if len(latencies) < len(finished):
         print(f"  only {len(latencies)} of {len(finished)} bills within 120 s")
     return latencies
@@ -100,6 +120,7 @@ async def _run() -> None:
                 "extractor": {
                     "DINGDEE_EVENTS__ENABLED": "true",
                     "DINGDEE_TELEMETRY__LOG_LEVEL": "WARNING",
+                    **MARGIN,
                 },
                 "transformer": {"DINGDEE_TELEMETRY__LOG_LEVEL": "WARNING"},
                 "loader": {"DINGDEE_TELEMETRY__LOG_LEVEL": "WARNING"},
@@ -113,15 +134,26 @@ async def _run() -> None:
                 if not latencies:
                     print(f"{rate:>5.0f} approvals/s: no bill saved")
                     continue
-                p99 = _quantile(latencies, 0.99)
-                verdict = "meets" if p99 <= GOAL_P99_S else "misses"
-                p50, p90 = statistics.median(latencies), _quantile(latencies, 0.9)
-                print(
-                    f"{rate:>5.0f} approvals/s for {SECONDS:.0f}s: {len(latencies)} bills, "
-                    f"finish → bill p50 {p50:.2f}s  p90 {p90:.2f}s  p99 {p99:.2f}s  "
-                    f"({verdict} the ≤ {GOAL_P99_S:.0f} s goal)",
-                    flush=True,
-                )
+                _print_rate(rate, latencies)
+
+
+def _print_rate(rate: float, latencies: list[float]) -> None:
+    """The quantiles, and whether the latency is steady: a load the ``get`` bucket cannot serve
+    grows a queue, seen as the last third of the run's approvals waiting longer than the first.
+    """
+    p99 = _quantile(latencies, 0.99)
+    third = max(1, len(latencies) // 3)
+    first, last = statistics.median(latencies[:third]), statistics.median(latencies[-third:])
+    growing = last - first > GROWING_S
+    verdict = "meets" if p99 <= GOAL_P99_S and not growing else "misses"
+    p50, p90 = statistics.median(latencies), _quantile(latencies, 0.9)
+    print(
+        f"{rate:>5.0f} approvals/s for {SECONDS:.0f}s: {len(latencies)} bills, "
+        f"finish → bill p50 {p50:.2f}s  p90 {p90:.2f}s  p99 {p99:.2f}s; median first third "
+        f"{first:.2f}s, last third {last:.2f}s ({'growing' if growing else 'steady'}; "
+        f"{verdict} the steady p99 ≤ {GOAL_P99_S:.0f} s goal)",
+        flush=True,
+    )
 
 
 def main() -> None:

@@ -36,3 +36,20 @@ async def test_a_week_of_lost_events_and_gaps_over_30_flows_ends_with_the_exact_
     # first tick after the gap closed, not at the next verification
     assert week.gap_lateness_h, "the gaps must hide approvals for this test to mean much"
     assert max(week.gap_lateness_h) <= 10
+
+
+async def test_a_sampled_verification_ends_with_the_exact_set_within_its_turns(
+    kafka: KafkaSettings,
+) -> None:
+    """Half the flows each 3-day interval (``EVENTS__VERIFY_SAMPLE=0.5``): still the exact set,
+    and every approval whose events were lost within two intervals (DESIGN §5 point 4)."""
+    week = await simulate(kafka, verify_days=3, days=7, long_gaps=False, verify_sample=0.5)
+    print(
+        f"sampled gapnet week: {week.per_approval:.3f} calls/approval ({week.gets} get + "
+        f"{week.lists} listids for {week.approvals} approvals), latest lost arrival "
+        f"{max(week.lost_lateness_h, default=0):.0f} h after finishing, {week.wall_s:.1f}s"
+    )
+    assert week.approvals > 150
+    assert week.exact, (week.missing, week.extra)
+    assert week.lost_lateness_h
+    assert max(week.lost_lateness_h) <= 2 * 3 * 24

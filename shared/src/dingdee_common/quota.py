@@ -193,6 +193,7 @@ def events_month(
     verify_interval_s: float,
     gets_per_approval: float = GETS_PER_APPROVAL["events"],
     long_gaps_per_month: float = 1.0,
+    verify_sample: float = 1.0,
 ) -> float:
     """Calls in a month with events on and the gap-aware safety net (DESIGN §5).
 
@@ -202,10 +203,13 @@ def events_month(
     ``verify_interval_s``, or sooner when a gap long enough to list closes (a listener outage, a
     restart): the gap's listing *is* the verification and restarts its clock. With gaps at a
     rate ``r`` a listing comes every ``min(V, Exp(r))``, on average ``(1 - e^(-rV)) / r``.
-    Short disconnections cost nothing: the verification lists them anyway.
+    Short disconnections cost nothing: the verification lists them anyway. With
+    ``verify_sample`` below 1 the flows take turns: each is listed every ``ceil(1 / sample)``
+    intervals (a sampled listing that finds a lost approval lists every flow: not counted here).
     """
     flows = max(flows, 1)
-    v = verify_interval_s / MONTH_SECONDS  # in months
+    turns = max(1, math.ceil(1 / verify_sample - 1e-9))
+    v = verify_interval_s * turns / MONTH_SECONDS  # in months
     r = long_gaps_per_month
     spacing = (1 - math.exp(-r * v)) / r if r > 0 else v  # months between a flow's listings
     per_listing = approvals_per_month / flows * spacing

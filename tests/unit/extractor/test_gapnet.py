@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given
 from hypothesis import strategies as st
 
 from dingdee_extractor.gapnet import (
     Coverage,
+    Sample,
     covered_creation,
     listing_end,
     merge,
     prompt,
     uncovered,
+    verification_due,
 )
 
 
@@ -115,3 +119,62 @@ def test_closed_gaps_are_recorded_in_order_including_a_restart_gap() -> None:
     cov.disconnected_at(9_000)
     cov.connected_at(9_500)
     assert cov.closed_gaps == [(1_000, 5_000), (9_000, 9_500)]
+
+
+class TestSampledVerification:
+    """A verification interval lists a share of the flows; every flow still takes its turn."""
+
+    DAY = 86_400_000
+
+    def listings(
+        self, share: float, flows: int, days: int, alarm_on: int | None = None
+    ) -> list[list[int]]:
+        """Per day, the flows (slots) whose verification a daily tick finds due."""
+        last = [0] * flows
+        alarm: int | None = None
+        out: list[list[int]] = []
+        for day in range(1, days + 1):
+            now = day * self.DAY
+            if alarm_on == day:
+                alarm = now - 1
+            due = [
+                f
+                for f in range(flows)
+                if verification_due(now, last[f], 2 * self.DAY, Sample(share, f, alarm))
+            ]
+            for f in due:
+                last[f] = now
+            out.append(due)
+        return out
+
+    def test_everything_every_interval_without_sampling(self) -> None:
+        assert verification_due(10, 0, 10, None) and not verification_due(9, 0, 10, None)
+        assert verification_due(10, 0, 10, Sample(1.0, 3, alarm_ms=5))
+        assert not verification_due(9, 0, 10, Sample(1.0, 3, alarm_ms=5))  # no alarms when full
+
+    def test_a_quarter_lists_a_quarter_and_every_flow_within_four_intervals(self) -> None:
+        flows, days = 8, 64
+        per_day = self.listings(0.25, flows, days)
+        listed = [f for day in per_day for f in day]
+        # warm-up aside, a quarter of the flows' listings: one each 4 intervals (8 days)
+        assert len(listed) <= flows + flows * days // 8 + flows
+        for f in range(flows):
+            days_listed = [d for d, due in enumerate(per_day, 1) if f in due]
+            gaps = [b - a for a, b in itertools.pairwise(days_listed)]
+            assert max(gaps) <= 8, (f, days_listed)
+        # the turns are spread: no day lists more than the flows of one turn, after the first round
+        assert max(len(d) for d in per_day[8:]) <= flows // 4
+
+    def test_an_alarm_lists_every_flow_at_once(self) -> None:
+        per_day = self.listings(0.25, 8, 20, alarm_on=13)
+        assert sorted(per_day[12]) == list(range(8))
+
+    def test_rounds(self) -> None:
+        assert [Sample(s).rounds for s in (1.0, 0.5, 0.34, 0.25, 0.1)] == [1, 2, 3, 4, 10]
+
+    def test_coverage_gives_turns_in_order_and_carries_the_alarm(self) -> None:
+        cov = Coverage()
+        assert [cov.sample(f, 0.5).slot for f in ("a", "b", "c", "a")] == [0, 1, 2, 0]
+        assert cov.sample("a", 0.5).alarm_ms is None
+        cov.missed_at(42)
+        assert cov.sample("b", 0.5) == Sample(0.5, 1, 42)

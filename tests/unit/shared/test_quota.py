@@ -134,3 +134,13 @@ class TestEventsMonth:
         # 30 days / 14 = 2.14 verifications a month, each listing 2 000 x 14/30 = 933 ids
         month = events_month(2000, 1, verify_interval_s=14 * 86_400, long_gaps_per_month=0)
         assert month == pytest.approx(2000 * 1.0 + 30 / 14 * 47)
+
+    def test_a_sampled_verification_lists_each_flow_once_per_round_of_turns(self) -> None:
+        def lists(sample: float) -> float:
+            return events_month(
+                0, 30, verify_interval_s=7 * 86_400, long_gaps_per_month=0, verify_sample=sample
+            )
+
+        assert lists(1.0) == pytest.approx(30 * 30 / 7)
+        assert lists(0.25) == pytest.approx(30 * 30 / 28)  # four turns of 7 days
+        assert lists(0.3) == lists(0.25) < lists(0.5) < lists(1.0)

@@ -23,7 +23,7 @@ from dingdee_extractor.doctor import process_code_error
 from dingdee_extractor.emitter import Emitter
 from dingdee_extractor.events import EventListener
 from dingdee_extractor.flows import FlowSource
-from dingdee_extractor.gapnet import Coverage
+from dingdee_extractor.gapnet import Coverage, Sample
 from dingdee_extractor.metrics import ExtractorMetrics
 from dingdee_extractor.outage import OutageWatch
 from dingdee_extractor.poller import FlowPoller
@@ -75,7 +75,9 @@ class ExtractorApp:
         if events.enabled:  # events report starts and finishes; polling only backs them up
             # a lost finish event is found by the re-check, no later than the verification
             late = min(events.open_recheck_initial_seconds, events.verify_interval_seconds)
-            verify_days = events.verify_interval_seconds / 86_400
+            # a sampled flow waits at most its turns (gapnet.Sample.rounds) between listings
+            turns = Sample(share=events.verify_sample).rounds
+            verify_days = events.verify_interval_seconds * turns / 86_400
             poll = poll.model_copy(
                 update={
                     "open_recheck_initial_seconds": max(poll.open_recheck_initial_seconds, late),

@@ -6,6 +6,8 @@ A ``bpms_instance_change`` finish/terminate event of a configured ``process_code
 acked only after the snapshot it caused was acked by Kafka. A repeated event for an instance
 already emitted as terminal is acked without a ``get``; any other duplicate costs a ``get`` and
 emits nothing (fingerprints). On failure the event is answered LATER so DingTalk redelivers it.
+Events of a flow that arrive while it handles others are handled together, as one batch with one
+checkpoint (``batching``).
 
 ``connections/open`` answering 4xx (wrong secret, Stream mode not enabled for the app) is a
 configuration error, not an outage: its body is logged naming the app, ``/readyz`` shows it, and
@@ -33,10 +35,11 @@ from dingdee_common.errors import DingdeeError
 from dingdee_common.observability.logging import get_logger
 from dingdee_common.retry import backoff_delay
 from dingdee_common.settings import RetrySettings
+from dingdee_extractor.batching import Batcher
 from dingdee_extractor.gapnet import Coverage
 from dingdee_extractor.metrics import ExtractorMetrics
 from dingdee_extractor.outage import OutageWatch
-from dingdee_extractor.poller import FlowPoller
+from dingdee_extractor.poller import EventItem, FlowPoller
 from dingdee_extractor.settings import DingTalkApp, EventsSettings
 
 __all__ = ["EventListener"]
@@ -69,6 +72,8 @@ class EventListener:
         self._creds = creds
         self._settings = settings
         self._pollers = pollers  # by process_code
+        # one group commit per flow: events arriving while it is busy form its next batch
+        self._batches = {code: Batcher(p.on_events) for code, p in pollers.items()}
         self._metrics = metrics
         # connected, acknowledged intervals on the pollers' clock (the gap-aware safety net)
         self.coverage = coverage if coverage is not None else Coverage()
@@ -186,16 +191,16 @@ class EventListener:
             if self.contact_hook is not None and event_type.startswith(("user_", "org_dept_")):
                 self.contact_hook(self._app, event_type, data)
                 outcome, kind = "contact", event_type
-            poller = self._pollers.get(str(data.get("processCode")))
-            relevant = headers.get("eventType") == "bpms_instance_change" and poller is not None
-            if relevant and poller is not None and kind in ("finish", "terminate"):
-                fetched = await poller.on_event(str(data["processInstanceId"]))
-                outcome = "fetched" if fetched else "duplicate"
+            batch = self._batches.get(str(data.get("processCode")))
+            relevant = event_type == "bpms_instance_change"
+            if relevant and batch is not None and kind in ("finish", "terminate"):
+                item: EventItem = ("finish", str(data["processInstanceId"]), 0)
+                outcome = "fetched" if await batch.submit(item) else "duplicate"
                 self.handled += 1
-            elif relevant and poller is not None and kind == "start":
+            elif relevant and batch is not None and kind == "start":
                 created = int(data.get("createTime") or self._clock())
-                known = await poller.on_start(str(data["processInstanceId"]), created)
-                outcome = "known" if known else "duplicate"
+                item = ("start", str(data["processInstanceId"]), created)
+                outcome = "known" if await batch.submit(item) else "duplicate"
         except (DingdeeError, KafkaError, KeyError, ValueError, OSError) as exc:
             # DingTalk or the broker is down (or the event is odd): DingTalk redelivers it later,
             # and the gap-aware safety net lists the creation times around it (gapnet)

@@ -12,16 +12,20 @@ Every function here is pure (no I/O, no clock): the poller passes ``now``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 __all__ = [
     "Coverage",
     "Interval",
+    "Sample",
     "covered_creation",
     "listing_end",
     "merge",
     "prompt",
     "uncovered",
+    "verification_due",
 ]
 
 Interval = tuple[int, int]  # [start, end] in Unix ms, inclusive
@@ -104,6 +108,44 @@ def prompt(gaps: Iterable[Interval], min_gap_ms: int, margin_ms: int) -> list[In
     return [(lo, hi) for lo, hi in gaps if hi - lo + 1 > min_gap_ms + 2 * margin_ms]
 
 
+@dataclass(frozen=True)
+class Sample:
+    """Which share of an app's flows a verification interval lists, and this flow's place.
+
+    ``share`` 1 lists every flow every interval. Below 1 the flows take turns: flow ``slot``
+    lists in the intervals ``k`` (``now // interval``) with ``(k - slot) % rounds == 0``, so
+    every flow is still listed at least every ``rounds`` intervals. ``alarm_ms``: when a
+    sampled listing last found an approval no event had reported (then every flow lists).
+    """
+
+    share: float = 1.0
+    slot: int = 0
+    alarm_ms: int | None = None
+
+    @property
+    def rounds(self) -> int:
+        return max(1, math.ceil(1 / self.share - 1e-9))
+
+
+def verification_due(now: int, last_ms: int, interval_ms: int, sample: Sample | None) -> bool:
+    """Whether a flow verified last at ``last_ms`` lists its creation times since then now.
+
+    Without sampling: once ``interval_ms`` passed. Sampled: in the flow's turn, or once
+    ``rounds`` intervals passed whatever the turn (the 120-day window rule and the lookback
+    bound it), or at once after another flow's sampled listing raised the alarm.
+    """
+    if sample is None or sample.rounds == 1:
+        return now - last_ms >= interval_ms
+    if sample.alarm_ms is not None and sample.alarm_ms > last_ms:
+        return True
+    elapsed = now - last_ms
+    if elapsed < interval_ms:
+        return False
+    if elapsed >= sample.rounds * interval_ms:
+        return True
+    return (now // interval_ms - sample.slot) % sample.rounds == 0
+
+
 class Coverage:
     """One app's connected, fully acknowledged intervals (``[start, end]`` on the poll clock).
 
@@ -120,6 +162,17 @@ class Coverage:
         self._next = 0
         self.gap_since: int | None = self._closed[-1][1] if self._closed else None
         self.closed_gaps: list[Interval] = []  # gaps that ended, in order (pollers read them)
+        self._slots: dict[str, int] = {}  # flow -> its turn among the app's flows (sampling)
+        self._alarm_ms: int | None = None
+
+    def sample(self, flow: str, share: float) -> Sample:
+        """``flow``'s place in the sampled verification (turns in order of first asking)."""
+        slot = self._slots.setdefault(flow, len(self._slots))
+        return Sample(share=share, slot=slot, alarm_ms=self._alarm_ms)
+
+    def missed_at(self, now: int) -> None:
+        """A sampled verification found an approval that no event reported: list every flow."""
+        self._alarm_ms = now
 
     @property
     def connected(self) -> bool:

@@ -9,17 +9,27 @@ so a re-listed id costs no ``get``.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from dingdee_common.contracts import OpenInstance
 from dingdee_common.observability.logging import get_logger
 from dingdee_common.quota import count_cycle
 from dingdee_extractor import planning
 from dingdee_extractor.fetching import FlowFetching
-from dingdee_extractor.gapnet import covered_creation, listing_end, prompt, uncovered
+from dingdee_extractor.gapnet import (
+    covered_creation,
+    listing_end,
+    prompt,
+    uncovered,
+    verification_due,
+)
 from dingdee_extractor.planning import DAY_MS, split_windows
 
-__all__ = ["DAY_MS", "FlowPoller", "split_windows"]
+__all__ = ["DAY_MS", "EventItem", "FlowPoller", "split_windows"]
 
 log = get_logger(__name__)
+
+EventItem = tuple[Literal["start", "finish"], str, int]  # kind, instance id, creation (ms)
 
 
 class FlowPoller(FlowFetching):
@@ -34,13 +44,7 @@ class FlowPoller(FlowFetching):
         revocation is a new, linked instance), so a repeated event for it costs no ``get``;
         returns whether the instance was fetched.
         """
-        async with self._lock:
-            if instance_id in self._emitted:
-                return False
-            with self._rewound_on_broker_failure():
-                await self._fetch([instance_id], hint_ms=self._clock(), trigger="event")
-                await self._checkpoint(watermark=self.cp.watermark_ms)
-            return True
+        return (await self.on_events([("finish", instance_id, 0)]))[0]
 
     async def on_start(self, instance_id: str, create_ms: int) -> bool:
         """A ``start`` event: the instance is known (open) without any call; returns if new.
@@ -48,18 +52,33 @@ class FlowPoller(FlowFetching):
         Its ``finish`` event fetches it; if that event is lost, the open instance's re-check
         does. Creation times covered by events therefore never need a ``listids`` (gapnet).
         """
+        return (await self.on_events([("start", instance_id, create_ms)]))[0]
+
+    async def on_events(self, events: list[EventItem]) -> list[bool]:
+        """A batch of events (:class:`~dingdee_extractor.batching.Batcher`) under one lock:
+        starts become open instances, finishes are fetched concurrently, one checkpoint after
+        every snapshot was acked. Per event: whether it was new (see the two methods above)."""
         async with self._lock:
-            if not self._is_new(instance_id):
-                return False
-            with self._rewound_on_broker_failure():
-                first = create_ms + planning.paced_ms(
-                    self._poll, self._poll.open_recheck_initial_seconds, self.pace
-                )
-                self._open[instance_id] = OpenInstance(
-                    create_time_ms=create_ms, next_check_ms=first
-                )
-                await self._checkpoint(watermark=self.cp.watermark_ms)
-            return True
+            new: list[bool] = []
+            fetch: list[str] = []
+            for kind, instance_id, create_ms in events:
+                if kind == "finish":
+                    new.append(instance_id not in self._emitted and instance_id not in fetch)
+                    fetch += [instance_id] if new[-1] else []
+                    continue
+                new.append(self._is_new(instance_id))
+                if new[-1]:
+                    first = create_ms + planning.paced_ms(
+                        self._poll, self._poll.open_recheck_initial_seconds, self.pace
+                    )
+                    self._open[instance_id] = OpenInstance(
+                        create_time_ms=create_ms, next_check_ms=first
+                    )
+            if any(new):
+                with self._rewound_on_broker_failure():
+                    await self._fetch(fetch, hint_ms=self._clock(), trigger="event")
+                    await self._checkpoint(watermark=self.cp.watermark_ms)
+            return new
 
     async def cycle(self) -> None:
         """Read new windows, re-fetch due open instances, sweep when due; checkpoint each step.
@@ -106,7 +125,10 @@ class FlowPoller(FlowFetching):
             self.cp = self.cp.model_copy(update={"last_sweep_ms": now})
         if self._long_gap_closed():
             self._recheck_open(now)
-        sweep_due = now - self.cp.last_sweep_ms >= p.sweep_interval_seconds * 1000
+        cov, share = self._coverage, self._events.verify_sample
+        sample = cov.sample(self.source.flow, share) if cov is not None else None
+        interval = int(p.sweep_interval_seconds * 1000)
+        sweep_due = verification_due(now, self.cp.last_sweep_ms, interval, sample)
         if self._until_ms is None and sweep_due:
             await self.sweep(now)
         self._prune(now)
@@ -220,6 +242,8 @@ class FlowPoller(FlowFetching):
         missed: list[str] = []
         for w_lo, w_hi in split_windows(lo, hi, int(p.window_max_days * DAY_MS)):
             missed += [i for i in await self._list(w_lo, w_hi) if self._is_new(i)]
+        if missed and self._coverage is not None and self._events.verify_sample < 1:
+            self._coverage.missed_at(now)  # events were lost while connected: list every flow
         await self._fetch(missed, hint_ms=lo, trigger="sweep", late_before=hi + 1)
         swept_until = max(self.cp.swept_until_ms, hi + 1)
         self.cp = self.cp.model_copy(update={"last_sweep_ms": now, "swept_until_ms": swept_until})

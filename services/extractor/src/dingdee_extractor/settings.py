@@ -50,7 +50,17 @@ class DingTalkSettings(_Block):
         description='JSON, e.g. {"main": {"app_key": "...", "app_secret": "..."}}'
     )
     qps: float = Field(
-        default=18.0, gt=0, description="per (app, API); DingTalk's standard edition allows 20"
+        default=20.0,
+        gt=0,
+        description="DingTalk's limit per app and API (endpoint path): 20 on the standard "
+        "edition (dingtalk.md §5.1); each API has its own token bucket",
+    )
+    qps_margin: float = Field(
+        default=0.05,
+        ge=0,
+        lt=1,
+        description="share of qps left unused, so the calls' jitter never crosses the limit "
+        "(0.05: 19 calls a second per API)",
     )
     timeout_seconds: float = Field(default=10.0, gt=0)
     token_refresh_margin_seconds: float = Field(default=600.0, ge=0)
@@ -139,6 +149,15 @@ class EventsSettings(_Block):
         le=100 * 86_400.0,
         description="each flow's creation times are listed once this often (catches events "
         "DingTalk dropped while connected); within the 120-day window rule",
+    )
+    verify_sample: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="share of an app's flows each verification interval lists (1: all); the "
+        "flows take turns, each is listed at least every interval / share, gaps are always "
+        "listed in full, and a sampled listing that finds an approval no event reported lists "
+        "every flow at once (DESIGN §5)",
     )
     gap_margin_seconds: float = Field(
         default=60.0,

@@ -19,7 +19,7 @@ import orjson
 
 from dingdee_common.errors import FatalError, PermanentError, TransientError
 from dingdee_common.observability.logging import get_logger
-from dingdee_extractor.dingtalk.ratelimit import TokenBucket
+from dingdee_extractor.dingtalk.ratelimit import RateLimits
 from dingdee_extractor.metrics import ExtractorMetrics
 from dingdee_extractor.settings import DingTalkApp, DingTalkSettings
 
@@ -102,7 +102,6 @@ class _Token:
 @dataclass
 class _AppState:
     app: DingTalkApp
-    buckets: dict[str, TokenBucket] = field(default_factory=dict)
     token: _Token | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     global_backoff: float = 0.0
@@ -110,7 +109,11 @@ class _AppState:
 
 
 class DingTalkClient:
-    """One client per deployment; one token and one token bucket per (app, API)."""
+    """One client per deployment; one token per app and one token bucket per (app, API path).
+
+    Every call goes through :meth:`_checked`, which waits for the bucket of its endpoint path
+    (:class:`RateLimits`): a new endpoint needs nothing more than its path to be rate-limited.
+    """
 
     def __init__(
         self,
@@ -124,6 +127,7 @@ class DingTalkClient:
             base_url=settings.base_url.rstrip("/"), timeout=settings.timeout_seconds
         )
         self._apps = {name: _AppState(app) for name, app in settings.apps.items()}
+        self.limits = RateLimits(settings.qps, settings.qps_margin)
         self._punished_until = 0.0  # monotonic end of an anti-abuse ban (the IP's, every app's)
 
     async def aclose(self) -> None:
@@ -136,11 +140,8 @@ class DingTalkClient:
     async def pace(self, app: str, api: str) -> None:
         """Wait for ``api``'s token bucket of ``app`` (the v1.0 follow-up calls share it)."""
         self._check_ban(app)
-        waited = (
-            await self._state(app)
-            .buckets.setdefault(api, TokenBucket(self._settings.qps))
-            .acquire()
-        )
+        self._state(app)  # an unknown app is a configuration error
+        waited = await self.limits.acquire(app, api)
         if waited:
             self._metrics.rate_limit_wait.labels(app, api).inc(waited)
 
@@ -264,18 +265,15 @@ class DingTalkClient:
         self._check_ban(app)
         if state.global_backoff > time.monotonic():
             await asyncio.sleep(state.global_backoff - time.monotonic())
-        bucket = state.buckets.setdefault(api, TokenBucket(self._settings.qps))
-        waited = await bucket.acquire()
+        waited = await self.limits.acquire(app, path)
         if waited:
             self._metrics.rate_limit_wait.labels(app, api).inc(waited)
         body = await self._send(
             app, api, "POST", path, params={"access_token": token}, json=payload
         )
-        return self._interpret(app, api, body, bucket)
+        return self._interpret(app, api, path, body)
 
-    def _interpret(
-        self, app: str, api: str, body: dict[str, Any], bucket: TokenBucket
-    ) -> dict[str, Any]:
+    def _interpret(self, app: str, api: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
         self._check_punished(app, body)
         code, what = answer_code(body)
         if code == 0:
@@ -286,7 +284,7 @@ class DingTalkClient:
         if what in AUTH_CODES:
             raise _AuthError(text)
         if what in (_APP_QPS, _ISV_QPS):  # a 1-second window: the next second (§5.4)
-            bucket.penalise(1.0)
+            self.limits.penalise(app, path, 1.0)
             raise TransientError(text, retry_after=1.0 - (time.time() % 1.0), code=what)
         if what == _GLOBAL_QPS:  # exponential: 1 s, 2 s, 4 s … (§5.4), capped
             state = self._state(app)

@@ -37,6 +37,7 @@ from dingdee_common.quota import (
     total_usage,
 )
 from dingdee_common.runtime import settings_or_exit
+from dingdee_common.schedule import best_schedule
 from dingdee_common.settings import ServiceSettings
 from dingdee_ops.dlq.records import parse_time
 from dingdee_ops.terminal import safe
@@ -177,6 +178,15 @@ def plan(
         float,
         typer.Option(min=0.0, help="events: gaps a month long enough to list (outages, restarts)"),
     ] = 1.0,
+    verify_sample: Annotated[
+        float,
+        typer.Option(
+            min=0.01,
+            max=1.0,
+            help="events: also project DINGDEE_EVENTS__VERIFY_SAMPLE, the share of flows each "
+            "verification lists (1: only the full row)",
+        ),
+    ] = 0.25,
     budget: Annotated[int | None, typer.Option(min=1, help="monthly call budget")] = None,
     polling_gets: Annotated[
         float,
@@ -187,7 +197,11 @@ def plan(
         ),
     ] = GETS_PER_APPROVAL["polling"],
 ) -> None:
-    """Project a 30-day month of calls with events on and off (and fit a budget)."""
+    """Project a 30-day month of calls with events on and off (and fit a budget).
+
+    With --budget, also the freshest polling-only schedule that fits it (poll interval and
+    open-instance re-checks) and its freshness, hours from an approval's finish to its snapshot.
+    """
     table = Table("mode", "get/approval", "poll every", "calls/month", "calls/approval")
     if budget:
         table.add_column(f"poll every, to fit {budget:,} ({HEADROOM:.0%})")
@@ -207,6 +221,22 @@ def plan(
         f"{evented / per:.2f}",
         *(["-", f"{evented:,.0f}"] if budget else []),
     )
+    if verify_sample < 1:
+        sampled = events_month(
+            approvals_per_month,
+            flows,
+            verify_interval_s=verify_days * 86_400,
+            long_gaps_per_month=long_gaps,
+            verify_sample=verify_sample,
+        )
+        table.add_row(
+            f"events, sampled {verify_sample:g}",
+            f"{GETS_PER_APPROVAL['events']:.2f}",
+            f"{verify_sample:.0%} of flows every {verify_days:g} d",
+            f"{sampled:,.0f}",
+            f"{sampled / per:.2f}",
+            *(["-", f"{sampled:,.0f}"] if budget else []),
+        )
     over = budget is not None and evented > budget * HEADROOM
     for mode, every, gets in (("polling", interval, polling_gets),):
         demand = Demand.planned(approvals_per_month, gets, flows)
@@ -228,6 +258,23 @@ def plan(
         "verification and every flow per long gap, DESIGN §5)"
     )
     console.print(table)
+    if budget:
+        _best_polling(approvals_per_month, flows, budget)
     if over:
         console.print("[red]Even with events the approvals alone exceed the budget.[/red]")
     raise typer.Exit(1 if over else 0)
+
+
+def _best_polling(approvals_per_month: int, flows: int, budget: int) -> None:
+    """The freshest polling-only schedule that fits ``budget`` (dingdee_common.schedule)."""
+    best = best_schedule(approvals_per_month, flows, budget)
+    if best is None:
+        console.print(f"Polling only: no schedule up to a day apart fits {budget:,}.")
+        return
+    console.print(
+        f"Polling only, the freshest schedule that fits {budget:,}: {best.schedule.describe()}: "
+        f"{best.calls_per_month:,.0f} calls "
+        f"({best.calls_per_month / max(approvals_per_month, 1):.2f}/approval, "
+        f"{best.gets_per_approval:.2f} get/approval); finish → snapshot p50 "
+        f"{best.freshness_p50_h:.1f} h, p90 {best.freshness_p90_h:.1f} h"
+    )
