@@ -6,8 +6,10 @@ import asyncio
 import json
 import os
 import sys
+import tempfile
 from asyncio.subprocess import PIPE, STDOUT
 from collections.abc import Awaitable, Callable
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -81,3 +83,22 @@ def json_log_lines(path: Path) -> list[dict[str, Any]]:
         except ValueError:
             pytest.fail(f"{path.name}:{number} is not a JSON log line: {line[:200]!r}")
     return out
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@cache
+def demo_flows_file() -> Path:
+    """``config/flows.yaml`` plus the demo organisation's static tables (tests/demo_tables.yaml).
+
+    The example's lookups are live: the loader and the extractor publish the tables the
+    transformer resolves against. A test that maps records with neither running (a transformer
+    on its own, a mapping in-process, a stack whose point is not master data) uses this file, so
+    its records load at once instead of waiting for a refresh. One file per test process.
+    """
+    text = (ROOT / "config" / "flows.yaml").read_text(encoding="utf-8")
+    tables = (ROOT / "tests" / "demo_tables.yaml").read_text(encoding="utf-8")
+    path = Path(tempfile.mkdtemp(prefix="dingdee-demo-flows-")) / "flows.yaml"
+    path.write_text(f"{text}\n{tables}", encoding="utf-8")
+    return path

@@ -20,6 +20,7 @@ import yaml
 
 from dingdee_sandbox.demo_org import DEMO_APP, DEPARTMENTS, EMPLOYEES, PROCESS_CODES, demo_mobile
 from dingdee_sandbox.dingtalk.state import State
+from tests.helpers import demo_flows_file
 from tests.unit.sandbox_dingtalk.harness import Sandbox, running
 
 pytestmark = pytest.mark.contract
@@ -372,9 +373,7 @@ class TestAgreement:
             assert int(inst.dept_id) in users[inst.originator]["dept_id_list"]
 
     async def test_job_numbers_and_departments_match_flows_yaml(self, sb: Sandbox) -> None:
-        tables = yaml.safe_load((ROOT_DIR / "config" / "flows.yaml").read_text(encoding="utf-8"))[
-            "reference_tables"
-        ]
+        tables = yaml.safe_load((demo_flows_file()).read_text(encoding="utf-8"))["reference_tables"]
         users = await every_user(sb, size=100)
         assert tables["staff"] == {u["userid"]: u["job_number"] for u in users}
         token = await sb.token()

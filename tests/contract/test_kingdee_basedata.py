@@ -21,6 +21,7 @@ from dingdee_sandbox.demo_org import EMPLOYEES, demo_mobile
 from dingdee_sandbox.kingdee import SandboxConfig
 from dingdee_sandbox.kingdee.demo import expense_model
 from tests.contract.test_kingdee_sandbox import QUERY, STUB, Kd, start_kd
+from tests.helpers import demo_flows_file
 
 pytestmark = pytest.mark.contract
 
@@ -67,7 +68,7 @@ async def page_all(kd: Kd, form_id: str, keys: str, limit: int, flt: str = "") -
 
 def flows_tables() -> dict[str, dict[str, str]]:
     tables: dict[str, dict[str, str]] = yaml.safe_load(
-        (ROOT / "config" / "flows.yaml").read_text(encoding="utf-8")
+        (demo_flows_file()).read_text(encoding="utf-8")
     )["reference_tables"]
     return tables
 

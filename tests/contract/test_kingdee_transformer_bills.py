@@ -7,7 +7,6 @@ sandbox's form metadata and seeded base data, through Save and BatchSave with ea
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -17,11 +16,12 @@ from dingdee_sandbox.kingdee import SandboxConfig
 from dingdee_transformer.flowspec import load_compiled
 from dingdee_transformer.mapping import map_snapshot
 from tests.contract.test_kingdee_sandbox import BATCH, STUB, Kd, start_kd, status
+from tests.helpers import demo_flows_file
 from tests.unit.transformer.samples import dept_form, snapshot
 
 pytestmark = pytest.mark.contract
 
-FLOWS = Path(__file__).resolve().parents[2] / "config" / "flows.yaml"
+FLOWS = demo_flows_file()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import copy
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from itertools import count
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -30,11 +29,12 @@ from dingdee_transformer.flowspec import CompiledFlow, compile_flows
 from dingdee_transformer.mapping import map_snapshot
 from tests.contract.test_kingdee_loader_client import client
 from tests.contract.test_kingdee_sandbox import start_kd
+from tests.helpers import demo_flows_file
 from tests.unit.transformer.samples import petty_form, petty_row, snapshot
 
 pytestmark = pytest.mark.contract
 
-FLOWS = Path(__file__).resolve().parents[2] / "config" / "flows.yaml"
+FLOWS = demo_flows_file()
 AMOUNTS = ("FTaxSubmitAmt", "FExpSubmitAmount", "FRequestAmount")
 PRECISIONS = (0, 2, 4)  # 2 is what the example flows use; 0 and 4 for whole yuan and rates
 _numbers = count()

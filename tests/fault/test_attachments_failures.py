@@ -19,7 +19,7 @@ import pytest
 from dingdee_common.kafka.dlq import ERROR_MESSAGE, ERROR_TYPE
 from dingdee_dev.stack import Stack, StackConfig
 from tests.fault.test_attachments_sigkill import bill_of
-from tests.helpers import dingdee, poll_until, read_topic
+from tests.helpers import demo_flows_file, dingdee, poll_until, read_topic
 from tests.integration.test_attachments_e2e import (
     FORM,
     PETTY,
@@ -63,7 +63,7 @@ async def test_expired_404_over_limit_and_kingdee_refusal(
 ) -> None:
     config = StackConfig(
         workdir=tmp_path,
-        flows_file=ROOT / "config" / "flows.yaml",
+        flows_file=demo_flows_file(),
         demo=4,
         seed=9,
         kafka_bootstrap=kafka_bootstrap,

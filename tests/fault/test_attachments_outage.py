@@ -14,7 +14,7 @@ import pytest
 from dingdee_dev.stack import Stack, StackConfig
 from dingdee_sandbox.demo_org import DEMO_APP
 from tests.fault.test_attachments_sigkill import bill_of
-from tests.helpers import poll_until
+from tests.helpers import demo_flows_file, poll_until
 from tests.integration.test_attachments_e2e import (
     FORM,
     _post,
@@ -41,7 +41,7 @@ async def test_dingtalk_refusing_and_kingdee_down_are_waited_out(
 ) -> None:
     config = StackConfig(
         workdir=tmp_path,
-        flows_file=ROOT / "config" / "flows.yaml",
+        flows_file=demo_flows_file(),
         demo=4,
         seed=12,
         kafka_bootstrap=kafka_bootstrap,

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from dingdee_dev.stack import Stack, StackConfig
-from tests.helpers import poll_until
+from tests.helpers import demo_flows_file, poll_until
 from tests.integration.test_attachments_e2e import (
     PETTY,
     _post,
@@ -55,7 +55,7 @@ async def test_loader_killed_before_and_during_uploads_attaches_each_file_once(
 ) -> None:
     config = StackConfig(
         workdir=tmp_path,
-        flows_file=ROOT / "config" / "flows.yaml",
+        flows_file=demo_flows_file(),
         demo=6,
         seed=5,
         kafka_bootstrap=kafka_bootstrap,

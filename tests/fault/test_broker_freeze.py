@@ -24,6 +24,7 @@ import pytest
 from dingdee_dev.broker import ENV_BOOTSTRAP, EmbeddedBroker, free_port
 from dingdee_dev.run import expected_bills
 from dingdee_dev.stack import SERVICES, Stack, StackConfig
+from tests.helpers import demo_flows_file
 from tests.integration.test_pipeline_e2e import bill_numbers, loaded_count, wait_loaded
 
 pytestmark = [
@@ -109,7 +110,7 @@ async def test_broker_outage_for_30s_mid_run_loses_and_duplicates_nothing(
             broker, proxy = await exits.enter_async_context(proxied_broker(tmp_path))
         config = StackConfig(
             workdir=tmp_path,
-            flows_file=ROOT / "config" / "flows.yaml",
+            flows_file=demo_flows_file(),
             demo=300,
             seed=13,
             # frozen: the stack starts its own broker; unreachable: the proxied one

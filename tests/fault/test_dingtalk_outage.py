@@ -28,7 +28,7 @@ from dingdee_dev.broker import free_port
 from dingdee_dev.procs import ManagedProcess
 from dingdee_dev.stack import start_sandbox
 from dingdee_sandbox.demo_org import DEMO_APP, PROCESS_CODES
-from tests.helpers import poll_until, read_topic
+from tests.helpers import demo_flows_file, poll_until, read_topic
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
 
@@ -43,7 +43,7 @@ def extractor_env(kafka: KafkaSettings, url: str, port: int) -> dict[str, str]:
     return {
         "DINGDEE_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
         "DINGDEE_KAFKA__TOPIC_PREFIX": kafka.topic_prefix,
-        "DINGDEE_FLOWS_FILE": str(ROOT / "config" / "flows.yaml"),
+        "DINGDEE_FLOWS_FILE": str(demo_flows_file()),
         "DINGDEE_DINGTALK__BASE_URL": url,
         "DINGDEE_DINGTALK__APPS": json.dumps(
             {DEMO_APP.name: {"app_key": DEMO_APP.app_key, "app_secret": DEMO_APP.app_secret}}

@@ -20,7 +20,7 @@ from dingdee_common.settings import KafkaSettings
 from dingdee_dev.procs import ManagedProcess
 from dingdee_dev.stack import start_sandbox
 from dingdee_sandbox.demo_org import DEMO_APP, PROCESS_CODES
-from tests.helpers import poll_until, read_topic
+from tests.helpers import demo_flows_file, poll_until, read_topic
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
 
@@ -35,7 +35,7 @@ async def test_sigkill_during_backfill_then_resume(kafka: KafkaSettings, tmp_pat
     env = {
         "DINGDEE_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
         "DINGDEE_KAFKA__TOPIC_PREFIX": kafka.topic_prefix,
-        "DINGDEE_FLOWS_FILE": str(ROOT / "config" / "flows.yaml"),
+        "DINGDEE_FLOWS_FILE": str(demo_flows_file()),
         "DINGDEE_DINGTALK__BASE_URL": url,
         "DINGDEE_DINGTALK__APPS": json.dumps(
             {"main": {"app_key": DEMO_APP.app_key, "app_secret": DEMO_APP.app_secret}}

@@ -34,7 +34,7 @@ from dingdee_extractor.settings import (
     PollSettings,
 )
 from dingdee_sandbox.demo_org import DEMO_APP
-from tests.helpers import poll_until, read_topic
+from tests.helpers import demo_flows_file, poll_until, read_topic
 from tests.integration.test_extractor_sandbox import (  # noqa: F401 - the sandbox fixture
     START_MS,
     Clock,
@@ -75,7 +75,7 @@ async def test_broker_frozen_mid_emit_rewinds_to_the_checkpoint_and_loses_nothin
     clock = Clock(START_MS + 3600_000)
     await sandbox.set_clock(clock.now_ms)
     settings = ExtractorSettings(
-        flows_file=ROOT / "config" / "flows.yaml",
+        flows_file=demo_flows_file(),
         kafka=kafka,
         dingtalk=DingTalkSettings(
             base_url=sandbox.url,

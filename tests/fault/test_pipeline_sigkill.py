@@ -14,6 +14,7 @@ import pytest
 
 from dingdee_dev.run import expected_bills
 from dingdee_dev.stack import Stack, StackConfig
+from tests.helpers import demo_flows_file
 from tests.integration.test_pipeline_e2e import bill_numbers, loaded_count, wait_loaded
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
@@ -27,7 +28,7 @@ async def test_sigkill_each_service_mid_run_loses_and_duplicates_nothing(
     rng = random.Random(20261128)
     config = StackConfig(
         workdir=tmp_path,
-        flows_file=ROOT / "config" / "flows.yaml",
+        flows_file=demo_flows_file(),
         demo=400,
         seed=5,
         kafka_bootstrap=kafka_bootstrap,

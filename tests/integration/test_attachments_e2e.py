@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 from dingdee_dev.stack import Stack, StackConfig
-from tests.helpers import poll_until
+from tests.helpers import demo_flows_file, poll_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -83,7 +83,7 @@ async def comments_by_instance(stack: Stack) -> dict[str, list[str]]:
 async def test_files_and_one_comment_per_approval(kafka_bootstrap: str, tmp_path: Path) -> None:
     config = StackConfig(
         workdir=tmp_path,
-        flows_file=ROOT / "config" / "flows.yaml",
+        flows_file=demo_flows_file(),
         demo=24,
         seed=18,
         kafka_bootstrap=kafka_bootstrap,

@@ -32,7 +32,7 @@ from dingdee_dev.run import RunOptions, run
 from dingdee_dev.stack import Stack, StackConfig
 from dingdee_ops.dlq.scan import read_audits
 from dingdee_sandbox.demo_org import PROCESS_CODES
-from tests.helpers import poll_until, read_topic
+from tests.helpers import demo_flows_file, poll_until, read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -109,7 +109,7 @@ async def test_console_in_a_browser(
 ) -> None:
     config = StackConfig(
         workdir=tmp_path,
-        flows_file=ROOT / "config" / "flows.yaml",
+        flows_file=demo_flows_file(),
         demo=30,
         seed=11,
         kafka_bootstrap=kafka_bootstrap,

@@ -22,6 +22,7 @@ from dingdee_ops.console.app import build_app
 from dingdee_ops.console.security import SECURITY_HEADERS
 from dingdee_ops.console.settings import ConsoleSettings
 from dingdee_ops.console.state import ConsoleState
+from tests.helpers import demo_flows_file
 from tests.integration.test_dlq_replay import Seed, audits, read_topic, seed
 
 pytestmark = pytest.mark.integration
@@ -40,7 +41,7 @@ ClientFactory = Callable[..., Any]
 def _env(monkeypatch: pytest.MonkeyPatch, kafka: KafkaSettings, **console: str) -> None:
     monkeypatch.setenv("DINGDEE_KAFKA__BOOTSTRAP_SERVERS", kafka.bootstrap_servers)
     monkeypatch.setenv("DINGDEE_KAFKA__TOPIC_PREFIX", kafka.topic_prefix)
-    monkeypatch.setenv("DINGDEE_FLOWS_FILE", str(ROOT / "config" / "flows.yaml"))
+    monkeypatch.setenv("DINGDEE_FLOWS_FILE", str(demo_flows_file()))
     monkeypatch.setenv("DINGDEE_CONSOLE__SESSION_SECRET", SESSION)
     monkeypatch.setenv("DINGDEE_KINGDEE__APP_SECRET", SECRETS[-1])  # a service secret around
     for key, value in console.items():

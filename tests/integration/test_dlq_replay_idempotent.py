@@ -19,7 +19,7 @@ from dingdee_common.kafka.dlq import DeadLetterPublisher, SourceRecord
 from dingdee_common.settings import KafkaSettings
 from dingdee_dev.stack import Stack, StackConfig
 from dingdee_ops.dlq import Action, ReplayEngine, ReplayOptions, Selection
-from tests.helpers import poll_until
+from tests.helpers import demo_flows_file, poll_until
 from tests.integration.test_dlq_replay import read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -39,7 +39,7 @@ async def test_replaying_a_bill_twice_leaves_one_kingdee_bill(
 ) -> None:
     config = StackConfig(
         workdir=tmp_path,
-        flows_file=ROOT / "config" / "flows.yaml",
+        flows_file=demo_flows_file(),
         demo=20,
         seed=3,
         kafka_bootstrap=kafka_bootstrap,

@@ -39,7 +39,7 @@ from dingdee_extractor.settings import (
     PollSettings,
 )
 from dingdee_sandbox.demo_org import DEMO_APP, PROCESS_CODES
-from tests.helpers import poll_until, read_topic
+from tests.helpers import demo_flows_file, poll_until, read_topic
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -137,7 +137,7 @@ async def make_extractor(
     flows: frozenset[str] | None = None,
 ) -> tuple[ExtractorApp, Any, Any]:
     settings = ExtractorSettings(
-        flows_file=ROOT / "config" / "flows.yaml",
+        flows_file=demo_flows_file(),
         kafka=kafka,
         dingtalk=DingTalkSettings(
             base_url=url,

@@ -37,7 +37,7 @@ from dingdee_extractor.settings import (
     PollSettings,
 )
 from dingdee_sandbox.demo_org import DEMO_APP, PROCESS_CODES
-from tests.helpers import dingdee, poll_until, read_topic
+from tests.helpers import demo_flows_file, dingdee, poll_until, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -111,7 +111,7 @@ async def make_app(
 ) -> tuple[ExtractorApp, Any, DingTalkClient]:
     app_settings = {"app_key": DEMO_APP.app_key, "app_secret": DEMO_APP.app_secret}
     settings = ExtractorSettings(
-        flows_file=ROOT / "config" / "flows.yaml",
+        flows_file=demo_flows_file(),
         kafka=kafka,
         dingtalk=DingTalkSettings(
             base_url=sandbox.url,

@@ -27,7 +27,7 @@ from dingdee_dev.procs import ManagedProcess, wait_http_ok
 from dingdee_dev.stack import SERVICES, Stack, StackConfig
 from dingdee_ops.dlq import Action, ReplayEngine, ReplayOptions, Selection
 from dingdee_sandbox.demo_org import DEMO_APP
-from tests.helpers import poll_until
+from tests.helpers import demo_flows_file, poll_until
 from tests.integration.test_dlq_replay import read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -149,7 +149,7 @@ async def test_every_panel_and_alert_query_returns_data(
 ) -> None:
     config = StackConfig(
         workdir=tmp_path / "stack",
-        flows_file=ROOT / "config" / "flows.yaml",
+        flows_file=demo_flows_file(),
         demo=40,
         seed=5,
         kafka_bootstrap=kafka_bootstrap,

@@ -14,7 +14,7 @@ import pytest
 
 from dingdee_dev.run import Expectation, expected_bills
 from dingdee_dev.stack import Stack, StackConfig
-from tests.helpers import poll_until
+from tests.helpers import demo_flows_file, poll_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -56,7 +56,7 @@ async def test_every_approved_demo_approval_becomes_exactly_one_bill(
 ) -> None:
     config = StackConfig(
         workdir=tmp_path,
-        flows_file=ROOT / "config" / "flows.yaml",
+        flows_file=demo_flows_file(),
         demo=120,
         seed=11,
         kafka_bootstrap=kafka_bootstrap,

@@ -20,6 +20,7 @@ from k3cloud_webapi_sdk.main import K3CloudApiSdk
 from dingdee_dev.run import PETTY_CASH_FORM, expected_bills
 from dingdee_dev.stack import Stack, StackConfig
 from dingdee_sandbox.kingdee.demo import expense_model
+from tests.helpers import demo_flows_file
 from tests.integration.test_reconcile_stack import reconcile_env, run_cli
 
 pytestmark = pytest.mark.integration
@@ -51,7 +52,7 @@ async def test_extra_and_missing_bills_each_fail_reconciliation(
 ) -> None:
     config = StackConfig(
         workdir=tmp_path,
-        flows_file=ROOT / "config" / "flows.yaml",
+        flows_file=demo_flows_file(),
         demo=15,
         seed=5,
         kafka_bootstrap=kafka_bootstrap,

@@ -19,7 +19,7 @@ import pytest
 from dingdee_dev.run import expected_bills
 from dingdee_dev.stack import SERVICES, Stack, StackConfig
 from dingdee_ops.reconcile.engine import ReconcileSettings, reconcile
-from tests.helpers import poll_until
+from tests.helpers import demo_flows_file, poll_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -51,7 +51,7 @@ async def test_reconcile_before_and_after_the_pipeline(
 ) -> None:
     config = StackConfig(
         workdir=tmp_path,
-        flows_file=ROOT / "config" / "flows.yaml",
+        flows_file=demo_flows_file(),
         demo=60,
         seed=13,
         kafka_bootstrap=kafka_bootstrap,

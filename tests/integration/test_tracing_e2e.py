@@ -15,7 +15,7 @@ import pytest
 from dingdee_common.kafka import headers as hdr
 from dingdee_dev.run import expected_bills
 from dingdee_dev.stack import _KINGDEE_DEMO, Stack, StackConfig
-from tests.helpers import poll_until, read_topic
+from tests.helpers import demo_flows_file, poll_until, read_topic
 from tests.otlp import Collected, start_collector
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -39,7 +39,7 @@ async def test_one_trace_per_approval_and_no_secret_in_telemetry(
     runner, port = await start_collector(collected)
     config = StackConfig(
         workdir=tmp_path,
-        flows_file=ROOT / "config" / "flows.yaml",
+        flows_file=demo_flows_file(),
         demo=40,
         seed=3,
         kafka_bootstrap=kafka_bootstrap,

@@ -23,7 +23,7 @@ from dingdee_common.kafka.topics import Topics
 from dingdee_common.settings import KafkaSettings
 from dingdee_dev.broker import free_port
 from dingdee_dev.procs import ManagedProcess
-from tests.helpers import poll_until
+from tests.helpers import demo_flows_file, poll_until
 from tests.unit.transformer.samples import dept_form, petty_form, petty_row, snapshot
 
 pytestmark = pytest.mark.integration
@@ -44,7 +44,7 @@ def transformer_process(
             "DINGDEE_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
             "DINGDEE_KAFKA__TOPIC_PREFIX": kafka.topic_prefix,
             "DINGDEE_KAFKA__PARTITIONS": str(kafka.partitions),
-            "DINGDEE_FLOWS_FILE": str(ROOT / "config" / "flows.yaml"),
+            "DINGDEE_FLOWS_FILE": str(demo_flows_file()),
             "DINGDEE_HTTP__PORT": str(port),
             "DINGDEE_HTTP__HOST": "127.0.0.1",
             "DINGDEE_GROUP_ID": group,

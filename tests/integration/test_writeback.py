@@ -21,7 +21,7 @@ import pytest
 from dingdee_common.kafka.dlq import ERROR_MESSAGE, ERROR_TYPE
 from dingdee_dev.stack import Stack, StackConfig
 from tests.fault.test_attachments_failures import metric
-from tests.helpers import poll_until, read_topic
+from tests.helpers import demo_flows_file, poll_until, read_topic
 from tests.integration.test_attachments_e2e import (
     FORM,
     PETTY,
@@ -63,7 +63,7 @@ async def test_one_comment_per_approval_and_outcome_durably(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     flows = tmp_path / "flows.yaml"
-    text = (ROOT / "config" / "flows.yaml").read_text(encoding="utf-8")
+    text = (demo_flows_file()).read_text(encoding="utf-8")
     assert f'"{UNKNOWN_STAFF}": EMP0012' in text
     flows.write_text(text.replace(f'"{UNKNOWN_STAFF}": EMP0012', f'"{UNKNOWN_STAFF}": EMP0099'))
     config = StackConfig(

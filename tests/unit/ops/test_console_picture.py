@@ -78,7 +78,16 @@ def test_steps_and_checks_are_the_rules(pictures: dict[str, FlowPicture]) -> Non
     amount = petty.field("FEntity.FTaxSubmitAmt")
     assert "转换 convert: money (precision 2)" in amount.steps
     assert {"必填 required", "≤ 50000", "> 0 or refused"} <= set(amount.checks)
-    assert any("lookup: expense_types (8" in s for s in petty.field("FEntity.FExpID").steps)
+    # the example's lookups are live: the picture says where their rows come from
+    assert (
+        "查表 lookup: expense_types (实时 live: kingdee_expense_items by FName → FNumber)"
+        in petty.field("FEntity.FExpID").steps
+    )
+    assert (
+        "查表 lookup: staff (实时 live: kingdee_employees via dingtalk_users "
+        "(job_number = FStaffNumber, mobile = FMobile) → FStaffNumber)"
+        in petty.field("FProposerID").steps
+    )
     assert any("现金 → JSFS01_SYS" in s for s in petty.field("FPaySettlleTypeID").steps)
     assert "行数 rows: 1..200" in petty.field("FEntity").checks
     [total] = petty.cross_checks

@@ -10,10 +10,11 @@ import yaml
 from typer.testing import CliRunner
 
 from dingdee_ops.cli.mapping import app
+from tests.helpers import demo_flows_file
 from tests.unit.transformer.samples import petty_form, petty_row, snapshot
 
 ROOT = Path(__file__).resolve().parents[3]
-FLOWS = ROOT / "config" / "flows.yaml"
+FLOWS = demo_flows_file()
 runner = CliRunner(env={"COLUMNS": "250"})
 
 

@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
+import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from dingdee_common.schedule import best_schedule
+from dingdee_ops.cli import quota
 from dingdee_ops.cli.quota import app
 
 
+@pytest.fixture(autouse=True)
+def _wide_console(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The CLI's console is made at import; in a worker where another test made it first, its
+    width is that test's terminal, and the table's rows wrap past the patterns below."""
+    monkeypatch.setattr(quota, "console", Console(width=200))
+    yield
+
+
 def plan(*args: str) -> str:
-    done = CliRunner().invoke(app, ["plan", *args], env={"COLUMNS": "200"})
+    done = CliRunner().invoke(app, ["plan", *args])
     assert done.exit_code == 0, done.output
     return done.output
 

@@ -22,6 +22,7 @@ from dingdee_transformer.flowspec import load_compiled
 from dingdee_transformer.metrics import STAGE, TransformerMetrics
 from dingdee_transformer.pipeline import Emit, Processor, Seen
 from dingdee_transformer.settings import TransformerSettings
+from tests.helpers import demo_flows_file
 from tests.unit.transformer.fakes import TOPIC, FakeOffsets, FakeProducer, FakeSource, message
 from tests.unit.transformer.samples import snapshot
 
@@ -29,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[3]
 TOPICS = Topics("t.")
 BILLS = TOPICS.bills_ready
 CHANGELOG = "t.transformer.seen-changelog"
-FLOWS = load_compiled(ROOT / "config" / "flows.yaml")
+FLOWS = load_compiled(demo_flows_file())
 
 
 class Harness:
@@ -37,7 +38,7 @@ class Harness:
 
     def __init__(self, *batches: list[Any], producer: FakeProducer | None = None, **conf: Any):
         self.settings = TransformerSettings(
-            flows_file=ROOT / "config" / "flows.yaml",
+            flows_file=demo_flows_file(),
             retry={"max_attempts": 2, "initial_backoff_seconds": 0.01, "max_backoff_seconds": 0.01},
             **conf,
         )

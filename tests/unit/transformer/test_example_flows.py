@@ -11,6 +11,7 @@ from dingdee_sandbox import demo_org
 from dingdee_transformer.flowspec import CompiledFlow, load_compiled
 from dingdee_transformer.mapping import LinkedChangeError, MappingError, Skip, map_snapshot
 from dingdee_transformer.pipeline import Seen
+from tests.helpers import demo_flows_file
 from tests.unit.transformer.samples import (
     EMPTY_TABLE_VALUE,
     dept_form,
@@ -24,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 @pytest.fixture(scope="module")
 def flows() -> dict[str, CompiledFlow]:
-    return load_compiled(ROOT / "config" / "flows.yaml")
+    return load_compiled(demo_flows_file())
 
 
 def _bill(result: BillReady | Skip) -> BillReady:

@@ -24,11 +24,12 @@ from dingdee_transformer.flowspec import load_compiled
 from dingdee_transformer.mapping import MappingError, map_snapshot
 from dingdee_transformer.metrics import TransformerMetrics
 from dingdee_transformer.pipeline import DeadLetter, Processor
+from tests.helpers import demo_flows_file
 from tests.unit.transformer.samples import petty_form, petty_row, snapshot
 from tests.unit.transformer.test_rules import comp, errors_of, make_flow, model_of
 
 ROOT = Path(__file__).resolve().parents[3]
-FLOWS = ROOT / "config" / "flows.yaml"
+FLOWS = demo_flows_file()
 BIG = "99999999999999999999.99"
 E16 = "12345678901234567.89"
 runner = CliRunner(env={"COLUMNS": "250"})

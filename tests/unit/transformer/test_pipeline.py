@@ -23,6 +23,7 @@ from dingdee_transformer.pipeline import (
     Seen,
     Skipped,
 )
+from tests.helpers import demo_flows_file
 from tests.unit.transformer.samples import petty_form, snapshot
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -31,7 +32,7 @@ TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 def _processor(registry: CollectorRegistry | None = None) -> Processor:
     return Processor(
-        load_compiled(ROOT / "config" / "flows.yaml"),
+        load_compiled(demo_flows_file()),
         TransformerMetrics.create(registry or CollectorRegistry()),
         source_topic="approvals.raw",
         bills_topic="bills.ready",

@@ -25,10 +25,11 @@ from dingdee_transformer.flowspec import load_compiled
 from dingdee_transformer.mapping import LinkedChangeError, MappingError, Skip, map_snapshot
 from dingdee_transformer.metrics import TransformerMetrics
 from dingdee_transformer.pipeline import DeadLetter, Emit, Processor, Skipped
+from tests.helpers import demo_flows_file
 from tests.unit.transformer.samples import petty_form, snapshot
 
 ROOT = Path(__file__).resolve().parents[3]
-FLOWS = load_compiled(ROOT / "config" / "flows.yaml")
+FLOWS = load_compiled(demo_flows_file())
 PROCESSOR = Processor(
     FLOWS,
     TransformerMetrics.create(CollectorRegistry()),

@@ -12,6 +12,7 @@ from typing import Any
 from dingdee_common import codec
 from dingdee_common.flows import FlowEntry
 from dingdee_transformer.flowspec import CompiledFlow
+from dingdee_transformer.refstore import LiveLookup
 from dingdee_transformer.schema import DEFAULT_MAX_ABS, NUMERIC, FieldRule
 
 __all__ = ["FieldView", "FlowPicture", "picture"]
@@ -79,6 +80,20 @@ def _map_text(mapping: Mapping[str, Any]) -> str:
     return "映射 map: " + "; ".join(pairs)
 
 
+def _lookup_text(name: str, table: Mapping[str, str]) -> str:
+    """A static table by its size; a live lookup (issue #14) by where its rows come from."""
+    if not isinstance(table, LiveLookup):
+        return f"查表 lookup: {name} ({len(table)} 条 entries)"
+    spec = table.spec
+    if spec.via is not None:
+        pairs = ", ".join(f"{left} = {right}" for left, right in spec.match)
+        how = f"via {spec.via} ({pairs})"
+    else:
+        how = f"by {spec.by or 'key'}"
+    override = f"; {len(table.static)} 条 static overrides" if table.static else ""
+    return f"查表 lookup: {name} (实时 live: {spec.source} {how} → {spec.value}{override})"
+
+
 def _steps(rule: FieldRule, tables: Mapping[str, Mapping[str, str]]) -> tuple[str, ...]:
     steps: list[str] = []
     if rule.pick != "value":
@@ -88,8 +103,7 @@ def _steps(rule: FieldRule, tables: Mapping[str, Mapping[str, str]]) -> tuple[st
     if rule.has_map_default:
         steps.append(f"映射默认 map_default: {rule.map_default}")
     if rule.lookup is not None:
-        size = len(tables.get(rule.lookup, {}))
-        steps.append(f"查表 lookup: {rule.lookup} ({size} 条 entries)")
+        steps.append(_lookup_text(rule.lookup, tables.get(rule.lookup, {})))
     if rule.lookup_default is not None:
         steps.append(f"查表默认 lookup_default: {rule.lookup_default}")
     if rule.convert != "text":
