@@ -55,9 +55,9 @@ format: install ## ruff format + autofix
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-typecheck: install ## mypy (strict)
+typecheck: install ## mypy (strict): every package, the tests and the benchmarks
 	$(BIN)/mypy shared/src services/extractor/src services/transformer/src services/loader/src \
-		services/sandbox/src tools/ops/src tools/dev/src
+		services/sandbox/src tools/ops/src tools/dev/src tests bench
 
 imports: install ## import-linter: the layers of docs/DESIGN.md "Layout" (dev → ops → services → common)
 	$(BIN)/lint-imports

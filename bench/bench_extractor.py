@@ -60,12 +60,12 @@ async def make_poller(
     await producer.start()
     metrics = ExtractorMetrics.create(CollectorRegistry())
     apps = {DEMO_APP.name: {"app_key": DEMO_APP.app_key, "app_secret": DEMO_APP.app_secret}}
-    client = DingTalkClient(DingTalkSettings(base_url=url, apps=apps, qps=qps), metrics)  # type: ignore[arg-type]
+    client = DingTalkClient(DingTalkSettings(base_url=url, apps=apps, qps=qps), metrics)
     source = FlowSource(
         flow="petty-cash",
         app="main",
         process_code=PROCESS_CODES["petty-cash"],
-        start_date="2026-01-01",  # type: ignore[arg-type]
+        start_date="2026-01-01",
     )
 
     async def save(_: Checkpoint) -> None:

@@ -267,7 +267,7 @@ class TestComments:
         inst = next(iter(sb.state.instances.values()))
         ok = {"processInstanceId": inst.id, "text": "x", "commentUserId": inst.approver}
         att = {"spaceId": "1", "fileSize": "1", "fileId": "9", "fileName": "a", "fileType": "pdf"}
-        cases = [
+        cases: list[tuple[dict[str, Any], str]] = [
             ({"processInstanceId": ""}, "invalidInstanceId"),
             ({"text": ""}, "invalidInstanceCommentText"),
             ({"text": "字" * 1025}, "invalidInstanceCommentText"),

@@ -4,6 +4,7 @@ the contract names (auth, throttling, busy, quota, paging, limits)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -42,7 +43,7 @@ async def env() -> AsyncIterator[Env]:
     url = f"http://127.0.0.1:{port}"
     metrics = ExtractorMetrics.create(CollectorRegistry())
     client = DingTalkClient(
-        DingTalkSettings(base_url=url, apps=APPS, qps=200, timeout_seconds=1.0),  # type: ignore[arg-type]
+        DingTalkSettings(base_url=url, apps=APPS, qps=200, timeout_seconds=1.0),
         metrics,
     )
     yield Env(state, client, metrics, url)
@@ -52,7 +53,7 @@ async def env() -> AsyncIterator[Env]:
 
 def metric(env: Env, name: str, **labels: str) -> float:
     """A sample of the client's own registry (no scrape needed)."""
-    for family in env.metrics.token_refreshes.collect() + env.metrics.requests.collect():
+    for family in [*env.metrics.token_refreshes.collect(), *env.metrics.requests.collect()]:
         for sample in family.samples:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 return float(sample.value)
@@ -122,7 +123,7 @@ class TestTokens:
         bad = DingTalkClient(
             DingTalkSettings(
                 base_url=env.url,
-                apps={"main": {"app_key": DEMO_APP.app_key, "app_secret": "wrong"}},  # type: ignore[dict-item]
+                apps={"main": {"app_key": DEMO_APP.app_key, "app_secret": "wrong"}},
             ),
             env.metrics,
         )
@@ -137,14 +138,14 @@ class TestThrottlingAndFaults:
         pids = list(env.state.instances)[:6]
         policy = RetrySettings(initial_backoff_seconds=0.05, max_attempts=10, deadline_seconds=20)
         got = await asyncio.gather(
-            *(retry_transient(lambda p=p: env.client.get("main", p), policy) for p in pids)
+            *(retry_transient(functools.partial(env.client.get, "main", p), policy) for p in pids)
         )
         assert len(got) == 6
         assert any(r["errcode"] == "90018" for r in env.state.requests)
 
     async def test_client_bucket_keeps_under_the_limit(self, env: Env) -> None:
         env.state.faults = Faults(qps=20)
-        slow = DingTalkClient(DingTalkSettings(base_url=env.url, apps=APPS, qps=18), env.metrics)  # type: ignore[arg-type]
+        slow = DingTalkClient(DingTalkSettings(base_url=env.url, apps=APPS, qps=18), env.metrics)
         pids = list(env.state.instances)[:40]
         await asyncio.gather(*(slow.get("main", p) for p in pids))
         await slow.aclose()
@@ -193,4 +194,4 @@ class TestListLimits:
 
     def test_page_size_over_20_is_refused_by_the_settings(self) -> None:
         with pytest.raises(ValueError, match="page_size"):
-            DingTalkSettings(apps=APPS, page_size=21)  # type: ignore[arg-type]
+            DingTalkSettings(apps=APPS, page_size=21)

@@ -34,7 +34,7 @@ async def sandbox() -> AsyncIterator[tuple[State, DingTalkClient]]:
     state.seed_demo(20)
     assert state.faults.qps == LIMIT
     runner, port = await start_site(create_app(state))
-    settings = DingTalkSettings(base_url=f"http://127.0.0.1:{port}", apps=APPS)  # type: ignore[arg-type]
+    settings = DingTalkSettings(base_url=f"http://127.0.0.1:{port}", apps=APPS)
     client = DingTalkClient(settings, ExtractorMetrics.create(CollectorRegistry()))
     yield state, client
     await client.aclose()

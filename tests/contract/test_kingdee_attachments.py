@@ -89,7 +89,8 @@ def payload(fid: int, number: str, chunk: bytes, *, last: bool, **extra: Any) ->
 
 
 def status_of(answer: Any) -> dict[str, Any]:
-    return answer["Result"]["ResponseStatus"]
+    status: dict[str, Any] = answer["Result"]["ResponseStatus"]
+    return status
 
 
 async def upload_chunked(kd: Kd, fid: int, number: str, data: bytes, size: int) -> Any:
@@ -97,7 +98,7 @@ async def upload_chunked(kd: Kd, fid: int, number: str, data: bytes, size: int) 
     file_id = None
     answer: Any = None
     for n, piece in enumerate(pieces):
-        extra = {"FileId": file_id} if file_id else {}
+        extra: dict[str, Any] = {"FileId": file_id} if file_id else {}
         answer = await kd.call(
             "AttachmentUpLoad", payload(fid, number, piece, last=n == len(pieces) - 1, **extra)
         )

@@ -46,7 +46,7 @@ async def test_sigkill_during_backfill_then_resume(kafka: KafkaSettings, tmp_pat
     argv = [
         sys.executable,
         "-m",
-        "dingdee_extractor",
+        "dingdee_ops",  # dingdee backfill: the extractor's code, the operator's command line
         "backfill",
         "--flow",
         "petty-cash",

@@ -79,7 +79,7 @@ async def test_broker_frozen_mid_emit_rewinds_to_the_checkpoint_and_loses_nothin
         kafka=kafka,
         dingtalk=DingTalkSettings(
             base_url=sandbox.url,
-            apps={"main": {"app_key": DEMO_APP.app_key, "app_secret": DEMO_APP.app_secret}},  # type: ignore[dict-item]
+            apps={"main": {"app_key": DEMO_APP.app_key, "app_secret": DEMO_APP.app_secret}},
         ),
         poll=PollSettings(settle_seconds=0, open_recheck_initial_seconds=1800),
         retry=RetrySettings(max_attempts=2, initial_backoff_seconds=0.01),

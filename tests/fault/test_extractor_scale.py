@@ -76,7 +76,7 @@ async def test_three_flows_five_thousand_instances_exact(
         kafka=kafka,
         dingtalk=DingTalkSettings(
             base_url=sandbox.url,
-            apps={"main": {"app_key": DEMO_APP.app_key, "app_secret": DEMO_APP.app_secret}},  # type: ignore[dict-item]
+            apps={"main": {"app_key": DEMO_APP.app_key, "app_secret": DEMO_APP.app_secret}},
             qps=2000,
             get_concurrency=16,
         ),

@@ -107,7 +107,7 @@ async def test_official_stream_client_connects_receives_and_acks(sandbox_url: st
 async def _official_client_round_trip(sandbox_url: str, received: list[dict[str, Any]]) -> None:
 
     async def connected() -> bool:
-        return (await call(sandbox_url, "GET", "/_sandbox/stream"))["connections"] == 1
+        return bool((await call(sandbox_url, "GET", "/_sandbox/stream"))["connections"] == 1)
 
     await poll_until(connected, timeout=30, what="the official client's connection")
     body = await call(
@@ -120,7 +120,7 @@ async def _official_client_round_trip(sandbox_url: str, received: list[dict[str,
 
     async def acked() -> bool:
         state = await call(sandbox_url, "GET", "/_sandbox/stream")
-        return state["acked"] >= 2 and state["pending"] == 0
+        return bool(state["acked"] >= 2 and state["pending"] == 0)
 
     await poll_until(acked, timeout=20, what="the client's acks")
     assert [e["type"] for e in received] == ["start", "finish"]
@@ -141,7 +141,7 @@ async def make_extractor(
         kafka=kafka,
         dingtalk=DingTalkSettings(
             base_url=url,
-            apps={"main": {"app_key": DEMO_APP.app_key, "app_secret": DEMO_APP.app_secret}},  # type: ignore[dict-item]
+            apps={"main": {"app_key": DEMO_APP.app_key, "app_secret": DEMO_APP.app_secret}},
         ),
         poll=PollSettings(settle_seconds=0),
         # by default the safety net re-checks open instances at once (7 days in production)
@@ -190,7 +190,7 @@ async def test_events_trigger_fetches_fast_and_polling_catches_what_events_misse
     try:
 
         async def connected() -> bool:
-            return (await call(sandbox_url, "GET", "/_sandbox/stream"))["connections"] == 1
+            return bool((await call(sandbox_url, "GET", "/_sandbox/stream"))["connections"] == 1)
 
         await poll_until(connected, timeout=30, what="the extractor's event stream")
         ids = []
@@ -211,7 +211,7 @@ async def test_events_trigger_fetches_fast_and_polling_catches_what_events_misse
 
         async def events_done() -> bool:
             state = await call(sandbox_url, "GET", "/_sandbox/stream")
-            return state["pending"] == 0 and state["connections"] == 1
+            return bool(state["pending"] == 0 and state["connections"] == 1)
 
         await poll_until(events_done, timeout=60, what="every delivered event acked")
         before_sweep = {s.process_instance_id for s in await snapshots(kafka)}

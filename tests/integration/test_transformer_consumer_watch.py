@@ -23,7 +23,7 @@ from dingdee_transformer.faust_adapter import consumer_failure
 from tests.helpers import poll_until
 
 
-class _RejectingAssignor(RoundRobinPartitionAssignor):
+class _RejectingAssignor(RoundRobinPartitionAssignor):  # type: ignore[misc]  # aiokafka: untyped
     name = "rejecting"
 
     @classmethod

@@ -9,7 +9,7 @@ import pytest
 
 from dingdee_common.doctor import AppPlan, Check, budget_check, exit_code, startup_verdict
 from dingdee_common.errors import FatalError
-from dingdee_extractor.doctor import component_checks, schema_components
+from dingdee_extractor.schemacheck import component_checks, schema_components
 from dingdee_transformer.reads import FormRead
 
 PLAN = AppPlan(

@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
-
 import pytest
 from opentelemetry import trace
 
 from dingdee_common.kafka import headers as hdr
 from dingdee_common.observability import tracing
 from dingdee_extractor.emitter import Emitter
-
-
-class _Producer:
-    """Keeps what was sent; the broker's ack is an already finished future."""
-
-    def __init__(self) -> None:
-        self.sent: list[dict[str, Any]] = []
-
-    async def send(self, topic: str, **record: Any) -> asyncio.Future[None]:
-        self.sent.append({"topic": topic, **record})
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done
+from tests.kafka_fakes import FakeProducer
 
 
 async def test_a_snapshot_starts_a_trace_when_no_span_is_recorded(
@@ -31,7 +16,7 @@ async def test_a_snapshot_starts_a_trace_when_no_span_is_recorded(
 ) -> None:
     # no tracer provider: the publish span is a no-op and carries no context of its own
     monkeypatch.setattr(tracing, "_tracer", trace.NoOpTracer())
-    producer = _Producer()
+    producer = FakeProducer()
     emitter = Emitter(producer, "approvals.raw")
     for instance_id in ("pi-1", "pi-2"):
         await emitter.emit(
@@ -45,7 +30,7 @@ async def test_a_snapshot_starts_a_trace_when_no_span_is_recorded(
     await emitter.flush()
     contexts = []
     for sent in producer.sent:
-        ctx = trace.get_current_span(hdr.extract_context(sent["headers"])).get_span_context()
-        assert ctx.is_valid and ctx.trace_flags.sampled, hdr.as_dict(sent["headers"])
+        ctx = trace.get_current_span(hdr.extract_context(sent.headers)).get_span_context()
+        assert ctx.is_valid and ctx.trace_flags.sampled, hdr.as_dict(sent.headers)
         contexts.append(ctx.trace_id)
     assert contexts[0] != contexts[1], "each approval gets its own trace"

@@ -76,9 +76,9 @@ def result(outcome: BillOutcome = BillOutcome.SAVED) -> BillResult:
 def writeback(
     marks: dict[str, WritebackMark], v1: FakeV1, client: FakeClient
 ) -> tuple[Writeback, FakeProducer, list[str]]:
-    producer, counted = FakeProducer(), []
+    producer, counted = FakeProducer(), list[str]()
     wb = Writeback(
-        producer,  # type: ignore[arg-type]
+        producer,
         "writeback.log",
         marks,
         v1,  # type: ignore[arg-type]

@@ -63,6 +63,7 @@ REQUIRED = {
     "TriggerAuthentication": ["spec.secretTargetRef"],
     "PodMonitor": ["spec.selector", "spec.podMetricsEndpoints"],
     "PrometheusRule": ["spec.groups"],
+    "AlertmanagerConfig": ["spec.inhibitRules"],
 }
 CRD_API = {
     "Kafka": "kafka.strimzi.io/v1beta2",
@@ -73,6 +74,7 @@ CRD_API = {
     "TriggerAuthentication": "keda.sh/v1alpha1",
     "PodMonitor": "monitoring.coreos.com/v1",
     "PrometheusRule": "monitoring.coreos.com/v1",
+    "AlertmanagerConfig": "monitoring.coreos.com/v1alpha1",
 }
 
 

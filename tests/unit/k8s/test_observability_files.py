@@ -155,3 +155,68 @@ class TestRealMetricNames:
         exprs += " " + board["templating"]["list"][0]["query"]
         unknown = _used_metrics(exprs) - _catalogued()
         assert not unknown, f"{name} uses metrics no service registers: {sorted(unknown)}"
+
+
+def _rules() -> dict[str, dict[str, object]]:
+    groups = yaml.safe_load(RULES.read_text(encoding="utf-8"))["groups"]
+    return {r["alert"]: r for g in groups for r in g["rules"]}
+
+
+def _alert(name: str, **kept: str) -> dict[str, str]:
+    """The labels an alert of ``name`` carries: its rule's static labels and what its
+    expression keeps of the series (``kept``, checked against the expression)."""
+    rule = _rules()[name]
+    expr = str(rule["expr"])
+    if " by (" in expr:
+        grouped = re.search(r" by \(([^)]*)\)", expr)
+        assert grouped, expr
+        assert set(kept) <= {n.strip() for n in grouped.group(1).split(",")}, (name, expr)
+    return {"alertname": name, **dict(rule["labels"]), **kept}  # type: ignore[call-overload]
+
+
+def _matches(matchers: list[dict[str, str]], labels: dict[str, str]) -> bool:
+    """Alertmanager's matchers: ``=`` exact, ``=~`` a fully anchored regular expression."""
+    for m in matchers:
+        value = labels.get(m["name"], "")
+        equal = m.get("matchType", "=") == "="
+        if (value != m["value"]) if equal else not re.fullmatch(m["value"], value):
+            return False
+    return True
+
+
+def _inhibited(target: dict[str, str], firing: list[dict[str, str]]) -> bool:
+    config = yaml.safe_load((OBS / "alertmanagerconfig.yaml").read_text(encoding="utf-8"))
+    return any(
+        _matches(rule["targetMatch"], target)
+        and _matches(rule["sourceMatch"], source)
+        and all(source.get(n, "") == target.get(n, "") for n in rule["equal"])
+        for rule in config["spec"]["inhibitRules"]
+        for source in firing
+    )
+
+
+class TestInhibition:
+    """A DingTalk or Kingdee outage pages once: the stage it stops is not paged as not ready."""
+
+    def test_an_outage_inhibits_not_ready_of_the_stage_it_stops_only(self) -> None:
+        ns = "dingdee"
+        kingdee = _alert("DingdeeKingdeeUnavailable", namespace=ns, job="dingdee-loader")
+        dingtalk = _alert("DingdeeDingTalkUnavailable", namespace=ns, app="main")
+        for source, stage in ((kingdee, "loader"), (dingtalk, "extractor")):
+            assert _inhibited(_alert("DingdeeServiceNotReady", namespace=ns, stage=stage), [source])
+            for other in {"extractor", "transformer", "loader"} - {stage}:
+                target = _alert("DingdeeServiceNotReady", namespace=ns, stage=other)
+                assert not _inhibited(target, [source]), f"{source['alertname']} hid {other}"
+            elsewhere = _alert("DingdeeServiceNotReady", namespace="other", stage=stage)
+            assert not _inhibited(elsewhere, [source]), "another namespace's outage"
+
+    def test_nothing_else_is_inhibited(self) -> None:
+        ns = "dingdee"
+        firing = [
+            _alert("DingdeeKingdeeUnavailable", namespace=ns, job="dingdee-loader"),
+            _alert("DingdeeDingTalkUnavailable", namespace=ns, app="main"),
+        ]
+        for name in ALERTS - {"DingdeeServiceNotReady"}:
+            assert not _inhibited({**_alert(name), "namespace": ns, "stage": "loader"}, firing)
+        not_ready = _alert("DingdeeServiceNotReady", namespace=ns, stage="loader")
+        assert not _inhibited(not_ready, []), "no outage, no inhibition"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, cast
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
 
@@ -12,10 +12,11 @@ from dingdee_common.contracts.v1 import BillReady, BillResult, SourceRef
 from dingdee_common.kafka import headers as hdr
 from dingdee_common.kafka.topics import Topics
 from dingdee_common.observability.server import Health
+from dingdee_common.settings import RetrySettings
 from dingdee_loader.app import LoaderApp
 from dingdee_loader.kingdee.models import RowKind, RowResult
 from dingdee_loader.metrics import LoaderMetrics
-from dingdee_loader.settings import KingdeeSettings, LoaderSettings
+from dingdee_loader.settings import BackpressureSettings, KingdeeSettings, LoaderSettings
 from tests.unit.loader.fakes import TP0, FakeConsumer, FakeKingdee, FakeProducer, record
 
 KINGDEE = KingdeeSettings(
@@ -63,9 +64,7 @@ async def test_a_batch_is_saved_dead_lettered_and_committed_without_a_broker() -
     registry = CollectorRegistry()
     metrics = LoaderMetrics.create(registry)
     settings = LoaderSettings(kingdee=KINGDEE, batch_linger_seconds=0.01)
-    app = LoaderApp(
-        settings, metrics, Health(), cast(Any, consumer), cast(Any, producer), cast(Any, kingdee)
-    )
+    app = LoaderApp(settings, metrics, Health(), consumer, producer, kingdee)
     topics = Topics(settings.kafka.topic_prefix)
     await app.assigned({TP0})
     await run_until_drained(app, consumer)
@@ -90,3 +89,56 @@ async def test_a_batch_is_saved_dead_lettered_and_committed_without_a_broker() -
         for outcome in ("saved", "already_exists", "dead_lettered")
     }
     assert out == {"saved": 1, "already_exists": 1, "dead_lettered": 1}
+
+
+def _ready(health: Health) -> bool:
+    return health.not_ready_reason is None
+
+
+async def _until(done: Callable[[], bool], what: str) -> None:
+    for _ in range(1000):
+        if done():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_a_kingdee_outage_pauses_and_holds_the_bills_then_resumes_without_a_broker() -> None:
+    headers = hdr.build("petty-cash", "pi")
+    consumer = FakeConsumer([record(0, bill("B1"), headers), record(1, bill("B2"), headers)])
+    producer = FakeProducer()
+    saved = RowResult(RowKind.SAVED, kingdee_id=1)
+    kingdee = FakeKingdee(rows={"B1": saved, "B2": saved}, down=True)
+    settings = LoaderSettings(
+        kingdee=KINGDEE,
+        batch_linger_seconds=0.01,
+        retry=RetrySettings(initial_backoff_seconds=0.001, max_attempts=3),
+        backpressure=BackpressureSettings(
+            pause_after_failures=2,
+            probe_initial_backoff_seconds=0.01,
+            probe_max_backoff_seconds=0.02,
+        ),
+    )
+    health = Health()
+    app = LoaderApp(
+        settings, LoaderMetrics.create(CollectorRegistry()), health, consumer, producer, kingdee
+    )
+    topics = Topics(settings.kafka.topic_prefix)
+    await app.assigned({TP0})
+    stop = asyncio.Event()
+    task = asyncio.create_task(app.run(stop))
+    try:
+        await _until(lambda: consumer.paused() == {TP0}, "the pause")
+        assert not _ready(health), "not ready while Kingdee is down"
+        assert producer.sent == [], "an outage is back-pressure: no result, no dead letter"
+        assert all(TP0 not in c or c[TP0] == 0 for c in consumer.committed)
+
+        kingdee.down = False
+        await _until(lambda: len(producer.to(topics.bills_result)) == 2, "both results")
+        await _until(lambda: consumer.committed[-1:] == [{TP0: 2}], "the commit")
+        assert consumer.paused() == set() and _ready(health)
+        assert producer.to(topics.dlq("loader")) == []
+        assert kingdee.saves[-1] == ["B1", "B2"], "the held bills, sent again once Kingdee answers"
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=10)

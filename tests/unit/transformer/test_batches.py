@@ -78,8 +78,8 @@ class Harness:
         await asyncio.gather(loop, drained, return_exceptions=True)
         return failures[0] if failures else None
 
-    def bill_keys(self) -> list[bytes | None]:
-        return [s.key for s in self.producer.on(BILLS)]
+    def bill_keys(self) -> list[bytes]:
+        return [s.key or b"" for s in self.producer.to(BILLS)]
 
 
 def _snap(n: int, fingerprint: str = "fp-1") -> Any:
@@ -92,9 +92,9 @@ async def test_a_fetch_becomes_bills_remembered_on_the_source_partition_then_ack
     assert len(h.bill_keys()) == 2
     assert h.offsets.acked == [(0, 0), (1, 0)]
     assert set(h.store) == {b"pi-1", b"pi-2"}
-    changelog = {s.key: s.partition for s in h.producer.on(CHANGELOG)}
+    changelog = {s.key: s.partition for s in h.producer.to(CHANGELOG)}
     assert changelog == {b"pi-1": 0, b"pi-2": 1}, "restored by the owner of the source partition"
-    assert json.loads(h.producer.on(CHANGELOG)[0].value or b"")["fps"] == ["fp-1"]
+    assert json.loads(h.producer.to(CHANGELOG)[0].value or b"")["fps"] == ["fp-1"]
 
 
 async def test_a_snapshot_already_emitted_makes_no_second_bill() -> None:
@@ -121,7 +121,7 @@ async def test_a_changed_snapshot_makes_another_bill_and_both_are_remembered() -
 async def test_an_undecodable_record_is_dead_lettered_and_acked() -> None:
     h = Harness([message(b"not json", 0), message(_snap(1), 1)])
     assert await h.run() is None
-    letters = h.producer.on(TOPICS.dlq(STAGE))
+    letters = h.producer.to(TOPICS.dlq(STAGE))
     assert len(letters) == 1
     assert hdr.get(letters[0].headers, ERROR_CLASS) == "poison"
     assert letters[0].value == b"not json"

@@ -92,7 +92,7 @@ async def test_to_message_makes_a_faust_message_of_the_current_generation() -> N
 async def test_acks_count_towards_commit_every_and_gaps_count_as_acked() -> None:
     """``_n_acked``/``_commit_every``: the commit trigger; ``_add_gap``: offsets gone count."""
     app = _app("contract-acks")
-    await app.topics._update_indices()  # what the conductor does when it subscribes
+    await app.topics._update_indices()  # type: ignore[attr-defined]  # as the conductor does
     assert app.topics.acks_enabled_for(TOPIC), "acks of a subscribed topic's records count"
     consumer: Any = app.consumer
     assert consumer._commit_every == 3
@@ -154,5 +154,5 @@ async def test_the_table_store_dict_is_what_the_table_reads_and_recovery_fills()
     assert table.data[b"written"] == {"bill_key": "B1"}
     recovered = SimpleNamespace(key=b"restored", value={"bill_key": "B2"})
     recovered.message = SimpleNamespace(value=b"{}", partition=0)
-    table.data.apply_changelog_batch([recovered], lambda k: k, lambda v: v)  # type: ignore[list-item]
+    table.data.apply_changelog_batch([recovered], lambda k: k, lambda v: v)  # type: ignore[attr-defined]
     assert store[b"restored"] == {"bill_key": "B2"}

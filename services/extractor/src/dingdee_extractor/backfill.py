@@ -1,6 +1,7 @@
 """Backfill: read a flow's history from a start date, chunked, resumable, beside live polling.
 
-``python -m dingdee_extractor backfill --flow F --from 2025-12-01 [--to 2026-03-01]``. Progress is
+``dingdee backfill --flow F --from 2025-12-01 [--to 2026-03-01]`` (the operator CLI, which shows
+the progress; it runs :func:`dingdee_extractor.runner.run`). Progress is
 checkpointed under the key ``backfill:<flow>`` after every chunk whose snapshots were acked, so a
 killed backfill resumes where it stopped (re-reading at most one chunk). Instances that are still
 open when the history is read are re-fetched on the usual schedule until they finish.
@@ -8,13 +9,13 @@ open when the history is read are re-fetched on the usual schedule until they fi
 
 from __future__ import annotations
 
-import argparse
 import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date, datetime, time
 from zoneinfo import ZoneInfo
 
 from aiokafka import AIOKafkaProducer
-from rich.progress import Progress
 
 from dingdee_common.contracts import Checkpoint
 from dingdee_common.kafka.dlq import DeadLetterPublisher
@@ -30,19 +31,22 @@ from dingdee_extractor.outage import OutageWatch
 from dingdee_extractor.poller import FlowPoller
 from dingdee_extractor.settings import ExtractorSettings
 
-__all__ = ["parse_args", "run_backfill"]
+__all__ = ["BackfillArgs", "Progress", "run_backfill"]
 
 log = get_logger(__name__)
 
+Progress = Callable[[int, int], None]  # (ms of history read, ms to read): after every window
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="dingdee-extractor backfill", description=__doc__)
-    parser.add_argument("--flow", required=True, help="flow id from flows.yaml")
-    parser.add_argument("--from", dest="start", type=date.fromisoformat, required=True)
-    parser.add_argument("--to", dest="end", type=date.fromisoformat, default=None)
-    parser.add_argument("--chunk-days", type=float, default=1.0, help="days per listids window")
-    parser.add_argument("--no-follow", action="store_true", help="exit once history is read")
-    return parser.parse_args(argv)
+
+@dataclass(frozen=True)
+class BackfillArgs:
+    """What to read: ``[start, end)`` of one flow, in windows of ``chunk_days``."""
+
+    flow: str
+    start: date
+    end: date | None = None
+    chunk_days: float = 1.0
+    no_follow: bool = False  # exit once the history is read, leaving open instances to polling
 
 
 def _ms(day: date, tz: str) -> int:
@@ -50,7 +54,7 @@ def _ms(day: date, tz: str) -> int:
 
 
 async def run_backfill(
-    args: argparse.Namespace,
+    args: BackfillArgs,
     settings: ExtractorSettings,
     source: FlowSource,
     producer: AIOKafkaProducer,
@@ -58,8 +62,9 @@ async def run_backfill(
     metrics: ExtractorMetrics,
     health: Health,
     stop: asyncio.Event,
+    progress: Progress | None = None,
 ) -> int:
-    """Read ``[--from, --to)`` of one flow; return 0 when done, 130 when stopped early.
+    """Read ``[start, end)`` of one flow; return 0 when done, 130 when stopped early.
 
     A DingTalk outage is waited out (``OutageWatch``), resuming from the last chunk.
     """
@@ -72,10 +77,9 @@ async def run_backfill(
     chunk = settings.poll.model_copy(
         update={"window_max_days": args.chunk_days, "overlap_seconds": 0.0}
     )
-    progress = Progress()
-    total_ms = (until or int(datetime.now().timestamp() * 1000)) - start
-    task = progress.add_task(f"backfill {source.flow}", total=max(total_ms, 1))
-    progress.update(task, completed=checkpoint.watermark_ms - start)
+    total_ms = max((until or int(datetime.now().timestamp() * 1000)) - start, 1)
+    shown = progress or (lambda done, total: None)
+    shown(checkpoint.watermark_ms - start, total_ms)
 
     async def save(cp: Checkpoint) -> None:
         await store.save(cp, key=key)
@@ -92,14 +96,13 @@ async def run_backfill(
         retry=settings.retry,
         concurrency=settings.dingtalk.get_concurrency,
         until_ms=until,
-        on_window=lambda lo, hi, n: progress.update(task, completed=hi - start),
+        on_window=lambda lo, hi, n: shown(hi - start, total_ms),
     )
     watch = OutageWatch(settings.outage, metrics, health, [source.app])
-    with progress:
+    await watch.cycle(poller, stop)
+    while poller.cp.open_instances and not args.no_follow and not stop.is_set():
+        await asyncio.sleep(min(60.0, settings.poll.open_recheck_initial_seconds))
         await watch.cycle(poller, stop)
-        while poller.cp.open_instances and not args.no_follow and not stop.is_set():
-            await asyncio.sleep(min(60.0, settings.poll.open_recheck_initial_seconds))
-            await watch.cycle(poller, stop)
     log.info(
         "extractor.backfill.finished",
         flow=source.flow,

@@ -6,11 +6,10 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from aiokafka import AIOKafkaProducer
-
 from dingdee_common.codec import encode_model
 from dingdee_common.contracts import ApprovalSnapshot
 from dingdee_common.kafka import headers as hdr
+from dingdee_common.kafka.protocols import Producer
 from dingdee_common.observability.tracing import publish_span
 
 __all__ = ["Emitter", "Trigger"]
@@ -21,7 +20,7 @@ Trigger = Literal["poll", "event", "backfill", "sweep", "replay"]
 class Emitter:
     """Sends snapshots; :meth:`flush` returns once the broker acknowledged every one sent."""
 
-    def __init__(self, producer: AIOKafkaProducer, topic: str) -> None:
+    def __init__(self, producer: Producer, topic: str) -> None:
         self._producer = producer
         self._topic = topic
         self._pending: list[asyncio.Future[Any]] = []

@@ -23,7 +23,6 @@ this module speaks it directly (the sandbox is also checked against the official
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -34,6 +33,8 @@ from aiokafka.errors import KafkaError
 
 from dingdee_common.errors import DingdeeError
 from dingdee_common.observability.logging import get_logger
+from dingdee_common.retry import backoff_delay
+from dingdee_common.settings import RetrySettings
 from dingdee_extractor.batching import Batcher
 from dingdee_extractor.gapnet import Coverage
 from dingdee_extractor.metrics import ExtractorMetrics
@@ -79,10 +80,22 @@ class EventListener:
         self._clock = clock or (lambda: int(time.time() * 1000))
         self.handled = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        # reconnect waits: 0.5 s doubling per failure, capped (full jitter, dingdee_common.retry)
+        cap = settings.reconnect_max_seconds
+        self._backoff = RetrySettings(
+            initial_backoff_seconds=min(0.5, cap), max_backoff_seconds=cap
+        )
         # contact events (dingtalk.md §9.2) for the reference sources (issue #14, contacts.py)
         self.contact_hook: Callable[[str, str, dict[str, Any]], None] | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Connect, read, reconnect after each session's end, until ``stop`` is set.
+
+        A supervisor rather than a retry: a session that ends (DingTalk's ``disconnect``, a
+        closed socket) is followed by the next one, and the failure count starts again after a
+        session that opened. The waits are ``dingdee_common.retry``'s backoff, capped at
+        ``reconnect_max_seconds``; a refusal waits that cap in full.
+        """
         failures = 0
         # silence is counted from the listener's start until the first event
         self._metrics.events_connected.labels(self._app).set(0)
@@ -92,18 +105,19 @@ class EventListener:
                 try:
                     await self._session(session, stop)
                     failures = 0
+                    delay = backoff_delay(1, self._backoff)
                 except StreamRefusedError as exc:
-                    failures = 64  # asking again soon cannot help: wait the longest backoff
                     self._report(exc.message)
                     log.error("extractor.events.refused", app=self._app, error=exc.message)
+                    delay = self._settings.reconnect_max_seconds  # asking soon cannot help
                 except (aiohttp.ClientError, OSError, TimeoutError, DingdeeError) as exc:
                     failures += 1
                     log.warning("extractor.events.disconnected", app=self._app, error=str(exc))
+                    delay = backoff_delay(failures + 1, self._backoff)
                 self._metrics.events_connected.labels(self._app).set(0)
                 if stop.is_set():
                     break
-                cap = min(self._settings.reconnect_max_seconds, 0.5 * 2**failures)
-                await asyncio.sleep(random.uniform(cap / 2, cap))
+                await asyncio.sleep(delay)
 
     async def _session(self, session: aiohttp.ClientSession, stop: asyncio.Event) -> None:
         body = {

@@ -15,7 +15,7 @@ import contextlib
 import time
 from collections.abc import Iterable
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from opentelemetry import trace
 
@@ -25,6 +25,7 @@ from dingdee_common.errors import PoisonMessageError
 from dingdee_common.floodguard import FloodGuard
 from dingdee_common.kafka import headers as hdr
 from dingdee_common.kafka.dlq import REPLAY_COUNT, SourceRecord
+from dingdee_common.kafka.protocols import BatchConsumer, Producer
 from dingdee_common.kafka.topics import Topics
 from dingdee_common.observability.logging import get_logger
 from dingdee_common.observability.server import Health
@@ -32,11 +33,11 @@ from dingdee_common.observability.tracing import batch_links, consume_span, trac
 from dingdee_common.outcomes import Outcome
 from dingdee_loader.backpressure import Outage
 from dingdee_loader.batcher import Batches, OffsetTracker, Pending, Resolution
-from dingdee_loader.kingdee.client import KingdeeClient, Lane
+from dingdee_loader.kingdee.client import Lane
 from dingdee_loader.metrics import STAGE, LoaderMetrics
 from dingdee_loader.settings import LoaderSettings
 from dingdee_loader.settle import Settler
-from dingdee_loader.sink import KingdeeSink, KingdeeUnavailableError
+from dingdee_loader.sink import BillStore, KingdeeSink, KingdeeUnavailableError
 
 __all__ = ["LoaderApp"]
 
@@ -62,9 +63,9 @@ class LoaderApp:
         settings: LoaderSettings,
         metrics: LoaderMetrics,
         health: Health,
-        consumer: AIOKafkaConsumer,
-        producer: AIOKafkaProducer,
-        client: KingdeeClient,
+        consumer: BatchConsumer,
+        producer: Producer,
+        client: BillStore,
     ) -> None:
         self.s = settings
         self.metrics = metrics

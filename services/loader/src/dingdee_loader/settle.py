@@ -11,7 +11,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from dingdee_common import codec
@@ -21,6 +21,7 @@ from dingdee_common.floodguard import FloodGuard
 from dingdee_common.kafka import headers as hdr
 from dingdee_common.kafka.clients import broker_unavailable
 from dingdee_common.kafka.dlq import DeadLetterPublisher, SourceRecord
+from dingdee_common.kafka.protocols import BatchConsumer, Producer
 from dingdee_common.kafka.topics import Topics
 from dingdee_common.observability.logging import get_logger
 from dingdee_common.observability.server import Health
@@ -47,8 +48,8 @@ class Settler:
 
     def __init__(
         self,
-        consumer: AIOKafkaConsumer,
-        producer: AIOKafkaProducer,
+        consumer: BatchConsumer,
+        producer: Producer,
         topics: Topics,
         metrics: LoaderMetrics,
         guard: FloodGuard,

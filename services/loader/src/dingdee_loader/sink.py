@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from dingdee_common.contracts.v1 import BillReady
 from dingdee_common.errors import BackpressureError, ErrorClass, TransientError
@@ -30,11 +30,11 @@ from dingdee_common.outcomes import Outcome
 from dingdee_common.retry import RetryExhaustedError, retry_transient
 from dingdee_common.settings import RetrySettings
 from dingdee_loader.batcher import Pending, Resolution
-from dingdee_loader.kingdee.client import KingdeeClient, KingdeeConfigError, Lane
-from dingdee_loader.kingdee.models import RowKind
+from dingdee_loader.kingdee.client import KingdeeConfigError, Lane
+from dingdee_loader.kingdee.models import RowKind, RowResult
 from dingdee_loader.metrics import LoaderMetrics
 
-__all__ = ["KingdeeAvailability", "KingdeeSink", "KingdeeUnavailableError"]
+__all__ = ["BillStore", "KingdeeAvailability", "KingdeeSink", "KingdeeUnavailableError"]
 
 log = get_logger(__name__)
 
@@ -92,12 +92,24 @@ class _Run:
     failing_since: float | None = None  # when the first failed call began
 
 
+class BillStore(Protocol):
+    """What the sink uses of :class:`~dingdee_loader.kingdee.client.KingdeeClient`."""
+
+    async def existing(
+        self, lane: Lane, form_id: str, number_field: str, numbers: list[str]
+    ) -> dict[str, int]: ...
+
+    async def batch_save(
+        self, lane: Lane, form_id: str, options: dict[str, Any], models: list[dict[str, Any]]
+    ) -> dict[int, RowResult]: ...
+
+
 class KingdeeSink:
     """Writes one batch (same FormId and options) to Kingdee until every bill has an outcome."""
 
     def __init__(
         self,
-        client: KingdeeClient,
+        client: BillStore,
         retry: RetrySettings,
         metrics: LoaderMetrics,
         *,

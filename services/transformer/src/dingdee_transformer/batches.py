@@ -23,12 +23,13 @@ from dingdee_common.codec import dumps
 from dingdee_common.errors import Decision, ErrorClass, FatalError, TransientError, Verdict
 from dingdee_common.floodguard import FloodGuard
 from dingdee_common.kafka.dlq import DeadLetterPublisher, SourceRecord
+from dingdee_common.kafka.protocols import RecordBatches
 from dingdee_common.observability.logging import get_logger
 from dingdee_common.observability.server import Health
 from dingdee_common.outcomes import Outcome
 from dingdee_common.retry import retry_transient
 from dingdee_transformer.metrics import STAGE, TransformerMetrics
-from dingdee_transformer.outbox import Outbox, RecordBatches
+from dingdee_transformer.outbox import Outbox
 from dingdee_transformer.pipeline import DeadLetter, Emit, Parked, Processed, Processor, Seen
 from dingdee_transformer.settings import TransformerSettings
 

@@ -15,7 +15,10 @@ The private names used, below. The three libraries are pinned exactly in
 checked when the app is built (:func:`require_faust_internals`) or when the object that carries
 it is created (``TransformerConsumer.__init__``, ``_ConsumerThread._create_worker_consumer``,
 :func:`table_store`), and :func:`consumer_failure` raises :class:`FaustInternalsError` instead of
-falling back to a default.
+falling back to a default. What needs no private name lives beside this module:
+:class:`~dingdee_transformer.positions.PositionedConsumer` (the consumer's base: each partition's
+next offset after a seek, exact table ends) and :mod:`~dingdee_transformer.faust_checks` (the
+checks and their error).
 
 faust ``transport.consumer.Consumer`` (overridden by :class:`TransformerConsumer`):
   ``_drain_messages(fetcher)``: faust's delivery loop, which its ``Fetcher`` service runs; the
@@ -56,21 +59,22 @@ from collections.abc import Callable, Mapping, MutableMapping
 from time import monotonic
 from typing import Any, cast
 
-import aiokafka
 import faust
 import faust.transport.consumer
 import mode
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from faust.stores.memory import Store as MemoryStore
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message, TableT
 from mode import Service, ServiceT
 
-from dingdee_common.kafka.clients import make_consumer
-from dingdee_common.kafka.reading import exact_end_offsets
 from dingdee_common.settings import KafkaSettings
+from dingdee_transformer.faust_checks import FaustInternalsError
+from dingdee_transformer.faust_checks import internal as _internal
+from dingdee_transformer.faust_checks import require as _require
 from dingdee_transformer.intake import FetchIntake
+from dingdee_transformer.positions import INTAKE_ATTR, KAFKA_SETTINGS_ATTR, PositionedConsumer
 
 __all__ = [
     "FaustInternalsError",
@@ -84,49 +88,6 @@ __all__ = [
     "stop_worker",
     "table_store",
 ]
-
-KAFKA_SETTINGS_ATTR = "dingdee_kafka_settings"  # on the faust app: what the consumer's probes use
-INTAKE_ATTR = "dingdee_intake"  # on the faust app: where the consumer hands whole fetches
-
-
-class FaustInternalsError(RuntimeError):
-    """A faust, mode or aiokafka private name this module relies on is missing."""
-
-    def __init__(self, missing: list[str]) -> None:
-        super().__init__(
-            f"faust-streaming {faust.__version__} / mode-streaming {mode.__version__} / aiokafka "
-            f"{aiokafka.__version__} lack {', '.join(missing)}, which the transformer relies on "
-            "(dingdee_transformer.faust_adapter); install the versions pinned in "
-            "services/transformer/pyproject.toml"
-        )
-
-
-def _declared(cls: type, name: str) -> bool:
-    """Whether ``cls`` (or a base) defines or annotates ``name``."""
-    return hasattr(cls, name) or any(
-        name in vars(c).get("__annotations__", {}) for c in cls.__mro__
-    )
-
-
-def _require(owner: Any, names: tuple[str, ...], *, on_instance: bool = False) -> None:
-    """Raise :class:`FaustInternalsError` for the ``names`` ``owner`` lacks."""
-    where = owner if on_instance or not isinstance(owner, type) else None
-    label = type(owner).__qualname__ if where is not None else owner.__qualname__
-    missing = [
-        f"{label}.{name}"
-        for name in names
-        if not (hasattr(where, name) if where is not None else _declared(owner, name))
-    ]
-    if missing:
-        raise FaustInternalsError(missing)
-
-
-def _internal(obj: Any, name: str) -> Any:
-    """``obj.name``, a private attribute that must exist."""
-    try:
-        return getattr(obj, name)
-    except AttributeError:
-        raise FaustInternalsError([f"{type(obj).__qualname__}.{name}"]) from None
 
 
 _CONSUMER_STATE = ("_read_offset", "_buffered_partitions", "_commit_every", "_n_acked", "_stopped")
@@ -146,12 +107,9 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         return consumer
 
 
-class TransformerConsumer(faust_aiokafka.Consumer):
+class TransformerConsumer(PositionedConsumer):
     """faust's aiokafka consumer with whole-fetch, gap-free delivery and exact table ends."""
 
-    # Per partition of the intake's topic: the offset the next delivered record must have (set by
-    # every seek, advanced by every delivery); absent until the first seek or record.
-    _next: dict[TP, int]
     # Where a partition was sought back to after its records jumped ahead of ``_next``.
     _reread: dict[TP, int]
     # What ended the delivery loop, if anything but a stop did.
@@ -160,7 +118,6 @@ class TransformerConsumer(faust_aiokafka.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         _require(self, (*_CONSUMER_STATE, "_thread"), on_instance=True)
-        self._next = {}
         self._reread = {}
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
@@ -296,34 +253,6 @@ class TransformerConsumer(faust_aiokafka.Consumer):
         except Exception as exc:  # noqa: BLE001 - faust logs and goes on, as here
             self.log.warning(f"exception performing seek when flow not active {exc}")
 
-    async def seek_to_committed(self) -> Mapping[TP, int]:
-        """Seek every partition to its committed offset; the intake's from the start if none.
-
-        aiokafka leaves a partition without a committed offset (or committed at 0) where its
-        fetching got to. Records of it fetched before this seek and then dropped (the flow was
-        stopped or the generation changed for a rebalance) would never be read again: such
-        partitions of the intake's topic are sought to offset 0 (the earliest record, as
-        ``auto_offset_reset=earliest`` would).
-        """
-        committed = await super().seek_to_committed()
-        intake = cast("FetchIntake | None", getattr(self.app, INTAKE_ATTR, None))
-        self._next = {}
-        for partition, offset in committed.items():
-            tp = TP(partition.topic, partition.partition)
-            if intake is None or tp.topic != intake.topic:
-                continue
-            if isinstance(offset, int) and offset > 0:
-                self._next[tp] = offset
-                continue
-            await super().seek(tp, 0)
-            if offset == 0:
-                self._next[tp] = 0
-        return committed
-
-    async def seek(self, partition: TP, offset: int) -> None:
-        await super().seek(partition, offset)
-        self._next[TP(partition.topic, partition.partition)] = offset
-
     def verify_event_path(self, now: float, tp: TP) -> None:
         """faust's stall detector, for the partitions a stream reads.
 
@@ -336,23 +265,6 @@ class TransformerConsumer(faust_aiokafka.Consumer):
         if tp.topic in self.app.tables.changelog_topics:
             return None
         return super().verify_event_path(now, tp)
-
-    async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
-        """End offsets for table recovery, exact even where the broker lists them short.
-
-        faust restores the dedup table by reading each changelog partition up to its listed end.
-        Tansu lists "base offset of the last batch + 1", so a worker restored only the first
-        record of the last changelog batch and re-emitted snapshots it had already emitted
-        (tests/integration/test_transformer_scale.py).
-        """
-        kafka: KafkaSettings = getattr(self.app, KAFKA_SETTINGS_ATTR)
-        probe = make_consumer(kafka, group_id=None)  # faust's own consumer is in a group
-        await probe.start()
-        try:
-            ends = await exact_end_offsets(probe, [TopicPartition(*tp) for tp in partitions])
-        finally:
-            await probe.stop()
-        return {tp: ends[TopicPartition(*tp)] for tp in partitions}
 
 
 class TransformerTransport(faust_aiokafka.Transport):

@@ -12,21 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from typing import Any, Protocol
+from typing import Any
+
+from dingdee_common.kafka.protocols import RecordBatches
 
 __all__ = ["Outbox", "RecordBatches", "murmur2", "partition_for"]
-
-
-class RecordBatches(Protocol):
-    """What :class:`Outbox` needs of aiokafka's ``AIOKafkaProducer`` (all public)."""
-
-    async def partitions_for(self, topic: str) -> set[int]: ...
-
-    def create_batch(self) -> Any: ...
-
-    async def send_batch(
-        self, batch: Any, topic: str, *, partition: int
-    ) -> asyncio.Future[Any]: ...
 
 
 _M = 0x5BD1E995

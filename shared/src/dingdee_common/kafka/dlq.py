@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
 
 from dingdee_common.errors import ErrorClass
 from dingdee_common.kafka import headers as hdr
+from dingdee_common.kafka.protocols import RecordSender
 from dingdee_common.kafka.topics import Topics
 
 __all__ = [
@@ -54,18 +54,6 @@ class SourceRecord:
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
-class _Sender(Protocol):
-    async def send_and_wait(
-        self,
-        topic: str,
-        value: bytes | None = None,
-        key: bytes | None = None,
-        partition: int | None = None,
-        timestamp_ms: int | None = None,
-        headers: list[tuple[str, bytes]] | None = None,
-    ) -> object: ...
-
-
 def _truncate(text: str) -> str:
     raw = text.encode()
     if len(raw) <= _MAX_MESSAGE_BYTES:
@@ -105,7 +93,7 @@ def dead_letter_headers(
 class DeadLetterPublisher:
     """Writes dead letters of one stage to ``dlq.<stage>`` and waits for the broker's ack."""
 
-    def __init__(self, producer: _Sender, topics: Topics, stage: str) -> None:
+    def __init__(self, producer: RecordSender, topics: Topics, stage: str) -> None:
         self._producer = producer
         self._topic = topics.dlq(stage)
         self._stage = stage

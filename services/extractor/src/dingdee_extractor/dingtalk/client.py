@@ -231,18 +231,32 @@ class DingTalkClient:
         return await self._call(app, api, path, payload)
 
     async def _call(self, app: str, api: str, path: str, payload: dict[str, Any]) -> dict[str, Any]:
-        for attempt in (1, 2):
-            token = await self.token(app)
-            try:
-                return await self._checked(app, api, path, payload, token)
-            except _AuthError:
-                await self._invalidate(app, token)
-                self._metrics.token_refreshes.labels(app, "rejected").inc()
-                if attempt == 2:
-                    raise TransientError(
-                        f"DingTalk rejected a fresh token for app {app!r}", code="auth"
-                    ) from None
-        raise AssertionError("unreachable")
+        """One attempt of a call: a rejected token is refreshed and the call resent once.
+
+        The resend is part of the attempt, not a retry: its cause is known and cured before it
+        (a new token), it waits for nothing and spends no retry budget. Retries of transient
+        failures, this one included, are the caller's (``retry_transient`` in the poller).
+
+        Raises:
+            TransientError: DingTalk rejected the fresh token too (``code="auth"``).
+        """
+        token = await self.token(app)
+        try:
+            return await self._checked(app, api, path, payload, token)
+        except _AuthError:
+            await self._rejected(app, token)
+        token = await self.token(app)
+        try:
+            return await self._checked(app, api, path, payload, token)
+        except _AuthError:
+            await self._rejected(app, token)
+            raise TransientError(
+                f"DingTalk rejected a fresh token for app {app!r}", code="auth"
+            ) from None
+
+    async def _rejected(self, app: str, token: str) -> None:
+        await self._invalidate(app, token)
+        self._metrics.token_refreshes.labels(app, "rejected").inc()
 
     async def _checked(
         self, app: str, api: str, path: str, payload: dict[str, Any], token: str

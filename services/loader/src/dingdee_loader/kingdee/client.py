@@ -266,6 +266,11 @@ class KingdeeClient:
     async def call(self, lane: Lane, name: str, body: dict[str, Any]) -> Any:
         """A business call; on session loss log in again and resend exactly once.
 
+        The resend is part of the call, not a retry: its cause is known and cured before it (a
+        new session), it waits for nothing and spends no retry budget; a second loss means
+        something else (below). Retries of transient failures are the sink's
+        (``retry_transient``).
+
         Raises:
             TransientError: transport failure, 5xx, ``response_error:``, or the session was lost
                 again right after the re-login.

@@ -7,57 +7,60 @@ Stops cleanly on SIGTERM/SIGINT.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import sys
-from pathlib import Path
+from typing import Annotated
+
+import typer
 
 from dingdee_common.web import serve_until_stopped
+from dingdee_sandbox.cli import Host, Port, PortFile, command_line
 from dingdee_sandbox.dingtalk.app import create_app
 from dingdee_sandbox.dingtalk.state import Faults, State
 
-__all__ = ["main"]
+__all__ = ["app", "main"]
+
+app = command_line("dingdee-sandbox-dingtalk")
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dingdee_sandbox.dingtalk", description=__doc__)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8091)
-    p.add_argument("--port-file", type=Path, default=None)
-    p.add_argument("--demo", type=int, default=0, help="petty-cash approvals to seed (+N/15 dept)")
-    p.add_argument("--seed", type=int, default=7, help="seed of the demo data")
-    p.add_argument("--now-ms", type=int, default=None, help="start on a manual clock at this time")
-    p.add_argument("--qps", type=int, default=20, help="per (app, API) in a sliding second")
-    p.add_argument("--busy-rate", type=float, default=0.0, help="share of -1 系统繁忙 answers")
-    p.add_argument("--http-500-rate", type=float, default=0.0)
-    p.add_argument("--monthly-quota", type=int, default=None, help="metered calls per month")
-    p.add_argument("--fault-seed", type=int, default=0)
-    return p
+@app.command()
+def serve(
+    host: Host = "127.0.0.1",
+    port: Port = 8091,
+    port_file: PortFile = None,
+    demo: Annotated[int, typer.Option(help="petty-cash approvals to seed (+N/15 dept)")] = 0,
+    seed: Annotated[int, typer.Option(help="seed of the demo data")] = 7,
+    now_ms: Annotated[int | None, typer.Option(help="start on a manual clock at this time")] = None,
+    qps: Annotated[int, typer.Option(help="per (app, API) in a sliding second")] = 20,
+    busy_rate: Annotated[float, typer.Option(help="share of -1 系统繁忙 answers")] = 0.0,
+    http_500_rate: Annotated[float, typer.Option(help="share of HTTP 500 answers")] = 0.0,
+    monthly_quota: Annotated[int | None, typer.Option(help="metered calls per month")] = None,
+    fault_seed: Annotated[int, typer.Option(help="seed of the injected faults")] = 0,
+) -> None:
+    """Run the local DingTalk sandbox (old host and v1.0 host on one base URL).
 
-
-async def _serve(args: argparse.Namespace) -> None:
-    faults = Faults(
-        qps=args.qps,
-        busy_rate=args.busy_rate,
-        http_500_rate=args.http_500_rate,
-        monthly_quota=args.monthly_quota,
-        seed=args.fault_seed,
-    )
-    state = State(seed=args.seed, faults=faults, manual_now_ms=args.now_ms)
-    state.seed_demo(args.demo)
-    await serve_until_stopped(create_app(state), args.host, args.port, args.port_file)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the sandbox until SIGTERM/SIGINT; returns 0 on a clean stop, 2 on a bad flag."""
-    args = _parser().parse_args(argv)
+    Prints `listening on http://HOST:PORT` and runs until SIGTERM/SIGINT; exit code 0 on a clean
+    stop, 2 on a bad value.
+    """
     try:
-        asyncio.run(_serve(args))
+        faults = Faults(
+            qps=qps,
+            busy_rate=busy_rate,
+            http_500_rate=http_500_rate,
+            monthly_quota=monthly_quota,
+            seed=fault_seed,
+        )
+        state = State(seed=seed, faults=faults, manual_now_ms=now_ms)
+        state.seed_demo(demo)
+        asyncio.run(serve_until_stopped(create_app(state), host, port, port_file))
     except ValueError as exc:
-        print(f"dingdee_sandbox.dingtalk: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        typer.echo(f"dingdee_sandbox.dingtalk: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def main() -> None:
+    """The ``dingdee-sandbox-dingtalk`` command (``--help`` lists its options)."""
+    app(prog_name="dingdee-sandbox-dingtalk")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

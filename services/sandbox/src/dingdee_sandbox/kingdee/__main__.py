@@ -6,61 +6,73 @@ Prints ``listening on http://HOST:PORT`` and writes the bound port to ``--port-f
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import sys
-from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
 
 from dingdee_common.web import serve_until_stopped
+from dingdee_sandbox.cli import Host, Port, PortFile, command_line
 from dingdee_sandbox.kingdee.app import create_app
 from dingdee_sandbox.kingdee.masterdata import seed_synthetic_employees
 from dingdee_sandbox.kingdee.state import SandboxConfig, SandboxState
 
-__all__ = ["main"]
+__all__ = ["app", "main"]
+
+_D = SandboxConfig()  # the defaults; every option but the first three is a SandboxConfig field
+app = command_line("dingdee-sandbox-kingdee")
 
 
-def _parser() -> argparse.ArgumentParser:
-    d = SandboxConfig()
-    p = argparse.ArgumentParser(prog="dingdee_sandbox.kingdee", description=__doc__)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8090)
-    p.add_argument("--port-file", type=Path, default=None)
-    for name in ("acct_id", "username", "password", "app_id", "app_secret"):
-        p.add_argument(f"--{name.replace('_', '-')}", default=getattr(d, name))
-    for name in (
-        "session_ttl_seconds",
-        "latency_call_seconds",
-        "latency_package_seconds",
-        "latency_row_seconds",
-        "http_5xx_rate",
-        "response_error_rate",
-        "slow_rate",
-        "slow_seconds",
-        "commit_then_drop_rate",
-        "drop_keep_fraction",
-    ):
-        p.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(d, name))
-    p.add_argument("--workers", type=int, default=d.workers)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--all-or-nothing", action="store_true")
-    p.add_argument("--synthetic-employees", type=int, default=0, help="extra BD_Empinfo rows")
-    return p
+@app.command()
+def serve(
+    host: Host = "127.0.0.1",
+    port: Port = 8090,
+    port_file: PortFile = None,
+    acct_id: str = _D.acct_id,
+    username: str = _D.username,
+    password: str = _D.password,
+    app_id: str = _D.app_id,
+    app_secret: str = _D.app_secret,
+    session_ttl_seconds: float = _D.session_ttl_seconds,
+    latency_call_seconds: float = _D.latency_call_seconds,
+    latency_package_seconds: float = _D.latency_package_seconds,
+    latency_row_seconds: float = _D.latency_row_seconds,
+    http_5xx_rate: float = _D.http_5xx_rate,
+    response_error_rate: float = _D.response_error_rate,
+    slow_rate: float = _D.slow_rate,
+    slow_seconds: float = _D.slow_seconds,
+    commit_then_drop_rate: float = _D.commit_then_drop_rate,
+    drop_keep_fraction: float = _D.drop_keep_fraction,
+    workers: Annotated[int, typer.Option(help="requests processed at once")] = _D.workers,
+    seed: Annotated[int | None, typer.Option(help="seed of the injected faults")] = None,
+    all_or_nothing: Annotated[
+        bool, typer.Option("--all-or-nothing", help="BatchSave saves all packages or none")
+    ] = False,
+    synthetic_employees: Annotated[int, typer.Option(help="extra BD_Empinfo rows")] = 0,
+) -> None:
+    """Run the local Kingdee sandbox (WebAPI, control API and fault knobs: README).
 
-
-async def _serve(args: argparse.Namespace) -> None:
-    fields = SandboxConfig.model_fields
-    config = SandboxConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    Prints `listening on http://HOST:PORT` and runs until SIGTERM/SIGINT; exit code 0 on a clean
+    stop, 2 on a bad value. Each knob can also be changed at run time (`/_sandbox/config`).
+    """
+    given = dict(locals())
+    try:
+        config = SandboxConfig(
+            **{k: v for k, v in given.items() if k in SandboxConfig.model_fields}
+        )
+    except ValidationError as exc:
+        typer.echo(f"dingdee_sandbox.kingdee: {exc}", err=True)
+        raise typer.Exit(2) from None
     state = SandboxState(config)
-    seed_synthetic_employees(state.store, args.synthetic_employees)
-    await serve_until_stopped(create_app(state), args.host, args.port, args.port_file)
+    seed_synthetic_employees(state.store, synthetic_employees)
+    asyncio.run(serve_until_stopped(create_app(state), host, port, port_file))
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the sandbox until SIGTERM/SIGINT; returns 0 on a clean stop."""
-    args = _parser().parse_args(argv)
-    asyncio.run(_serve(args))
-    return 0
+def main() -> None:
+    """The ``dingdee-sandbox-kingdee`` command (``--help`` lists its options)."""
+    app(prog_name="dingdee-sandbox-kingdee")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -1,5 +1,5 @@
 """``dingdee``: the operator's command line (topics, mapping, dead letters, reconciliation, quota,
-reference data, doctor) and the web console.
+reference data, doctor, backfill) and the web console.
 
 Each sub-command group is a module of this package; the checks and mappings they run are the
 services' own code, imported like any other dependency.
@@ -16,6 +16,7 @@ import typer
 from dingdee_common.flows import load_flows
 from dingdee_common.kafka.topics import Topics, provision
 from dingdee_common.settings import ServiceSettings
+from dingdee_ops.cli import backfill as backfill_cli
 from dingdee_ops.cli import dlq, mapping, quota, reconcile, refdata
 from dingdee_ops.cli.console import console
 from dingdee_ops.cli.doctor import doctor
@@ -34,6 +35,7 @@ app.command("reconcile")(reconcile.app)
 app.add_typer(quota.app, name="quota")
 app.add_typer(refdata.app, name="refdata")
 app.command("doctor")(doctor)
+app.command("backfill", help=backfill_cli.HELP)(backfill_cli.backfill)
 app.command("console")(console)
 
 

@@ -1,0 +1,104 @@
+"""The extractor's run: settings, observability, Kafka producer, then the poll loops or a backfill.
+
+Started by ``dingdee-extractor`` (``__main__``) as a service, and by the operator CLI's
+``dingdee backfill`` to read a flow's history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from prometheus_client import CollectorRegistry
+
+from dingdee_common.errors import FatalError
+from dingdee_common.flows import load_flows
+from dingdee_common.kafka.clients import make_producer
+from dingdee_common.observability.logging import configure_logging, get_logger
+from dingdee_common.observability.server import Health, OpsServer
+from dingdee_common.observability.tracing import configure_tracing, shutdown_tracing
+from dingdee_common.runtime import install_stop_handlers, settings_or_exit
+from dingdee_common.settings import masked
+from dingdee_extractor.app import ExtractorApp
+from dingdee_extractor.backfill import BackfillArgs, Progress, run_backfill
+from dingdee_extractor.contacts import ContactSync
+from dingdee_extractor.dingtalk.client import DingTalkClient
+from dingdee_extractor.doctor import startup_check
+from dingdee_extractor.flows import FlowSource, load_sources
+from dingdee_extractor.followups import build_followups
+from dingdee_extractor.metrics import ExtractorMetrics
+from dingdee_extractor.settings import ExtractorSettings
+
+__all__ = ["SERVICE", "run"]
+
+SERVICE = "extractor"
+
+
+async def run(backfill: BackfillArgs | None = None, progress: Progress | None = None) -> int:
+    """Run the extractor until SIGTERM/SIGINT, or with ``backfill`` read one flow's history.
+
+    Returns the exit code: 0 on a clean stop (or a finished backfill), 1 fatal, 2 bad
+    configuration, 130 a backfill stopped early. ``progress`` hears a backfill's progress.
+    """
+    settings = settings_or_exit(ExtractorSettings, SERVICE)
+    configure_logging(SERVICE, settings.telemetry)
+    log = get_logger(__name__)
+    configure_tracing(SERVICE, enabled=settings.telemetry.tracing_enabled)
+    log.info("extractor.starting", settings=masked(settings))
+    try:
+        sources = load_sources(settings.flows_file, frozenset(settings.dingtalk.apps))
+    except FatalError as exc:
+        print(f"{SERVICE}: {exc.message}", file=sys.stderr)
+        return 2
+    registry = CollectorRegistry()
+    metrics = ExtractorMetrics.create(registry)
+    health = Health(stale_after=settings.http.ready_stale_seconds)
+    ops = OpsServer(settings.http, registry, health)
+    await ops.start()
+    stop = asyncio.Event()
+    install_stop_handlers(stop)
+    producer = make_producer(settings.kafka)
+    client = DingTalkClient(settings.dingtalk, metrics)
+    code = 0
+    try:
+        if backfill is None:
+            await startup_check(settings, sources, client)  # fail fast, before Kafka
+            await producer.start()
+            app = ExtractorApp(settings, sources, producer, client, metrics, health)
+            await app.setup()
+            followups = await build_followups(settings, producer, client, metrics)
+            refs = load_flows(settings.flows_file).references().owned_by("extractor")
+            contacts = ContactSync(settings, client, producer, refs)
+            app.contact_hook = contacts.on_event
+            await asyncio.gather(
+                app.run(stop), contacts.run(stop), *([followups.run(stop)] if followups else [])
+            )
+        else:
+            await producer.start()
+            source = _source(backfill.flow, sources, settings)
+            health.set_ready()
+            code = await run_backfill(
+                backfill, settings, source, producer, client, metrics, health, stop, progress
+            )
+    except FatalError as exc:
+        log.error("extractor.fatal", error=str(exc))
+        code = 1
+    finally:
+        await producer.stop()
+        await client.aclose()
+        await ops.stop()
+        shutdown_tracing()
+        log.info("extractor.stopped", exit_code=code)
+    return code
+
+
+def _source(flow: str, sources: list[FlowSource], settings: ExtractorSettings) -> FlowSource:
+    """The enabled flow ``flow``.
+
+    Raises:
+        FatalError: no enabled flow has that id.
+    """
+    source = next((s for s in sources if s.flow == flow), None)
+    if source is None:
+        raise FatalError(f"no enabled flow {flow!r} in {settings.flows_file}")
+    return source
