@@ -27,7 +27,7 @@ from dingdee_dev.procs import ManagedProcess, wait_http_ok
 from dingdee_dev.stack import SERVICES, Stack, StackConfig
 from dingdee_ops.dlq import Action, ReplayEngine, ReplayOptions, Selection
 from dingdee_sandbox.demo_org import DEMO_APP
-from tests.helpers import demo_flows_file, poll_until
+from tests.helpers import poll_until
 from tests.integration.test_dlq_replay import read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -147,9 +147,18 @@ async def replay_one_bill(stack: Stack) -> None:
 async def test_every_panel_and_alert_query_returns_data(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
+    # a 5 MB attachment limit, so the demo files over it are refused and the attachment dead-letter
+    # panel has data; static tables absent, so live lookups miss and the reference-data panels too
+    flows = tmp_path / "flows.yaml"
+    flows.write_text(
+        (ROOT / "config" / "flows.yaml")
+        .read_text(encoding="utf-8")
+        .replace("max_bytes: 20000000", "max_bytes: 5000000"),
+        encoding="utf-8",
+    )
     config = StackConfig(
         workdir=tmp_path / "stack",
-        flows_file=demo_flows_file(),
+        flows_file=flows,
         demo=40,
         seed=5,
         kafka_bootstrap=kafka_bootstrap,

@@ -34,11 +34,13 @@ from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from dingdee_common import codec
 from dingdee_common.contracts.v1 import AttachmentRefresh, AttachmentResult, AttachmentWork
 from dingdee_common.errors import ErrorClass, PermanentError, PoisonMessageError, TransientError
 from dingdee_common.kafka import headers as hdr
+from dingdee_common.kafka.clients import broker_unavailable
 from dingdee_common.kafka.dlq import REPLAY_COUNT, DeadLetterPublisher, SourceRecord
 from dingdee_common.kafka.topics import Topics
 from dingdee_common.observability.followups import FollowupMetrics
@@ -104,11 +106,33 @@ class AttachmentWorker:
                 batches = await self._consumer.getmany(timeout_ms=500, max_records=1)
                 for tp, records in batches.items():
                     for record in records:
-                        await self._handle(tp, record)
-                        await self._consumer.commit({tp: record.offset + 1})
+                        await self._until_handled(tp, record)
         finally:
             await self._consumer.stop()
             await self._http.aclose()
+
+    async def _until_handled(self, tp: TopicPartition, record: Any) -> None:
+        """Handle one item and commit it; a broker that does not answer is waited out and the
+        item handled again (the alias check makes a second upload a skip), never a crash."""
+
+        async def once() -> None:
+            try:
+                await self._handle(tp, record)
+                await self._consumer.commit({tp: record.offset + 1})
+            except KafkaError as exc:
+                if not broker_unavailable(exc):
+                    raise
+                raise TransientError(f"Kafka did not answer ({type(exc).__name__}: {exc})") from exc
+
+        def waiting(exc: TransientError, attempt: int, delay: float) -> None:
+            log.warning(
+                "loader.attachment.kafka_unavailable",
+                attempt=attempt,
+                next_in=round(delay, 3),
+                error=exc.message,
+            )
+
+        await retry_until_ok(once, self._retry, on_retry=waiting)
 
     async def _handle(self, tp: TopicPartition, record: Any) -> None:
         source = SourceRecord(

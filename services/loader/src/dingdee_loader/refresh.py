@@ -21,10 +21,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from dingdee_common.contracts.v1 import BillReady
 from dingdee_common.errors import TransientError
-from dingdee_common.kafka.clients import make_consumer
+from dingdee_common.kafka.clients import broker_unavailable, make_consumer
 from dingdee_common.kafka.topics import Topics, provision
 from dingdee_common.observability.logging import get_logger
 from dingdee_common.refdata import RefRow, SourceSpec, decode_request, kingdee_status
@@ -167,7 +168,10 @@ class Refresher:
             )
             took = time.monotonic() - started
             sent = await self.publishers[name].publish_all(rows, origin="loader", took=took)
-        except TransientError as exc:
+        except (TransientError, KafkaError) as exc:  # RetryExhaustedError is transient
+            # Kingdee or the broker away: the source keeps its rows and is read again later
+            if isinstance(exc, KafkaError) and not broker_unavailable(exc):
+                raise
             self.due[name] = started + self.s.refdata.retry_seconds
             log.warning("loader.refdata.refresh_failed", source=name, error=str(exc)[:300])
             return

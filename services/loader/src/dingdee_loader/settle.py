@@ -8,6 +8,7 @@ hears every final outcome; bills Kingdee could not take (back-pressure) never co
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable
 
@@ -154,15 +155,31 @@ class Settler:
                 if self.guard.tripped:
                     return  # the rest stays uncommitted: redelivered after an operator restart
                 await self._dead_letter(r, r.error_class)
-        await self._until_acked("the bills' results", lambda: self._send_results(done))
+        unacked = list(done)
+        await self._until_acked("the bills' results", lambda: self._send_results(unacked))
         for r in done:
             self._resolved(r)
             for hook in self.saved_hooks:
-                await hook(r.pending.bill)
+                await self._until_acked(
+                    "a saved bill's reference row", functools.partial(hook, r.pending.bill)
+                )
 
-    async def _send_results(self, done: list[Resolution]) -> None:
-        acks = [await self._send_result(r) for r in done]
-        await asyncio.gather(*acks)
+    async def _send_results(self, unacked: list[Resolution]) -> None:
+        """Send the results in ``unacked``; those acknowledged leave it, so a retry after a
+        broker error sends only the rest (a result is written twice only when its own
+        acknowledgement was lost)."""
+        sent: list[tuple[Resolution, asyncio.Future[object]]] = []
+        try:
+            for r in unacked:
+                sent.append((r, await self._send_result(r)))  # noqa: PERF401 - kept on a raise
+        finally:
+            outcomes = await asyncio.gather(*(ack for _, ack in sent), return_exceptions=True)
+            for (r, _), outcome in zip(sent, outcomes, strict=True):
+                if not isinstance(outcome, BaseException):
+                    unacked.remove(r)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def _until_acked(self, what: str, send: Callable[[], Awaitable[None]]) -> None:
         """Run ``send`` until Kafka acknowledges it: a broker that does not answer (frozen,
@@ -204,17 +221,21 @@ class Settler:
                 self.health.set_ready()
 
     async def _dead_letter(self, r: Resolution, error_class: ErrorClass) -> None:
-        async def publish() -> None:
-            await self.dlq.publish(
+        async def result() -> None:
+            await (await self._send_result(r))
+
+        # one at a time: a result refused after its dead letter was written never repeats it
+        await self._until_acked(
+            "a dead letter",
+            lambda: self.dlq.publish(
                 r.pending.source,
                 error_class=error_class,
                 error_type=r.error_type or "kingdee_error",
                 message=r.message or "",
                 attempts=max(r.pending.attempts, 1),
-            )
-            await (await self._send_result(r))
-
-        await self._until_acked("a dead letter", publish)
+            ),
+        )
+        await self._until_acked("a dead letter's result", result)
         log.warning(
             "loader.bill.dead_lettered",
             bill_key=r.pending.bill.bill_key,

@@ -163,6 +163,11 @@ class TransformerApp:
             (self.topics.approvals_raw, self.topics.parked, self.topics.refdata_requests),
             owns=self._owns,
         )
+        # the series exist at 0 before the first miss or park: a quiet source shows on the panels
+        for source in self.store.config.sources:
+            metrics.refdata_misses.labels(source)
+            metrics.parked.labels(source).set(0)
+        self.parking.metrics_sources |= set(self.store.config.sources)
         self.refdata = RefReader(settings.kafka, self.topics, self.store, self.parking, metrics)
         self.batches = BatchLoop(
             settings,
