@@ -24,6 +24,7 @@ from dingdee_common.errors import FatalError
 from dingdee_common.kafka.reading import read_topic
 from dingdee_dev.run import expected_bills
 from dingdee_dev.stack import Stack, StackConfig
+from dingdee_ops.console.journal import read_journal
 from dingdee_sandbox.demo_org import DEPARTMENTS, PROCESS_CODES
 from dingdee_sandbox.dingtalk.generator import department_form
 from tests.helpers import dingdee, poll_until
@@ -131,6 +132,10 @@ async def test_new_hire_and_new_department_park_then_load_by_themselves(
         )
         await wait_parked(stack, claim["id"], "the new hire's claim parked")
         assert "BYJ" + claim["business_id"] not in (await bills(stack))[PETTY_FORM]
+        # the console's flow page counts it as waiting for master data (issue #17)
+        journal = await read_journal(stack.kafka, stack.topics, window_hours=1)
+        assert journal.counts("petty-cash", 1).waiting == 1
+        assert journal.counts("department-sync", 1).waiting == 0
         await call(
             stack.kingdee_url,
             "POST",
@@ -174,6 +179,7 @@ async def test_new_hire_and_new_department_park_then_load_by_themselves(
         got = await bills(stack)
         counts = await stack.topic_counts()
         left = await parked_keys(stack)
+        waiting_at_end = (await read_journal(stack.kafka, stack.topics, 1)).waiting
 
     for form_id, numbers in expected.by_form.items():
         assert set(got[form_id]) == numbers, f"{form_id}: missing or extra bills"
@@ -181,6 +187,7 @@ async def test_new_hire_and_new_department_park_then_load_by_themselves(
         assert not twice, f"{form_id}: bills created twice: {twice}"
     assert counts["dlq.transformer"] == 0 and counts["dlq.loader"] == 0, json.dumps(counts)
     assert not left, f"still parked: {left}"
+    assert not waiting_at_end, "released claims must leave the console's waiting count"
 
 
 async def test_contact_events_update_the_dingtalk_sources_and_the_cli_shows_them(

@@ -18,7 +18,7 @@ from aiokafka import TopicPartition
 
 from dingdee_common.codec import decode_model
 from dingdee_common.contracts.v1 import ApprovalSnapshot, BillOutcome, BillReady, BillResult
-from dingdee_common.errors import PoisonMessageError
+from dingdee_common.errors import FatalError, PoisonMessageError
 from dingdee_common.kafka import headers as hdr
 from dingdee_common.kafka.clients import make_consumer
 from dingdee_common.kafka.reading import partitions_of, read_to_end
@@ -26,6 +26,7 @@ from dingdee_common.kafka.topics import STAGES, Topics
 from dingdee_common.settings import KafkaSettings
 from dingdee_ops.dlq.records import DeadLetter
 from dingdee_ops.dlq.scan import handled_offsets, read_audits, read_window, was_handled
+from dingdee_transformer.parking import FLOW as PARKED_FLOW
 
 __all__ = ["Bill", "Journal", "Journey", "Result", "Snap", "StageCounts", "read_journal"]
 
@@ -91,6 +92,7 @@ class StageCounts:
     failed: int = 0
     dead_lettered: int = 0
     parked: int = 0
+    waiting: int = 0  # now, not per window: claims parked until their master data appears
 
 
 @dataclass
@@ -129,6 +131,7 @@ class Journal:
     results: list[Result] = field(default_factory=list)
     letters: list[DeadLetter] = field(default_factory=list)
     parked: list[DeadLetter] = field(default_factory=list)
+    waiting: dict[bytes, str] = field(default_factory=dict)  # transformer.parked: key → flow
     handled: dict[str, set[int]] = field(default_factory=dict)
     undecodable: Counter[str] = field(default_factory=Counter)
 
@@ -152,6 +155,7 @@ class Journal:
             ),
             dead_lettered=sum(d.flow == flow and d.failed_at >= since for d in self.letters),
             parked=sum(d.flow == flow and d.failed_at >= since for d in self.parked),
+            waiting=sum(f == flow for f in self.waiting.values()),
         )
 
     def freshness(self, flow: str) -> dict[str, datetime | None]:
@@ -243,6 +247,30 @@ async def _read_all(settings: KafkaSettings, topics: list[str]) -> list[DeadLett
         await consumer.stop()
 
 
+async def _read_waiting(settings: KafkaSettings, topic: str) -> dict[bytes, str]:
+    """The records parked now until their master data appears (issue #14): the compacted
+    ``transformer.parked`` topic's last value per key, a tombstone meaning released. Empty when
+    the topic does not exist (no live reference data deployed)."""
+    consumer = make_consumer(settings, group_id=None)
+    await consumer.start()
+    try:
+        try:
+            tps = await partitions_of(consumer, [topic])
+        except FatalError:
+            return {}
+        records, _ = await read_to_end(consumer, tps, dict.fromkeys(tps, 0))
+    finally:
+        await consumer.stop()
+    waiting: dict[bytes, str] = {}
+    for rec in records:
+        key = rec.key or b""
+        if rec.value is None:
+            waiting.pop(key, None)
+        else:
+            waiting[key] = hdr.get(list(rec.headers), PARKED_FLOW) or "unknown"
+    return waiting
+
+
 def _coordinates(rec: Any) -> str:
     return f"{rec.topic}/{rec.partition}/{rec.offset}"
 
@@ -280,5 +308,6 @@ async def read_journal(settings: KafkaSettings, topics: Topics, window_hours: fl
         )
     journal.letters = await _read_all(settings, [topics.dlq(stage) for stage in STAGES])
     journal.parked = await _read_all(settings, [topics.parking])
+    journal.waiting = await _read_waiting(settings, topics.parked)
     journal.handled = handled_offsets(await read_audits(settings, topics))
     return journal

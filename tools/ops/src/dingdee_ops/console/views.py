@@ -27,6 +27,7 @@ STAGE_LABELS = (
     ("金蝶拒绝 failed", "failed"),
     ("死信 dead-lettered", "dead_lettered"),
     ("停放 parked", "parked"),
+    ("等待主数据 waiting for master data", "waiting"),
 )
 
 
