@@ -16,7 +16,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 # The suite mostly waits (outages, group joins, faust assignment): tests run in parallel workers,
 # each with its own embedded broker. TEST_WORKERS=0 runs them in this process.
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 4
 XDIST := -n $(TEST_WORKERS) --dist load
 
 .PHONY: help install run test test-unit test-integration check lint format typecheck imports bench clean dlq-replay promtool browser

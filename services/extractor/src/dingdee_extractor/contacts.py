@@ -21,12 +21,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from dingdee_common.checkpoints import latest_checkpoints
 from dingdee_common.codec import encode_model
 from dingdee_common.contracts.v1 import CallUsage, Checkpoint
 from dingdee_common.errors import DingdeeError
-from dingdee_common.kafka.clients import make_consumer
+from dingdee_common.kafka.clients import broker_unavailable, make_consumer
 from dingdee_common.kafka.topics import Topics, provision
 from dingdee_common.observability.logging import get_logger
 from dingdee_common.quota import month_of
@@ -200,9 +201,14 @@ class ContactSync:
                 return  # not (yet) in DingTalk: the record waits, no retry storm
             log.warning("extractor.refdata.user_get_failed", source=name, error=str(exc)[:300])
             return
-        await self.publishers[name].publish_one(
-            user_row(name, body.get("result") or {}, "dingtalk user/get")
-        )
+        try:
+            await self.publishers[name].publish_one(
+                user_row(name, body.get("result") or {}, "dingtalk user/get")
+            )
+        except KafkaError as exc:  # the broker away: the next miss or full read brings the row
+            if not broker_unavailable(exc):
+                raise
+            log.warning("extractor.refdata.publish_failed", source=name, error=str(exc)[:300])
 
     async def refresh(self, name: str) -> None:
         started = time.monotonic()
@@ -213,7 +219,9 @@ class ContactSync:
             sent = await self.publishers[name].publish_all(
                 rows, origin="extractor", took=time.monotonic() - started
             )
-        except DingdeeError as exc:
+        except (DingdeeError, KafkaError) as exc:  # DingTalk or the broker away: read later
+            if isinstance(exc, KafkaError) and not broker_unavailable(exc):
+                raise
             self.due[name] = started + 60.0
             log.warning("extractor.refdata.refresh_failed", source=name, error=str(exc)[:300])
             return

@@ -26,6 +26,7 @@ import time
 from typing import Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from dingdee_common import codec
 from dingdee_common.checkpoints import latest_checkpoints
@@ -40,11 +41,11 @@ from dingdee_common.contracts.v1 import (
     SourceRef,
     utcnow,
 )
-from dingdee_common.errors import ErrorClass, PermanentError, PoisonMessageError
+from dingdee_common.errors import ErrorClass, PermanentError, PoisonMessageError, TransientError
 from dingdee_common.flows import load_flows
 from dingdee_common.followups import AttachmentSpec, FollowupSpec, followup_of, refusal
 from dingdee_common.kafka import headers as hdr
-from dingdee_common.kafka.clients import make_consumer
+from dingdee_common.kafka.clients import broker_unavailable, make_consumer
 from dingdee_common.kafka.dlq import (
     ERROR_CLASS,
     ERROR_MESSAGE,
@@ -169,13 +170,39 @@ class Followups:
                 batches = await consumer.getmany(timeout_ms=500)
                 for tp, records in batches.items():
                     for record in records:
-                        await self._handle(tp, record)
+                        await self._until_handled(tp, record)
                 await self._save_usage()
                 if batches:
-                    await consumer.commit()
+                    try:
+                        await consumer.commit()
+                    except KafkaError as exc:  # the batch comes again: each step is idempotent
+                        log.warning("extractor.followup.commit_failed", error=str(exc)[:300])
         finally:
             await consumer.stop()
             await self._v1.aclose()
+
+    async def _until_handled(self, tp: TopicPartition, record: Any) -> None:
+        """Handle one record; a broker that does not answer (or a partition changing leader) is
+        waited out and the record handled again: the write-back marks and the loader's alias
+        check make a repeat a no-op, never a second comment or file."""
+
+        async def once() -> None:
+            try:
+                await self._handle(tp, record)
+            except KafkaError as exc:
+                if not broker_unavailable(exc):
+                    raise
+                raise TransientError(f"Kafka did not answer ({type(exc).__name__}: {exc})") from exc
+
+        def waiting(exc: TransientError, attempt: int, delay: float) -> None:
+            log.warning(
+                "extractor.followup.kafka_unavailable",
+                attempt=attempt,
+                next_in=round(delay, 3),
+                error=exc.message,
+            )
+
+        await retry_until_ok(once, self._s.outage.policy(), on_retry=waiting)
 
     async def _handle(self, tp: TopicPartition, record: Any) -> None:
         source = SourceRecord(
