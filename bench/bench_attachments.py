@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 import orjson
 from prometheus_client import CollectorRegistry
+from tests.helpers import demo_flows_file
 
 from dingdee_dev.stack import _KINGDEE_DEMO, Stack, StackConfig
 from dingdee_loader.kingdee.client import KingdeeClient, Lane
@@ -126,7 +127,7 @@ async def run() -> None:
     size = int(float(os.environ.get("BENCH_ATTACHMENT_MB", "50")) * 1_000_000)
     with tempfile.TemporaryDirectory(prefix="bench-attach-") as tmp:
         flows = Path(tmp) / "flows.yaml"
-        text = (ROOT / "config" / "flows.yaml").read_text(encoding="utf-8")
+        text = demo_flows_file().read_text(encoding="utf-8")
         flows.write_text(
             text.replace("max_bytes: 20000000", "max_bytes: 200000000"), encoding="utf-8"
         )

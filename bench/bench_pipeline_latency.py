@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from tests.helpers import demo_flows_file
 
 from dingdee_dev.stack import Stack, StackConfig
 
@@ -114,7 +115,7 @@ async def _run() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-latency-") as tmp:
         config = StackConfig(
             workdir=Path(tmp),
-            flows_file=ROOT / "config" / "flows.yaml",
+            flows_file=demo_flows_file(),
             demo=0,
             service_env={
                 "extractor": {

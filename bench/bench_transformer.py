@@ -25,6 +25,7 @@ import uuid
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
+from tests.helpers import demo_flows_file
 from tests.otlp import Collected, start_collector
 from tests.unit.transformer.samples import petty_form, petty_row, snapshot
 
@@ -124,7 +125,7 @@ async def _transformer_rate(
             "DINGDEE_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
             "DINGDEE_KAFKA__TOPIC_PREFIX": kafka.topic_prefix,
             "DINGDEE_KAFKA__PARTITIONS": str(kafka.partitions),
-            "DINGDEE_FLOWS_FILE": str(ROOT / "config" / "flows.yaml"),
+            "DINGDEE_FLOWS_FILE": str(demo_flows_file()),
             "DINGDEE_HTTP__PORT": str(free_port()),
             "DINGDEE_HTTP__HOST": "127.0.0.1",
             "DINGDEE_GROUP_ID": f"bench-transformer-{uuid.uuid4().hex[:6]}",
