@@ -45,7 +45,7 @@ from dingdee_common.errors import ErrorClass, PermanentError, PoisonMessageError
 from dingdee_common.flows import load_flows
 from dingdee_common.followups import AttachmentSpec, FollowupSpec, followup_of, refusal
 from dingdee_common.kafka import headers as hdr
-from dingdee_common.kafka.clients import broker_unavailable, make_consumer
+from dingdee_common.kafka.clients import make_consumer, until_broker_answers
 from dingdee_common.kafka.dlq import (
     ERROR_CLASS,
     ERROR_MESSAGE,
@@ -186,13 +186,8 @@ class Followups:
         waited out and the record handled again: the write-back marks and the loader's alias
         check make a repeat a no-op, never a second comment or file."""
 
-        async def once() -> None:
-            try:
-                await self._handle(tp, record)
-            except KafkaError as exc:
-                if not broker_unavailable(exc):
-                    raise
-                raise TransientError(f"Kafka did not answer ({type(exc).__name__}: {exc})") from exc
+        async def handle() -> None:
+            await self._handle(tp, record)
 
         def waiting(exc: TransientError, attempt: int, delay: float) -> None:
             log.warning(
@@ -202,7 +197,7 @@ class Followups:
                 error=exc.message,
             )
 
-        await retry_until_ok(once, self._s.outage.policy(), on_retry=waiting)
+        await until_broker_answers(handle, "a follow-up record", self._s.outage.policy(), waiting)
 
     async def _handle(self, tp: TopicPartition, record: Any) -> None:
         source = SourceRecord(

@@ -34,13 +34,12 @@ from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
 
 from dingdee_common import codec
 from dingdee_common.contracts.v1 import AttachmentRefresh, AttachmentResult, AttachmentWork
 from dingdee_common.errors import ErrorClass, PermanentError, PoisonMessageError, TransientError
 from dingdee_common.kafka import headers as hdr
-from dingdee_common.kafka.clients import broker_unavailable
+from dingdee_common.kafka.clients import until_broker_answers
 from dingdee_common.kafka.dlq import REPLAY_COUNT, DeadLetterPublisher, SourceRecord
 from dingdee_common.kafka.topics import Topics
 from dingdee_common.observability.followups import FollowupMetrics
@@ -115,14 +114,9 @@ class AttachmentWorker:
         """Handle one item and commit it; a broker that does not answer is waited out and the
         item handled again (the alias check makes a second upload a skip), never a crash."""
 
-        async def once() -> None:
-            try:
-                await self._handle(tp, record)
-                await self._consumer.commit({tp: record.offset + 1})
-            except KafkaError as exc:
-                if not broker_unavailable(exc):
-                    raise
-                raise TransientError(f"Kafka did not answer ({type(exc).__name__}: {exc})") from exc
+        async def handle() -> None:
+            await self._handle(tp, record)
+            await self._consumer.commit({tp: record.offset + 1})
 
         def waiting(exc: TransientError, attempt: int, delay: float) -> None:
             log.warning(
@@ -132,7 +126,7 @@ class AttachmentWorker:
                 error=exc.message,
             )
 
-        await retry_until_ok(once, self._retry, on_retry=waiting)
+        await until_broker_answers(handle, "an attachment item", self._retry, waiting)
 
     async def _handle(self, tp: TopicPartition, record: Any) -> None:
         source = SourceRecord(

@@ -20,14 +20,13 @@ from dingdee_common.contracts.v1 import BillOutcome, BillReady, BillResult, utcn
 from dingdee_common.errors import DingdeeError, ErrorClass, TransientError
 from dingdee_common.floodguard import FloodGuard
 from dingdee_common.kafka import headers as hdr
-from dingdee_common.kafka.clients import broker_unavailable
+from dingdee_common.kafka.clients import until_broker_answers
 from dingdee_common.kafka.dlq import DeadLetterPublisher, SourceRecord
 from dingdee_common.kafka.protocols import BatchConsumer, Producer
 from dingdee_common.kafka.topics import Topics
 from dingdee_common.observability.logging import get_logger
 from dingdee_common.observability.server import Health
 from dingdee_common.outcomes import Outcome
-from dingdee_common.retry import retry_until_ok
 from dingdee_common.settings import RetrySettings
 from dingdee_loader.batcher import OffsetTracker, Pending, Resolution
 from dingdee_loader.metrics import STAGE, LoaderMetrics
@@ -190,16 +189,6 @@ class Settler:
         bill itself was saved once. The bills stay unresolved, so their offsets stay uncommitted.
         """
 
-        async def once() -> None:
-            try:
-                await send()
-            except KafkaError as exc:
-                if not broker_unavailable(exc):
-                    raise
-                raise TransientError(
-                    f"Kafka did not acknowledge {what} ({type(exc).__name__}: {exc})"
-                ) from exc
-
         reason: str | None = None
 
         def waiting(exc: TransientError, attempt: int, delay: float) -> None:
@@ -214,7 +203,7 @@ class Settler:
                 error=exc.message,
             )
 
-        await retry_until_ok(once, self.kafka_policy, on_retry=waiting)
+        await until_broker_answers(send, what, self.kafka_policy, waiting)
         if reason is not None:
             log.info("loader.kafka.recovered", what=what)
             if self.health.not_ready_reason == reason:  # nothing else made it not ready since

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 
-from dingdee_common.settings import KafkaSettings
+from dingdee_common.errors import TransientError
+from dingdee_common.retry import retry_until_ok
+from dingdee_common.settings import KafkaSettings, RetrySettings
 
-__all__ = ["broker_unavailable", "make_consumer", "make_producer"]
+__all__ = ["broker_unavailable", "make_consumer", "make_producer", "until_broker_answers"]
+
+T = TypeVar("T")
 
 
 def broker_unavailable(exc: BaseException) -> bool:
@@ -20,6 +25,33 @@ def broker_unavailable(exc: BaseException) -> bool:
     authorisation) will not heal by waiting.
     """
     return isinstance(exc, KafkaTimeoutError) or (isinstance(exc, KafkaError) and exc.retriable)
+
+
+async def until_broker_answers(
+    call: Callable[[], Awaitable[T]],
+    what: str,
+    policy: RetrySettings,
+    on_wait: Callable[[TransientError, int, float], None] | None = None,
+) -> T:
+    """Run ``call`` until the broker answers it: a broker that does not (frozen, unreachable,
+    a partition changing leader) is back-pressure, waited out with ``policy``'s backoff and no
+    budget (``retry_until_ok``). Any other Kafka error is raised unchanged.
+
+    A call repeated after a timeout may have been written once already: what it writes must be
+    at-least-once safe (keyed, or checked by its reader).
+    """
+
+    async def once() -> T:
+        try:
+            return await call()
+        except KafkaError as exc:
+            if not broker_unavailable(exc):
+                raise
+            raise TransientError(
+                f"Kafka did not answer {what} ({type(exc).__name__}: {exc})"
+            ) from exc
+
+    return await retry_until_ok(once, policy, on_retry=on_wait)
 
 
 def make_producer(settings: KafkaSettings, **overrides: Any) -> AIOKafkaProducer:
