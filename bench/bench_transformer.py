@@ -30,6 +30,7 @@ from tests.otlp import Collected, start_collector
 from tests.unit.transformer.samples import petty_form, petty_row, snapshot
 
 from dingdee_common.codec import encode_model
+from dingdee_common.kafka import headers as hdr
 from dingdee_common.kafka.clients import make_consumer, make_producer
 from dingdee_common.kafka.topics import Topics, provision
 from dingdee_common.settings import KafkaSettings
@@ -40,7 +41,12 @@ ROOT = Path(__file__).resolve().parents[1]
 GOAL = 0.35
 
 
-def _snapshots(n: int) -> list[tuple[bytes, bytes]]:
+Item = tuple[bytes, bytes, hdr.Headers]
+
+
+def _snapshots(n: int) -> list[Item]:
+    """``n`` approvals as the extractor writes them: key, value and its headers (flow, source
+    id and a ``traceparent``, which the transformer passes on to the bill)."""
     rows = [petty_row("打印纸", "办公用品", "320.00"), petty_row("高铁票", "差旅费", "1,204.50")]
     form = petty_form(rows, total="1524.50")
     out = []
@@ -48,15 +54,16 @@ def _snapshots(n: int) -> list[tuple[bytes, bytes]]:
         snap = snapshot(
             form=form, business_id=f"2026110312{i:011d}", pid=f"bench-{i}", fingerprint=f"fp{i}"
         )
-        out.append((snap.process_instance_id.encode(), encode_model(snap)))
+        pid = snap.process_instance_id
+        out.append((pid.encode(), encode_model(snap), hdr.build(snap.flow, pid)))
     return out
 
 
-async def _produce(kafka: KafkaSettings, topic: str, items: list[tuple[bytes, bytes]]) -> None:
+async def _produce(kafka: KafkaSettings, topic: str, items: list[Item]) -> None:
     producer = make_producer(kafka)
     await producer.start()
     try:
-        futures = [await producer.send(topic, value=v, key=k) for k, v in items]
+        futures = [await producer.send(topic, value=v, key=k, headers=h) for k, v, h in items]
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
@@ -75,7 +82,10 @@ async def _passthrough(kafka: KafkaSettings, source: str, sink: str, n: int) -> 
             futures = []
             for records in batch.values():
                 for r in records:
-                    futures.append(await producer.send(sink, value=r.value, key=r.key))  # noqa: PERF401
+                    sent = await producer.send(
+                        sink, value=r.value, key=r.key, headers=list(r.headers)
+                    )
+                    futures.append(sent)
             await asyncio.gather(*futures)
             if futures:
                 await consumer.commit()

@@ -182,6 +182,15 @@ def _files(value: Any) -> list[FileRef]:
     ]
 
 
+def _may_name(table: Any, wanted: set[str]) -> bool:
+    """Whether a ``TableField`` value can hold a cell named one of ``wanted``: its JSON text
+    spells the name (or escapes characters, when only decoding tells). Most tables hold no
+    files; this spares decoding them a second time (the mapping decodes the rows it reads)."""
+    if not isinstance(table, str):
+        return False
+    return "\\u" in table or any(name in table for name in wanted)
+
+
 def files_in_form(values: Any, components: list[str]) -> list[FileRef]:
     """The files of the named ``DDAttachment`` components (by id or label), also inside
     ``TableField`` rows (dingtalk.md §9.3: scan recursively), in form order, each once."""
@@ -190,10 +199,11 @@ def files_in_form(values: Any, components: list[str]) -> list[FileRef]:
     for comp in values if isinstance(values, list) else []:
         if not isinstance(comp, dict):
             continue
-        named = {comp.get("id"), comp.get("name")} & wanted
-        if comp.get("component_type") == "DDAttachment" and named:
-            out.extend(_files(comp.get("value")))
-        elif comp.get("component_type") == "TableField" and isinstance(comp.get("value"), str):
+        kind = comp.get("component_type")
+        if kind == "DDAttachment":
+            if {comp.get("id"), comp.get("name")} & wanted:
+                out.extend(_files(comp.get("value")))
+        elif kind == "TableField" and _may_name(comp.get("value"), wanted):
             try:
                 rows = orjson.loads(comp["value"])
             except orjson.JSONDecodeError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import orjson
@@ -13,6 +14,7 @@ from dingdee_common.flows import FlowEntry, load_flows
 from dingdee_common.followups import (
     AttachmentSpec,
     WritebackSpec,
+    _may_name,
     files_in_form,
     followup_of,
     refusal,
@@ -61,6 +63,21 @@ class TestFilesInForm:
         assert files[0] == FileRef(
             file_id="1", file_name="发票.pdf", file_size=10, file_type="pdf", space_id="1"
         )
+
+    def test_a_table_cell_whose_name_is_json_escaped_is_still_found(self) -> None:
+        cell = json.dumps([_file("3", "a.png", 5, "png")])
+        rows = [{"rowValue": [{"key": "附件", "componentType": "DDAttachment", "value": cell}]}]
+        escaped = json.dumps(rows, ensure_ascii=True)  # "\\u9644\\u4ef6", as some clients send
+        assert "附件" not in escaped
+        form = [{"component_type": "TableField", "id": "T", "name": "明细", "value": escaped}]
+        assert [f.file_id for f in files_in_form(form, ["附件"])] == ["3"]
+
+    def test_a_table_that_cannot_name_the_component_is_not_decoded(self) -> None:
+        # not JSON at all: decoding it would find nothing either, but it is never tried
+        form = [{"component_type": "TableField", "id": "T", "name": "明细", "value": "[{x"}]
+        assert files_in_form(form, ["附件"]) == []
+        assert not _may_name("[{x", {"附件"})
+        assert _may_name('[{"key": "附件"}]', {"附件"})
 
     @pytest.mark.parametrize("value", ["null", "", "[]", "not json", None])
     def test_empty_or_broken_values_have_no_files(self, value: object) -> None:

@@ -250,16 +250,19 @@ def map_snapshot(
 
 def _source(flow: CompiledFlow, snapshot: ApprovalSnapshot) -> SourceRef:
     """Where the bill came from; with follow-ups (issue #18), the originator and the files."""
-    ref = SourceRef(
-        process_instance_id=snapshot.process_instance_id,
-        business_id=snapshot.business_id,
-        fingerprint=snapshot.fingerprint,
-    )
     if flow.followup_components is None:
-        return ref
+        return SourceRef(
+            process_instance_id=snapshot.process_instance_id,
+            business_id=snapshot.business_id,
+            fingerprint=snapshot.fingerprint,
+        )
     instance = snapshot.instance
     files = files_in_form(instance.get("form_component_values"), list(flow.followup_components))
     userid = instance.get("originator_userid")
-    return ref.model_copy(
-        update={"originator_userid": str(userid) if userid else None, "files": files}
+    return SourceRef(
+        process_instance_id=snapshot.process_instance_id,
+        business_id=snapshot.business_id,
+        fingerprint=snapshot.fingerprint,
+        originator_userid=str(userid) if userid else None,
+        files=files,
     )
