@@ -134,13 +134,47 @@ async def test_dead_lettered_text_and_refusal() -> None:
     v1, client = FakeV1(fail=refusal), FakeClient([])
     wb, producer, _ = writeback({}, v1, client)
     returned = await wb.handle(spec(), result(BillOutcome.FAILED))
-    assert returned is refusal
+    assert returned is not None and returned.error_type == "userNotExist"
+    assert "u1" in returned.message and "writeback.comment_user" in returned.message
+    assert "dingdee dlq replay --stage extractor --key p1 --execute" in returned.message
     assert states(producer) == ["pending", "failed"]
     text = codec.decode_model(
         producer.sent[0][2], WritebackMark, supported_versions=frozenset({1})
     ).text
     assert text.startswith("未能生成金蝶费用报销单：FProposerID: 员工 EMP0099 不存在")
-    # failed is final: a redelivery does not try again
+    # failed is final for a redelivery of the result: it does not try again
     v1.fail = None
     assert await wb.handle(spec(), result(BillOutcome.FAILED)) is None
     assert v1.comments == []
+
+
+async def test_a_replayed_request_posts_a_failed_key_once() -> None:
+    closed = PermanentError("审批状态异常", code="aflowProcessInstCanNotBeExecuted")
+    v1, client = FakeV1(fail=closed), FakeClient([])
+    wb, producer, _ = writeback({}, v1, client)
+    refused = await wb.handle(spec(), result())
+    assert refused is not None and refused.error_type == "aflowProcessInstCanNotBeExecuted"
+    assert "comments on finished approvals" in refused.message
+    # refused again while the cause is not fixed: failed again, replayable again
+    again = await wb.handle(spec(), result(), again=True)
+    assert again is not None and v1.comments == []
+    v1.fail = None
+    assert await wb.handle(spec(), result(), again=True) is None
+    assert v1.comments == [("p1", TEXT, "u1")]
+    assert client.gets == 0  # a failed key had no comment posted: nothing to check first
+    # a second copy of the replay, and the result redelivered: never a second comment
+    assert await wb.handle(spec(), result(), again=True) is None
+    assert await wb.handle(spec(), result()) is None
+    assert len(v1.comments) == 1
+    assert states(producer) == ["pending", "failed", "pending", "failed", "pending", "done"]
+
+
+async def test_no_signer_is_a_replayable_refusal() -> None:
+    v1, client = FakeV1(), FakeClient([])
+    wb, _, _ = writeback({}, v1, client)
+    nobody = result().model_copy(
+        update={"source": SourceRef(process_instance_id="p1", originator_userid=None)}
+    )
+    refused = await wb.handle(spec(), nobody)
+    assert refused is not None and refused.error_type == "writeback_no_user"
+    assert "writeback.comment_user" in refused.message and v1.comments == []

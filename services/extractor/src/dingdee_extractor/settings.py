@@ -14,6 +14,7 @@ __all__ = [
     "DingTalkSettings",
     "EventsSettings",
     "ExtractorSettings",
+    "FollowupSettings",
     "OutageSettings",
     "PollSettings",
 ]
@@ -203,6 +204,19 @@ class OutageSettings(_Block):
         )
 
 
+class FollowupSettings(_Block):
+    """The follow-ups of saved bills (``DINGDEE_FOLLOWUPS__*``, issue #18)."""
+
+    stuck_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description="a follow-up (write-back, download URL) waiting longer makes /readyz say so",
+    )
+    check_interval_seconds: float = Field(
+        default=5.0, gt=0, description="how often the oldest pending follow-up's age is taken"
+    )
+
+
 class ContactSourceSettings(BaseModel):
     """DingTalk contact sources (``DINGDEE_REFDATA__*``, issue #14)."""
 
@@ -224,4 +238,5 @@ class ExtractorSettings(ServiceSettings):
     events: EventsSettings = EventsSettings()
     retry: RetrySettings = RetrySettings(max_attempts=5, deadline_seconds=60)
     outage: OutageSettings = OutageSettings()
+    followups: FollowupSettings = FollowupSettings()
     http: HttpServerSettings = HttpServerSettings(port=9401)
