@@ -412,6 +412,11 @@ def _attachment_panels() -> list[tuple[str, list[tuple[str, str]], str]]:
             ],
             "short",
         ),
+        (
+            "Oldest pending follow-up (write-back, download URL): age",
+            [("max(dingdee_followups_oldest_pending_seconds)", "oldest")],
+            "s",
+        ),
     ]
 
 
