@@ -49,7 +49,13 @@ from dingdee_common.contracts.v1 import (
     SourceRef,
     utcnow,
 )
-from dingdee_common.errors import ErrorClass, PermanentError, PoisonMessageError, TransientError
+from dingdee_common.errors import (
+    ErrorClass,
+    FatalError,
+    PermanentError,
+    PoisonMessageError,
+    TransientError,
+)
 from dingdee_common.flows import load_flows
 from dingdee_common.followups import AttachmentSpec, FollowupSpec, followup_of, refusal
 from dingdee_common.kafka import headers as hdr
@@ -86,10 +92,25 @@ _REFUSED_BY_DINGTALK = {
 
 
 def load_specs(settings: ExtractorSettings) -> dict[str, FollowupSpec]:
-    """The follow-ups of every enabled flow that declares some."""
+    """The follow-ups of every enabled flow that declares some.
+
+    Raises:
+        FatalError: a flow sends work notifications from an app without ``agent_id``.
+    """
     flows = load_flows(settings.flows_file)
     specs = (followup_of(entry, str(settings.flows_file)) for entry in flows.enabled())
-    return {spec.flow: spec for spec in specs if spec is not None}
+    out = {spec.flow: spec for spec in specs if spec is not None}
+    for spec in out.values():
+        notifies = spec.writeback is not None and "notification" in spec.writeback.channels
+        app = settings.dingtalk.apps.get(spec.app)
+        if notifies and (app is None or app.agent_id is None):
+            raise FatalError(
+                f"flow {spec.flow!r} sends work notifications (writeback.notify) from app "
+                f"{spec.app!r}, which has no agent_id: set it in DINGDEE_DINGTALK__APPS "
+                "(the app's AgentId in the DingTalk developer console)",
+                code="config",
+            )
+    return out
 
 
 async def build_followups(
@@ -154,6 +175,7 @@ class Followups:
             metrics,
             settings.outage.policy(),
             self._count,
+            {n: a.agent_id for n, a in settings.dingtalk.apps.items() if a.agent_id is not None},
         )
 
     def _count(self, app: str) -> None:

@@ -29,6 +29,12 @@ class DingTalkApp(_Block):
 
     app_key: str = Field(min_length=1)
     app_secret: SecretStr
+    agent_id: int | None = Field(
+        default=None,
+        ge=1,
+        description="the app's AgentId: needed by flows whose writeback.notify sends work "
+        "notifications (topapi/message/corpconversation/asyncsend_v2)",
+    )
     monthly_call_budget: int | None = Field(
         default=None,
         ge=1,
