@@ -168,7 +168,7 @@ async def test_a_replayed_request_posts_a_failed_key_once() -> None:
     wb, producer, _ = writeback({}, v1, client)
     refused = await wb.handle(spec(), result())
     assert refused is not None and refused.error_type == "aflowProcessInstCanNotBeExecuted"
-    assert "comments on finished approvals" in refused.message
+    assert "in its present state" in refused.message
     # refused again while the cause is not fixed: failed again, replayable again
     again = await wb.handle(spec(), result(), again=True)
     assert again is not None and v1.comments == []

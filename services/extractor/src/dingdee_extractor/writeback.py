@@ -58,8 +58,9 @@ _REFUSED = {
     "aflowProcessInstNotExist": "DingTalk does not know the approval (deleted?): check it in "
     "DingTalk; if it is gone, drop this dead letter",
     "aflowProcessInstCanNotBeExecuted": "DingTalk refuses comments on the approval in its "
-    "present state (审批状态异常): allow comments on finished approvals in the DingTalk admin "
-    "console, or wait until the approval can take one",
+    "present state (审批状态异常; a finished approval may take none, dingtalk.md §9.4.1): "
+    "wait until it takes comments, or send a work notification instead (writeback.notify of "
+    "flow {flow!r}, restart the extractor)",
     "invalidInstanceCommentText": "DingTalk refuses the text: fix writeback.*_text of flow "
     "{flow!r}, restart the extractor",
     "writeback_no_user": "the approval names no originator to sign the comment: set "
