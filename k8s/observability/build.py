@@ -403,14 +403,20 @@ def _attachment_panels() -> list[tuple[str, list[tuple[str, str]], str]]:
             "short",
         ),
         (
-            "Write-back comments by outcome and result (per hour)",
+            "Write-backs by channel, outcome and result (per hour)",
             [
                 (
-                    f"sum by (outcome, result) (increase(dingdee_writebacks_total{F}[1h]))",
-                    "{{outcome}} {{result}}",
+                    "sum by (channel, outcome, result) "
+                    f"(increase(dingdee_writebacks_total{F}[1h]))",
+                    "{{channel}} {{outcome}} {{result}}",
                 )
             ],
             "short",
+        ),
+        (
+            "Oldest pending follow-up (write-back, download URL): age",
+            [("max(dingdee_followups_oldest_pending_seconds)", "oldest")],
+            "s",
         ),
     ]
 

@@ -10,6 +10,8 @@
       enabled: true
       outcomes: [saved, dead_lettered]
       comment_user: originator      # or a DingTalk userid that signs the comment
+      notify: comment               # comment | notification (a work notification to the
+                                    # applicant, from the app's agent) | both
       saved_text: "已生成金蝶{form_name} {number}"
       dead_lettered_text: "未能生成金蝶{form_name}：{reason}"
 
@@ -31,6 +33,7 @@ from dingdee_common.flows import FlowEntry
 
 __all__ = [
     "AttachmentSpec",
+    "Channel",
     "FollowupSpec",
     "WritebackSpec",
     "files_in_form",
@@ -38,6 +41,7 @@ __all__ = [
     "refusal",
 ]
 
+Channel = Literal["comment", "notification"]
 _FIELDS = {"form_name", "number", "bill_key", "reason", "business_id", "flow"}
 # Kingdee form ids → the words an applicant reads in a comment
 FORM_NAMES = {"ER_ExpReimbursement": "费用报销单", "BD_Department": "部门"}
@@ -66,6 +70,7 @@ class WritebackSpec(BaseModel):
     enabled: bool = True
     outcomes: list[Literal["saved", "dead_lettered"]] = Field(default=["saved"])
     comment_user: str = "originator"
+    notify: Literal["comment", "notification", "both"] = "comment"
     saved_text: str = "已生成金蝶{form_name} {number}"
     dead_lettered_text: str = "未能生成金蝶{form_name}：{reason}。请联系财务处理。"
 
@@ -79,6 +84,13 @@ class WritebackSpec(BaseModel):
         if not value.strip() or len(value) > 900:
             raise ValueError("the text must be 1–900 characters (DingTalk takes 1024)")
         return value
+
+    @property
+    def channels(self) -> tuple[Channel, ...]:
+        """Where the text goes: the approval's comments, the applicant's work notifications."""
+        if self.notify == "both":
+            return ("comment", "notification")
+        return (self.notify,)
 
     def text(self, outcome: str, **values: str) -> str:
         """The comment for ``outcome``, within DingTalk's 1 024 characters (dingtalk.md §9.4.1)."""

@@ -36,6 +36,7 @@ ALERTS = {
     "DingdeeTargetDown",
     "DingdeeKingdeeUnavailable",
     "DingdeeParkedTooLong",
+    "DingdeeFollowupsStuck",
 }
 
 
@@ -202,7 +203,8 @@ class TestInhibition:
         ns = "dingdee"
         kingdee = _alert("DingdeeKingdeeUnavailable", namespace=ns, job="dingdee-loader")
         dingtalk = _alert("DingdeeDingTalkUnavailable", namespace=ns, app="main")
-        for source, stage in ((kingdee, "loader"), (dingtalk, "extractor")):
+        stuck = _alert("DingdeeFollowupsStuck", namespace=ns)
+        for source, stage in ((kingdee, "loader"), (dingtalk, "extractor"), (stuck, "extractor")):
             assert _inhibited(_alert("DingdeeServiceNotReady", namespace=ns, stage=stage), [source])
             for other in {"extractor", "transformer", "loader"} - {stage}:
                 target = _alert("DingdeeServiceNotReady", namespace=ns, stage=other)

@@ -1,7 +1,7 @@
 """The extractor's follow-ups of a saved bill (issue #18, DESIGN §11 "Attachments and write-back").
 
-One consumer (group ``<group_id>-followups``) reads ``bills.result``, ``attachments.refresh``
-and ``dlq.transformer``:
+One consumer (group ``<group_id>-followups``) reads ``bills.result``, ``attachments.refresh``,
+``writeback.requests`` and ``dlq.transformer``:
 
 * a result of a flow with ``writeback`` → :class:`~dingdee_extractor.writeback.Writeback`; so
   is a ``permanent`` transformer dead letter (the approval could not be mapped: outcome
@@ -11,7 +11,14 @@ and ``dlq.transformer``:
   file the flow refuses (type, size) or DingTalk will not hand out (``userNotExist``: the
   originator has left), the reason in plain words — the loader dead-letters such an item, and
   a replay of it comes back here as a refresh request, checked again;
-* a refresh request (the loader found the URL expired) → a new work item for the same file.
+* a refresh request (the loader found the URL expired) → a new work item for the same file;
+* a write-back request (a replayed write-back dead letter) → that write-back once more, and
+  nothing else (no attachment work, no bill).
+
+A write-back DingTalk refuses becomes a dead letter on ``dlq.extractor`` whose value is the
+``BillResult`` and whose original topic is ``writeback.requests`` (header
+``dingdee-writeback-cause`` names the record that caused it), with what to fix in its reason:
+``dingdee dlq replay`` puts it on ``writeback.requests`` and the comment is posted once.
 
 DingTalk calls pace through the app's token bucket and are counted in the month's usage under
 the checkpoint key ``followups:<app>`` (``dingdee quota status``). An outage of DingTalk holds
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
@@ -41,7 +49,13 @@ from dingdee_common.contracts.v1 import (
     SourceRef,
     utcnow,
 )
-from dingdee_common.errors import ErrorClass, PermanentError, PoisonMessageError, TransientError
+from dingdee_common.errors import (
+    ErrorClass,
+    FatalError,
+    PermanentError,
+    PoisonMessageError,
+    TransientError,
+)
 from dingdee_common.flows import load_flows
 from dingdee_common.followups import AttachmentSpec, FollowupSpec, followup_of, refusal
 from dingdee_common.kafka import headers as hdr
@@ -60,6 +74,7 @@ from dingdee_common.retry import retry_until_ok
 from dingdee_extractor.dingtalk.client import DingTalkClient
 from dingdee_extractor.dingtalk.v1 import V1Client
 from dingdee_extractor.metrics import ExtractorMetrics
+from dingdee_extractor.pending import PendingFollowups
 from dingdee_extractor.settings import ExtractorSettings
 from dingdee_extractor.writeback import Writeback, load_marks
 
@@ -67,6 +82,7 @@ __all__ = ["Followups", "build_followups"]
 
 log = get_logger(__name__)
 _V1 = frozenset({1})
+_CAUSE = "dingdee-writeback-cause"
 _REFUSED_BY_DINGTALK = {
     "userNotExist": "the approval's originator has left the organisation, so DingTalk no longer "
     "hands out its files (dingtalk.md §9.3.1): attach the file in Kingdee by hand",
@@ -76,10 +92,25 @@ _REFUSED_BY_DINGTALK = {
 
 
 def load_specs(settings: ExtractorSettings) -> dict[str, FollowupSpec]:
-    """The follow-ups of every enabled flow that declares some."""
+    """The follow-ups of every enabled flow that declares some.
+
+    Raises:
+        FatalError: a flow sends work notifications from an app without ``agent_id``.
+    """
     flows = load_flows(settings.flows_file)
     specs = (followup_of(entry, str(settings.flows_file)) for entry in flows.enabled())
-    return {spec.flow: spec for spec in specs if spec is not None}
+    out = {spec.flow: spec for spec in specs if spec is not None}
+    for spec in out.values():
+        notifies = spec.writeback is not None and "notification" in spec.writeback.channels
+        app = settings.dingtalk.apps.get(spec.app)
+        if notifies and (app is None or app.agent_id is None):
+            raise FatalError(
+                f"flow {spec.flow!r} sends work notifications (writeback.notify) from app "
+                f"{spec.app!r}, which has no agent_id: set it in DINGDEE_DINGTALK__APPS "
+                "(the app's AgentId in the DingTalk developer console)",
+                code="config",
+            )
+    return out
 
 
 async def build_followups(
@@ -87,8 +118,12 @@ async def build_followups(
     producer: AIOKafkaProducer,
     client: DingTalkClient,
     metrics: ExtractorMetrics,
+    behind: Callable[[str, str | None], None],
 ) -> Followups | None:
-    """The follow-up worker, or None when no flow declares attachments or a write-back."""
+    """The follow-up worker, or None when no flow declares attachments or a write-back.
+
+    ``behind``: told when the oldest pending follow-up waits too long (``OutageWatch.behind``).
+    """
     specs = load_specs(settings)
     if not specs:
         return None
@@ -100,7 +135,10 @@ async def build_followups(
         for k, cp in (await latest_checkpoints(settings.kafka, topics.checkpoints)).items()
         if k.startswith("followups:")
     }
-    return Followups(settings, specs, producer, client, v1, metrics.followups, marks, usage)
+    pending = PendingFollowups(settings.followups, metrics.followups_oldest, behind)
+    return Followups(
+        settings, specs, producer, client, v1, metrics.followups, marks, usage, pending
+    )
 
 
 class Followups:
@@ -116,8 +154,10 @@ class Followups:
         metrics: FollowupMetrics,
         marks: dict[str, Any],
         usage: dict[str, Checkpoint],
+        pending: PendingFollowups,
     ) -> None:
         self._s = settings
+        self.pending = pending
         self.specs = specs
         self._producer = producer
         self._v1 = v1
@@ -135,6 +175,7 @@ class Followups:
             metrics,
             settings.outage.policy(),
             self._count,
+            {n: a.agent_id for n, a in settings.dingtalk.apps.items() if a.agent_id is not None},
         )
 
     def _count(self, app: str) -> None:
@@ -160,17 +201,22 @@ class Followups:
             self._s.kafka,
             self._topics.bills_result,
             self._topics.attachments_refresh,
+            self._topics.writeback_requests,
             self._topics.dlq("transformer"),
             group_id=f"{self._s.group_id}-followups",
             max_poll_records=50,
         )
         await consumer.start()
+        watch = asyncio.create_task(self.pending.watch(stop))
         try:
             while not stop.is_set():
                 batches = await consumer.getmany(timeout_ms=500)
-                for tp, records in batches.items():
-                    for record in records:
-                        await self._until_handled(tp, record)
+                batch = [(tp, r) for tp, records in batches.items() for r in records]
+                self.pending.batch([(tp.topic, r) for tp, r in batch])
+                for index, (tp, record) in enumerate(batch):
+                    self.pending.taking(index)
+                    await self._until_handled(tp, record)
+                self.pending.done()
                 await self._save_usage()
                 if batches:
                     try:
@@ -178,6 +224,8 @@ class Followups:
                     except KafkaError as exc:  # the batch comes again: each step is idempotent
                         log.warning("extractor.followup.commit_failed", error=str(exc)[:300])
         finally:
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
             await consumer.stop()
             await self._v1.aclose()
 
@@ -211,6 +259,9 @@ class Followups:
                     record.value, AttachmentRefresh, supported_versions=_V1
                 )
                 await self._refresh(refresh, source)
+            elif tp.topic == self._topics.writeback_requests:
+                result = codec.decode_model(record.value, BillResult, supported_versions=_V1)
+                await self._writeback(result, source, again=True)
             else:
                 result = codec.decode_model(record.value, BillResult, supported_versions=_V1)
                 await self._result(result, source)
@@ -224,16 +275,7 @@ class Followups:
         spec = self.specs.get(result.flow)
         if spec is None:
             return
-        refused = await self.writeback.handle(spec, result)
-        if refused is not None:
-            await self._dlq.publish(
-                source,
-                error_class=ErrorClass.PERMANENT,
-                error_type=refused.error_type,
-                message=f"write-back comment for approval {result.source.process_instance_id} "
-                f"refused by DingTalk: {refused.message}. Add the comment by hand "
-                "(write-back dead letters are not replayed)",
-            )
+        await self._writeback(result, source)
         saved = result.outcome in (BillOutcome.SAVED, BillOutcome.ALREADY_EXISTS)
         if spec.attachments is None or not saved or not result.source.files:
             return
@@ -250,6 +292,42 @@ class Followups:
                 file=file,
             )
             await self._publish(spec, spec.attachments, work, source.headers)
+
+    async def _writeback(
+        self, result: BillResult, source: SourceRecord, *, again: bool = False
+    ) -> None:
+        """The write-back ``result`` calls for; a refusal becomes a replayable dead letter."""
+        spec = self.specs.get(result.flow)
+        if spec is None:
+            log.warning("extractor.followup.writeback_unknown_flow", flow=result.flow)
+            return
+        refused = await self.writeback.handle(spec, result, again=again)
+        if refused is None:
+            return
+        await self._dlq.publish(
+            self._request(result, source),
+            error_class=ErrorClass.PERMANENT,
+            error_type=refused.error_type,
+            message=refused.message,
+        )
+
+    def _request(self, result: BillResult, source: SourceRecord) -> SourceRecord:
+        """The dead letter's record: a write-back request whose replay runs it once more."""
+        topic = self._topics.writeback_requests
+        cause = f"{source.topic}/{source.partition}/{source.offset}"
+        carry = hdr.trace_headers(list(source.headers))
+        headers = [*hdr.build(result.flow, result.source.process_instance_id, carry=carry)]
+        headers.append((_CAUSE, cause.encode()))
+        if source.topic == topic:  # a replayed request refused again keeps its replay count
+            headers = list(source.headers)
+        return SourceRecord(
+            topic,
+            source.partition,
+            source.offset,
+            result.source.process_instance_id.encode(),
+            codec.encode_model(result),
+            tuple(headers),
+        )
 
     async def _mapping_failure(self, source: SourceRecord) -> None:
         """A transformer dead letter (the approval could not be mapped): its write-back, with

@@ -37,6 +37,7 @@ class ExtractorMetrics:
     events_last_received: Gauge
     dingtalk_up: Gauge
     punished: Counter
+    followups_oldest: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> ExtractorMetrics:
@@ -158,6 +159,12 @@ class ExtractorMetrics:
                 "DingTalk anti-abuse ban answers ({status:1111, punish:deny}): the egress IP "
                 "made too many calls; every call waits the ban out",
                 ["app"],
+                registry=registry,
+            ),
+            followups_oldest=Gauge(
+                "dingdee_followups_oldest_pending_seconds",
+                "Age of the oldest follow-up (write-back comment, attachment download URL) the "
+                "extractor has taken up and not finished, from its record's time; 0 when none",
                 registry=registry,
             ),
         )

@@ -10,6 +10,10 @@ when, and ``dingdee_dingtalk_up{app}`` is 0 while DingTalk is.
 Configuration errors found while running (:meth:`OutageWatch.report`: Stream mode refused, a
 ``process_code`` DingTalk does not know) are no outage: nothing waits for them, polling goes on,
 but ``/readyz`` names them until they are fixed.
+
+Work held up longer than it should be (:meth:`OutageWatch.behind`: follow-ups waiting on DingTalk
+past ``DINGDEE_FOLLOWUPS__STUCK_SECONDS``) is back-pressure too: ``/readyz`` says so, with the
+reason, until it catches up.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ class OutageWatch:
         self._down: dict[str, dict[str, str]] = {}  # "DingTalk app 'x'" or Kafka → {flow: why}
         self._since: dict[str, float] = {}  # the same keys → wall time it went down
         self._problems: dict[str, str] = {}  # configuration errors found running: what → why
+        self._behind: dict[str, str] = {}  # work held up (back-pressure): what → why
         self._apps = sorted(set(apps))
         for app in self._apps:
             metrics.dingtalk_up.labels(app).set(1)
@@ -131,17 +136,29 @@ class OutageWatch:
             self._problems[subject] = error
         self._publish()
 
+    def behind(self, subject: str, why: str | None) -> None:
+        """``subject`` is held up by back-pressure, and why (None: it caught up)."""
+        if self._behind.get(subject) == why:
+            return
+        if why is None:
+            self._behind.pop(subject, None)
+        else:
+            self._behind[subject] = why
+        self._publish()
+
     def _publish(self) -> None:
         """The gauges, and ``/readyz`` naming what is down, since when and why."""
         for down in [d for d, flows in self._down.items() if not flows]:
             del self._down[down], self._since[down]
         for app in self._apps:
             self._metrics.dingtalk_up.labels(app).set(0 if _dingtalk(app) in self._down else 1)
-        self._metrics.stage.ready.labels("extractor").set(0 if self._down or self._problems else 1)
-        if not self._down and not self._problems:
+        trouble = bool(self._down or self._problems or self._behind)
+        self._metrics.stage.ready.labels("extractor").set(0 if trouble else 1)
+        if not trouble:
             self._health.set_ready()
             return
         reasons = [f"configuration error: {why}" for _, why in sorted(self._problems.items())]
+        reasons += [why for _, why in sorted(self._behind.items())]
         for down, flows in sorted(self._down.items()):
             seconds = time.time() - self._since[down]
             reasons.append(

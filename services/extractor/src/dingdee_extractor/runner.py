@@ -66,7 +66,9 @@ async def run(backfill: BackfillArgs | None = None, progress: Progress | None = 
             await producer.start()
             app = ExtractorApp(settings, sources, producer, client, metrics, health)
             await app.setup()
-            followups = await build_followups(settings, producer, client, metrics)
+            followups = await build_followups(
+                settings, producer, client, metrics, app.outage.behind
+            )
             refs = load_flows(settings.flows_file).references().owned_by("extractor")
             contacts = ContactSync(settings, client, producer, refs)
             app.contact_hook = contacts.on_event

@@ -14,6 +14,7 @@ __all__ = [
     "DingTalkSettings",
     "EventsSettings",
     "ExtractorSettings",
+    "FollowupSettings",
     "OutageSettings",
     "PollSettings",
 ]
@@ -28,6 +29,12 @@ class DingTalkApp(_Block):
 
     app_key: str = Field(min_length=1)
     app_secret: SecretStr
+    agent_id: int | None = Field(
+        default=None,
+        ge=1,
+        description="the app's AgentId: needed by flows whose writeback.notify sends work "
+        "notifications (topapi/message/corpconversation/asyncsend_v2)",
+    )
     monthly_call_budget: int | None = Field(
         default=None,
         ge=1,
@@ -203,6 +210,19 @@ class OutageSettings(_Block):
         )
 
 
+class FollowupSettings(_Block):
+    """The follow-ups of saved bills (``DINGDEE_FOLLOWUPS__*``, issue #18)."""
+
+    stuck_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description="a follow-up (write-back, download URL) waiting longer makes /readyz say so",
+    )
+    check_interval_seconds: float = Field(
+        default=5.0, gt=0, description="how often the oldest pending follow-up's age is taken"
+    )
+
+
 class ContactSourceSettings(BaseModel):
     """DingTalk contact sources (``DINGDEE_REFDATA__*``, issue #14)."""
 
@@ -224,4 +244,5 @@ class ExtractorSettings(ServiceSettings):
     events: EventsSettings = EventsSettings()
     retry: RetrySettings = RetrySettings(max_attempts=5, deadline_seconds=60)
     outage: OutageSettings = OutageSettings()
+    followups: FollowupSettings = FollowupSettings()
     http: HttpServerSettings = HttpServerSettings(port=9401)

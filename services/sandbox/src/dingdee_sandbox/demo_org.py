@@ -30,6 +30,7 @@ class DemoApp:
     app_key: str
     app_secret: str
     corp_id: str
+    agent_id: int  # the app's AgentId: the sender of its work notifications
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,7 @@ DEMO_APP = DemoApp(
     app_key="dingdemo0app0key0001",
     app_secret="demo-app-secret-0123456789abcdef",  # noqa: S106 - public demo value
     corp_id="ding0demo0corp",
+    agent_id=3_140_000_001,
 )
 
 # process_code per example flow

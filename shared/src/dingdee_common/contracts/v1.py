@@ -287,10 +287,12 @@ class AttachmentResult(_Message):
 
 class WritebackMark(_Message):
     """``writeback.log`` (compacted, keyed ``<process_instance_id>:<outcome>``): a write-back
-    comment about to be posted (``pending``) or posted (``done``) — the durable dedup."""
+    comment (or work notification, ``channel``) about to be sent (``pending``) or sent
+    (``done``) — the durable dedup. A notification's key ends in ``:notification``."""
 
     process_instance_id: str
     outcome: Literal["saved", "dead_lettered"]
+    channel: Literal["comment", "notification"] = "comment"
     state: Literal["pending", "done", "failed"]
     text: str
     bill_key: str

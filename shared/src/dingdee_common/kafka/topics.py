@@ -71,6 +71,12 @@ class Topics:
         return self._n("writeback.log")
 
     @property
+    def writeback_requests(self) -> str:
+        """A write-back to run again: where a replayed write-back dead letter goes (the
+        extractor's follow-up consumer reads it; issue #18)."""
+        return self._n("writeback.requests")
+
+    @property
     def checkpoints(self) -> str:
         return self._n("extractor.checkpoints")
 
@@ -106,7 +112,9 @@ class Topics:
 
     def replay_targets(self) -> frozenset[str]:
         """The allow-list of topics a dead letter may be replayed onto."""
-        return frozenset({self.approvals_raw, self.bills_ready, self.attachments_work})
+        return frozenset(
+            {self.approvals_raw, self.bills_ready, self.attachments_work, self.writeback_requests}
+        )
 
     def specs(self, partitions: int) -> list[TopicSpec]:
         data = {"retention.ms": _WEEK_MS}
@@ -119,6 +127,7 @@ class Topics:
             TopicSpec(self.attachments_refresh, partitions, data),
             TopicSpec(self.attachments_result, partitions, data),
             TopicSpec(self.writeback_log, 1, {"cleanup.policy": "compact"}),
+            TopicSpec(self.writeback_requests, 1, data),
             TopicSpec(self.checkpoints, 1, {"cleanup.policy": "compact"}),
             *(TopicSpec(self.dlq(stage), 1, dlq) for stage in STAGES),
             TopicSpec(self.replay_audit, 1, {"retention.ms": "-1"}),

@@ -52,8 +52,9 @@ class FollowupMetrics:
             ),
             writebacks=Counter(
                 "dingdee_writebacks_total",
-                "Write-back comments by bill outcome and result (posted, duplicate, failed)",
-                ["flow", "outcome", "result"],
+                "Write-backs by bill outcome, result (posted, duplicate, failed) and channel "
+                "(comment, notification)",
+                ["flow", "outcome", "result", "channel"],
                 registry=registry,
             ),
         )

@@ -200,7 +200,11 @@ class Stack:
             env["DINGDEE_EVENTS__BASE_URL"] = self.dingtalk_url  # used when events are enabled
             env["DINGDEE_POLL__INTERVAL_SECONDS"] = "5"
             # the sandbox meters nothing: a budget this large keeps the demo's 5 s polling
-            demo_app = {"app_key": DEMO_APP.app_key, "app_secret": DEMO_APP.app_secret}
+            demo_app = {
+                "app_key": DEMO_APP.app_key,
+                "app_secret": DEMO_APP.app_secret,
+                "agent_id": DEMO_APP.agent_id,
+            }
             env["DINGDEE_DINGTALK__APPS"] = json.dumps(
                 {DEMO_APP.name: {**demo_app, "monthly_call_budget": 1_000_000_000}}
             )

@@ -25,6 +25,7 @@ from dingdee_extractor.settings import DingTalkApp, DingTalkSettings
 
 __all__ = [
     "AUTH_CODES",
+    "NOTIFY_PATH",
     "DingTalkClient",
     "DingTalkPunishedError",
     "DingTalkUnavailableError",
@@ -41,6 +42,7 @@ _APP_QPS = "90018"
 _ISV_QPS = "90019"  # an ISV app's per-org, per-API limit: a per-second window like 90018 (§5.1)
 _GLOBAL_QPS = "90002"
 _QUOTA = "90020"
+NOTIFY_PATH = "/topapi/message/corpconversation/asyncsend_v2"
 
 
 def answer_code(body: dict[str, Any]) -> tuple[int | None, str]:
@@ -222,6 +224,27 @@ class DingTalkClient:
         if not isinstance(instance, dict):
             raise TransientError(f"get {instance_id}: response without process_instance")
         return instance
+
+    async def notify(self, app: str, agent_id: int, userid: str, text: str) -> int:
+        """Send one text work notification to ``userid`` from the app's agent; the task id.
+
+        ``POST /topapi/message/corpconversation/asyncsend_v2`` (body ``agent_id``,
+        ``userid_list``, ``msg``; answer ``task_id``), as DingTalk documents it at
+        https://open.dingtalk.com/document/orgapp/asynchronous-sending-of-enterprise-session-messages
+        (English: https://help.dingtalk.io/open/development/asynchronous-sending-of-enterprise-session-messages);
+        the contract (dingtalk.md) does not cover it. Not idempotent; DingTalk drops the same
+        content sent to the same employee again within a day, answering success all the same.
+        """
+        payload = {
+            "agent_id": agent_id,
+            "userid_list": userid,
+            "msg": {"msgtype": "text", "text": {"content": text}},
+        }
+        body = await self._call(app, "notify", NOTIFY_PATH, payload)
+        task = body.get("task_id")
+        if not isinstance(task, int):
+            raise TransientError(f"DingTalk asyncsend_v2 for {userid}: answer without task_id")
+        return task
 
     async def contacts(
         self, app: str, api: str, path: str, payload: dict[str, Any]

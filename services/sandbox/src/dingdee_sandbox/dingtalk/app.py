@@ -17,6 +17,7 @@ from dingdee_sandbox.dingtalk.attachments import attachment_routes
 from dingdee_sandbox.dingtalk.contacts import contact_routes
 from dingdee_sandbox.dingtalk.control import control_routes
 from dingdee_sandbox.dingtalk.keys import API, APP, BODY, STATE
+from dingdee_sandbox.dingtalk.notify import NOTICES, Notices, notify_routes
 from dingdee_sandbox.dingtalk.oldhost import old_routes
 from dingdee_sandbox.dingtalk.schemas import schema_routes
 from dingdee_sandbox.dingtalk.shapes import answer_shapes
@@ -104,7 +105,9 @@ def create_app(state: State | None = None) -> web.Application:
     app.on_shutdown.append(close_sockets)
     app.cleanup_ctx.append(redelivery)
     app.add_routes(gateway.routes())
+    app[NOTICES] = Notices()
     app.add_routes(contact_routes())  # before the old host's /topapi catch-all
+    app.add_routes(notify_routes())  # work notifications (issue #18), also before it
     app.add_routes(old_routes())
     app.add_routes(v1_routes())
     app.add_routes(schema_routes())
