@@ -68,6 +68,32 @@ async def run_backfill(
 
     A DingTalk outage is waited out (``OutageWatch``), resuming from the last chunk.
     """
+    poller = await _poller(args, settings, source, producer, client, metrics, progress)
+    watch = OutageWatch(settings.outage, metrics, health, [source.app])
+    await watch.cycle(poller, stop)
+    while poller.cp.open_instances and not args.no_follow and not stop.is_set():
+        await asyncio.sleep(min(60.0, settings.poll.open_recheck_initial_seconds))
+        await watch.cycle(poller, stop)
+    log.info(
+        "extractor.backfill.finished",
+        flow=source.flow,
+        calls=poller.calls,
+        open_instances=len(poller.cp.open_instances),
+    )
+    return 130 if stop.is_set() else 0
+
+
+async def _poller(
+    args: BackfillArgs,
+    settings: ExtractorSettings,
+    source: FlowSource,
+    producer: AIOKafkaProducer,
+    client: DingTalkClient,
+    metrics: ExtractorMetrics,
+    progress: Progress | None,
+) -> FlowPoller:
+    """The backfill's poller: from its own checkpoint (``backfill:<flow>``), windows of
+    ``chunk_days`` with no overlap, up to ``end``; ``progress`` hears the start and every window."""
     topics = Topics(settings.kafka.topic_prefix)
     store = CheckpointStore(settings.kafka, topics.checkpoints, producer)
     key = f"backfill:{source.flow}"
@@ -84,7 +110,7 @@ async def run_backfill(
     async def save(cp: Checkpoint) -> None:
         await store.save(cp, key=key)
 
-    poller = FlowPoller(
+    return FlowPoller(
         source.model_copy(update={"start_date": args.start}),
         checkpoint,
         client=client,
@@ -98,15 +124,3 @@ async def run_backfill(
         until_ms=until,
         on_window=lambda lo, hi, n: shown(hi - start, total_ms),
     )
-    watch = OutageWatch(settings.outage, metrics, health, [source.app])
-    await watch.cycle(poller, stop)
-    while poller.cp.open_instances and not args.no_follow and not stop.is_set():
-        await asyncio.sleep(min(60.0, settings.poll.open_recheck_initial_seconds))
-        await watch.cycle(poller, stop)
-    log.info(
-        "extractor.backfill.finished",
-        flow=source.flow,
-        calls=poller.calls,
-        open_instances=len(poller.cp.open_instances),
-    )
-    return 130 if stop.is_set() else 0
