@@ -90,17 +90,7 @@ async def run(
     )
     supervising = asyncio.create_task(supervisor.run())
     try:
-        console.print(
-            f"broker {stack.bootstrap} · DingTalk sandbox {stack.dingtalk_url} · "
-            f"Kingdee sandbox {stack.kingdee_url}"
-        )
-        console.print(
-            "ops ports: " + ", ".join(f"{k} :{v}" for k, v in sorted(stack.ops_ports.items()))
-        )
-        if config.console:
-            console.print(
-                f"console {stack.console_link}", markup=False, highlight=False, soft_wrap=True
-            )
+        _announce(stack, console)
         if on_started is not None:
             on_started(stack, supervisor)
         return await _watch(Watcher(stack, supervisor, options), stop, started, options, console)
@@ -110,6 +100,21 @@ async def run(
         console.print("stopping …")
         await stack.stop()
         console.print("stopped cleanly.")
+
+
+def _announce(stack: Stack, console: Console) -> None:
+    """Where the parts of the started stack answer (the console with its local token)."""
+    console.print(
+        f"broker {stack.bootstrap} · DingTalk sandbox {stack.dingtalk_url} · "
+        f"Kingdee sandbox {stack.kingdee_url}"
+    )
+    console.print(
+        "ops ports: " + ", ".join(f"{k} :{v}" for k, v in sorted(stack.ops_ports.items()))
+    )
+    if stack.config.console:
+        console.print(
+            f"console {stack.console_link}", markup=False, highlight=False, soft_wrap=True
+        )
 
 
 async def _watch(
