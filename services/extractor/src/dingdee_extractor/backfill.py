@@ -31,7 +31,7 @@ from dingdee_extractor.outage import OutageWatch
 from dingdee_extractor.poller import FlowPoller
 from dingdee_extractor.settings import ExtractorSettings
 
-__all__ = ["BackfillArgs", "Progress", "run_backfill"]
+__all__ = ["BackfillArgs", "Progress", "backfill_poller", "read_history"]
 
 log = get_logger(__name__)
 
@@ -53,37 +53,34 @@ def _ms(day: date, tz: str) -> int:
     return int(datetime.combine(day, time(), tzinfo=ZoneInfo(tz)).timestamp() * 1000)
 
 
-async def run_backfill(
+async def read_history(
+    poller: FlowPoller,
     args: BackfillArgs,
     settings: ExtractorSettings,
-    source: FlowSource,
-    producer: AIOKafkaProducer,
-    client: DingTalkClient,
     metrics: ExtractorMetrics,
     health: Health,
     stop: asyncio.Event,
-    progress: Progress | None = None,
 ) -> int:
-    """Read ``[start, end)`` of one flow; return 0 when done, 130 when stopped early.
+    """Read ``[start, end)`` of one flow with :func:`backfill_poller`'s poller; return 0 when
+    done, 130 when stopped early.
 
     A DingTalk outage is waited out (``OutageWatch``), resuming from the last chunk.
     """
-    poller = await _poller(args, settings, source, producer, client, metrics, progress)
-    watch = OutageWatch(settings.outage, metrics, health, [source.app])
+    watch = OutageWatch(settings.outage, metrics, health, [poller.source.app])
     await watch.cycle(poller, stop)
     while poller.cp.open_instances and not args.no_follow and not stop.is_set():
         await asyncio.sleep(min(60.0, settings.poll.open_recheck_initial_seconds))
         await watch.cycle(poller, stop)
     log.info(
         "extractor.backfill.finished",
-        flow=source.flow,
+        flow=poller.source.flow,
         calls=poller.calls,
         open_instances=len(poller.cp.open_instances),
     )
     return 130 if stop.is_set() else 0
 
 
-async def _poller(
+async def backfill_poller(
     args: BackfillArgs,
     settings: ExtractorSettings,
     source: FlowSource,

@@ -22,7 +22,7 @@ from dingdee_common.observability.tracing import configure_tracing, shutdown_tra
 from dingdee_common.runtime import install_stop_handlers, settings_or_exit
 from dingdee_common.settings import masked
 from dingdee_extractor.app import ExtractorApp
-from dingdee_extractor.backfill import BackfillArgs, Progress, run_backfill
+from dingdee_extractor.backfill import BackfillArgs, Progress, backfill_poller, read_history
 from dingdee_extractor.contacts import ContactSync
 from dingdee_extractor.dingtalk.client import DingTalkClient
 from dingdee_extractor.doctor import startup_check
@@ -133,17 +133,10 @@ async def _backfill(
     await parts.producer.start()
     source = _source(backfill.flow, sources, settings)
     parts.health.set_ready()
-    return await run_backfill(
-        backfill,
-        settings,
-        source,
-        parts.producer,
-        parts.client,
-        parts.metrics,
-        parts.health,
-        stop,
-        progress,
+    poller = await backfill_poller(
+        backfill, settings, source, parts.producer, parts.client, parts.metrics, progress
     )
+    return await read_history(poller, backfill, settings, parts.metrics, parts.health, stop)
 
 
 def _source(flow: str, sources: list[FlowSource], settings: ExtractorSettings) -> FlowSource:
