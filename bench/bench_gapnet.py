@@ -30,6 +30,7 @@ from prometheus_client import CollectorRegistry
 
 from bench.gapweek import (
     APPROVALS_PER_MONTH,
+    CODES,
     FLOWS,
     OUTAGE_LEN_H,
     STEP_H,
@@ -55,7 +56,7 @@ from dingdee_extractor.settings import (
     ExtractorSettings,
     PollSettings,
 )
-from dingdee_sandbox.demo_org import DEMO_APP, PROCESS_CODES
+from dingdee_sandbox.demo_org import DEMO_APP
 from dingdee_sandbox.dingtalk.app import GATEWAY, create_app
 from dingdee_sandbox.dingtalk.config import Faults
 from dingdee_sandbox.dingtalk.state import State
@@ -75,18 +76,8 @@ async def event_latency(
     web_app = create_app(state)
     gateway: StreamGateway = web_app[GATEWAY]
     runner, port = await start_site(web_app)
-    url = f"http://127.0.0.1:{port}"
-    settings = ExtractorSettings(
-        flows_file=Path("config/flows.yaml"),
-        kafka=kafka,
-        dingtalk=DingTalkSettings(
-            base_url=url,
-            apps={"main": {"app_key": DEMO_APP.app_key, "app_secret": DEMO_APP.app_secret}},
-        ),  # the default per-API rate: DINGTALK__QPS 20 less QPS_MARGIN 5 %, 19 a second
-        poll=PollSettings(settle_seconds=0),
-        events=EventsSettings(enabled=True, base_url=url),
-    )
-    codes = [PROCESS_CODES["petty-cash"], *(f"PROC-GAP-{n:02d}" for n in range(FLOWS - 1))]
+    settings = _latency_settings(kafka, f"http://127.0.0.1:{port}")
+    codes = list(CODES)
     producer = make_producer(kafka)
     await producer.start()
     metrics = ExtractorMetrics.create(CollectorRegistry())
@@ -120,6 +111,21 @@ async def event_latency(
         await client.aclose()
         await runner.cleanup()
     return sorted((emitted[p] - finished[p]) / 1e6 for p in finished if p in emitted)
+
+
+def _latency_settings(kafka: KafkaSettings, url: str) -> ExtractorSettings:
+    """Events on, at the default per-API rate: DINGTALK__QPS 20 less QPS_MARGIN 5 %, 19 a
+    second."""
+    return ExtractorSettings(
+        flows_file=Path("config/flows.yaml"),
+        kafka=kafka,
+        dingtalk=DingTalkSettings(
+            base_url=url,
+            apps={"main": {"app_key": DEMO_APP.app_key, "app_secret": DEMO_APP.app_secret}},
+        ),
+        poll=PollSettings(settle_seconds=0),
+        events=EventsSettings(enabled=True, base_url=url),
+    )
 
 
 async def _until(done: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
@@ -156,16 +162,7 @@ async def run(bootstrap: str) -> None:
         f"the 12-hourly safety net before: 3.74); wall time {week.wall_s:.1f}s"
     )
     await _sampled(kafka, ev)
-    for n, rate in enumerate((5.0, 20.0)):
-        lat_kafka = kafka.model_copy(update={"topic_prefix": f"bench.gapnet.latency{n}."})
-        await provision(lat_kafka)
-        lat = await event_latency(lat_kafka, approvals=200, rate=rate)
-        print(
-            f"event -> snapshot, real clock, {len(lat)} approvals finished at {rate:.0f}/s over "
-            f"{FLOWS} flows: p50 {lat[len(lat) // 2]:.3f}s, p99 "
-            f"{lat[int(0.99 * (len(lat) - 1))]:.3f}s (goal p99 <= 2 s; `get` is paced to "
-            "DINGTALK__QPS less QPS_MARGIN, 19/s by default, so 20 finishes/s queue)"
-        )
+    await _latencies(kafka)
     print(
         f"the same week with a {OUTAGE_LEN_H - STEP_H}-h listener outage and an extractor "
         "restart too, their events lost:"
@@ -181,6 +178,20 @@ async def run(bootstrap: str) -> None:
             "(listed at the first tick after the gap closed; 2-h simulated ticks)"
         )
     print(f"  wall time {rough.wall_s:.1f}s")
+
+
+async def _latencies(kafka: KafkaSettings) -> None:
+    """Event → snapshot on the real clock, below and at the per-API rate."""
+    for n, rate in enumerate((5.0, 20.0)):
+        lat_kafka = kafka.model_copy(update={"topic_prefix": f"bench.gapnet.latency{n}."})
+        await provision(lat_kafka)
+        lat = await event_latency(lat_kafka, approvals=200, rate=rate)
+        print(
+            f"event -> snapshot, real clock, {len(lat)} approvals finished at {rate:.0f}/s over "
+            f"{FLOWS} flows: p50 {lat[len(lat) // 2]:.3f}s, p99 "
+            f"{lat[int(0.99 * (len(lat) - 1))]:.3f}s (goal p99 <= 2 s; `get` is paced to "
+            "DINGTALK__QPS less QPS_MARGIN, 19/s by default, so 20 finishes/s queue)"
+        )
 
 
 async def _sampled(kafka: KafkaSettings, ev: EventsSettings, share: float = SAMPLE) -> None:

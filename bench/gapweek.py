@@ -54,6 +54,8 @@ LONGEST_H = 6 * 24  # the longest an approval takes
 OUTAGE_H, OUTAGE_LEN_H, RESTART_H = 60, 12, 108  # hours into the measured week
 AUTH_REFUSALS = {"40014", "88", "40001"}
 
+CODES = (PROCESS_CODES["petty-cash"], *(f"PROC-GAP-{n:02d}" for n in range(FLOWS - 1)))
+
 
 @dataclass
 class WeekResult:
@@ -147,7 +149,7 @@ class Week:
             self.events = self.events.model_copy(
                 update={"verify_interval_seconds": verify_days * 86_400}
             )
-        self.codes = [PROCESS_CODES["petty-cash"], *(f"PROC-GAP-{n:02d}" for n in range(FLOWS - 1))]
+        self.codes = list(CODES)
         self.finishing: list[tuple[int, str, str]] = []
         self.finished_at: dict[str, int] = {}
         self.lost: set[str] = set()  # approvals whose finish event was lost
@@ -190,6 +192,11 @@ class Week:
             await self.producer.stop()
             await self.client.aclose()
             await runner.cleanup()
+        return self._result(counted_from, began)
+
+    def _result(self, counted_from: dict[str, int], began: float) -> WeekResult:
+        """What the period delivered against the sandbox's finished approvals, and its calls
+        since ``counted_from`` (the start of the measured period)."""
         used = _by_api(self.state)
         truth = {
             i.id for i in self.state.instances.values() if i.status in ("COMPLETED", "TERMINATED")
