@@ -4,7 +4,9 @@ The outputs are committed so kustomize and Grafana's sidecar can load them; test
 that they equal what this script builds, that the PrometheusRule carries exactly the groups of
 ``rules/dingdee.rules.yml``, and that every query uses a metric the services register.
 Datasource UID is pinned (``dingdee-prometheus``); every dashboard has a ``flow`` variable. The
-dashboards are built with Grafana's own ``grafana-foundation-sdk`` (pinned in constraints.txt).
+dashboards are built with Grafana's own ``grafana-foundation-sdk`` (pinned in constraints.txt)
+through the building blocks of the sibling ``panels.py``; this file says what each dashboard
+shows.
 """
 
 from __future__ import annotations
@@ -13,100 +15,18 @@ import json
 from pathlib import Path
 
 import yaml
-from grafana_foundation_sdk.builders import common, dashboard, prometheus, timeseries
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
-from grafana_foundation_sdk.models.common import LegendDisplayMode, LegendPlacement
-from grafana_foundation_sdk.models.dashboard import (
-    Dashboard,
-    DataSourceRef,
-    GridPos,
-    VariableOption,
-    VariableRefresh,
-)
+from grafana_foundation_sdk.models.dashboard import Dashboard
+from panels import F, PanelSpec, board, p95, quantile  # the sibling panels.py
 
-DATASOURCE = DataSourceRef(type_val="prometheus", uid="dingdee-prometheus")
 ROOT = Path(__file__).resolve().parent
 HERE = ROOT / "dashboards"
 RULES = ROOT / "rules" / "dingdee.rules.yml"
 PROMETHEUS_RULE = ROOT / "prometheusrule.yaml"
-F = '{flow=~"$flow"}'
-
-
-def quantile(q: float, metric: str, by: str = "", selector: str = "") -> str:
-    """The ``q`` quantile of histogram ``metric`` (per ``by`` when given)."""
-    rate = f"rate({metric}_bucket{selector}[5m])"
-    labels = f"{by}, le" if by else "le"
-    return f"histogram_quantile({q}, sum by ({labels}) ({rate}))"
-
-
-def p95(metric: str, by: str = "stage", selector: str = "") -> str:
-    """The 95th percentile of histogram ``metric`` per ``by``."""
-    return quantile(0.95, metric, by, selector)
-
-
-Query = tuple[str, str]  # (PromQL, legend)
-
-
-def _panel(pid: int, title: str, exprs: list[Query], unit: str, x: int, y: int) -> timeseries.Panel:
-    legend = (
-        common.VizLegendOptions()
-        .display_mode(LegendDisplayMode.TABLE)
-        .placement(LegendPlacement.BOTTOM)
-        .show_legend(True)
-    )
-    panel = (
-        timeseries.Panel()
-        .id(pid)
-        .title(title)
-        .datasource(DATASOURCE)
-        .grid_pos(GridPos(h=8, w=12, x=x, y=y))
-        .unit(unit)
-        .legend(legend)
-    )
-    for i, (expr, legend_format) in enumerate(exprs):
-        target = (
-            prometheus.Dataquery()
-            .ref_id(chr(ord("A") + i))
-            .datasource(DATASOURCE)
-            .expr(expr)
-            .legend_format(legend_format)
-        )
-        panel = panel.with_target(target)
-    return panel
-
-
-def _dashboard(
-    uid: str, title: str, panels: list[tuple[str, list[Query], str]], flow_metric: str
-) -> Dashboard:
-    flow = (
-        dashboard.QueryVariable("flow")
-        .label("流程 flow")
-        .datasource(DATASOURCE)
-        .query(f"label_values({flow_metric}, flow)")
-        .include_all(True)
-        .all_value(".*")
-        .multi(True)
-        .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
-        .current(VariableOption(selected=True, text="All", value="$__all"))
-    )
-    board = (
-        dashboard.Dashboard(title)
-        .uid(uid)
-        .tags(["dingdee"])
-        .timezone("browser")
-        .version(1)
-        .readonly()
-        .refresh("30s")
-        .time("now-6h", "now")
-        .with_variable(flow)
-    )
-    for i, (title_, exprs, unit) in enumerate(panels):
-        board = board.with_panel(_panel(i + 1, title_, exprs, unit, (i % 2) * 12, (i // 2) * 8))
-    return board.build()
 
 
 def pipeline() -> Dashboard:
-    panels = [
+    panels: list[PanelSpec] = [
         (
             "Records in per stage (/s)",
             [(f"sum by (stage) (rate(dingdee_records_in_total{F}[5m]))", "{{stage}}")],
@@ -210,14 +130,14 @@ def pipeline() -> Dashboard:
             "short",
         ),
     ]
-    return _dashboard(
+    return board(
         "dingdee-pipeline", "dingdee · pipeline overview", panels, "dingdee_records_in_total"
     )
 
 
 def dingtalk() -> Dashboard:
     req = "dingdee_dingtalk_requests_total"
-    panels = [
+    panels: list[PanelSpec] = [
         ("Requests per API (/s)", [(f"sum by (api) (rate({req}[5m]))", "{{api}}")], "ops"),
         (
             "Errors by API and errcode (/s)",
@@ -312,14 +232,14 @@ def dingtalk() -> Dashboard:
             "short",
         ),
     ]
-    return _dashboard(
+    return board(
         "dingdee-dingtalk", "dingdee · DingTalk API", panels, "dingdee_extractor_freshness_seconds"
     )
 
 
 def kingdee() -> Dashboard:
     rows = f"sum by (outcome) (rate(dingdee_loader_rows_total{F}[5m]))"
-    panels = [
+    panels: list[PanelSpec] = [
         (
             "BatchSave calls (/s)",
             [("sum(rate(dingdee_loader_batch_size_records_count[5m]))", "batches")],
@@ -376,10 +296,10 @@ def kingdee() -> Dashboard:
         ),
         *_attachment_panels(),
     ]
-    return _dashboard("dingdee-kingdee", "dingdee · Kingdee", panels, "dingdee_loader_rows_total")
+    return board("dingdee-kingdee", "dingdee · Kingdee", panels, "dingdee_loader_rows_total")
 
 
-def _attachment_panels() -> list[tuple[str, list[tuple[str, str]], str]]:
+def _attachment_panels() -> list[PanelSpec]:
     """Issue #18: files and bytes moved, failures, write-back comments."""
     return [
         (

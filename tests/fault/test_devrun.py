@@ -23,8 +23,9 @@ from rich.console import Console
 from dingdee_common.settings import RetrySettings
 from dingdee_dev.broker import free_port
 from dingdee_dev.procs import Supervisor
-from dingdee_dev.run import RunOptions, Watcher, expected_bills, run
+from dingdee_dev.run import RunOptions, run
 from dingdee_dev.stack import Stack, StackConfig
+from dingdee_dev.watch import Watcher, expected_bills
 from tests.helpers import poll_until
 from tests.integration.test_pipeline_e2e import bill_numbers
 from tests.integration.test_transformer_service import produce

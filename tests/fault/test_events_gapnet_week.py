@@ -1,15 +1,16 @@
 """A simulated week of events over 30 flows with lost events, disconnections, a listener outage
 and a restart ends with the exact set (issue #19; the gap-aware safety net, DESIGN §5).
 
-The week runs on the sandbox clock (``bench/bench_gapnet.py``'s simulation, a real broker and the
-sandbox over real HTTP and WebSocket), with a three-day verification interval so the quiet days
-after it stay short; ``make bench`` runs it with the defaults and prints the same figures.
+The week runs on the sandbox clock (``bench/gapweek.py``, ``bench_gapnet``'s simulation, a real
+broker and the sandbox over real HTTP and WebSocket), with a three-day verification interval so
+the quiet days after it stay short; ``make bench`` runs it with the defaults and prints the same
+figures.
 """
 
 from __future__ import annotations
 
 import pytest
-from bench.bench_gapnet import simulate
+from bench.gapweek import simulate
 
 from dingdee_common.settings import KafkaSettings
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from dingdee_dev.run import expected_bills
 from dingdee_dev.stack import Stack, StackConfig
+from dingdee_dev.watch import expected_bills
 from tests.helpers import demo_flows_file
 from tests.integration.test_pipeline_e2e import bill_numbers, loaded_count, wait_loaded
 

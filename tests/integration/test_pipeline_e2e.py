@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from dingdee_dev.run import Expectation, expected_bills
 from dingdee_dev.stack import Stack, StackConfig
+from dingdee_dev.watch import Expectation, expected_bills
 from tests.helpers import demo_flows_file, poll_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

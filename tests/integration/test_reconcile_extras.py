@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from k3cloud_webapi_sdk.main import K3CloudApiSdk
 
-from dingdee_dev.run import PETTY_CASH_FORM, expected_bills
 from dingdee_dev.stack import Stack, StackConfig
+from dingdee_dev.watch import PETTY_CASH_FORM, expected_bills
 from dingdee_sandbox.kingdee.demo import expense_model
 from tests.helpers import demo_flows_file
 from tests.integration.test_reconcile_stack import reconcile_env, run_cli

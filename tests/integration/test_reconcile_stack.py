@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from dingdee_dev.run import expected_bills
 from dingdee_dev.stack import SERVICES, Stack, StackConfig
+from dingdee_dev.watch import expected_bills
 from dingdee_ops.reconcile.engine import ReconcileSettings, reconcile
 from tests.helpers import demo_flows_file, poll_until
 

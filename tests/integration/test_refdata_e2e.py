@@ -22,8 +22,8 @@ import yaml
 
 from dingdee_common.errors import FatalError
 from dingdee_common.kafka.reading import read_topic
-from dingdee_dev.run import expected_bills
 from dingdee_dev.stack import Stack, StackConfig
+from dingdee_dev.watch import expected_bills
 from dingdee_ops.console.journal import read_journal
 from dingdee_sandbox.demo_org import DEPARTMENTS, PROCESS_CODES
 from dingdee_sandbox.dingtalk.generator import department_form

@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from dingdee_common.kafka import headers as hdr
-from dingdee_dev.run import expected_bills
 from dingdee_dev.stack import _KINGDEE_DEMO, Stack, StackConfig
+from dingdee_dev.watch import expected_bills
 from tests.helpers import demo_flows_file, poll_until, read_topic
 from tests.otlp import Collected, start_collector
 

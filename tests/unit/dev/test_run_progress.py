@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from dingdee_dev.run import Progress
+from dingdee_dev.watch import Progress
 
 
 def _progress(**overrides: object) -> Progress:

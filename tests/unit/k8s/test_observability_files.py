@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from types import ModuleType
 
 import httpx
@@ -50,6 +51,9 @@ def promtool() -> str:
 
 
 def build_module() -> ModuleType:
+    """``build.py`` loaded by path; its sibling ``panels.py`` found as when it runs as a script."""
+    if str(OBS) not in sys.path:
+        sys.path.append(str(OBS))
     spec = importlib.util.spec_from_file_location("dingdee_k8s_build", OBS / "build.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)

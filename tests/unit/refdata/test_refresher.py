@@ -4,7 +4,6 @@ so a thousand misses of one new hire cause one query, not a thousand."""
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
@@ -30,16 +29,14 @@ def refresher(queries: list[str]) -> Refresher:
 
     async def read(name: str) -> None:
         queries.append(name)
-        r.last[name] = time.monotonic()
-        r.due[name] = r.last[name] + SOURCES[name].refresh_interval()
+        r.schedule.begin(name)
 
     r.refresh = read  # type: ignore[method-assign]
     return r
 
 
 async def due_now(r: Refresher) -> None:
-    now = time.monotonic()
-    for name in [n for n, at in r.due.items() if at <= now]:
+    for name in r.schedule.now_due():
         await r.refresh(name)
 
 
@@ -53,10 +50,10 @@ async def test_a_thousand_requests_for_one_source_make_one_query() -> None:
         r.request("kingdee_employees")
     await due_now(r)
     assert queries == []  # the last read was less than min_interval ago: one read, later
-    soonest = r.last["kingdee_employees"] + 30
-    assert abs(r.due["kingdee_employees"] - soonest) < 0.01
-    r.last["kingdee_employees"] -= 31
-    r.due["kingdee_employees"] -= 31
+    soonest = r.schedule.last["kingdee_employees"] + 30
+    assert abs(r.schedule.due["kingdee_employees"] - soonest) < 0.01
+    r.schedule.last["kingdee_employees"] -= 31
+    r.schedule.due["kingdee_employees"] -= 31
     for _ in range(1000):
         r.request("kingdee_employees")
     await due_now(r)

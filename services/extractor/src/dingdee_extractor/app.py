@@ -11,7 +11,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from dingdee_common.contracts import CallUsage
+from dingdee_common.contracts import CallUsage, Checkpoint
 from dingdee_common.kafka.dlq import DeadLetterPublisher
 from dingdee_common.kafka.topics import Topics
 from dingdee_common.observability.logging import get_logger
@@ -27,7 +27,7 @@ from dingdee_extractor.gapnet import Coverage, Sample
 from dingdee_extractor.metrics import ExtractorMetrics
 from dingdee_extractor.outage import OutageWatch
 from dingdee_extractor.poller import FlowPoller
-from dingdee_extractor.settings import ExtractorSettings
+from dingdee_extractor.settings import ExtractorSettings, PollSettings
 
 __all__ = ["ExtractorApp"]
 
@@ -70,24 +70,8 @@ class ExtractorApp:
         checkpoints = await self._store.load()
         emitter = Emitter(self._producer, self._topics.approvals_raw)
         dlq = DeadLetterPublisher(self._producer, self._topics, "extractor")
-        poll = self._settings.poll
-        events = self._settings.events
-        if events.enabled:  # events report starts and finishes; polling only backs them up
-            # a lost finish event is found by the re-check, no later than the verification
-            late = min(events.open_recheck_initial_seconds, events.verify_interval_seconds)
-            # a sampled flow waits at most its turns (gapnet.Sample.rounds) between listings
-            turns = Sample(share=events.verify_sample).rounds
-            verify_days = events.verify_interval_seconds * turns / 86_400
-            poll = poll.model_copy(
-                update={
-                    "open_recheck_initial_seconds": max(poll.open_recheck_initial_seconds, late),
-                    "open_recheck_max_seconds": max(poll.open_recheck_max_seconds, late),
-                    # the compensation sweep becomes the verification: every creation time is
-                    # listed once, verify_interval after the last one
-                    "sweep_interval_seconds": events.verify_interval_seconds,
-                    "sweep_lookback_days": max(poll.sweep_lookback_days, verify_days + 1),
-                }
-            )
+        poll = self._poll_settings()
+        if self._settings.events.enabled:
             for source in self._sources:
                 cp = checkpoints.get(source.flow)
                 cov = self.coverage.setdefault(source.app, Coverage())
@@ -100,28 +84,59 @@ class ExtractorApp:
                 watermark_ms=checkpoint.watermark_ms if checkpoint else source.start_ms(),
                 open_instances=len(checkpoint.open_instances) if checkpoint else 0,
             )
-            self.pollers.append(
-                FlowPoller(
-                    source,
-                    checkpoint,
-                    client=self._client,
-                    emitter=emitter,
-                    save=self._store.save,
-                    dlq=dlq,
-                    metrics=self._metrics,
-                    poll=poll,
-                    retry=self._settings.retry,
-                    concurrency=self._settings.dingtalk.get_concurrency,
-                    clock=self._clock,
-                    check_code=functools.partial(process_code_error, self._settings),
-                    coverage=self.coverage.get(source.app),
-                    events=events,
-                )
-            )
+            self.pollers.append(self._poller(source, checkpoint, emitter, dlq, poll))
         owned = {p.source.flow for p in self.pollers}
         self._pace([cp.usage for key, cp in checkpoints.items() if key not in owned])
         self._health.set_ready()
         self._metrics.stage.ready.labels("extractor").set(1)
+
+    def _poll_settings(self) -> PollSettings:
+        """The poll settings; in events mode, where polling only backs the events up, the
+        re-check waits for a lost finish event and the compensation sweep is the verification."""
+        poll = self._settings.poll
+        events = self._settings.events
+        if not events.enabled:
+            return poll
+        # a lost finish event is found by the re-check, no later than the verification
+        late = min(events.open_recheck_initial_seconds, events.verify_interval_seconds)
+        # a sampled flow waits at most its turns (gapnet.Sample.rounds) between listings
+        turns = Sample(share=events.verify_sample).rounds
+        verify_days = events.verify_interval_seconds * turns / 86_400
+        return poll.model_copy(
+            update={
+                "open_recheck_initial_seconds": max(poll.open_recheck_initial_seconds, late),
+                "open_recheck_max_seconds": max(poll.open_recheck_max_seconds, late),
+                # the compensation sweep becomes the verification: every creation time is
+                # listed once, verify_interval after the last one
+                "sweep_interval_seconds": events.verify_interval_seconds,
+                "sweep_lookback_days": max(poll.sweep_lookback_days, verify_days + 1),
+            }
+        )
+
+    def _poller(
+        self,
+        source: FlowSource,
+        checkpoint: Checkpoint | None,
+        emitter: Emitter,
+        dlq: DeadLetterPublisher,
+        poll: PollSettings,
+    ) -> FlowPoller:
+        return FlowPoller(
+            source,
+            checkpoint,
+            client=self._client,
+            emitter=emitter,
+            save=self._store.save,
+            dlq=dlq,
+            metrics=self._metrics,
+            poll=poll,
+            retry=self._settings.retry,
+            concurrency=self._settings.dingtalk.get_concurrency,
+            clock=self._clock,
+            check_code=functools.partial(process_code_error, self._settings),
+            coverage=self.coverage.get(source.app),
+            events=self._settings.events,
+        )
 
     def _pace(self, others: list[CallUsage | None]) -> None:
         """One budget pacer per DingTalk app, over the flows that spend its allowance.

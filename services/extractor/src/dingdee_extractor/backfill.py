@@ -31,7 +31,7 @@ from dingdee_extractor.outage import OutageWatch
 from dingdee_extractor.poller import FlowPoller
 from dingdee_extractor.settings import ExtractorSettings
 
-__all__ = ["BackfillArgs", "Progress", "run_backfill"]
+__all__ = ["BackfillArgs", "Progress", "backfill_poller", "read_history"]
 
 log = get_logger(__name__)
 
@@ -53,21 +53,44 @@ def _ms(day: date, tz: str) -> int:
     return int(datetime.combine(day, time(), tzinfo=ZoneInfo(tz)).timestamp() * 1000)
 
 
-async def run_backfill(
+async def read_history(
+    poller: FlowPoller,
+    args: BackfillArgs,
+    settings: ExtractorSettings,
+    metrics: ExtractorMetrics,
+    health: Health,
+    stop: asyncio.Event,
+) -> int:
+    """Read ``[start, end)`` of one flow with :func:`backfill_poller`'s poller; return 0 when
+    done, 130 when stopped early.
+
+    A DingTalk outage is waited out (``OutageWatch``), resuming from the last chunk.
+    """
+    watch = OutageWatch(settings.outage, metrics, health, [poller.source.app])
+    await watch.cycle(poller, stop)
+    while poller.cp.open_instances and not args.no_follow and not stop.is_set():
+        await asyncio.sleep(min(60.0, settings.poll.open_recheck_initial_seconds))
+        await watch.cycle(poller, stop)
+    log.info(
+        "extractor.backfill.finished",
+        flow=poller.source.flow,
+        calls=poller.calls,
+        open_instances=len(poller.cp.open_instances),
+    )
+    return 130 if stop.is_set() else 0
+
+
+async def backfill_poller(
     args: BackfillArgs,
     settings: ExtractorSettings,
     source: FlowSource,
     producer: AIOKafkaProducer,
     client: DingTalkClient,
     metrics: ExtractorMetrics,
-    health: Health,
-    stop: asyncio.Event,
-    progress: Progress | None = None,
-) -> int:
-    """Read ``[start, end)`` of one flow; return 0 when done, 130 when stopped early.
-
-    A DingTalk outage is waited out (``OutageWatch``), resuming from the last chunk.
-    """
+    progress: Progress | None,
+) -> FlowPoller:
+    """The backfill's poller: from its own checkpoint (``backfill:<flow>``), windows of
+    ``chunk_days`` with no overlap, up to ``end``; ``progress`` hears the start and every window."""
     topics = Topics(settings.kafka.topic_prefix)
     store = CheckpointStore(settings.kafka, topics.checkpoints, producer)
     key = f"backfill:{source.flow}"
@@ -84,7 +107,7 @@ async def run_backfill(
     async def save(cp: Checkpoint) -> None:
         await store.save(cp, key=key)
 
-    poller = FlowPoller(
+    return FlowPoller(
         source.model_copy(update={"start_date": args.start}),
         checkpoint,
         client=client,
@@ -98,15 +121,3 @@ async def run_backfill(
         until_ms=until,
         on_window=lambda lo, hi, n: shown(hi - start, total_ms),
     )
-    watch = OutageWatch(settings.outage, metrics, health, [source.app])
-    await watch.cycle(poller, stop)
-    while poller.cp.open_instances and not args.no_follow and not stop.is_set():
-        await asyncio.sleep(min(60.0, settings.poll.open_recheck_initial_seconds))
-        await watch.cycle(poller, stop)
-    log.info(
-        "extractor.backfill.finished",
-        flow=source.flow,
-        calls=poller.calls,
-        open_instances=len(poller.cp.open_instances),
-    )
-    return 130 if stop.is_set() else 0

@@ -15,24 +15,24 @@ hire's claim brings their row in seconds. Contact calls are exempt from the mont
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Mapping
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from dingdee_common.checkpoints import latest_checkpoints
 from dingdee_common.codec import encode_model
 from dingdee_common.contracts.v1 import CallUsage, Checkpoint
 from dingdee_common.errors import DingdeeError
-from dingdee_common.kafka.clients import broker_unavailable, make_consumer
-from dingdee_common.kafka.topics import Topics, provision
+from dingdee_common.kafka.clients import broker_unavailable
+from dingdee_common.kafka.topics import Topics
 from dingdee_common.observability.logging import get_logger
 from dingdee_common.quota import month_of
-from dingdee_common.refdata import RefRow, SourceSpec, decode_request
+from dingdee_common.refdata import RefRequest, RefRow, SourceSpec
 from dingdee_common.refpublish import RefPublisher
+from dingdee_common.refschedule import RefreshSchedule
 from dingdee_common.retry import retry_transient
 from dingdee_extractor.dingtalk.client import DingTalkClient
 from dingdee_extractor.settings import ExtractorSettings
@@ -43,6 +43,7 @@ log = get_logger(__name__)
 ROOT = 1
 _PAGE = 100  # §9.1.3: TOP SDK validator 1…100
 _NO_USER = {"60121", "33012", "60111"}  # §9.1.1: "no such active user"
+RETRY_SECONDS = 60.0  # after a failed full read
 
 
 def user_row(source: str, user: Mapping[str, Any], origin: str) -> RefRow:
@@ -75,11 +76,14 @@ class ContactSync:
             n: RefPublisher(settings.kafka, producer, n, self.topics.refdata(n))
             for n in self.sources
         }
-        self.due = dict.fromkeys(self.sources, 0.0)
-        self.last = dict.fromkeys(self.sources, -1e9)
+        self.schedule = RefreshSchedule(
+            settings.kafka,
+            self.sources,
+            group_id="extractor.refdata",
+            min_interval_seconds=settings.refdata.min_interval_seconds,
+        )
         self.keys: dict[str, set[str]] = {n: set() for n in self.sources}
         self.leaving: dict[str, set[str]] = {n: set() for n in self.sources}
-        self.wake = asyncio.Event()
         self.usage: dict[str, CallUsage] = {}  # app → this month's contact calls
         self._saved: dict[str, CallUsage] = {}
 
@@ -122,70 +126,44 @@ class ContactSync:
                 ids = [str(i) for i in data.get("userId") or []]
                 target = self.leaving if event_type == "user_leave_org" else self.keys
                 target[name].update(ids)
-                self.wake.set()
+                self.schedule.wake.set()
             elif not users and spec.dingtalk.kind == "departments":
-                self.due[name] = time.monotonic()
-                self.wake.set()
+                self.schedule.read_now(name)
 
     def _app(self, name: str) -> str:
         spec = self.sources[name].dingtalk
         return spec.app if spec is not None else ""
 
     async def run(self, stop: asyncio.Event) -> None:
-        if not self.sources:
-            return
-        await provision(self.s.kafka, self.topics, extra=self.topics.refdata_specs(self.sources))
-        requests = make_consumer(
-            self.s.kafka, self.topics.refdata_requests, group_id="extractor.refdata"
-        )
-        await requests.start()
-        await self._load_usage()
-        listen = asyncio.create_task(self._listen(requests))
-        try:
-            while not stop.is_set():
-                for name in list(self.sources):
-                    for key in self._take_keys(name):
-                        await self._one(name, key)
-                    leaving, self.leaving[name] = self.leaving[name], set()
-                    for key in leaving:
-                        await self.publishers[name].remove(key)
-                    if self.due[name] <= time.monotonic():
-                        await self.refresh(name)
-                await self._save_usage()
-                self.wake.clear()
-                wait = max(0.05, min(self.due.values()) - time.monotonic())
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), timeout=wait)
-        finally:
-            listen.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listen
-            await requests.stop()
+        """Read on schedule, on request and on contact events until ``stop``."""
+        await self.schedule.run(stop, self._tick, self._requested, before=self._load_usage)
+
+    async def _tick(self) -> None:
+        for name in list(self.sources):
+            for key in self._take_keys(name):
+                await self._one(name, key)
+            leaving, self.leaving[name] = self.leaving[name], set()
+            for key in leaving:
+                await self.publishers[name].remove(key)
+            if self.schedule.is_due(name):
+                await self.refresh(name)
+        await self._save_usage()
 
     def _take_keys(self, name: str) -> set[str]:
         keys, self.keys[name] = self.keys[name], set()
         return keys
 
-    async def _listen(self, consumer: AIOKafkaConsumer) -> None:
-        while True:
-            batches = await consumer.getmany(timeout_ms=1000)
-            for records in batches.values():
-                for record in records:
-                    with contextlib.suppress(ValueError):
-                        request = decode_request(record.value or b"")
-                        if request.source in self.sources:
-                            self.request(request.source, request.key)
-            if batches:
-                await consumer.commit()
+    def _requested(self, request: RefRequest) -> None:
+        if request.source in self.sources:
+            self.request(request.source, request.key)
 
     def request(self, name: str, key: str = "") -> None:
         """One row (a user by userid) at once, or a full read no sooner than the minimum gap."""
         if key:
             self.keys[name].add(key)
+            self.schedule.wake.set()
         else:
-            soonest = self.last[name] + self.s.refdata.min_interval_seconds
-            self.due[name] = min(self.due[name], max(time.monotonic(), soonest))
-        self.wake.set()
+            self.schedule.request(name)
 
     async def _one(self, name: str, key: str) -> None:
         spec = self.sources[name].dingtalk
@@ -211,9 +189,7 @@ class ContactSync:
             log.warning("extractor.refdata.publish_failed", source=name, error=str(exc)[:300])
 
     async def refresh(self, name: str) -> None:
-        started = time.monotonic()
-        self.last[name] = started
-        self.due[name] = started + self.sources[name].refresh_interval()
+        started = self.schedule.begin(name)
         try:
             rows = await retry_transient(lambda: self._read(name), self.s.retry)
             sent = await self.publishers[name].publish_all(
@@ -222,7 +198,7 @@ class ContactSync:
         except (DingdeeError, KafkaError) as exc:  # DingTalk or the broker away: read later
             if isinstance(exc, KafkaError) and not broker_unavailable(exc):
                 raise
-            self.due[name] = started + 60.0
+            self.schedule.failed(name, started, RETRY_SECONDS)
             log.warning("extractor.refdata.refresh_failed", source=name, error=str(exc)[:300])
             return
         log.info("extractor.refdata.refreshed", source=name, rows=len(rows), changed=sent)

@@ -68,10 +68,8 @@ class FlowState:
         events: EventsSettings | None = None,
     ) -> None:
         self.source = source
-        self.cp = checkpoint or Checkpoint(flow=source.flow, watermark_ms=source.start_ms())
+        self._back_to(checkpoint or Checkpoint(flow=source.flow, watermark_ms=source.start_ms()))
         self._saved = self.cp  # the last checkpoint the broker acknowledged
-        self._open = dict(self.cp.open_instances)
-        self._emitted = dict(self.cp.emitted)
         self._client = client
         self._emitter = emitter
         self._save = save
@@ -110,10 +108,14 @@ class FlowState:
         try:
             yield
         except KafkaError:
-            self.cp = self._saved
-            self._open = dict(self.cp.open_instances)
-            self._emitted = dict(self.cp.emitted)
+            self._back_to(self._saved)
             raise
+
+    def _back_to(self, checkpoint: Checkpoint) -> None:
+        """The state of ``checkpoint``: its watermark, open and emitted instances."""
+        self.cp = checkpoint
+        self._open = dict(checkpoint.open_instances)
+        self._emitted = dict(checkpoint.emitted)
 
     def _is_new(self, instance_id: str) -> bool:
         return instance_id not in self._emitted and instance_id not in self._open

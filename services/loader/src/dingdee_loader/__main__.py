@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import sys
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client import CollectorRegistry
 
 from dingdee_common.errors import FatalError
@@ -45,7 +45,6 @@ async def _run() -> int:
     await ops.start()
     stop = asyncio.Event()
     install_stop_handlers(stop)
-    topics = Topics(settings.kafka.topic_prefix)
     producer = make_producer(settings.kafka)
     consumer = make_consumer(
         settings.kafka,
@@ -56,19 +55,9 @@ async def _run() -> int:
     )
     client = KingdeeClient(settings.kingdee, metrics)
     app = LoaderApp(settings, metrics, health, consumer, producer, client)
-    refresher = Refresher(settings, client, producer, app.lanes, _kingdee_sources(settings))
-    app.settler.saved_hooks.append(refresher.saved)
     code = 0
-    refreshing: asyncio.Task[None] | None = None
     try:
-        # before Kafka: while Kingdee refuses the login, wait not ready (no bill is touched)
-        if await startup_check(settings.kingdee, health, stop):
-            await producer.start()
-            await consumer.start()
-            consumer.subscribe([topics.bills_ready], listener=app.listener)
-            refreshing = asyncio.create_task(refresher.run(stop))
-            attachments = attachment_worker(settings, app, client, producer, metrics)  # issue #18
-            await asyncio.gather(app.run(stop), *[w.run(stop) for w in attachments])
+        await _serve(settings, app, consumer, producer, client, stop)
     except FatalError as exc:
         log.error("loader.fatal", error=str(exc))
         code = 1
@@ -76,16 +65,39 @@ async def _run() -> int:
         log.exception("loader.crashed", error_type=type(exc).__name__, error=str(exc))
         code = 1
     finally:
-        if refreshing is not None:
-            refreshing.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await refreshing
         await consumer.stop()
         await producer.stop()
         await ops.stop()
         shutdown_tracing()
         log.info("loader.stopped", exit_code=code)
     return code
+
+
+async def _serve(
+    settings: LoaderSettings,
+    app: LoaderApp,
+    consumer: AIOKafkaConsumer,
+    producer: AIOKafkaProducer,
+    client: KingdeeClient,
+    stop: asyncio.Event,
+) -> None:
+    """Load bills until ``stop``, with the reference-data refresher and the attachment worker."""
+    refresher = Refresher(settings, client, producer, app.lanes, _kingdee_sources(settings))
+    app.settler.saved_hooks.append(refresher.saved)
+    # before Kafka: while Kingdee refuses the login, wait not ready (no bill is touched)
+    if not await startup_check(settings.kingdee, app.health, stop):
+        return
+    await producer.start()
+    await consumer.start()
+    consumer.subscribe([app.topics.bills_ready], listener=app.listener)
+    refreshing = asyncio.create_task(refresher.run(stop))
+    try:
+        attachments = attachment_worker(settings, app, client, producer, app.metrics)  # issue #18
+        await asyncio.gather(app.run(stop), *[w.run(stop) for w in attachments])
+    finally:
+        refreshing.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await refreshing
 
 
 def attachment_worker(

@@ -97,38 +97,12 @@ def _unreachable(subject: str, name: str, exc: Exception) -> Check:
 
 
 async def _form_checks(probe: _Probe, target: FormTarget) -> list[Check]:
-    pk = probe.settings.primary_key(target.form_id)
-    failure = await probe.query(target.form_id, [pk])
-    if failure is not None:
-        todo = (
-            "check target.form_id in flows.yaml"
-            if _UNKNOWN_FORM in failure
-            else "check the integration user's permissions on the form"
-        )
-        return [
-            Check(
-                "kingdee",
-                target.flow,
-                "form",
-                "error",
-                f"{target.form_id}: {failure}: {todo}",
-            )
-        ]
+    refused = await _form_refused(probe, target)
+    if refused is not None:
+        return [refused]
     checks = [Check("kingdee", target.flow, "form", "ok", f"{target.form_id} answers queries")]
-    keys, missing = list(target.keys), []
-    key: str | None = None
-    while keys:
-        failure = await probe.query(target.form_id, keys)
-        found = _UNKNOWN_KEY.search(failure or "")
-        named = found.group(1).upper() if found else None
-        key = next((k for k in keys if k.upper() == named), None)
-        if failure is None or key is None:
-            break
-        missing.append(key)
-        keys.remove(key)
-    else:
-        failure = None  # every key was missing, and each is reported below
-    if failure is not None and key is None:  # an answer that names no key of ours
+    missing, failure = await _missing_keys(probe, target)
+    if failure is not None:  # an answer that names no key of ours
         checks.append(
             Check("kingdee", target.flow, "field keys", "error", f"{target.form_id}: {failure}")
         )
@@ -150,10 +124,43 @@ async def _form_checks(probe: _Probe, target: FormTarget) -> list[Check]:
                 target.flow,
                 "field keys",
                 "ok",
-                f"all {len(keys)} keys exist on {target.form_id}",
+                f"all {len(target.keys)} keys exist on {target.form_id}",
             )
         )
     return checks
+
+
+async def _form_refused(probe: _Probe, target: FormTarget) -> Check | None:
+    """The error when the form does not answer a query of its primary key."""
+    pk = probe.settings.primary_key(target.form_id)
+    failure = await probe.query(target.form_id, [pk])
+    if failure is None:
+        return None
+    todo = (
+        "check target.form_id in flows.yaml"
+        if _UNKNOWN_FORM in failure
+        else "check the integration user's permissions on the form"
+    )
+    return Check("kingdee", target.flow, "form", "error", f"{target.form_id}: {failure}: {todo}")
+
+
+async def _missing_keys(probe: _Probe, target: FormTarget) -> tuple[list[str], str | None]:
+    """The target's keys the form does not have (Kingdee names one per refused query), and a
+    refusal that names no key of ours."""
+    keys = list(target.keys)
+    missing: list[str] = []
+    while keys:
+        failure = await probe.query(target.form_id, keys)
+        if failure is None:
+            return missing, None
+        found = _UNKNOWN_KEY.search(failure)
+        named = found.group(1).upper() if found else None
+        key = next((k for k in keys if k.upper() == named), None)
+        if key is None:
+            return missing, failure
+        missing.append(key)
+        keys.remove(key)
+    return missing, None  # every key was missing, and each is reported
 
 
 async def kingdee_checks(

@@ -6,7 +6,8 @@ paging until a short page) on one of the loader's lanes (its session and concurr
 published to ``refdata.<source>`` (changed rows, tombstones, a refresh marker). Refreshes run on
 the source's schedule (``refresh_seconds``, default 600 s) and on request: the transformer asks on
 ``refdata.requests`` when a lookup misses; requests for one source are coalesced to one query per
-``DINGDEE_REFDATA__MIN_INTERVAL_SECONDS``. Disabled (``FForbidStatus`` B) and unaudited rows are
+``DINGDEE_REFDATA__MIN_INTERVAL_SECONDS`` (``dingdee_common.refschedule``, shared with the
+extractor's contact sync). Disabled (``FForbidStatus`` B) and unaudited rows are
 published with their status, not dropped: the transformer reports "disabled" rather than
 "missing" and waits for an audit. A ``BD_Department`` (any form a source reads) the loader saves
 is published at once (``saved``), so a claim waiting for that department loads next.
@@ -15,21 +16,21 @@ is published at once (``saved``), so a claim waiting for that department loads n
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Mapping
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from dingdee_common.contracts.v1 import BillReady
 from dingdee_common.errors import TransientError
-from dingdee_common.kafka.clients import broker_unavailable, make_consumer
-from dingdee_common.kafka.topics import Topics, provision
+from dingdee_common.kafka.clients import broker_unavailable
+from dingdee_common.kafka.topics import Topics
 from dingdee_common.observability.logging import get_logger
-from dingdee_common.refdata import RefRow, SourceSpec, decode_request, kingdee_status
+from dingdee_common.refdata import RefRow, SourceSpec, kingdee_status
 from dingdee_common.refpublish import RefPublisher
+from dingdee_common.refschedule import RefreshSchedule
 from dingdee_common.retry import retry_transient
 from dingdee_loader.kingdee.client import KingdeeClient, Lane
 from dingdee_loader.settings import LoaderSettings
@@ -107,60 +108,30 @@ class Refresher:
             name: RefPublisher(settings.kafka, producer, name, self.topics.refdata(name))
             for name in self.sources
         }
-        self.due = dict.fromkeys(self.sources, 0.0)  # monotonic time of the next refresh
-        self.last = dict.fromkeys(self.sources, -1e9)
-        self.wake = asyncio.Event()
+        self.schedule = RefreshSchedule(
+            settings.kafka,
+            self.sources,
+            group_id=f"{settings.group_id}.refdata",
+            min_interval_seconds=settings.refdata.min_interval_seconds,
+        )
         self.queries = 0  # ExecuteBillQuery pages sent (tests, bench)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Refresh on schedule and on request until ``stop``."""
-        if not self.sources:
-            return
-        await provision(self.s.kafka, self.topics, extra=self.topics.refdata_specs(self.sources))
-        requests = make_consumer(
-            self.s.kafka, self.topics.refdata_requests, group_id=f"{self.s.group_id}.refdata"
-        )
-        await requests.start()
-        listen = asyncio.create_task(self._listen(requests))
-        try:
-            while not stop.is_set():
-                now = time.monotonic()
-                for name in [n for n, at in self.due.items() if at <= now]:
-                    await self.refresh(name)
-                self.wake.clear()
-                wait = max(0.05, min(self.due.values()) - time.monotonic())
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), timeout=wait)
-        finally:
-            listen.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listen
-            await requests.stop()
+        await self.schedule.run(stop, self._due, lambda request: self.request(request.source))
 
-    async def _listen(self, consumer: AIOKafkaConsumer) -> None:
-        while True:
-            batches = await consumer.getmany(timeout_ms=1000)
-            for records in batches.values():
-                for record in records:
-                    with contextlib.suppress(ValueError):
-                        self.request(decode_request(record.value or b"").source)
-            if batches:
-                await consumer.commit()
+    async def _due(self) -> None:
+        for name in self.schedule.now_due():
+            await self.refresh(name)
 
     def request(self, name: str) -> None:
         """Refresh ``name`` soon: now, or when its minimum interval since the last one ends."""
-        if name not in self.sources:
-            return
-        soonest = self.last[name] + self.s.refdata.min_interval_seconds
-        self.due[name] = min(self.due[name], max(time.monotonic(), soonest))
-        self.wake.set()
+        self.schedule.request(name)
 
     async def refresh(self, name: str) -> None:
         """Read one source in full and publish what changed; on failure, try again later."""
         spec = self.sources[name]
-        started = time.monotonic()
-        self.last[name] = started
-        self.due[name] = started + spec.refresh_interval()
+        started = self.schedule.begin(name)
         lane = await self.lanes.get()
         try:
             rows = await retry_transient(
@@ -172,7 +143,7 @@ class Refresher:
             # Kingdee or the broker away: the source keeps its rows and is read again later
             if isinstance(exc, KafkaError) and not broker_unavailable(exc):
                 raise
-            self.due[name] = started + self.s.refdata.retry_seconds
+            self.schedule.failed(name, started, self.s.refdata.retry_seconds)
             log.warning("loader.refdata.refresh_failed", source=name, error=str(exc)[:300])
             return
         finally:

@@ -6,29 +6,22 @@ Prints ``listening on http://HOST:PORT`` and writes the bound port to ``--port-f
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
+from aiohttp import web
 
-from dingdee_common.web import serve_until_stopped
-from dingdee_sandbox.cli import Host, Port, PortFile, command_line
+from dingdee_sandbox.cli import sandbox_command
 from dingdee_sandbox.kingdee.app import create_app
 from dingdee_sandbox.kingdee.masterdata import seed_synthetic_employees
 from dingdee_sandbox.kingdee.state import SandboxConfig, SandboxState
 
 __all__ = ["app", "main"]
 
-_D = SandboxConfig()  # the defaults; every option but the first three is a SandboxConfig field
-app = command_line("dingdee-sandbox-kingdee")
+_D = SandboxConfig()  # the defaults; every option but the last four is a SandboxConfig field
 
 
-@app.command()
-def serve(
-    host: Host = "127.0.0.1",
-    port: Port = 8090,
-    port_file: PortFile = None,
+def build(
     acct_id: str = _D.acct_id,
     username: str = _D.username,
     password: str = _D.password,
@@ -50,29 +43,20 @@ def serve(
         bool, typer.Option("--all-or-nothing", help="BatchSave saves all packages or none")
     ] = False,
     synthetic_employees: Annotated[int, typer.Option(help="extra BD_Empinfo rows")] = 0,
-) -> None:
+) -> web.Application:
     """Run the local Kingdee sandbox (WebAPI, control API and fault knobs: README).
 
     Prints `listening on http://HOST:PORT` and runs until SIGTERM/SIGINT; exit code 0 on a clean
     stop, 2 on a bad value. Each knob can also be changed at run time (`/_sandbox/config`).
     """
     given = dict(locals())
-    try:
-        config = SandboxConfig(
-            **{k: v for k, v in given.items() if k in SandboxConfig.model_fields}
-        )
-    except ValidationError as exc:
-        typer.echo(f"dingdee_sandbox.kingdee: {exc}", err=True)
-        raise typer.Exit(2) from None
+    config = SandboxConfig(**{k: v for k, v in given.items() if k in SandboxConfig.model_fields})
     state = SandboxState(config)
     seed_synthetic_employees(state.store, synthetic_employees)
-    asyncio.run(serve_until_stopped(create_app(state), host, port, port_file))
+    return create_app(state)
 
 
-def main() -> None:
-    """The ``dingdee-sandbox-kingdee`` command (``--help`` lists its options)."""
-    app(prog_name="dingdee-sandbox-kingdee")
-
+app, main = sandbox_command("dingdee_sandbox.kingdee", 8090, build)
 
 if __name__ == "__main__":
     main()

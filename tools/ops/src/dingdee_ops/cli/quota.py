@@ -19,6 +19,7 @@ import orjson
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from dingdee_common.checkpoints import latest_checkpoints
 from dingdee_common.contracts import CallUsage
@@ -78,16 +79,31 @@ def _interval(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
+STATUS_COLUMNS = (
+    "app",
+    "flows",
+    "listids",
+    "get",
+    "used",
+    "pace",
+    "projected",
+    "budget",
+    "left",
+    "fits",
+    "pace that fits",
+    "contacts (exempt)",
+)
+BudgetOption = Annotated[
+    list[str] | None,
+    typer.Option(help=f"APP=CALLS; defaults to each app's budget in {APPS_ENV}"),
+]
+AtOption = Annotated[
+    str | None, typer.Option(help="project as of this time (ISO 8601); default now")
+]
+
+
 @app.command("status")
-def status(
-    budget: Annotated[
-        list[str] | None,
-        typer.Option(help=f"APP=CALLS; defaults to each app's budget in {APPS_ENV}"),
-    ] = None,
-    at: Annotated[
-        str | None, typer.Option(help="project as of this time (ISO 8601); default now")
-    ] = None,
-) -> None:
+def status(budget: BudgetOption = None, at: AtOption = None) -> None:
     """This month's metered calls per DingTalk app and the month they are heading for."""
     budgets = _budgets(budget or [])
     try:
@@ -106,54 +122,12 @@ def status(
     if not by_app:
         console.print(f"No metered calls recorded for {month} in {topic}.")
         raise typer.Exit(0)
-    table = Table(
-        "app",
-        "flows",
-        "listids",
-        "get",
-        "used",
-        "pace",
-        "projected",
-        "budget",
-        "left",
-        "fits",
-        "pace that fits",
-        "contacts (exempt)",
-    )
+    table = Table(*STATUS_COLUMNS)
     over = False
     for name, keyed in sorted(by_app.items()):
-        usage = total_usage([u for _, u in keyed], name, month)
-        flows = sum(
-            1 for key, _ in keyed if not key.startswith(("backfill:", "followups:", "refdata:"))
-        )
-        demand = Demand.measured(usage, now, flows=max(flows, 1))
-        elapsed_s = max((now - usage.since_ms) / 1000, 1.0)
-        interval = elapsed_s * demand.flows / usage.cycles if usage.cycles else elapsed_s
-        projected = project_month(usage.calls, demand, interval, remaining_s)
-        limit = budgets.get(name)
-        fits = limit is None or projected <= limit
+        row, fits = _app_row(name, keyed, month, now, remaining_s, budgets.get(name))
+        table.add_row(*row)
         over |= not fits
-        fitting = "-"
-        if limit is not None:
-            fitting = _interval(
-                interval_for_budget(
-                    limit, usage.calls, demand, remaining_s, floor_s=1.0, ceiling_s=86_400.0
-                )
-            )
-        table.add_row(
-            safe(name),  # the app name comes from a checkpoint record on a topic
-            str(flows),
-            str(usage.list_calls),
-            str(usage.get_calls),
-            str(usage.calls),
-            f"every {_interval(interval)}",
-            f"{projected:,.0f}",
-            f"{limit:,}" if limit else "-",
-            f"{limit - usage.calls:,}" if limit else "-",
-            "-" if limit is None else ("[green]yes[/green]" if fits else "[red]no[/red]"),
-            fitting,
-            str(usage.contact_calls),
-        )
     console.print(f"[bold]DingTalk metered calls, {month} (CST)[/bold] from {topic}")
     console.print(table)
     if over:
@@ -164,38 +138,90 @@ def status(
     raise typer.Exit(1 if over else 0)
 
 
+def _app_row(
+    name: str,
+    keyed: list[tuple[str, CallUsage]],
+    month: str,
+    now: int,
+    remaining_s: float,
+    limit: int | None,
+) -> tuple[list[str | Text], bool]:
+    """App ``name``'s row of ``status`` (its checkpoints' usage by key) and whether it fits."""
+    usage = total_usage([u for _, u in keyed], name, month)
+    flows = sum(
+        1 for key, _ in keyed if not key.startswith(("backfill:", "followups:", "refdata:"))
+    )
+    demand = Demand.measured(usage, now, flows=max(flows, 1))
+    elapsed_s = max((now - usage.since_ms) / 1000, 1.0)
+    interval = elapsed_s * demand.flows / usage.cycles if usage.cycles else elapsed_s
+    projected = project_month(usage.calls, demand, interval, remaining_s)
+    fits = limit is None or projected <= limit
+    fitting = "-"
+    if limit is not None:
+        fitting = _interval(
+            interval_for_budget(
+                limit, usage.calls, demand, remaining_s, floor_s=1.0, ceiling_s=86_400.0
+            )
+        )
+    row: list[str | Text] = [
+        safe(name),  # the app name comes from a checkpoint record on a topic
+        str(flows),
+        str(usage.list_calls),
+        str(usage.get_calls),
+        str(usage.calls),
+        f"every {_interval(interval)}",
+        f"{projected:,.0f}",
+        f"{limit:,}" if limit else "-",
+        f"{limit - usage.calls:,}" if limit else "-",
+        "-" if limit is None else ("[green]yes[/green]" if fits else "[red]no[/red]"),
+        fitting,
+        str(usage.contact_calls),
+    ]
+    return row, fits
+
+
+ApprovalsOption = Annotated[int, typer.Option(min=0, help="approvals a month, all flows")]
+FlowsOption = Annotated[int, typer.Option(min=1, help="flows (process codes) polled")]
+IntervalOption = Annotated[
+    float, typer.Option(min=1.0, help="poll interval without events, seconds")
+]
+VerifyDaysOption = Annotated[
+    float, typer.Option(min=1.0, max=100.0, help="events: each flow verified every N days")
+]
+LongGapsOption = Annotated[
+    float,
+    typer.Option(min=0.0, help="events: gaps a month long enough to list (outages, restarts)"),
+]
+VerifySampleOption = Annotated[
+    float,
+    typer.Option(
+        min=0.01,
+        max=1.0,
+        help="events: also project DINGDEE_EVENTS__VERIFY_SAMPLE, the share of flows each "
+        "verification lists (1: only the full row)",
+    ),
+]
+PlanBudgetOption = Annotated[int | None, typer.Option(min=1, help="monthly call budget")]
+PollingGetsOption = Annotated[
+    float,
+    typer.Option(
+        min=1.0,
+        help="get calls per approval without events (the default re-check schedule's "
+        "figure; about 1.5 with a first re-check after 24 h, see make bench)",
+    ),
+]
+
+
 @app.command("plan")
 def plan(
-    approvals_per_month: Annotated[int, typer.Option(min=0, help="approvals a month, all flows")],
-    flows: Annotated[int, typer.Option(min=1, help="flows (process codes) polled")] = 1,
-    interval: Annotated[
-        float, typer.Option(min=1.0, help="poll interval without events, seconds")
-    ] = 30.0,
-    verify_days: Annotated[
-        float, typer.Option(min=1.0, max=100.0, help="events: each flow verified every N days")
-    ] = 14.0,
-    long_gaps: Annotated[
-        float,
-        typer.Option(min=0.0, help="events: gaps a month long enough to list (outages, restarts)"),
-    ] = 1.0,
-    verify_sample: Annotated[
-        float,
-        typer.Option(
-            min=0.01,
-            max=1.0,
-            help="events: also project DINGDEE_EVENTS__VERIFY_SAMPLE, the share of flows each "
-            "verification lists (1: only the full row)",
-        ),
-    ] = 0.25,
-    budget: Annotated[int | None, typer.Option(min=1, help="monthly call budget")] = None,
-    polling_gets: Annotated[
-        float,
-        typer.Option(
-            min=1.0,
-            help="get calls per approval without events (the default re-check schedule's "
-            "figure; about 1.5 with a first re-check after 24 h, see make bench)",
-        ),
-    ] = GETS_PER_APPROVAL["polling"],
+    approvals_per_month: ApprovalsOption,
+    flows: FlowsOption = 1,
+    interval: IntervalOption = 30.0,
+    verify_days: VerifyDaysOption = 14.0,
+    long_gaps: LongGapsOption = 1.0,
+    verify_sample: VerifySampleOption = 0.25,
+    budget: PlanBudgetOption = None,
+    polling_gets: PollingGetsOption = GETS_PER_APPROVAL["polling"],
 ) -> None:
     """Project a 30-day month of calls with events on and off (and fit a budget).
 
@@ -206,51 +232,11 @@ def plan(
     if budget:
         table.add_column(f"poll every, to fit {budget:,} ({HEADROOM:.0%})")
         table.add_column("calls/month then")
-    per = max(approvals_per_month, 1)
-    evented = events_month(
-        approvals_per_month,
-        flows,
-        verify_interval_s=verify_days * 86_400,
-        long_gaps_per_month=long_gaps,
+    evented = _events_rows(
+        table, approvals_per_month, flows, verify_days, long_gaps, verify_sample, budget
     )
-    table.add_row(
-        "events",
-        f"{GETS_PER_APPROVAL['events']:.2f}",
-        f"verify every {verify_days:g} d",
-        f"{evented:,.0f}",
-        f"{evented / per:.2f}",
-        *(["-", f"{evented:,.0f}"] if budget else []),
-    )
-    if verify_sample < 1:
-        sampled = events_month(
-            approvals_per_month,
-            flows,
-            verify_interval_s=verify_days * 86_400,
-            long_gaps_per_month=long_gaps,
-            verify_sample=verify_sample,
-        )
-        table.add_row(
-            f"events, sampled {verify_sample:g}",
-            f"{GETS_PER_APPROVAL['events']:.2f}",
-            f"{verify_sample:.0%} of flows every {verify_days:g} d",
-            f"{sampled:,.0f}",
-            f"{sampled / per:.2f}",
-            *(["-", f"{sampled:,.0f}"] if budget else []),
-        )
     over = budget is not None and evented > budget * HEADROOM
-    for mode, every, gets in (("polling", interval, polling_gets),):
-        demand = Demand.planned(approvals_per_month, gets, flows)
-        projected = project_month(0, demand, every, MONTH_SECONDS)
-        row = [mode, f"{gets:.2f}", _interval(every), f"{projected:,.0f}", f"{projected / per:.2f}"]
-        if budget:
-            fitted = interval_for_budget(
-                budget, 0, demand, MONTH_SECONDS, floor_s=every, ceiling_s=86_400.0
-            )
-            then = project_month(0, demand, fitted, MONTH_SECONDS)
-            if mode == "polling" and then > budget * HEADROOM:
-                row[0] = "polling [red](does not fit)[/red]"
-            row += [_interval(fitted), f"{then:,.0f}"]
-        table.add_row(*row)
+    table.add_row(*_polling_row(approvals_per_month, flows, interval, polling_gets, budget))
     console.print(
         f"[bold]{approvals_per_month:,} approvals a month over {flows} flow(s)[/bold] "
         "(get/approval as measured by make bench; polling listids: a page per cycle and flow, "
@@ -263,6 +249,72 @@ def plan(
     if over:
         console.print("[red]Even with events the approvals alone exceed the budget.[/red]")
     raise typer.Exit(1 if over else 0)
+
+
+def _events_rows(
+    table: Table,
+    approvals_per_month: int,
+    flows: int,
+    verify_days: float,
+    long_gaps: float,
+    verify_sample: float,
+    budget: int | None,
+) -> float:
+    """``plan``'s events rows (every flow verified, then sampled); the full row's calls."""
+    per = max(approvals_per_month, 1)
+    rows = [("events", f"verify every {verify_days:g} d", 1.0)]
+    if verify_sample < 1:
+        rows.append(
+            (
+                f"events, sampled {verify_sample:g}",
+                f"{verify_sample:.0%} of flows every {verify_days:g} d",
+                verify_sample,
+            )
+        )
+    months = []
+    for mode, every, sample in rows:
+        calls = events_month(
+            approvals_per_month,
+            flows,
+            verify_interval_s=verify_days * 86_400,
+            long_gaps_per_month=long_gaps,
+            verify_sample=sample,
+        )
+        months.append(calls)
+        table.add_row(
+            mode,
+            f"{GETS_PER_APPROVAL['events']:.2f}",
+            every,
+            f"{calls:,.0f}",
+            f"{calls / per:.2f}",
+            *(["-", f"{calls:,.0f}"] if budget else []),
+        )
+    return months[0]
+
+
+def _polling_row(
+    approvals_per_month: int, flows: int, every: float, gets: float, budget: int | None
+) -> list[str]:
+    """``plan``'s polling row: at ``every``, and (with a budget) the interval that fits it."""
+    demand = Demand.planned(approvals_per_month, gets, flows)
+    projected = project_month(0, demand, every, MONTH_SECONDS)
+    per = max(approvals_per_month, 1)
+    row = [
+        "polling",
+        f"{gets:.2f}",
+        _interval(every),
+        f"{projected:,.0f}",
+        f"{projected / per:.2f}",
+    ]
+    if budget:
+        fitted = interval_for_budget(
+            budget, 0, demand, MONTH_SECONDS, floor_s=every, ceiling_s=86_400.0
+        )
+        then = project_month(0, demand, fitted, MONTH_SECONDS)
+        if then > budget * HEADROOM:
+            row[0] = "polling [red](does not fit)[/red]"
+        row += [_interval(fitted), f"{then:,.0f}"]
+    return row
 
 
 def _best_polling(approvals_per_month: int, flows: int, budget: int) -> None:

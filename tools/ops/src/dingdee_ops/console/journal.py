@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from dingdee_common.codec import decode_model
 from dingdee_common.contracts.v1 import ApprovalSnapshot, BillOutcome, BillReady, BillResult
@@ -220,21 +220,46 @@ class Journal:
         return next((s for s in self.snaps if s.coordinates == coordinates), None)
 
 
-async def _read_since(settings: KafkaSettings, topic: str, since: datetime) -> list[Any]:
-    """Records of ``topic`` written at or after ``since`` (the broker's index by time)."""
+Start = Callable[[AIOKafkaConsumer, list[TopicPartition]], Awaitable[dict[TopicPartition, int]]]
+
+
+async def _read_from(
+    settings: KafkaSettings, topic: str, start: Start, *, missing_ok: bool = False
+) -> list[Any]:
+    """Records of every partition of ``topic`` from the offsets ``start`` chooses to the ends.
+
+    Raises:
+        FatalError: the topic does not exist (unless ``missing_ok``: no records) or the broker
+            stops answering.
+    """
     consumer = make_consumer(settings, group_id=None)
     await consumer.start()
     try:
-        tps = await partitions_of(consumer, [topic])
-        found = await consumer.offsets_for_times({tp: int(since.timestamp() * 1000) for tp in tps})
-        ends = await consumer.end_offsets(tps)
-        start: dict[TopicPartition, int] = {
-            tp: (at.offset if at is not None else ends[tp]) for tp, at in found.items()
-        }
-        records, _ = await read_to_end(consumer, tps, start)
-        return [r for r in records if r.timestamp >= since.timestamp() * 1000]
+        try:
+            tps = await partitions_of(consumer, [topic])
+        except FatalError:
+            if missing_ok:
+                return []
+            raise
+        records, _ = await read_to_end(consumer, tps, await start(consumer, tps))
+        return records
     finally:
         await consumer.stop()
+
+
+async def _read_since(settings: KafkaSettings, topic: str, since: datetime) -> list[Any]:
+    """Records of ``topic`` written at or after ``since`` (the broker's index by time)."""
+    since_ms = int(since.timestamp() * 1000)
+
+    async def first_since(
+        consumer: AIOKafkaConsumer, tps: list[TopicPartition]
+    ) -> dict[TopicPartition, int]:
+        found = await consumer.offsets_for_times(dict.fromkeys(tps, since_ms))
+        ends = await consumer.end_offsets(tps)
+        return {tp: (at.offset if at is not None else ends[tp]) for tp, at in found.items()}
+
+    records = await _read_from(settings, topic, first_since)
+    return [r for r in records if r.timestamp >= since.timestamp() * 1000]
 
 
 async def _read_all(settings: KafkaSettings, topics: list[str]) -> list[DeadLetter]:
@@ -251,18 +276,14 @@ async def _read_waiting(settings: KafkaSettings, topic: str) -> dict[bytes, str]
     """The records parked now until their master data appears (issue #14): the compacted
     ``transformer.parked`` topic's last value per key, a tombstone meaning released. Empty when
     the topic does not exist (no live reference data deployed)."""
-    consumer = make_consumer(settings, group_id=None)
-    await consumer.start()
-    try:
-        try:
-            tps = await partitions_of(consumer, [topic])
-        except FatalError:
-            return {}
-        records, _ = await read_to_end(consumer, tps, dict.fromkeys(tps, 0))
-    finally:
-        await consumer.stop()
+
+    async def beginning(
+        _: AIOKafkaConsumer, tps: list[TopicPartition]
+    ) -> dict[TopicPartition, int]:
+        return dict.fromkeys(tps, 0)
+
     waiting: dict[bytes, str] = {}
-    for rec in records:
+    for rec in await _read_from(settings, topic, beginning, missing_ok=True):
         key = rec.key or b""
         if rec.value is None:
             waiting.pop(key, None)
