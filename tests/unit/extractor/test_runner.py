@@ -38,6 +38,10 @@ class _UntilStop:
     def __init__(self, *_: Any) -> None:
         self.contact_hook: Any = None
         self.ended_by_stop = False
+        self.outage = self  # the app's OutageWatch: the follow-ups read ``behind`` from it
+
+    def behind(self, *_: Any) -> None:
+        pass
 
     async def setup(self) -> None:
         pass
