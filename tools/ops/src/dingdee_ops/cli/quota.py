@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from dataclasses import replace
 from typing import Annotated
 
 import orjson
@@ -25,9 +26,8 @@ from dingdee_common.contracts import CallUsage
 from dingdee_common.kafka.topics import Topics
 from dingdee_common.quota import (
     DEFAULT_MONTHLY_BUDGET,
-    GETS_PER_APPROVAL,
+    EVENT_GETS_PER_APPROVAL,
     HEADROOM,
-    MONTH_SECONDS,
     Demand,
     events_month,
     interval_for_budget,
@@ -37,7 +37,7 @@ from dingdee_common.quota import (
     total_usage,
 )
 from dingdee_common.runtime import settings_or_exit
-from dingdee_common.schedule import best_schedule
+from dingdee_common.schedule import DEFAULT, best_schedule, evaluate, fit_budget
 from dingdee_common.settings import ServiceSettings
 from dingdee_ops.dlq.records import parse_time
 from dingdee_ops.terminal import safe
@@ -170,7 +170,7 @@ def plan(
     flows: Annotated[int, typer.Option(min=1, help="flows (process codes) polled")] = 1,
     interval: Annotated[
         float, typer.Option(min=1.0, help="poll interval without events, seconds")
-    ] = 30.0,
+    ] = DEFAULT.interval_s,
     verify_days: Annotated[
         float, typer.Option(min=1.0, max=100.0, help="events: each flow verified every N days")
     ] = 14.0,
@@ -187,75 +187,60 @@ def plan(
             "verification lists (1: only the full row)",
         ),
     ] = 0.25,
-    budget: Annotated[int | None, typer.Option(min=1, help="monthly call budget")] = None,
-    polling_gets: Annotated[
+    lost_events: Annotated[
         float,
         typer.Option(
-            min=1.0,
-            help="get calls per approval without events (the default re-check schedule's "
-            "figure; about 1.5 with a first re-check after 24 h, see make bench)",
+            min=0.0,
+            max=1.0,
+            help="events, sampled: share of events DingTalk loses while connected; a sampled "
+            "listing that finds an approval whose two events were lost lists every flow "
+            "(make bench's simulated week: 0.05)",
         ),
-    ] = GETS_PER_APPROVAL["polling"],
+    ] = 0.05,
+    budget: Annotated[int | None, typer.Option(min=1, help="monthly call budget")] = None,
 ) -> None:
     """Project a 30-day month of calls with events on and off (and fit a budget).
 
-    With --budget, also the freshest polling-only schedule that fits it (poll interval and
-    open-instance re-checks) and its freshness, hours from an approval's finish to its snapshot.
+    Polling's get per approval follow its re-check schedule (the extractor's defaults, first
+    re-check a minute after creation, ×2 up to 6 h; a re-check waits for the next cycle). With
+    --budget, also the interval the extractor stretches polling to (re-checks stretched alike)
+    and the freshest polling-only schedule that fits, with its freshness: hours from an
+    approval's finish to its snapshot.
     """
     table = Table("mode", "get/approval", "poll every", "calls/month", "calls/approval")
     if budget:
         table.add_column(f"poll every, to fit {budget:,} ({HEADROOM:.0%})")
         table.add_column("calls/month then")
     per = max(approvals_per_month, 1)
-    evented = events_month(
-        approvals_per_month,
-        flows,
-        verify_interval_s=verify_days * 86_400,
-        long_gaps_per_month=long_gaps,
-    )
-    table.add_row(
-        "events",
-        f"{GETS_PER_APPROVAL['events']:.2f}",
-        f"verify every {verify_days:g} d",
-        f"{evented:,.0f}",
-        f"{evented / per:.2f}",
-        *(["-", f"{evented:,.0f}"] if budget else []),
-    )
-    if verify_sample < 1:
-        sampled = events_month(
+    evented = 0.0
+    for share in (1.0, verify_sample) if verify_sample < 1 else (1.0,):
+        month = events_month(
             approvals_per_month,
             flows,
             verify_interval_s=verify_days * 86_400,
             long_gaps_per_month=long_gaps,
-            verify_sample=verify_sample,
+            verify_sample=share,
+            lost_events=lost_events,
         )
+        evented = evented or month
         table.add_row(
-            f"events, sampled {verify_sample:g}",
-            f"{GETS_PER_APPROVAL['events']:.2f}",
-            f"{verify_sample:.0%} of flows every {verify_days:g} d",
-            f"{sampled:,.0f}",
-            f"{sampled / per:.2f}",
-            *(["-", f"{sampled:,.0f}"] if budget else []),
+            "events" if share == 1 else f"events, sampled {share:g}",
+            f"{EVENT_GETS_PER_APPROVAL:.2f}",
+            f"verify every {verify_days:g} d"
+            if share == 1
+            else f"{share:.0%} of flows every {verify_days:g} d",
+            f"{month:,.0f}",
+            f"{month / per:.2f}",
+            *(["-", f"{month:,.0f}"] if budget else []),
         )
+    table.add_row(*_polling_row(approvals_per_month, flows, interval, budget))
     over = budget is not None and evented > budget * HEADROOM
-    for mode, every, gets in (("polling", interval, polling_gets),):
-        demand = Demand.planned(approvals_per_month, gets, flows)
-        projected = project_month(0, demand, every, MONTH_SECONDS)
-        row = [mode, f"{gets:.2f}", _interval(every), f"{projected:,.0f}", f"{projected / per:.2f}"]
-        if budget:
-            fitted = interval_for_budget(
-                budget, 0, demand, MONTH_SECONDS, floor_s=every, ceiling_s=86_400.0
-            )
-            then = project_month(0, demand, fitted, MONTH_SECONDS)
-            if mode == "polling" and then > budget * HEADROOM:
-                row[0] = "polling [red](does not fit)[/red]"
-            row += [_interval(fitted), f"{then:,.0f}"]
-        table.add_row(*row)
     console.print(
         f"[bold]{approvals_per_month:,} approvals a month over {flows} flow(s)[/bold] "
-        "(get/approval as measured by make bench; polling listids: a page per cycle and flow, "
-        "and one per 20 approvals, plus the daily sweep; events listids: each flow's "
-        "verification and every flow per long gap, DESIGN §5)"
+        "(polling: get/approval from the re-check schedule, a listids page per cycle and flow "
+        "and one per 20 approvals, plus the daily sweep; events: a get per approval, listids "
+        "for each flow's verification, every flow per long gap and, with sampling, per alarm; "
+        "DESIGN §5)"
     )
     console.print(table)
     if budget:
@@ -263,6 +248,33 @@ def plan(
     if over:
         console.print("[red]Even with events the approvals alone exceed the budget.[/red]")
     raise typer.Exit(1 if over else 0)
+
+
+def _polling_row(
+    approvals_per_month: int, flows: int, every: float, budget: int | None
+) -> list[str]:
+    """Polling with the default re-checks every ``every`` seconds, and stretched to ``budget``
+    as the extractor stretches it (``DINGDEE_POLL__BUDGET_MAX_INTERVAL_SECONDS``, a day)."""
+    schedule = replace(DEFAULT, interval_s=every)
+    figures = evaluate(schedule, approvals_per_month, flows)
+    calls, per = figures.calls_per_month, max(approvals_per_month, 1)
+    row = ["polling", f"{figures.gets_per_approval:.2f}", _interval(every), f"{calls:,.0f}"]
+    row.append(f"{calls / per:.2f}")
+    if budget:
+        day = 86_400.0
+        fit = fit_budget(
+            schedule,
+            approvals_per_month,
+            flows,
+            budget,
+            ceiling_s=max(every, day),
+            cap_s=max(schedule.recheck_max_s, day),
+        )
+        if fit.calls_per_month > budget * HEADROOM:
+            row[0] = "polling [red](does not fit)[/red]"
+        fitted = f"{_interval(fit.schedule.interval_s)} ({fit.gets_per_approval:.2f} get/approval)"
+        row += [fitted, f"{fit.calls_per_month:,.0f}"]
+    return row
 
 
 def _best_polling(approvals_per_month: int, flows: int, budget: int) -> None:
