@@ -46,9 +46,6 @@ GOAL_P99_S = 3.0
 GROWING_S = 0.25  # the last third's median this much above the first third's: a queue grows
 # the extractor's DINGDEE_DINGTALK__QPS_MARGIN (its default when unset)
 MARGIN = {"DINGDEE_DINGTALK__QPS_MARGIN": m} if (m := os.environ.get("BENCH_QPS_MARGIN")) else {}
-# a sliding window per API instead of the token bucket (DINGDEE_DINGTALK__QPS_WINDOW_SECONDS)
-if w := os.environ.get("BENCH_QPS_WINDOW"):
-    MARGIN["DINGDEE_DINGTALK__QPS_WINDOW_SECONDS"] = w
 
 
 async def _approve_at_rate(client: httpx.AsyncClient, base: str, rate: float) -> dict[str, float]:

@@ -87,28 +87,3 @@ class TestTokenBucket:
         bucket = TokenBucket(rate=10, clock=clock, sleep=clock.sleep)
         waits = await asyncio.gather(*(bucket.acquire() for _ in range(3)))
         assert sorted(waits) == pytest.approx([0.0, 0.1, 0.2])
-
-
-class TestSlidingWindow:
-    """``DINGTALK__QPS_WINDOW_SECONDS``: at most ``qps`` calls in any window, catching up."""
-
-    async def test_never_more_than_the_limit_in_any_window_and_no_lost_turns(self) -> None:
-        clock = FakeClock()
-        limits = RateLimits(20, 0.0, clock=clock, sleep=clock.sleep, window=1.02)
-        path = "/topapi/processinstance/get"
-        stamps = await stamps_of(limits, clock, "main", path, 20)
-        assert stamps[-1] == stamps[0]  # an idle API lets a second's calls go at once
-        await clock.sleep(0.5)  # nothing waiting: a token bucket would lose these turns
-        stamps += await stamps_of(limits, clock, "main", path, 80)
-        # 100 calls, 20 per 1.02 s: the last four windows are full, nothing was lost
-        assert stamps[-1] - stamps[0] == pytest.approx(4 * 1.02)
-        assert max(sum(1 for t in stamps if s <= t < s + 1.02 - 1e-9) for s in stamps) == 20
-
-    async def test_a_penalty_holds_the_api_and_the_margin_lowers_the_count(self) -> None:
-        clock = FakeClock()
-        limits = RateLimits(20, 0.05, clock=clock, sleep=clock.sleep, window=1.0)
-        stamps = await stamps_of(limits, clock, "main", "/get", 20)
-        assert stamps[18] == stamps[0] and stamps[19] == pytest.approx(stamps[0] + 1.0)  # 19
-        limits.penalise("main", "/get", 1.0)
-        assert await limits.acquire("main", "/listids") == 0.0
-        assert await limits.acquire("main", "/get") == pytest.approx(1.0)

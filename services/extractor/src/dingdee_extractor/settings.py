@@ -62,14 +62,6 @@ class DingTalkSettings(_Block):
         description="share of qps left unused, so the calls' jitter never crosses the limit "
         "(0.05: 19 calls a second per API)",
     )
-    qps_window_seconds: float | None = Field(
-        default=None,
-        ge=1.0,
-        le=2.0,
-        description="instead of a token bucket, allow qps × (1 − qps_margin) calls per API in "
-        "any window this long (a sliding log: calls catch up after a pause); 1 + the arrival "
-        "jitter allowed, e.g. 1.02 with a margin of 0 (measured, DESIGN §5 rate limits)",
-    )
     timeout_seconds: float = Field(default=10.0, gt=0)
     token_refresh_margin_seconds: float = Field(default=600.0, ge=0)
     get_concurrency: int = Field(default=8, ge=1, le=64)

@@ -127,9 +127,7 @@ class DingTalkClient:
             base_url=settings.base_url.rstrip("/"), timeout=settings.timeout_seconds
         )
         self._apps = {name: _AppState(app) for name, app in settings.apps.items()}
-        self.limits = RateLimits(
-            settings.qps, settings.qps_margin, window=settings.qps_window_seconds
-        )
+        self.limits = RateLimits(settings.qps, settings.qps_margin)
         self._punished_until = 0.0  # monotonic end of an anti-abuse ban (the IP's, every app's)
 
     async def aclose(self) -> None:

@@ -10,13 +10,10 @@ is limited as soon as it is called through :meth:`RateLimits.acquire` with its p
 from __future__ import annotations
 
 import asyncio
-import math
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Protocol
 
-__all__ = ["Limiter", "RateLimits", "SlidingWindow", "TokenBucket"]
+__all__ = ["RateLimits", "TokenBucket"]
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -67,55 +64,6 @@ class TokenBucket:
         self._tokens = min(self._tokens, 0.0) - seconds * self.rate
 
 
-class Limiter(Protocol):
-    async def acquire(self) -> float: ...
-
-    def penalise(self, seconds: float) -> None: ...
-
-
-class SlidingWindow:
-    """At most ``count`` acquisitions in any ``window`` seconds (a log of the last ``count``).
-
-    Unlike a token bucket at ``count / window`` with a burst of one, a call that could not go
-    when its turn came (nothing was waiting) is not lost: the log lets the next ones catch up,
-    as long as no ``window`` holds more than ``count``. DingTalk counts its per-API limit in a
-    1-s window (dingtalk.md §5.4); a ``window`` a little over 1 s leaves room for the calls'
-    arrival jitter.
-    """
-
-    def __init__(
-        self,
-        count: int,
-        window: float,
-        clock: Clock = time.monotonic,
-        sleep: Sleep = asyncio.sleep,
-    ) -> None:
-        self.count, self.window = max(count, 1), window
-        self._sent: deque[float] = deque(maxlen=self.count)
-        self._held_until = 0.0
-        self._clock = clock
-        self._sleep = sleep
-        self._lock = asyncio.Lock()
-
-    async def acquire(self) -> float:
-        """Take a place in the window, sleeping until one is free; return the seconds waited."""
-        started = self._clock()
-        async with self._lock:
-            while True:
-                now = self._clock()
-                free_at = self._held_until
-                if len(self._sent) == self.count:
-                    free_at = max(free_at, self._sent[0] + self.window)
-                if now >= free_at:
-                    self._sent.append(now)
-                    return now - started
-                await self._sleep(max(free_at - now, 1e-6))
-
-    def penalise(self, seconds: float) -> None:
-        """Hold every call for ``seconds`` (after DingTalk said we were too fast)."""
-        self._held_until = max(self._held_until, self._clock() + seconds)
-
-
 class RateLimits:
     """The buckets of one client: one per (app, API path), each at ``limit × (1 − margin)``.
 
@@ -129,27 +77,19 @@ class RateLimits:
         margin: float = 0.05,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
-        window: float | None = None,
     ) -> None:
         if limit <= 0 or not 0 <= margin < 1:
             raise ValueError(f"limit must be > 0 and 0 <= margin < 1, got {limit}, {margin}")
         self.rate = limit * (1 - margin)
-        self._window = window  # set: a sliding window of ``rate`` calls per ``window`` seconds
         self._clock = clock
         self._sleep = sleep
-        self._buckets: dict[tuple[str, str], Limiter] = {}
+        self._buckets: dict[tuple[str, str], TokenBucket] = {}
 
-    def bucket(self, app: str, path: str) -> Limiter:
-        """The limiter of ``app``'s calls to ``path`` (created on first use)."""
+    def bucket(self, app: str, path: str) -> TokenBucket:
+        """The bucket of ``app``'s calls to ``path`` (created on first use)."""
         key = (app, path)
         if key not in self._buckets:
-            self._buckets[key] = (
-                TokenBucket(self.rate, clock=self._clock, sleep=self._sleep)
-                if self._window is None
-                else SlidingWindow(
-                    math.floor(self.rate + 1e-9), self._window, self._clock, self._sleep
-                )
-            )
+            self._buckets[key] = TokenBucket(self.rate, clock=self._clock, sleep=self._sleep)
         return self._buckets[key]
 
     async def acquire(self, app: str, path: str) -> float:
