@@ -16,7 +16,7 @@ import random
 import resource
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -27,6 +27,7 @@ from dingdee_common.kafka.clients import make_producer
 from dingdee_common.kafka.dlq import DeadLetterPublisher
 from dingdee_common.kafka.topics import Topics, provision
 from dingdee_common.quota import MONTH_SECONDS, Demand, project_month
+from dingdee_common.schedule import DEFAULT, gets_per_approval
 from dingdee_common.settings import KafkaSettings, RetrySettings
 from dingdee_common.web import start_site
 from dingdee_extractor.dingtalk.client import DingTalkClient
@@ -242,9 +243,12 @@ async def run(bootstrap: str) -> None:
             f"  {minutes}-min cycles, naive re-fetch of every open instance every cycle: "
             + describe(await steady_state(kafka, naive, minutes))
         )
+        model = gets_per_approval(replace(DEFAULT, interval_s=minutes * 60.0))
         print(
             f"  {minutes}-min cycles, default schedule (first re-check after 1 min): "
             + describe(default_week)
+            + f"; get/approval {default_week.gets / max(default_week.terminals, 1):.2f}, "
+            f"the quota model's {model:.2f} (dingdee_common.schedule)"
         )
     polling = None
     for hours in (4, 8, 12, 24):
@@ -262,8 +266,8 @@ async def run(bootstrap: str) -> None:
         "(standard edition allowance: a few thousand)"
     )
     print(
-        "get calls per approval for dingdee quota plan: polling (default schedule) "
-        f"{default_week.gets / default_week.terminals:.2f}"
+        "get calls per approval polling with the default schedule at its default 30-s cycles, "
+        f"the quota model's (dingdee quota plan, the doctor): {gets_per_approval(DEFAULT):.2f}"
     )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS: {peak:.0f} MiB")

@@ -260,7 +260,8 @@ async def test_the_extractor_refuses_a_budget_that_cannot_fit_before_kafka(
         "main": {
             "app_key": DEMO_APP.app_key,
             "app_secret": DEMO_APP.app_secret,
-            "approvals_per_month": 3000,
+            # at least a get each: more than 90 % of 5 000 however far polling stretches
+            "approvals_per_month": 5000,
         }
     }
     env = {**sandboxes, "DINGDEE_DINGTALK__APPS": json.dumps(apps), "DINGDEE_EVENTS__ENABLED": "0"}
@@ -268,7 +269,7 @@ async def test_the_extractor_refuses_a_budget_that_cannot_fit_before_kafka(
     assert code == 1, out
     [fatal] = [json.loads(x)["error"] for x in out.splitlines() if '"extractor.fatal"' in x]
     assert "start-up check failed: error   quota/main: monthly budget" in fatal
-    assert "polling, 3,000 approvals/month" in fatal and "budget 5,000" in fatal
+    assert "polling, 5,000 approvals/month" in fatal and "budget 5,000" in fatal
     assert "DINGDEE_DINGTALK__ALLOW_OVER_BUDGET=true starts anyway" in fatal
     assert "Kafka" not in fatal and "KafkaConnectionError" not in out, "it fails before Kafka"
 

@@ -10,20 +10,13 @@ projection of each DingTalk app's month against its budget (the model of
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 from dingdee_common.errors import FatalError
 from dingdee_common.observability.logging import get_logger
-from dingdee_common.quota import (
-    GETS_PER_APPROVAL,
-    HEADROOM,
-    MONTH_SECONDS,
-    Demand,
-    events_month,
-    interval_for_budget,
-    project_month,
-)
+from dingdee_common.quota import HEADROOM, events_month
+from dingdee_common.schedule import DEFAULT, Schedule, evaluate, fit_budget
 
 __all__ = [
     "AppPlan",
@@ -104,6 +97,7 @@ class AppPlan:
     budget: int
     allow_over_budget: bool = False
     verify_interval_s: float = 14 * 86_400.0  # events mode: the gap-aware safety net (§5)
+    recheck: Schedule = DEFAULT  # polling's open re-checks (its interval_s is not read)
 
 
 def _every(seconds: float) -> str:
@@ -118,22 +112,27 @@ def budget_check(plan: AppPlan) -> Check:
     ok: it fits as configured; warning: it fits once the extractor stretches polling (or it does
     not fit and ``allow_over_budget`` is set); error: even the longest interval does not fit.
     """
-    mode = "events" if plan.events else "polling"
     if plan.events:
         return _events_budget_check(plan)
-    demand = Demand.planned(
-        plan.approvals_per_month, GETS_PER_APPROVAL[mode], plan.flows, plan.sweep_interval_s
-    )
-    configured = project_month(0, demand, plan.interval_s, MONTH_SECONDS)
+    schedule = replace(plan.recheck, interval_s=plan.interval_s)
+    figures = evaluate(schedule, plan.approvals_per_month, plan.flows, plan.sweep_interval_s)
+    configured = figures.calls_per_month
     ceiling = max(plan.interval_s, plan.max_interval_s)
-    fitted = interval_for_budget(
-        plan.budget, 0, demand, MONTH_SECONDS, floor_s=plan.interval_s, ceiling_s=ceiling
+    fit = fit_budget(
+        schedule,
+        plan.approvals_per_month,
+        plan.flows,
+        plan.budget,
+        ceiling_s=ceiling,
+        cap_s=max(schedule.recheck_max_s, plan.max_interval_s),
+        sweep_interval_s=plan.sweep_interval_s,
     )
-    then = project_month(0, demand, fitted, MONTH_SECONDS)
+    fitted, then = fit.schedule.interval_s, fit.calls_per_month
     target = plan.budget * HEADROOM
     facts = (
-        f"{plan.flows} flow(s), {mode}, {plan.approvals_per_month:,} approvals/month, poll every "
-        f"{_every(plan.interval_s)}: {configured:,.0f} calls/month projected, budget "
+        f"{plan.flows} flow(s), polling, {plan.approvals_per_month:,} approvals/month, poll every "
+        f"{_every(plan.interval_s)} ({figures.gets_per_approval:.1f} get/approval): "
+        f"{configured:,.0f} calls/month projected, budget "
         f"{plan.budget:,} ({HEADROOM:.0%} = {target:,.0f})"
     )
     if configured <= target:

@@ -24,7 +24,7 @@ from dingdee_common.contracts import CallUsage
 __all__ = [
     "CST",
     "DEFAULT_MONTHLY_BUDGET",
-    "GETS_PER_APPROVAL",
+    "EVENT_GETS_PER_APPROVAL",
     "HEADROOM",
     "MONTH_SECONDS",
     "CallKind",
@@ -36,6 +36,7 @@ __all__ = [
     "month_bounds_ms",
     "month_of",
     "project_month",
+    "sampling_alarms",
     "total_usage",
 ]
 
@@ -49,11 +50,10 @@ HEADROOM = 0.9  # pace to 90 % of a budget: counts can lag one step, other tools
 
 CallKind = Literal["list", "get"]
 
-# ``get`` calls per terminal approval with the default settings, as ``bench/bench_extractor.py``
-# measured them over a simulated week (approvals taking hours to days, median 6 h; with events
-# 5 % of the events dropped). Polling's default re-check schedule favours latency (first re-check
-# a minute after creation); a later first re-check costs far fewer calls. Planning only.
-GETS_PER_APPROVAL = {"events": 1.0, "polling": 5.5}
+# ``get`` calls per approval with events on: its finish event's (a lost one is found by the
+# re-check or the verification, which then costs that approval's only ``get``). Polling's figure
+# depends on its schedule and comes from :func:`dingdee_common.schedule.gets_per_approval`.
+EVENT_GETS_PER_APPROVAL = 1.0
 PAGE = 20  # ids per listids page (contract §6.2)
 
 
@@ -191,9 +191,10 @@ def events_month(
     flows: int,
     *,
     verify_interval_s: float,
-    gets_per_approval: float = GETS_PER_APPROVAL["events"],
+    gets_per_approval: float = EVENT_GETS_PER_APPROVAL,
     long_gaps_per_month: float = 1.0,
     verify_sample: float = 1.0,
+    lost_events: float = 0.0,
 ) -> float:
     """Calls in a month with events on and the gap-aware safety net (DESIGN §5).
 
@@ -205,13 +206,35 @@ def events_month(
     rate ``r`` a listing comes every ``min(V, Exp(r))``, on average ``(1 - e^(-rV)) / r``.
     Short disconnections cost nothing: the verification lists them anyway. With
     ``verify_sample`` below 1 the flows take turns: each is listed every ``ceil(1 / sample)``
-    intervals (a sampled listing that finds a lost approval lists every flow: not counted here).
+    intervals, and a sampled listing that finds an approval no event reported raises the alarm:
+    every flow not in turn lists too (:func:`sampling_alarms`), counted as further gaps.
     """
     flows = max(flows, 1)
     turns = max(1, math.ceil(1 / verify_sample - 1e-9))
     v = verify_interval_s * turns / MONTH_SECONDS  # in months
-    r = long_gaps_per_month
+    alarms = sampling_alarms(approvals_per_month, verify_interval_s, turns, lost_events)
+    r = long_gaps_per_month + alarms * (1 - 1 / turns)
     spacing = (1 - math.exp(-r * v)) / r if r > 0 else v  # months between a flow's listings
     per_listing = approvals_per_month / flows * spacing
     lists = flows / spacing * max(1, math.ceil(per_listing / PAGE))
     return approvals_per_month * gets_per_approval + lists
+
+
+def sampling_alarms(
+    approvals_per_month: float, verify_interval_s: float, turns: int, lost_events: float
+) -> float:
+    """Alarms a month a sampled verification raises (DESIGN §5 point 4): listings that find an
+    approval no event reported, after which every flow lists.
+
+    DingTalk losing each event with probability ``lost_events`` (independently; the simulated
+    week's 5 %), an approval is found only by a listing when both its ``start`` and its
+    ``finish`` were lost, a share ``lost_events²``. The flows in turn list, together, the
+    creation times of about one interval of all approvals (each of its ``turns`` intervals'
+    worth), so an interval raises the alarm with probability ``1 − e^(−λ)``, ``λ`` the lost
+    approvals of an interval. Without sampling (``turns`` 1) there is no alarm.
+    """
+    if turns <= 1 or lost_events <= 0:
+        return 0.0
+    per_interval = verify_interval_s / MONTH_SECONDS  # in months
+    lost = approvals_per_month * per_interval * lost_events**2
+    return (1 - math.exp(-lost)) / per_interval

@@ -36,7 +36,8 @@ class TestBudgetCheck:
         assert "the extractor stretches polling to every" in check.message
 
     def test_approvals_alone_over_the_budget_are_an_error_unless_allowed(self) -> None:
-        over = replace(PLAN, events=False, interval_s=30.0)  # 1 000 × 5.5 gets > 4 500
+        # 5 000 approvals cost at least a get each: more than 4 500 however far polling stretches
+        over = replace(PLAN, events=False, interval_s=30.0, approvals_per_month=5000)
         check = budget_check(over)
         assert check.level == "error" and "even polling every 24.0 h projects" in check.message
         assert "enable events" in check.message

@@ -176,5 +176,14 @@ class TestSampledVerification:
         cov = Coverage()
         assert [cov.sample(f, 0.5).slot for f in ("a", "b", "c", "a")] == [0, 1, 2, 0]
         assert cov.sample("a", 0.5).alarm_ms is None
-        cov.missed_at(42)
+        cov.missed_at(42, listed_since=0)
         assert cov.sample("b", 0.5) == Sample(0.5, 1, 42)
+
+    def test_a_listing_the_alarm_caused_does_not_raise_it_again(self) -> None:
+        cov = Coverage()
+        cov.missed_at(42, listed_since=10)  # flow a's turn finds a lost approval
+        cov.missed_at(50, listed_since=20)  # flow b lists because of the alarm, finds one too
+        assert cov.sample("a", 0.5).alarm_ms == 42  # a is not listed a second time
+        assert not verification_due(60, 42, 1000, cov.sample("a", 0.5))
+        cov.missed_at(3000, listed_since=2000)  # a later turn's find is a new alarm
+        assert cov.sample("a", 0.5).alarm_ms == 3000

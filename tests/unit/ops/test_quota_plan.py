@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from dingdee_common.schedule import best_schedule
+from dingdee_common.quota import HEADROOM
+from dingdee_common.schedule import DEFAULT, best_schedule, evaluate, fit_budget
 from dingdee_ops.cli import quota
 from dingdee_ops.cli.quota import app
 
@@ -44,3 +46,20 @@ def test_30_flows_show_the_sampled_verification_and_the_best_polling_schedule() 
 def test_no_sampled_row_at_a_full_sample_and_no_schedule_without_a_budget() -> None:
     out = plan("--approvals-per-month", "1000", "--flows", "30", "--verify-sample", "1")
     assert "sampled" not in out and "Polling only" not in out
+
+
+def test_the_polling_row_takes_its_gets_from_the_schedule_it_projects() -> None:
+    out = plan("--approvals-per-month", "300", "--flows", "2", "--interval", "7200")
+    row = re.search(r"│ polling\s+│\s*([\d.]+)\s*│\s*2\.0 h\s*│\s*([\d,]+)\s*│", out)
+    assert row, out
+    figures = evaluate(replace(DEFAULT, interval_s=7200), 300, 2)
+    assert float(row.group(1)) == pytest.approx(figures.gets_per_approval, abs=0.005)
+    assert row.group(2) == f"{figures.calls_per_month:,.0f}"
+
+
+def test_fitting_a_budget_stretches_the_rechecks_as_the_extractor_does() -> None:
+    out = plan("--approvals-per-month", "1000", "--flows", "2", "--budget", "5000")
+    fit = fit_budget(DEFAULT, 1000, 2, 5000, ceiling_s=86_400, cap_s=86_400)
+    assert fit.calls_per_month <= 5000 * HEADROOM
+    assert fit.gets_per_approval < evaluate(DEFAULT, 1000, 2).gets_per_approval
+    assert f"{fit.gets_per_approval:.2f}" in out and f"{fit.calls_per_month:,.0f}" in out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from dingdee_common.contracts import CallUsage
@@ -16,6 +18,7 @@ from dingdee_common.quota import (
     month_bounds_ms,
     month_of,
     project_month,
+    sampling_alarms,
     total_usage,
 )
 
@@ -144,3 +147,33 @@ class TestEventsMonth:
         assert lists(1.0) == pytest.approx(30 * 30 / 7)
         assert lists(0.25) == pytest.approx(30 * 30 / 28)  # four turns of 7 days
         assert lists(0.3) == lists(0.25) < lists(0.5) < lists(1.0)
+
+
+class TestSamplingAlarms:
+    """A sampled listing that finds an approval whose two events were lost lists every flow."""
+
+    def test_no_alarm_without_sampling_or_without_lost_events(self) -> None:
+        assert sampling_alarms(1000, 14 * 86_400, 1, 0.05) == 0.0
+        assert sampling_alarms(1000, 14 * 86_400, 4, 0.0) == 0.0
+
+    def test_an_interval_raises_the_alarm_when_it_holds_a_doubly_lost_approval(self) -> None:
+        # 1 000 a month, 15-day intervals: 500 approvals an interval, 5 % of events lost:
+        # 1.25 lost both events; P(alarm) = 1 - e^-1.25 per interval, two intervals a month
+        assert sampling_alarms(1000, 15 * 86_400, 4, 0.05) == pytest.approx(
+            2 * (1 - math.exp(-1.25))
+        )
+
+    def test_lossy_delivery_takes_back_part_of_what_sampling_saves(self) -> None:
+        def month(sample: float, lost: float) -> float:
+            return events_month(
+                300,
+                30,
+                verify_interval_s=14 * 86_400,
+                long_gaps_per_month=0,
+                verify_sample=sample,
+                lost_events=lost,
+            )
+
+        full = month(1.0, 0.05)
+        assert full == month(1.0, 0.0)  # without sampling a find raises no alarm
+        assert month(0.25, 0.0) < month(0.25, 0.01) < month(0.25, 0.05) < full

@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 
 from dingdee_common.quota import HEADROOM
-from dingdee_common.schedule import Schedule, _one, best_schedule, evaluate
+from dingdee_common.schedule import (
+    DEFAULT,
+    Schedule,
+    _one,
+    best_schedule,
+    evaluate,
+    fit_budget,
+    gets_per_approval,
+    paced,
+)
 
 H = 3600.0
 
@@ -52,3 +61,28 @@ class TestSchedules:
 
     def test_no_schedule_fits_a_budget_the_listings_alone_exceed(self) -> None:
         assert best_schedule(1000, 300, 5000) is None
+
+
+class TestFitBudget:
+    """The default schedule stretched, re-checks alike, as little as a budget needs."""
+
+    def test_the_least_stretch_that_fits(self) -> None:
+        fit = fit_budget(DEFAULT, 1000, 2, 5000, ceiling_s=24 * H, cap_s=24 * H)
+        assert fit.calls_per_month <= 5000 * HEADROOM
+        pace = fit.schedule.interval_s / DEFAULT.interval_s
+        assert fit.schedule == paced(DEFAULT, pace, 24 * H)
+        tighter = evaluate(paced(DEFAULT, pace * 0.98, 24 * H), 1000, 2)
+        assert tighter.calls_per_month > 5000 * HEADROOM
+        assert fit.gets_per_approval < gets_per_approval(DEFAULT)
+
+    def test_a_schedule_that_fits_is_kept_and_one_that_cannot_gets_the_ceiling(self) -> None:
+        assert fit_budget(DEFAULT, 10, 1, 10**9, ceiling_s=24 * H, cap_s=24 * H).schedule == (
+            DEFAULT
+        )
+        over = fit_budget(DEFAULT, 5000, 2, 5000, ceiling_s=24 * H, cap_s=24 * H)
+        assert over.schedule.interval_s == 24 * H and over.calls_per_month > 5000 * HEADROOM
+
+    def test_pacing_stretches_rechecks_up_to_the_cap(self) -> None:
+        s = paced(DEFAULT, 100, 24 * H)
+        assert (s.interval_s, s.recheck_initial_s, s.recheck_max_s) == (3000, 6000, 24 * H)
+        assert paced(DEFAULT, 1.0, 24 * H) == DEFAULT

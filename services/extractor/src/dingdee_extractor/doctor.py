@@ -18,6 +18,7 @@ import httpx
 
 from dingdee_common.doctor import AppPlan, Check, budget_check, startup_verdict
 from dingdee_common.errors import DingdeeError, FatalError
+from dingdee_common.schedule import Schedule
 from dingdee_extractor.dingtalk.client import DingTalkClient
 from dingdee_extractor.flows import FlowSource
 from dingdee_extractor.schemacheck import Read, component_checks
@@ -51,6 +52,12 @@ def app_plans(settings: ExtractorSettings, sources: Sequence[FlowSource]) -> lis
                 budget=settings.dingtalk.budget_of(app),
                 allow_over_budget=settings.dingtalk.allow_over_budget,
                 verify_interval_s=settings.events.verify_interval_seconds,
+                recheck=Schedule(
+                    settings.poll.interval_seconds,
+                    settings.poll.open_recheck_initial_seconds,
+                    settings.poll.open_recheck_factor,
+                    settings.poll.open_recheck_max_seconds,
+                ),
             )
         )
     return plans

@@ -170,9 +170,16 @@ class Coverage:
         slot = self._slots.setdefault(flow, len(self._slots))
         return Sample(share=share, slot=slot, alarm_ms=self._alarm_ms)
 
-    def missed_at(self, now: int) -> None:
-        """A sampled verification found an approval that no event reported: list every flow."""
-        self._alarm_ms = now
+    def missed_at(self, now: int, listed_since: int) -> None:
+        """A sampled verification (of creation times since ``listed_since``, the flow's last
+        listing) found an approval that no event reported: list every flow.
+
+        A listing the alarm itself caused (one raised after ``listed_since``) does not raise it
+        again: every flow is already listing, and a second alarm would list those that just
+        did once more.
+        """
+        if self._alarm_ms is None or self._alarm_ms <= listed_since:
+            self._alarm_ms = now
 
     @property
     def connected(self) -> bool:

@@ -243,7 +243,8 @@ class FlowPoller(FlowFetching):
         for w_lo, w_hi in split_windows(lo, hi, int(p.window_max_days * DAY_MS)):
             missed += [i for i in await self._list(w_lo, w_hi) if self._is_new(i)]
         if missed and self._coverage is not None and self._events.verify_sample < 1:
-            self._coverage.missed_at(now)  # events were lost while connected: list every flow
+            # events were lost while connected: list every flow
+            self._coverage.missed_at(now, listed_since=self.cp.last_sweep_ms)
         await self._fetch(missed, hint_ms=lo, trigger="sweep", late_before=hi + 1)
         swept_until = max(self.cp.swept_until_ms, hi + 1)
         self.cp = self.cp.model_copy(update={"last_sweep_ms": now, "swept_until_ms": swept_until})

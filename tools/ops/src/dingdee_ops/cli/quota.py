@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from dataclasses import replace
 from typing import Annotated
 
 import orjson
@@ -26,9 +27,8 @@ from dingdee_common.contracts import CallUsage
 from dingdee_common.kafka.topics import Topics
 from dingdee_common.quota import (
     DEFAULT_MONTHLY_BUDGET,
-    GETS_PER_APPROVAL,
+    EVENT_GETS_PER_APPROVAL,
     HEADROOM,
-    MONTH_SECONDS,
     Demand,
     events_month,
     interval_for_budget,
@@ -38,7 +38,7 @@ from dingdee_common.quota import (
     total_usage,
 )
 from dingdee_common.runtime import settings_or_exit
-from dingdee_common.schedule import best_schedule
+from dingdee_common.schedule import DEFAULT, best_schedule, evaluate, fit_budget
 from dingdee_common.settings import ServiceSettings
 from dingdee_ops.dlq.records import parse_time
 from dingdee_ops.terminal import safe
@@ -202,12 +202,14 @@ VerifySampleOption = Annotated[
     ),
 ]
 PlanBudgetOption = Annotated[int | None, typer.Option(min=1, help="monthly call budget")]
-PollingGetsOption = Annotated[
+LostEventsOption = Annotated[
     float,
     typer.Option(
-        min=1.0,
-        help="get calls per approval without events (the default re-check schedule's "
-        "figure; about 1.5 with a first re-check after 24 h, see make bench)",
+        min=0.0,
+        max=1.0,
+        help="events, sampled: share of events DingTalk loses while connected; a sampled "
+        "listing that finds an approval whose two events were lost lists every flow "
+        "(make bench's simulated week: 0.05)",
     ),
 ]
 
@@ -216,32 +218,40 @@ PollingGetsOption = Annotated[
 def plan(
     approvals_per_month: ApprovalsOption,
     flows: FlowsOption = 1,
-    interval: IntervalOption = 30.0,
+    interval: IntervalOption = DEFAULT.interval_s,
     verify_days: VerifyDaysOption = 14.0,
     long_gaps: LongGapsOption = 1.0,
     verify_sample: VerifySampleOption = 0.25,
+    lost_events: LostEventsOption = 0.05,
     budget: PlanBudgetOption = None,
-    polling_gets: PollingGetsOption = GETS_PER_APPROVAL["polling"],
 ) -> None:
     """Project a 30-day month of calls with events on and off (and fit a budget).
 
-    With --budget, also the freshest polling-only schedule that fits it (poll interval and
-    open-instance re-checks) and its freshness, hours from an approval's finish to its snapshot.
+    Polling's get per approval follow its re-check schedule (the extractor's defaults, first
+    re-check a minute after creation, ×2 up to 6 h; a re-check waits for the next cycle). With
+    --budget, also the interval the extractor stretches polling to (re-checks stretched alike)
+    and the freshest polling-only schedule that fits, with its freshness: hours from an
+    approval's finish to its snapshot.
     """
     table = Table("mode", "get/approval", "poll every", "calls/month", "calls/approval")
     if budget:
         table.add_column(f"poll every, to fit {budget:,} ({HEADROOM:.0%})")
         table.add_column("calls/month then")
     evented = _events_rows(
-        table, approvals_per_month, flows, verify_days, long_gaps, verify_sample, budget
+        table,
+        approvals_per_month,
+        flows,
+        (verify_days, long_gaps, verify_sample, lost_events),
+        budget,
     )
+    table.add_row(*_polling_row(approvals_per_month, flows, interval, budget))
     over = budget is not None and evented > budget * HEADROOM
-    table.add_row(*_polling_row(approvals_per_month, flows, interval, polling_gets, budget))
     console.print(
         f"[bold]{approvals_per_month:,} approvals a month over {flows} flow(s)[/bold] "
-        "(get/approval as measured by make bench; polling listids: a page per cycle and flow, "
-        "and one per 20 approvals, plus the daily sweep; events listids: each flow's "
-        "verification and every flow per long gap, DESIGN §5)"
+        "(polling: get/approval from the re-check schedule, a listids page per cycle and flow "
+        "and one per 20 approvals, plus the daily sweep; events: a get per approval, listids "
+        "for each flow's verification, every flow per long gap and, with sampling, per alarm; "
+        "DESIGN §5)"
     )
     console.print(table)
     if budget:
@@ -255,12 +265,14 @@ def _events_rows(
     table: Table,
     approvals_per_month: int,
     flows: int,
-    verify_days: float,
-    long_gaps: float,
-    verify_sample: float,
+    events: tuple[float, float, float, float],
     budget: int | None,
 ) -> float:
-    """``plan``'s events rows (every flow verified, then sampled); the full row's calls."""
+    """``plan``'s events rows (every flow verified, then sampled); the full row's calls.
+
+    ``events``: verification interval in days, long gaps a month, verify sample, lost events.
+    """
+    verify_days, long_gaps, verify_sample, lost_events = events
     per = max(approvals_per_month, 1)
     rows = [("events", f"verify every {verify_days:g} d", 1.0)]
     if verify_sample < 1:
@@ -279,11 +291,12 @@ def _events_rows(
             verify_interval_s=verify_days * 86_400,
             long_gaps_per_month=long_gaps,
             verify_sample=sample,
+            lost_events=lost_events,
         )
         months.append(calls)
         table.add_row(
             mode,
-            f"{GETS_PER_APPROVAL['events']:.2f}",
+            f"{EVENT_GETS_PER_APPROVAL:.2f}",
             every,
             f"{calls:,.0f}",
             f"{calls / per:.2f}",
@@ -293,27 +306,29 @@ def _events_rows(
 
 
 def _polling_row(
-    approvals_per_month: int, flows: int, every: float, gets: float, budget: int | None
+    approvals_per_month: int, flows: int, every: float, budget: int | None
 ) -> list[str]:
-    """``plan``'s polling row: at ``every``, and (with a budget) the interval that fits it."""
-    demand = Demand.planned(approvals_per_month, gets, flows)
-    projected = project_month(0, demand, every, MONTH_SECONDS)
-    per = max(approvals_per_month, 1)
-    row = [
-        "polling",
-        f"{gets:.2f}",
-        _interval(every),
-        f"{projected:,.0f}",
-        f"{projected / per:.2f}",
-    ]
+    """Polling with the default re-checks every ``every`` seconds, and stretched to ``budget``
+    as the extractor stretches it (``DINGDEE_POLL__BUDGET_MAX_INTERVAL_SECONDS``, a day)."""
+    schedule = replace(DEFAULT, interval_s=every)
+    figures = evaluate(schedule, approvals_per_month, flows)
+    calls, per = figures.calls_per_month, max(approvals_per_month, 1)
+    row = ["polling", f"{figures.gets_per_approval:.2f}", _interval(every), f"{calls:,.0f}"]
+    row.append(f"{calls / per:.2f}")
     if budget:
-        fitted = interval_for_budget(
-            budget, 0, demand, MONTH_SECONDS, floor_s=every, ceiling_s=86_400.0
+        day = 86_400.0
+        fit = fit_budget(
+            schedule,
+            approvals_per_month,
+            flows,
+            budget,
+            ceiling_s=max(every, day),
+            cap_s=max(schedule.recheck_max_s, day),
         )
-        then = project_month(0, demand, fitted, MONTH_SECONDS)
-        if then > budget * HEADROOM:
+        if fit.calls_per_month > budget * HEADROOM:
             row[0] = "polling [red](does not fit)[/red]"
-        row += [_interval(fitted), f"{then:,.0f}"]
+        fitted = f"{_interval(fit.schedule.interval_s)} ({fit.gets_per_approval:.2f} get/approval)"
+        row += [fitted, f"{fit.calls_per_month:,.0f}"]
     return row
 
 
