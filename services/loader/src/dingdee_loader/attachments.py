@@ -20,6 +20,12 @@ taken from the loader's lanes (its Kingdee sessions and concurrency limit). Per 
    refresh instead (the extractor checks it again against the current flow settings).
 5. **Outages** of Kingdee or the file host: retried in place with backoff without limit
    (``retry_until_ok``); the item stays uncommitted, so a kill re-runs it.
+6. **Rebalances** (another loader joins or leaves the group): before its partitions are given
+   up, the item in hand is finished and committed (``_Rebalance``); an item fetched for a
+   partition already given up is left to its next owner. A commit the group refuses all the same
+   (``CommitFailedError``: the group moved on; ``IllegalStateError``: the partition is gone) is
+   logged and the worker goes on: the item is read again after the rebalance and the alias check
+   makes the repeat a skip. The process never ends for a rebalance.
 """
 
 from __future__ import annotations
@@ -28,12 +34,13 @@ import asyncio
 import base64
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from dingdee_common import codec
 from dingdee_common.contracts.v1 import AttachmentRefresh, AttachmentResult, AttachmentWork
@@ -96,9 +103,23 @@ class AttachmentWorker:
         self._chunk = chunk_bytes
         self._dlq = DeadLetterPublisher(producer, topics, "loader")
         self._http = http or httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0))
+        self._busy = asyncio.Lock()  # held while an item is handled and committed
+        self._revoked: set[TopicPartition] = set()
+
+    async def revoked(self, partitions: set[TopicPartition]) -> None:
+        """Before the group takes ``partitions``: let the item in hand finish and commit."""
+        self._revoked |= partitions
+        async with self._busy:
+            log.info("loader.attachment.revoked", partitions=sorted(map(str, partitions)))
+
+    def assigned(self, partitions: set[TopicPartition]) -> None:
+        """``partitions`` are this worker's again (read on from their committed offsets)."""
+        self._revoked -= partitions
+        log.info("loader.attachment.assigned", partitions=sorted(map(str, partitions)))
 
     async def run(self, stop: asyncio.Event) -> None:
         """Handle items one by one until ``stop``; each offset is committed once handled."""
+        self._consumer.subscribe([self._topics.attachments_work], listener=_Rebalance(self))
         await self._consumer.start()
         try:
             while not stop.is_set():
@@ -112,21 +133,29 @@ class AttachmentWorker:
 
     async def _until_handled(self, tp: TopicPartition, record: Any) -> None:
         """Handle one item and commit it; a broker that does not answer is waited out and the
-        item handled again (the alias check makes a second upload a skip), never a crash."""
-
-        async def handle() -> None:
-            await self._handle(tp, record)
-            await self._consumer.commit({tp: record.offset + 1})
-
-        def waiting(exc: TransientError, attempt: int, delay: float) -> None:
-            log.warning(
-                "loader.attachment.kafka_unavailable",
-                attempt=attempt,
-                next_in=round(delay, 3),
-                error=exc.message,
+        item handled again (the alias check makes a second upload a skip), never a crash; a
+        rebalance leaves the item to the partition's owner after it (module docstring, 6)."""
+        async with self._busy:
+            if tp in self._revoked:
+                log.info("loader.attachment.left_to_owner", partition=str(tp), offset=record.offset)
+                return
+            await until_broker_answers(
+                lambda: self._handle(tp, record), "an attachment item", self._retry, _waiting
             )
-
-        await until_broker_answers(handle, "an attachment item", self._retry, waiting)
+            try:
+                await until_broker_answers(
+                    lambda: self._consumer.commit({tp: record.offset + 1}),
+                    "an attachment commit",
+                    self._retry,
+                    _waiting,
+                )
+            except (CommitFailedError, IllegalStateError) as exc:
+                log.warning(
+                    "loader.attachment.rebalanced",
+                    partition=str(tp),
+                    offset=record.offset,
+                    error=str(exc)[:300],
+                )
 
     async def _handle(self, tp: TopicPartition, record: Any) -> None:
         source = SourceRecord(
@@ -355,6 +384,26 @@ class AttachmentWorker:
             value=codec.encode_model(result),
             key=work.bill_key.encode(),
         )
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, worker: AttachmentWorker) -> None:
+        self._worker = worker
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        await self._worker.revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        self._worker.assigned(set(assigned))
+
+
+def _waiting(exc: TransientError, attempt: int, delay: float) -> None:
+    log.warning(
+        "loader.attachment.kafka_unavailable",
+        attempt=attempt,
+        next_in=round(delay, 3),
+        error=exc.message,
+    )
 
 
 def _check_download(work: AttachmentWork, status: int) -> None:
