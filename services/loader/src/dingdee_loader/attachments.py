@@ -8,10 +8,11 @@ taken from the loader's lanes (its Kingdee sessions and concurrency limit). Per 
    a byte, the bill's ``BOS_Attachment`` rows are listed (§10.4.3) and a row with that alias
    means the file is attached already. A kill before the last chunk leaves no row (Kingdee
    creates it on ``IsLast``), so the restarted upload starts over; a kill after it finds the row.
-2. **Streaming**: the bytes are read from the DingTalk URL in ``chunk_bytes`` pieces and each
-   piece goes out as one chunk (``FileId`` from the first answer, ``IsLast`` on the last); the
-   download runs one chunk ahead of the upload, so at most four chunks are in memory, and the
-   bytes never go through Kafka.
+2. **Streaming**: the bytes are read from the DingTalk URL and cut into ``chunk_bytes`` chunks,
+   each Base64-encoded piece by piece as it arrives (``filechunks``) and sent as one call
+   (``FileId`` from the first answer, ``IsLast`` on the last) without being joined; download and
+   encoding start while the bill's attachments are checked and run one chunk ahead of the upload
+   (``ReadAhead``), so at most four chunks are in memory, and the bytes never go through Kafka.
 3. **Expired URL** (403 from the file host, or less than a minute left): an
    ``attachments.refresh`` request; the extractor answers with a new work item.
 4. **Dead letters** (``dlq.loader``, replayable with ``dingdee dlq replay``): an item the
@@ -31,8 +32,6 @@ taken from the loader's lanes (its Kingdee sessions and concurrency limit). Per 
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
@@ -53,6 +52,7 @@ from dingdee_common.observability.followups import FollowupMetrics
 from dingdee_common.observability.logging import get_logger
 from dingdee_common.retry import retry_until_ok
 from dingdee_common.settings import RetrySettings
+from dingdee_loader.filechunks import Chunk, ReadAhead, chunked, send_byte_body
 from dingdee_loader.kingdee.client import KingdeeClient, Lane
 
 __all__ = ["AttachmentWorker", "alias_of"]
@@ -207,15 +207,17 @@ class AttachmentWorker:
         return False
 
     async def _attach(self, work: AttachmentWork) -> _Done:
-        lane = await self._lanes.get()
-        try:
-            inter_id = work.kingdee_id or await self._bill_id(lane, work)
-            existing = await self._existing(lane, work, inter_id)
-            if existing is not None:
-                return _Done("already_attached", existing)
-            return await self._upload(lane, work, inter_id)
-        finally:
-            self._lanes.put_nowait(lane)
+        # the download starts while the bill is looked up; a file found attached stops it
+        async with ReadAhead(self._chunks(work)) as chunks:
+            lane = await self._lanes.get()
+            try:
+                inter_id = work.kingdee_id or await self._bill_id(lane, work)
+                existing = await self._existing(lane, work, inter_id)
+                if existing is not None:
+                    return _Done("already_attached", existing)
+                return await self._upload(lane, work, inter_id, chunks)
+            finally:
+                self._lanes.put_nowait(lane)
 
     async def _bill_id(self, lane: Lane, work: AttachmentWork) -> int:
         found = await self._client.existing(lane, work.form_id, work.number_field, [work.number])
@@ -244,7 +246,9 @@ class AttachmentWorker:
             raise TransientError("Kingdee BOS_Attachment query failed", code="kingdee_query_failed")
         return int(rows[0][0]) if rows else None
 
-    async def _upload(self, lane: Lane, work: AttachmentWork, inter_id: int) -> _Done:
+    async def _upload(
+        self, lane: Lane, work: AttachmentWork, inter_id: int, chunks: ReadAhead
+    ) -> _Done:
         base = {
             "FileName": work.file.file_name,
             "FormId": work.form_id,
@@ -253,11 +257,12 @@ class AttachmentWorker:
             "AliasFileName": alias_of(work),
         }
         file_id, size, attachment_id = "", 0, None
-        async for chunk, last in self._prefetched(work):
-            data = {**base, "IsLast": last, "SendByte": base64.b64encode(chunk).decode()}
+        async for chunk in chunks:
+            data: dict[str, Any] = {**base, "IsLast": chunk.last}
             if file_id:
                 data["FileId"] = file_id
-            answer = await self._client.call(lane, "attachmentupload", {"data": data})
+            body = send_byte_body(codec.dumps({"data": data}), chunk)
+            answer = await self._client.call(lane, "attachmentupload", body)
             result = answer.get("Result") if isinstance(answer, dict) else None
             status = (result or {}).get("ResponseStatus") or {}
             if not status.get("IsSuccess"):
@@ -269,60 +274,21 @@ class AttachmentWorker:
                     code="kingdee_attachment_refused",
                 )
             file_id = str((result or {}).get("FileId") or file_id)
-            size += len(chunk)
+            size += chunk.size
             entities = status.get("SuccessEntitys") or []
-            if last and entities:
+            if chunk.last and entities:
                 attachment_id = int(entities[0]["Id"])
         self._metrics.bytes.labels(work.flow).inc(size)
         return _Done("attached", attachment_id, size)
 
-    async def _prefetched(self, work: AttachmentWork) -> AsyncIterator[tuple[bytes, bool]]:
-        """``_chunks`` read one chunk ahead in a task, so the download overlaps the upload
-        (at most four chunks in memory: uploading, queued, held back, filling)."""
-        queue: asyncio.Queue[tuple[bytes, bool] | Exception] = asyncio.Queue(maxsize=1)
-
-        async def fill() -> None:
-            try:
-                async for item in self._chunks(work):
-                    await queue.put(item)
-            except Exception as exc:  # noqa: BLE001 - handed to the reader, raised there
-                await queue.put(exc)
-
-        task = asyncio.create_task(fill())
-        try:
-            while True:
-                item = await queue.get()
-                if isinstance(item, Exception):
-                    raise item
-                yield item
-                if item[1]:
-                    return
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _chunks(self, work: AttachmentWork) -> AsyncIterator[tuple[bytes, bool]]:
-        """The file's bytes in ``chunk_bytes`` pieces, each with whether it is the last."""
+    async def _chunks(self, work: AttachmentWork) -> AsyncIterator[Chunk]:
+        """The file's bytes in ``chunk_bytes`` chunks, encoded, the last one marked."""
         assert work.url is not None  # noqa: S101 - checked by the caller
         try:
             async with self._http.stream("GET", work.url) as response:
                 _check_download(work, response.status_code)
-                # one chunk filling, one held back (to know which is the last): bounded memory
-                pending = bytearray()
-                held: bytes | None = None
-                async for piece in response.aiter_bytes(256 * 1024):
-                    pending += piece
-                    while len(pending) >= self._chunk:
-                        if held is not None:
-                            yield held, False
-                        held = bytes(pending[: self._chunk])
-                        del pending[: self._chunk]
-                if pending:
-                    if held is not None:
-                        yield held, False
-                    held = bytes(pending)
-                yield held or b"", True
+                async for chunk in chunked(response.aiter_bytes(), self._chunk):
+                    yield chunk
         except httpx.TransportError as exc:
             raise TransientError(
                 f"download of {work.file.file_name!r} failed: {type(exc).__name__}",
