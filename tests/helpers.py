@@ -88,6 +88,21 @@ def json_log_lines(path: Path) -> list[dict[str, Any]]:
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def clear_files(form: list[dict[str, Any]]) -> None:
+    """Empty every ``DDAttachment`` of a form in read format, in place: the components and the
+    cells of ``TableField`` rows (dingtalk.md §3.4, §9.3)."""
+    for comp in form:
+        if comp.get("component_type") == "DDAttachment":
+            comp["value"] = "[]"
+        elif comp.get("component_type") == "TableField" and "rowValue" in str(comp.get("value")):
+            rows = json.loads(comp["value"])
+            for row in rows:
+                for cell in row.get("rowValue", []):
+                    if cell.get("componentType") == "DDAttachment":
+                        cell["value"] = "null"
+            comp["value"] = json.dumps(rows, ensure_ascii=False)
+
+
 @cache
 def demo_flows_file() -> Path:
     """``config/flows.yaml`` plus the demo organisation's static tables (tests/demo_tables.yaml).

@@ -3,8 +3,9 @@
 and each approval gets exactly one write-back comment naming its bill number.
 
 Broker, both sandboxes and the three services run as separate processes (``Stack``). The
-approvals are the petty-cash demo ones (1–3 files each) plus two made here: one whose 附件 is
-empty, one with two extra large images added through the sandbox's control API.
+approvals are the petty-cash demo ones (1–3 files each in 附件, and a 票据 receipt in about one
+费用明细 row of four) plus three made here: one without files, one with two extra large images
+added through the sandbox's control API, one whose only file sits in a table row.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import orjson
 import pytest
 
 from dingdee_dev.stack import Stack, StackConfig
-from tests.helpers import demo_flows_file, poll_until
+from tests.helpers import clear_files, demo_flows_file, poll_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -36,20 +37,49 @@ async def _post(base: str, path: str, body: dict[str, Any]) -> Any:
 
 
 async def add_approval(stack: Stack, template_id: str, files: list[dict[str, Any]] | None) -> str:
-    """A new approved petty-cash approval with ``template_id``'s form; its 附件 emptied (None)
-    or with ``files`` added."""
+    """A new approved petty-cash approval with ``template_id``'s form; its files (附件 and the
+    table rows' 票据) emptied (None) or with ``files`` added to 附件."""
     data = await stack.sandbox_json(stack.dingtalk_url, f"/_sandbox/instances/{template_id}")
     form = data["process_instance"]["form_component_values"]
     if files is None:
-        for comp in form:
-            if comp.get("component_type") == "DDAttachment":
-                comp["value"] = "[]"
+        clear_files(form)
     body = {"process_code": PETTY, "form_component_values": form}
     created = await _post(stack.dingtalk_url, "/_sandbox/instances", body)
     for file in files or []:
         await _post(stack.dingtalk_url, f"/_sandbox/attachments/{created['id']}/files", file)
     await _post(stack.dingtalk_url, f"/_sandbox/instances/{created['id']}/approve", {})
     return str(created["id"])
+
+
+async def add_row_file_approval(stack: Stack, template_id: str, file: dict[str, Any]) -> str:
+    """A new approved petty-cash approval whose only file is ``file`` in the 票据 cell of its
+    first 费用明细 row (dingtalk.md §9.3: files inside TableField rows; §3.4 value shape)."""
+    data = await stack.sandbox_json(stack.dingtalk_url, f"/_sandbox/instances/{template_id}")
+    form = data["process_instance"]["form_component_values"]
+    clear_files(form)
+    table = next(c for c in form if c.get("component_type") == "TableField")
+    rows = orjson.loads(table["value"])
+    cell = next(c for c in rows[0]["rowValue"] if c["componentType"] == "DDAttachment")
+    cell["value"] = orjson.dumps([{"spaceId": "115770306", **file}]).decode()
+    table["value"] = orjson.dumps(rows).decode()
+    body = {"process_code": PETTY, "form_component_values": form}
+    created = await _post(stack.dingtalk_url, "/_sandbox/instances", body)
+    await _post(stack.dingtalk_url, f"/_sandbox/instances/{created['id']}/approve", {})
+    return str(created["id"])
+
+
+async def row_files(stack: Stack, pid: str) -> set[str]:
+    """The names of the files in the 费用明细 rows' 票据 cells of approval ``pid``."""
+    data = await stack.sandbox_json(stack.dingtalk_url, f"/_sandbox/instances/{pid}")
+    names: set[str] = set()
+    for comp in data["process_instance"]["form_component_values"]:
+        if comp.get("component_type") != "TableField" or "rowValue" not in comp["value"]:
+            continue
+        for row in orjson.loads(comp["value"]):
+            for cell in row["rowValue"]:
+                if cell["componentType"] == "DDAttachment" and cell["value"] not in ("null", ""):
+                    names.update(f["fileName"] for f in orjson.loads(cell["value"]))
+    return names
 
 
 async def expected_files(stack: Stack, pid: str) -> Counter[tuple[str, int, str]]:
@@ -99,13 +129,20 @@ async def test_files_and_one_comment_per_approval(kafka_bootstrap: str, tmp_path
             {"fileName": "扫描件.png", "fileType": "png", "fileSize": 5_400_000},
         ]
         several = await add_approval(stack, template, big)
+        receipt = {"fileId": "77700000001", "fileName": "出租车票.jpg", "fileType": "jpg"}
+        in_row = await add_row_file_approval(stack, template, {**receipt, "fileSize": 345_678})
         approvals = {
             e["process_instance_id"]: e["business_id"]
             for e in await stack.expected_approvals()
             if e["process_code"] == PETTY
         }
-        assert empty in approvals and several in approvals
+        assert {empty, several, in_row} <= set(approvals)
         want = {pid: await expected_files(stack, pid) for pid in approvals}
+        # files in table rows: the one made here, and the demo's own 票据 cells
+        assert [n for n, _, _ in want[in_row]] == ["出租车票.jpg"]
+        in_rows = {pid: await row_files(stack, pid) for pid in approvals}
+        assert sum(len(names) for pid, names in in_rows.items() if pid != in_row) >= 1
+        assert all(names <= {n for n, _, _ in want[pid]} for pid, names in in_rows.items())
         assert not want[empty] and sum(want[several].values()) >= 3
         assert any(size > 5_000_000 for c in want.values() for _, size, _ in c)
         assert {n.rsplit(".", 1)[-1] for c in want.values() for n, _, _ in c} >= {"pdf", "jpg"}
@@ -129,4 +166,5 @@ async def test_files_and_one_comment_per_approval(kafka_bootstrap: str, tmp_path
         counts = await stack.topic_counts()
         assert counts["dlq.loader"] == 0
         files = sum(sum(c.values()) for c in want.values())
-        print(orjson.dumps({"approvals": len(approvals), "files": files}).decode())
+        rows = sum(len(names) for names in in_rows.values())
+        print(orjson.dumps({"approvals": len(approvals), "files": files, "in_rows": rows}).decode())

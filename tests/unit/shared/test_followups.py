@@ -124,7 +124,7 @@ class TestWriteback:
         specs = {e.id: followup_of(e) for e in flows.enabled()}
         petty = specs["petty-cash"]
         assert petty is not None and petty.attachments is not None and petty.writeback
-        assert petty.attachments.components == ["附件"]
+        assert petty.attachments.components == ["附件", "票据"]
         assert petty.writeback.outcomes == ["saved", "dead_lettered"]
         assert petty.form_name == "费用报销单" and petty.number_field == "FBillNo"
         assert specs["department-sync"] is None

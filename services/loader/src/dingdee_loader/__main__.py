@@ -111,9 +111,8 @@ def attachment_worker(
     if not settings.attachments.enabled:
         return []
     topics = Topics(settings.kafka.topic_prefix)
-    consumer = make_consumer(
+    consumer = make_consumer(  # subscribed by the worker, with its rebalance listener
         settings.kafka,
-        topics.attachments_work,
         group_id=f"{settings.group_id}-attachments",
         max_poll_records=1,
         session_timeout_ms=settings.session_timeout_ms,

@@ -8,10 +8,11 @@ taken from the loader's lanes (its Kingdee sessions and concurrency limit). Per 
    a byte, the bill's ``BOS_Attachment`` rows are listed (§10.4.3) and a row with that alias
    means the file is attached already. A kill before the last chunk leaves no row (Kingdee
    creates it on ``IsLast``), so the restarted upload starts over; a kill after it finds the row.
-2. **Streaming**: the bytes are read from the DingTalk URL in ``chunk_bytes`` pieces and each
-   piece goes out as one chunk (``FileId`` from the first answer, ``IsLast`` on the last); the
-   download runs one chunk ahead of the upload, so at most four chunks are in memory, and the
-   bytes never go through Kafka.
+2. **Streaming**: the bytes are read from the DingTalk URL and cut into ``chunk_bytes`` chunks,
+   each Base64-encoded piece by piece as it arrives (``filechunks``) and sent as one call
+   (``FileId`` from the first answer, ``IsLast`` on the last) without being joined; download and
+   encoding start while the bill's attachments are checked and run one chunk ahead of the upload
+   (``ReadAhead``), so at most four chunks are in memory, and the bytes never go through Kafka.
 3. **Expired URL** (403 from the file host, or less than a minute left): an
    ``attachments.refresh`` request; the extractor answers with a new work item.
 4. **Dead letters** (``dlq.loader``, replayable with ``dingdee dlq replay``): an item the
@@ -20,20 +21,25 @@ taken from the loader's lanes (its Kingdee sessions and concurrency limit). Per 
    refresh instead (the extractor checks it again against the current flow settings).
 5. **Outages** of Kingdee or the file host: retried in place with backoff without limit
    (``retry_until_ok``); the item stays uncommitted, so a kill re-runs it.
+6. **Rebalances** (another loader joins or leaves the group): before its partitions are given
+   up, the item in hand is finished and committed (``_Rebalance``); an item fetched for a
+   partition already given up is left to its next owner. A commit the group refuses all the same
+   (``CommitFailedError``: the group moved on; ``IllegalStateError``: the partition is gone) is
+   logged and the worker goes on: the item is read again after the rebalance and the alias check
+   makes the repeat a skip. The process never ends for a rebalance.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from dingdee_common import codec
 from dingdee_common.contracts.v1 import AttachmentRefresh, AttachmentResult, AttachmentWork
@@ -46,6 +52,7 @@ from dingdee_common.observability.followups import FollowupMetrics
 from dingdee_common.observability.logging import get_logger
 from dingdee_common.retry import retry_until_ok
 from dingdee_common.settings import RetrySettings
+from dingdee_loader.filechunks import Chunk, ReadAhead, chunked, send_byte_body
 from dingdee_loader.kingdee.client import KingdeeClient, Lane
 
 __all__ = ["AttachmentWorker", "alias_of"]
@@ -96,9 +103,23 @@ class AttachmentWorker:
         self._chunk = chunk_bytes
         self._dlq = DeadLetterPublisher(producer, topics, "loader")
         self._http = http or httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0))
+        self._busy = asyncio.Lock()  # held while an item is handled and committed
+        self._revoked: set[TopicPartition] = set()
+
+    async def revoked(self, partitions: set[TopicPartition]) -> None:
+        """Before the group takes ``partitions``: let the item in hand finish and commit."""
+        self._revoked |= partitions
+        async with self._busy:
+            log.info("loader.attachment.revoked", partitions=sorted(map(str, partitions)))
+
+    def assigned(self, partitions: set[TopicPartition]) -> None:
+        """``partitions`` are this worker's again (read on from their committed offsets)."""
+        self._revoked -= partitions
+        log.info("loader.attachment.assigned", partitions=sorted(map(str, partitions)))
 
     async def run(self, stop: asyncio.Event) -> None:
         """Handle items one by one until ``stop``; each offset is committed once handled."""
+        self._consumer.subscribe([self._topics.attachments_work], listener=_Rebalance(self))
         await self._consumer.start()
         try:
             while not stop.is_set():
@@ -112,21 +133,29 @@ class AttachmentWorker:
 
     async def _until_handled(self, tp: TopicPartition, record: Any) -> None:
         """Handle one item and commit it; a broker that does not answer is waited out and the
-        item handled again (the alias check makes a second upload a skip), never a crash."""
-
-        async def handle() -> None:
-            await self._handle(tp, record)
-            await self._consumer.commit({tp: record.offset + 1})
-
-        def waiting(exc: TransientError, attempt: int, delay: float) -> None:
-            log.warning(
-                "loader.attachment.kafka_unavailable",
-                attempt=attempt,
-                next_in=round(delay, 3),
-                error=exc.message,
+        item handled again (the alias check makes a second upload a skip), never a crash; a
+        rebalance leaves the item to the partition's owner after it (module docstring, 6)."""
+        async with self._busy:
+            if tp in self._revoked:
+                log.info("loader.attachment.left_to_owner", partition=str(tp), offset=record.offset)
+                return
+            await until_broker_answers(
+                lambda: self._handle(tp, record), "an attachment item", self._retry, _waiting
             )
-
-        await until_broker_answers(handle, "an attachment item", self._retry, waiting)
+            try:
+                await until_broker_answers(
+                    lambda: self._consumer.commit({tp: record.offset + 1}),
+                    "an attachment commit",
+                    self._retry,
+                    _waiting,
+                )
+            except (CommitFailedError, IllegalStateError) as exc:
+                log.warning(
+                    "loader.attachment.rebalanced",
+                    partition=str(tp),
+                    offset=record.offset,
+                    error=str(exc)[:300],
+                )
 
     async def _handle(self, tp: TopicPartition, record: Any) -> None:
         source = SourceRecord(
@@ -178,15 +207,17 @@ class AttachmentWorker:
         return False
 
     async def _attach(self, work: AttachmentWork) -> _Done:
-        lane = await self._lanes.get()
-        try:
-            inter_id = work.kingdee_id or await self._bill_id(lane, work)
-            existing = await self._existing(lane, work, inter_id)
-            if existing is not None:
-                return _Done("already_attached", existing)
-            return await self._upload(lane, work, inter_id)
-        finally:
-            self._lanes.put_nowait(lane)
+        # the download starts while the bill is looked up; a file found attached stops it
+        async with ReadAhead(self._chunks(work)) as chunks:
+            lane = await self._lanes.get()
+            try:
+                inter_id = work.kingdee_id or await self._bill_id(lane, work)
+                existing = await self._existing(lane, work, inter_id)
+                if existing is not None:
+                    return _Done("already_attached", existing)
+                return await self._upload(lane, work, inter_id, chunks)
+            finally:
+                self._lanes.put_nowait(lane)
 
     async def _bill_id(self, lane: Lane, work: AttachmentWork) -> int:
         found = await self._client.existing(lane, work.form_id, work.number_field, [work.number])
@@ -215,7 +246,9 @@ class AttachmentWorker:
             raise TransientError("Kingdee BOS_Attachment query failed", code="kingdee_query_failed")
         return int(rows[0][0]) if rows else None
 
-    async def _upload(self, lane: Lane, work: AttachmentWork, inter_id: int) -> _Done:
+    async def _upload(
+        self, lane: Lane, work: AttachmentWork, inter_id: int, chunks: ReadAhead
+    ) -> _Done:
         base = {
             "FileName": work.file.file_name,
             "FormId": work.form_id,
@@ -224,11 +257,12 @@ class AttachmentWorker:
             "AliasFileName": alias_of(work),
         }
         file_id, size, attachment_id = "", 0, None
-        async for chunk, last in self._prefetched(work):
-            data = {**base, "IsLast": last, "SendByte": base64.b64encode(chunk).decode()}
+        async for chunk in chunks:
+            data: dict[str, Any] = {**base, "IsLast": chunk.last}
             if file_id:
                 data["FileId"] = file_id
-            answer = await self._client.call(lane, "attachmentupload", {"data": data})
+            body = send_byte_body(codec.dumps({"data": data}), chunk)
+            answer = await self._client.call(lane, "attachmentupload", body)
             result = answer.get("Result") if isinstance(answer, dict) else None
             status = (result or {}).get("ResponseStatus") or {}
             if not status.get("IsSuccess"):
@@ -240,60 +274,21 @@ class AttachmentWorker:
                     code="kingdee_attachment_refused",
                 )
             file_id = str((result or {}).get("FileId") or file_id)
-            size += len(chunk)
+            size += chunk.size
             entities = status.get("SuccessEntitys") or []
-            if last and entities:
+            if chunk.last and entities:
                 attachment_id = int(entities[0]["Id"])
         self._metrics.bytes.labels(work.flow).inc(size)
         return _Done("attached", attachment_id, size)
 
-    async def _prefetched(self, work: AttachmentWork) -> AsyncIterator[tuple[bytes, bool]]:
-        """``_chunks`` read one chunk ahead in a task, so the download overlaps the upload
-        (at most four chunks in memory: uploading, queued, held back, filling)."""
-        queue: asyncio.Queue[tuple[bytes, bool] | Exception] = asyncio.Queue(maxsize=1)
-
-        async def fill() -> None:
-            try:
-                async for item in self._chunks(work):
-                    await queue.put(item)
-            except Exception as exc:  # noqa: BLE001 - handed to the reader, raised there
-                await queue.put(exc)
-
-        task = asyncio.create_task(fill())
-        try:
-            while True:
-                item = await queue.get()
-                if isinstance(item, Exception):
-                    raise item
-                yield item
-                if item[1]:
-                    return
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _chunks(self, work: AttachmentWork) -> AsyncIterator[tuple[bytes, bool]]:
-        """The file's bytes in ``chunk_bytes`` pieces, each with whether it is the last."""
+    async def _chunks(self, work: AttachmentWork) -> AsyncIterator[Chunk]:
+        """The file's bytes in ``chunk_bytes`` chunks, encoded, the last one marked."""
         assert work.url is not None  # noqa: S101 - checked by the caller
         try:
             async with self._http.stream("GET", work.url) as response:
                 _check_download(work, response.status_code)
-                # one chunk filling, one held back (to know which is the last): bounded memory
-                pending = bytearray()
-                held: bytes | None = None
-                async for piece in response.aiter_bytes(256 * 1024):
-                    pending += piece
-                    while len(pending) >= self._chunk:
-                        if held is not None:
-                            yield held, False
-                        held = bytes(pending[: self._chunk])
-                        del pending[: self._chunk]
-                if pending:
-                    if held is not None:
-                        yield held, False
-                    held = bytes(pending)
-                yield held or b"", True
+                async for chunk in chunked(response.aiter_bytes(), self._chunk):
+                    yield chunk
         except httpx.TransportError as exc:
             raise TransientError(
                 f"download of {work.file.file_name!r} failed: {type(exc).__name__}",
@@ -355,6 +350,26 @@ class AttachmentWorker:
             value=codec.encode_model(result),
             key=work.bill_key.encode(),
         )
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, worker: AttachmentWorker) -> None:
+        self._worker = worker
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        await self._worker.revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        self._worker.assigned(set(assigned))
+
+
+def _waiting(exc: TransientError, attempt: int, delay: float) -> None:
+    log.warning(
+        "loader.attachment.kafka_unavailable",
+        attempt=attempt,
+        next_in=round(delay, 3),
+        error=exc.message,
+    )
 
 
 def _check_download(work: AttachmentWork, status: int) -> None:

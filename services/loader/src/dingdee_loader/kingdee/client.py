@@ -15,6 +15,7 @@ Whose fault an answer is (kingdee.md §0.3, §1.2, §1.5, §3.3); the sink acts 
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import httpx
@@ -147,16 +148,22 @@ class KingdeeClient:
             )
         return headers
 
-    async def _post(self, lane: Lane, name: str, body: dict[str, Any]) -> Any:
+    async def _post(self, lane: Lane, name: str, body: dict[str, Any] | Sequence[bytes]) -> Any:
         """One HTTP call; raises TransientError for transport failures, 5xx, response_error."""
         service = SERVICES[name]
         headers = self._headers(service)
         if lane.session_id:
             headers["kdservice-sessionid"] = lane.session_id
+        content: bytes | AsyncIterator[bytes]
+        if isinstance(body, dict):  # codec.dumps: a Decimal goes out with its exact digits
+            content = dumps(body)
+        else:  # already encoded, in pieces: written as they are (an attachment chunk)
+            headers["Content-Length"] = str(sum(len(part) for part in body))
+            content = _pieces(body)
         started = time.monotonic()
-        try:  # codec.dumps: a Decimal amount goes out as a JSON number with its exact digits
+        try:
             response = await lane.http.post(
-                f"{self._base}/{service}.common.kdsvc", content=dumps(body), headers=headers
+                f"{self._base}/{service}.common.kdsvc", content=content, headers=headers
             )
         except httpx.TimeoutException as exc:
             self._metrics.kingdee_error(name, "timeout")
@@ -263,8 +270,10 @@ class KingdeeClient:
             )
         lane.session_id = str(result.get("KDSVCSessionId") or "") or lane.session_id
 
-    async def call(self, lane: Lane, name: str, body: dict[str, Any]) -> Any:
+    async def call(self, lane: Lane, name: str, body: dict[str, Any] | Sequence[bytes]) -> Any:
         """A business call; on session loss log in again and resend exactly once.
+
+        ``body`` is the JSON object, or its encoding already made, in pieces (sent unjoined).
 
         The resend is part of the call, not a retry: its cause is known and cured before it (a
         new session), it waits for nothing and spends no retry budget; a second loss means
@@ -360,3 +369,8 @@ def _rows(status: dict[str, Any], count: int) -> dict[int, RowResult]:
             field = next((e.get("FieldName") for e in errs if e.get("FieldName")), None)
             rows[dindex] = RowResult(RowKind.REJECTED, message=_error_text(errs), field=field)
     return rows
+
+
+async def _pieces(parts: Sequence[bytes]) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part

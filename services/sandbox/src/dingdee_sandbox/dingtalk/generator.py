@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from dingdee_sandbox.demo_org import DEPARTMENTS, EMPLOYEES, EXPENSE_TYPES, PROCESS_CODES
-from dingdee_sandbox.dingtalk.files import demo_files
+from dingdee_sandbox.dingtalk.files import DemoFile, demo_files
 
 __all__ = [
     "COLUMNS",
@@ -139,6 +139,8 @@ COLUMNS = (
     ("DDSelectField", "DDSelectField_BYJ062", "费用类型"),
     ("MoneyField", "MoneyField_BYJ063", "金额"),
     ("DDDateField", "DDDateField_BYJ064", "日期"),
+    # dingtalk.md §9.3: attachments can sit inside TableField rows (value as §3.4)
+    ("DDAttachment", "DDAttachment_BYJ065", "票据"),
 )
 
 
@@ -148,7 +150,12 @@ def _column_definitions() -> str:
         {
             "componentName": kind,
             "componentType": kind,
-            "props": {"id": cid, "label": label, "placeholder": "请输入", "required": True},
+            "props": {
+                "id": cid,
+                "label": label,
+                "placeholder": "请输入",
+                "required": kind != "DDAttachment",
+            },
         }
         for kind, cid, label in COLUMNS
     ]
@@ -159,12 +166,26 @@ def _row(rng: random.Random, labels: list[str], n: int, day: str) -> dict[str, A
     """One 费用明细 row in read format (cells in ``COLUMNS`` order)."""
     row_kind = rng.choice(labels)
     amount = _money(Decimal(rng.randint(2000, 200000)) / 100)
-    values = (rng.choice(_ITEMS[row_kind]), row_kind, amount, day)
+    values = (rng.choice(_ITEMS[row_kind]), row_kind, amount, day, _row_files(rng, n))
     cells = [
         {"componentType": kind, "label": label, "value": value, "key": key}
         for (kind, key, label), value in zip(COLUMNS, values, strict=True)
     ]
     return {"rowValue": cells, "rowNumber": f"TableField_BYJ06_{n + 1:04d}"}
+
+
+def _row_files(rng: random.Random, n: int) -> str:
+    """A row's 票据 cell: one receipt (jpg or pdf) in about one row of four, else ``"null"``.
+
+    Drawn from a generator seeded by ``rng``'s state, which is left as it was: adding the cell
+    shifts no other demo value (dingtalk.md §9.3: files inside ``TableField`` rows; §3.4 value).
+    """
+    sub = random.Random(repr(rng.getstate()))
+    if sub.random() >= 0.25:
+        return "null"
+    kind = sub.choice(("jpg", "pdf"))
+    size, file_id = sub.randint(20_000, 400_000), str(sub.randint(10**10, 10**11))
+    return orjson.dumps([DemoFile(file_id, f"票据{n + 1}.{kind}", size, kind).as_value()]).decode()
 
 
 def _attachment(rng: random.Random) -> str:

@@ -24,7 +24,8 @@ _NAMES = {PETTY: "备用金补单", DEPT: "部门新建申请"}
 
 
 def _item(kind: str, cid: str, label: str) -> dict[str, Any]:
-    return {"componentName": kind, "props": {"id": cid, "label": label, "required": True}}
+    required = kind != "DDAttachment"
+    return {"componentName": kind, "props": {"id": cid, "label": label, "required": required}}
 
 
 def _template(process_code: str, components: list[dict[str, Any]]) -> dict[str, Any]:
