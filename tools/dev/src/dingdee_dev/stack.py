@@ -251,7 +251,10 @@ class Stack:
 
     async def stop(self) -> None:
         """Stop services first (SIGTERM, then SIGKILL), then sandboxes, then the broker."""
-        order = [*reversed(self.supervised), "sandbox-kingdee", "sandbox-dingtalk"]
+        sandboxes = ["sandbox-kingdee", "sandbox-dingtalk"]
+        # services a test started later with start_service as well (a fresh deploy, one by one)
+        extra = [n for n in reversed(self.processes) if n not in (*self.supervised, *sandboxes)]
+        order = [*extra, *reversed(self.supervised), *sandboxes]
         for name in order:
             proc = self.processes.get(name)
             if proc is not None:
