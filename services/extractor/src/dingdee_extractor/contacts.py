@@ -138,7 +138,6 @@ class ContactSync:
         requests = make_consumer(
             self.s.kafka, self.topics.refdata_requests, group_id="extractor.refdata"
         )
-        await requests.start()
         await self._load_usage()
         listen = asyncio.create_task(self._listen(requests))
         try:
@@ -167,6 +166,9 @@ class ContactSync:
         return keys
 
     async def _listen(self, consumer: AIOKafkaConsumer) -> None:
+        # started here, not before the first refresh: a group consumer's start waits for its
+        # group (~15 s on Tansu), and the transformer waits for that first refresh (issue #14)
+        await consumer.start()
         while True:
             batches = await consumer.getmany(timeout_ms=1000)
             for records in batches.values():

@@ -120,7 +120,6 @@ class Refresher:
         requests = make_consumer(
             self.s.kafka, self.topics.refdata_requests, group_id=f"{self.s.group_id}.refdata"
         )
-        await requests.start()
         listen = asyncio.create_task(self._listen(requests))
         try:
             while not stop.is_set():
@@ -138,6 +137,9 @@ class Refresher:
             await requests.stop()
 
     async def _listen(self, consumer: AIOKafkaConsumer) -> None:
+        # started here, not before the first refresh: a group consumer's start waits for its
+        # group (~15 s on Tansu), and the transformer waits for that first refresh (issue #14)
+        await consumer.start()
         while True:
             batches = await consumer.getmany(timeout_ms=1000)
             for records in batches.values():
