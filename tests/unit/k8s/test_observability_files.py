@@ -36,6 +36,7 @@ ALERTS = {
     "DingdeeTargetDown",
     "DingdeeKingdeeUnavailable",
     "DingdeeParkedTooLong",
+    "DingdeeRefdataNeverRefreshed",
 }
 
 
