@@ -141,6 +141,8 @@ async def _transformer_rate(
             "DINGDEE_GROUP_ID": f"bench-transformer-{uuid.uuid4().hex[:6]}",
             "DINGDEE_TELEMETRY__LOG_LEVEL": "WARNING",
             "DINGDEE_FLOOD_GUARD__ENABLED": "false",
+            # no loader or extractor publishes reference data here: the demo tables answer
+            "DINGDEE_REFDATA__FIRST_REFRESH_TIMEOUT_SECONDS": "0",
         },
         log_path=logs / f"{name}.log",
         cwd=logs,  # faust creates its data directory here

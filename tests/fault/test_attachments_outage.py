@@ -13,6 +13,7 @@ import pytest
 
 from dingdee_dev.stack import Stack, StackConfig
 from dingdee_sandbox.demo_org import DEMO_APP
+from tests.fault.test_attachments_failures import metric
 from tests.fault.test_attachments_sigkill import bill_of
 from tests.helpers import demo_flows_file, poll_until
 from tests.integration.test_attachments_e2e import (
@@ -29,6 +30,12 @@ pytestmark = [pytest.mark.fault, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 FAULTS = ["save", "batchsave", "executebillquery", "billquery", "view", "attachmentupload"]
+# the follow-up calls DingTalk refused (403: the app lost Workflow.Instance.Write)
+REFUSED = (
+    r'dingdee_dingtalk_requests_total\{[^}]*api="(?:comment_v1|file_url_v1)"'
+    r'[^}]*errcode="(?!0")[^"]*"[^}]*\}'
+)
+KINGDEE_FAILED = r"dingdee_loader_kingdee_errors_total\{[^}]*\}"
 
 
 async def no_dead_letters(stack: Stack) -> None:
@@ -63,7 +70,12 @@ async def test_dingtalk_refusing_and_kingdee_down_are_waited_out(
             return any(b["number"] == bill for b in await stack.kingdee_bills(FORM))
 
         await poll_until(saved, timeout=120, what="the bill saved")
-        await asyncio.sleep(8)  # DingTalk refuses the follow-ups meanwhile
+
+        async def refused_twice() -> bool:  # refused, waited, tried again, refused again
+            return await metric(stack, "extractor", REFUSED) >= 2
+
+        # was a fixed 8 s sleep; the refusals themselves show the follow-ups were tried
+        await poll_until(refused_twice, timeout=60, what="DingTalk refusing the follow-ups")
         assert pid not in await comments_by_instance(stack)
         assert not await attached(stack, bill)
         await no_dead_letters(stack)
@@ -78,7 +90,13 @@ async def test_dingtalk_refusing_and_kingdee_down_are_waited_out(
             return pid in await comments_by_instance(stack)
 
         await poll_until(commented, timeout=60, what="the comment once DingTalk answers")
-        await asyncio.sleep(6)  # the loader retries the uploads meanwhile
+        failed = await metric(stack, "loader", KINGDEE_FAILED)
+
+        async def retried() -> bool:  # the loader's calls for the files failed, more than once
+            return await metric(stack, "loader", KINGDEE_FAILED) >= failed + 2
+
+        # was a fixed 6 s sleep: now until the loader has met the outage at least twice
+        await poll_until(retried, timeout=60, what="the loader retrying the uploads")
         assert not await attached(stack, bill)
         await no_dead_letters(stack)
 

@@ -49,6 +49,9 @@ def transformer_process(
             "DINGDEE_HTTP__HOST": "127.0.0.1",
             "DINGDEE_GROUP_ID": group,
             "DINGDEE_TELEMETRY__LOG_FORMAT": "json",
+            # a transformer on its own: no loader or extractor ever publishes a refresh marker,
+            # the demo tables answer every lookup (tests/unit/refdata/test_first_refresh.py)
+            "DINGDEE_REFDATA__FIRST_REFRESH_TIMEOUT_SECONDS": "0",
             **extra_env,
         },
         log_path=tmp_path / "transformer.log",

@@ -100,7 +100,6 @@ class RefreshSchedule:
             return
         await provision(self.kafka, self.topics, extra=self.topics.refdata_specs(self.sources))
         requests = make_consumer(self.kafka, self.topics.refdata_requests, group_id=self.group_id)
-        await requests.start()
         listen: asyncio.Task[None] | None = None
         try:
             if before is not None:
@@ -125,7 +124,12 @@ class RefreshSchedule:
 
 async def _listen(consumer: AIOKafkaConsumer, on_request: Callable[[RefRequest], None]) -> None:
     """Every request on ``refdata.requests`` to ``on_request`` (one that does not decode is
-    skipped), committed after each batch."""
+    skipped), committed after each batch.
+
+    The consumer starts here, not before the first refresh: a group consumer's start waits for
+    its group (~15 s on Tansu), and the transformer waits for that first refresh (issue #14).
+    """
+    await consumer.start()
     while True:
         batches = await consumer.getmany(timeout_ms=1000)
         for records in batches.values():

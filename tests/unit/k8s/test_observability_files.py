@@ -38,6 +38,7 @@ ALERTS = {
     "DingdeeKingdeeUnavailable",
     "DingdeeParkedTooLong",
     "DingdeeFollowupsStuck",
+    "DingdeeRefdataNeverRefreshed",
 }
 
 

@@ -180,6 +180,8 @@ class TransformerApp:
         )
         self.stopped = self.batches.stopped
         self.fatal: BaseException | None = None
+        self._assigned = False  # faust assigned this worker its partitions
+        self._refs_ready = False  # tables read and the first refreshes seen (or waited out)
 
     def _make_app(self) -> faust.App:
         s = self.settings
@@ -225,9 +227,14 @@ class TransformerApp:
         # reference tables and parked records first: nothing is mapped against a half-read table
         try:
             await self.refdata.start()
+            await self.refdata.first_refresh(
+                self.settings.refdata.first_refresh_timeout_seconds, self._waiting
+            )
         except Exception as exc:  # noqa: BLE001 - the worker stops and is restarted
             self._fail(exc)
             return
+        self._refs_ready = True
+        self._set_ready()
         lot = asyncio.create_task(self.parking.run())
         try:
             await self.batches.run(self._fail)
@@ -249,10 +256,19 @@ class TransformerApp:
                 f"{tp.topic}:{tp.partition}" for tp in self.app.assignor.assigned_standbys()
             ),
         )
+        self._assigned = True
         self.parking.requeue_all()  # records parked by the previous owner of a partition
-        if not self.guard.tripped:
+        self._set_ready()
+
+    def _set_ready(self) -> None:
+        """Ready once partitions are assigned and the live sources had their first refresh."""
+        if self._assigned and self._refs_ready and not self.guard.tripped and self.fatal is None:
             self.health.set_ready()
             self.metrics.stage.ready.labels(STAGE).set(1)
+
+    def _waiting(self, reason: str) -> None:
+        self.health.set_not_ready(reason)
+        self.metrics.stage.ready.labels(STAGE).set(0)
 
     async def _heartbeat(self) -> None:
         """Liveness while idle: the event loop turns *and* the Kafka consumer still runs.

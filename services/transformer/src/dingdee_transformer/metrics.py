@@ -23,6 +23,7 @@ class TransformerMetrics:
     refdata_rows: Gauge
     refdata_age: Gauge
     refdata_misses: Counter
+    refdata_unrefreshed: Gauge
     parked: Gauge
     parked_oldest: Gauge
 
@@ -51,6 +52,13 @@ class TransformerMetrics:
             refdata_age=Gauge(
                 "dingdee_refdata_age_seconds",
                 "Seconds since a reference source last received a row",
+                ["source"],
+                registry=registry,
+            ),
+            refdata_unrefreshed=Gauge(
+                "dingdee_refdata_awaiting_first_refresh",
+                "1 while no completed refresh of a live source its lookups read has been seen "
+                "(the transformer waits for it before mapping, up to a limit), else 0",
                 ["source"],
                 registry=registry,
             ),

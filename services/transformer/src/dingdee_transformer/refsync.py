@@ -4,7 +4,13 @@ A plain aiokafka consumer without a group reads every ``refdata.<source>`` topic
 ``transformer.parked`` from the beginning (every replica holds every table), applies each record
 to the :class:`RefStore` or the :class:`ParkingLot`, and keeps reading. ``start`` returns once
 everything present was read (to the first empty poll: DESIGN §11, Tansu's end offsets), so the
-batch loop maps nothing against a half-loaded table; then the lot retries what it holds.
+batch loop maps nothing against a half-loaded table. ``first_refresh`` then waits until every
+source a lookup reads has a completed refresh on its topic (the owner's :data:`MARKER_KEY` row):
+on a fresh deploy the transformer would otherwise map before the loader's and the extractor's
+first refresh and park every claim once. The wait is bounded (``DINGDEE_REFDATA__
+FIRST_REFRESH_TIMEOUT_SECONDS``): past it the transformer maps anyway and logs a warning, since a
+miss parks durably and loads when the refresh comes, while waiting for ever would turn one
+missing publisher into a stopped pipeline. Then the lot retries what it holds.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer
 
@@ -47,6 +54,12 @@ class RefReader:
         self.metrics = metrics
         self.by_topic = {topics.refdata(s): s for s in store.config.sources}
         self.refreshed: dict[str, float] = {}  # source → epoch of its owner's last full refresh
+        # the sources a lookup reads: mapping waits for a completed refresh of each
+        self.needed = sorted(
+            {lk.source for lk in store.config.lookups.values()}
+            | {lk.via for lk in store.config.lookups.values() if lk.via is not None}
+        )
+        self._marker = asyncio.Event()  # set whenever a refresh marker arrives
         self.task: asyncio.Task[None] | None = None
         self._consumer: AIOKafkaConsumer | None = None
 
@@ -64,8 +77,6 @@ class RefReader:
         started, rows = time.monotonic(), 0
         while (n := await self._poll(consumer, 1000)) > 0:
             rows += n
-        self.store.listeners.append(self.lot.changed)
-        self.lot.requeue_all()
         self._gauges()
         log.info(
             "transformer.refdata.loaded",
@@ -73,8 +84,48 @@ class RefReader:
             seconds=round(time.monotonic() - started, 3),
             parked=len(self.lot.entries),
             tables={s: len(t.rows) for s, t in self.store.tables.items()},
+            unrefreshed=self.unrefreshed(),
         )
         self.task = asyncio.create_task(self._follow(consumer))
+
+    def unrefreshed(self) -> list[str]:
+        """The sources a lookup reads with no completed refresh seen yet."""
+        return [s for s in self.needed if s not in self.refreshed]
+
+    async def first_refresh(self, timeout: float, waiting: Callable[[str], None]) -> bool:
+        """Wait (up to ``timeout`` s) for a completed refresh of every needed source, then let
+        the parking lot hear changes and retry what it holds; True when none is missing.
+
+        ``waiting`` hears the readiness reason while it waits ("waiting for the first refresh of
+        refdata.X"); the wait is logged when it starts, every 30 s, and when it ends.
+        """
+        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        last_log = 0.0
+        while (missing := self.unrefreshed()) and (left := deadline - time.monotonic()) > 0:
+            topics = ", ".join(self.topics.refdata(s) for s in missing)
+            waiting(f"waiting for the first refresh of {topics}")
+            if time.monotonic() - last_log >= 30.0:
+                last_log = time.monotonic()
+                log.info("transformer.refdata.waiting", sources=missing, timeout_left=round(left))
+            self._marker.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._marker.wait(), timeout=min(left, 30.0))
+        missing = self.unrefreshed()
+        waited = round(time.monotonic() - started, 3)
+        if missing:
+            log.warning(
+                "transformer.refdata.first_refresh_timeout",
+                sources=missing,
+                waited_seconds=waited,
+                detail="mapping without them: records that miss these sources park until "
+                "their refresh (check the loader's or extractor's refresh logs)",
+            )
+        elif waited > 0.05:
+            log.info("transformer.refdata.first_refresh_seen", waited_seconds=waited)
+        self.store.listeners.append(self.lot.changed)
+        self.lot.requeue_all()
+        return not missing
 
     async def _follow(self, consumer: AIOKafkaConsumer) -> None:
         while True:
@@ -105,6 +156,7 @@ class RefReader:
         if key == MARKER_KEY:
             if row is not None:
                 self.refreshed[source] = float(row.fields.get("at") or time.time())
+                self._marker.set()
             return
         self.store.apply(source, key, row)
 
@@ -115,6 +167,8 @@ class RefReader:
             last = max(self.refreshed.get(source, 0.0), table.changed_at)
             if last:
                 self.metrics.refdata_age.labels(source).set(max(now - last, 0.0))
+        for source in self.needed:
+            self.metrics.refdata_unrefreshed.labels(source).set(source not in self.refreshed)
 
     async def stop(self) -> None:
         if self.task is not None:

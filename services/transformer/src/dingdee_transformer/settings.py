@@ -13,7 +13,7 @@ from dingdee_common.settings import (
     ServiceSettings,
 )
 
-__all__ = ["ParkingSettings", "TransformerSettings"]
+__all__ = ["ParkingSettings", "RefdataWaitSettings", "TransformerSettings"]
 
 
 class ParkingSettings(BaseModel):
@@ -36,6 +36,21 @@ class ParkingSettings(BaseModel):
     )
     check_seconds: float = Field(
         default=5.0, gt=0, description="how often the parking lot looks for expired records"
+    )
+
+
+class RefdataWaitSettings(BaseModel):
+    """The first refresh of each live source (``DINGDEE_REFDATA__*``, issue #14)."""
+
+    first_refresh_timeout_seconds: float = Field(
+        default=240.0,
+        ge=0,
+        description=(
+            "how long a transformer that has never seen a completed refresh of a live source "
+            "its lookups read (the owner's marker on refdata.<source>) waits before mapping; "
+            "not ready meanwhile. Past it, it maps anyway and logs a warning: misses park and "
+            "load when the refresh comes. 0: do not wait"
+        ),
     )
 
 
@@ -78,3 +93,4 @@ class TransformerSettings(ServiceSettings):
     retry: RetrySettings = RetrySettings()
     flood_guard: FloodGuardSettings = FloodGuardSettings()
     parking: ParkingSettings = ParkingSettings()
+    refdata: RefdataWaitSettings = RefdataWaitSettings()

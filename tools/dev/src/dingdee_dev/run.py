@@ -154,7 +154,7 @@ def _summary(expectation: Expectation, progress: Progress) -> str:
         f"sandbox[/] after {progress.elapsed:.1f}s — "
         + ", ".join(f"{form}: {len(nums)}" for form, nums in expectation.by_form.items())
         + f"; {progress.counts.get('extracted', 0)} records on approvals.raw (snapshots, and "
-        "claims parked until their live master data arrived, put back), "
+        "any claim parked until its master data arrived, put back), "
         f"{progress.dead_letters} dead-lettered."
     )
 

@@ -133,15 +133,25 @@ class Stack:
             await asyncio.to_thread(self.broker.start)
             self.bootstrap = self.broker.bootstrap_servers
         await provision(self.kafka)
-        self.dingtalk_url = await self._start_sandbox(
-            "dingtalk",
-            "--demo",
-            str(self.config.demo),
-            "--seed",
-            str(self.config.seed),
-            *self.config.dingtalk_args,
+        # both sandboxes at once (each Python process takes a second or two to answer); both
+        # are registered before a failure of either is raised, so stop() ends them
+        dingtalk, kingdee = await asyncio.gather(
+            self._start_sandbox(
+                "dingtalk",
+                "--demo",
+                str(self.config.demo),
+                "--seed",
+                str(self.config.seed),
+                *self.config.dingtalk_args,
+            ),
+            self._start_sandbox("kingdee", *self.config.kingdee_args),
+            return_exceptions=True,
         )
-        self.kingdee_url = await self._start_sandbox("kingdee", *self.config.kingdee_args)
+        if isinstance(dingtalk, BaseException):
+            raise dingtalk
+        if isinstance(kingdee, BaseException):
+            raise kingdee
+        self.dingtalk_url, self.kingdee_url = dingtalk, kingdee
         for name in self.config.services:
             self.start_service(name)
         if self.config.console:
@@ -254,12 +264,13 @@ class Stack:
         self.processes[name].kill()
 
     async def stop(self) -> None:
-        """Stop services first (SIGTERM, then SIGKILL), then sandboxes, then the broker."""
-        order = [*reversed(self.supervised), "sandbox-kingdee", "sandbox-dingtalk"]
-        for name in order:
-            proc = self.processes.get(name)
-            if proc is not None:
-                await asyncio.to_thread(proc.stop)
+        """Stop the services (SIGTERM, then SIGKILL; all at once, as independent pods stop),
+        then the sandboxes, then the broker. Services a test started later with
+        ``start_service`` (a fresh deploy, one by one) are stopped as well."""
+        sandboxes = ("sandbox-kingdee", "sandbox-dingtalk")
+        for names in ([n for n in self.processes if n not in sandboxes], sandboxes):
+            procs = [self.processes[n] for n in names if n in self.processes]
+            await asyncio.gather(*(asyncio.to_thread(proc.stop) for proc in procs))
         if self.broker is not None:
             await asyncio.to_thread(self.broker.stop)
             self.broker = None
