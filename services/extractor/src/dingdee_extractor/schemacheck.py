@@ -18,7 +18,7 @@ __all__ = ["Component", "Read", "component_checks", "schema_components"]
 _NUMERIC = frozenset({"NumberField", "MoneyField", "CalculateField"})
 _TEXT = frozenset({"TextField", "TextareaField"})
 _SELECT = frozenset({"DDSelectField", "DDMultiSelectField"})
-# pick → component types it can read (transformer rules._PICKERS); "value" is decided by convert
+# pick → component types it can read (transformer fieldrule._PICKERS); "value" is decided by convert
 _PICK_TYPES = {
     "rows": frozenset({"TableField", "DDTableField"}),
     "key": _SELECT,
