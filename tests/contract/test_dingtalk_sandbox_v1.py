@@ -209,6 +209,7 @@ class TestFormSchema:
             "费用类型",
             "金额",
             "日期",
+            "票据",  # an attachment cell in the rows (issue #18, contract §9.3)
         ]
         schema_ids = {(i["props"]["id"], i["props"]["label"]) for i in items}
         form = next(i for i in sb.state.instances.values() if i.process_code == PETTY).form
