@@ -156,7 +156,7 @@ async def test_a_mapping_naming_a_missing_component_or_column(
     header, column = errors(out)
     assert header.startswith("error   dingtalk/petty-cash: component 事由说明:")
     assert column.startswith("error   dingtalk/petty-cash: column 费用明细/摘要:")
-    assert "(it has: 日期, 费用类型, 金额, 项目)" in column
+    assert "(it has: 日期, 票据, 费用类型, 金额, 项目)" in column
 
 
 async def test_a_read_of_an_incompatible_type(
