@@ -21,6 +21,7 @@ import httpx
 import pytest
 from rich.console import Console
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -79,7 +80,19 @@ async def load(driver: WebDriver, url: str) -> None:
 
 
 async def click(driver: WebDriver, css: str) -> None:
+    """Click something that loads a page, and wait for that page: a click on a submit button
+    returns before the POST's answer replaces the page (under load the old page was read)."""
+    page = driver.find_element(By.TAG_NAME, "html")
     await asyncio.to_thread(driver.find_element(By.CSS_SELECTOR, css).click)
+
+    def replaced() -> bool:
+        try:
+            page.is_enabled()  # any call on an element of a page that is gone raises
+        except StaleElementReferenceException:
+            return bool(driver.execute_script("return document.readyState") == "complete")
+        return False
+
+    await poll_until(replaced, timeout=30, what=f"the page {css} leads to")
 
 
 async def bad_approval(stack: Stack) -> str:
