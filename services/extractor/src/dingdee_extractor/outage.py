@@ -128,22 +128,20 @@ class OutageWatch:
 
     def report(self, subject: str, error: str | None) -> None:
         """A configuration error about ``subject`` (None: there is none, or no more)."""
-        if self._problems.get(subject) == error:
-            return
-        if error is None:
-            self._problems.pop(subject, None)
-        else:
-            self._problems[subject] = error
-        self._publish()
+        self._note(self._problems, subject, error)
 
     def behind(self, subject: str, why: str | None) -> None:
         """``subject`` is held up by back-pressure, and why (None: it caught up)."""
-        if self._behind.get(subject) == why:
+        self._note(self._behind, subject, why)
+
+    def _note(self, table: dict[str, str], subject: str, text: str | None) -> None:
+        """Set (or, with None, clear) ``subject``'s line in ``table``; publish a change."""
+        if table.get(subject) == text:
             return
-        if why is None:
-            self._behind.pop(subject, None)
+        if text is None:
+            table.pop(subject, None)
         else:
-            self._behind[subject] = why
+            table[subject] = text
         self._publish()
 
     def _publish(self) -> None:
